@@ -1,0 +1,87 @@
+"""Token-length distributions for synthetic prompts and outputs."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BeforeValidator, Field, model_validator
+
+from clientswarm.config.base import StrictModel
+
+
+class FixedLength(StrictModel):
+    """Always the same number of tokens."""
+
+    kind: Literal["fixed"] = "fixed"
+    value: int = Field(ge=1, description="Number of tokens")
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[int]:
+        """Draw ``n`` lengths."""
+        return [self.value] * n
+
+
+class UniformLength(StrictModel):
+    """Uniform integer lengths in [min, max]."""
+
+    kind: Literal["uniform"] = "uniform"
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformLength:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[int]:
+        """Draw ``n`` lengths."""
+        return [int(x) for x in rng.integers(self.min, self.max + 1, size=n)]
+
+
+class NormalLength(StrictModel):
+    """Normal lengths, rounded and clipped to [min, max]."""
+
+    kind: Literal["normal"] = "normal"
+    mean: float = Field(gt=0)
+    std: float = Field(ge=0)
+    min: int = Field(default=1, ge=1)
+    max: int | None = Field(default=None, ge=1)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[int]:
+        """Draw ``n`` lengths."""
+        hi = self.max if self.max is not None else 2**31 - 1
+        return [int(x) for x in np.clip(np.rint(rng.normal(self.mean, self.std, n)), self.min, hi)]
+
+
+class LognormalLength(StrictModel):
+    """Log-normal lengths with the given mean and standard deviation, clipped to [min, max]."""
+
+    kind: Literal["lognormal"] = "lognormal"
+    mean: float = Field(gt=0)
+    std: float = Field(gt=0)
+    min: int = Field(default=1, ge=1)
+    max: int | None = Field(default=None, ge=1)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[int]:
+        """Draw ``n`` lengths."""
+        sigma2 = math.log(1.0 + (self.std / self.mean) ** 2)
+        mu = math.log(self.mean) - sigma2 / 2.0
+        hi = self.max if self.max is not None else 2**31 - 1
+        raw = rng.lognormal(mu, math.sqrt(sigma2), n)
+        return [int(x) for x in np.clip(np.rint(raw), self.min, hi)]
+
+
+def coerce_length(value: Any) -> Any:
+    """Let a bare integer stand for a fixed length: ``input_tokens: 128``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"kind": "fixed", "value": value}
+    return value
+
+
+LengthDist = Annotated[
+    FixedLength | UniformLength | NormalLength | LognormalLength,
+    BeforeValidator(coerce_length),
+    Field(discriminator="kind"),
+]

@@ -1,0 +1,106 @@
+"""How a group's interactions are paced (load) and when the group stops."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from clientswarm.config.base import StrictModel
+
+
+class ConstantThink(StrictModel):
+    """Always wait the same time between two interactions of a client."""
+
+    kind: Literal["constant"] = "constant"
+    value_s: float = Field(ge=0)
+
+
+class UniformThink(StrictModel):
+    """Wait a uniform random time in [min_s, max_s]."""
+
+    kind: Literal["uniform"] = "uniform"
+    min_s: float = Field(ge=0)
+    max_s: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformThink:
+        if self.max_s < self.min_s:
+            raise ValueError(f"max_s ({self.max_s}) must be >= min_s ({self.min_s})")
+        return self
+
+
+class ExponentialThink(StrictModel):
+    """Wait an exponential random time with the given mean."""
+
+    kind: Literal["exponential"] = "exponential"
+    mean_s: float = Field(gt=0)
+
+
+def _coerce_think(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"kind": "constant", "value_s": value}
+    return value
+
+
+ThinkTime = Annotated[
+    ConstantThink | UniformThink | ExponentialThink,
+    BeforeValidator(_coerce_think),
+    Field(discriminator="kind"),
+]
+
+
+class ClosedStage(StrictModel):
+    """One step of a closed-loop sweep: this many active clients for this long."""
+
+    clients: int = Field(ge=1)
+    duration_s: float = Field(gt=0)
+
+
+class OpenStage(StrictModel):
+    """One step of an open-loop sweep: this arrival rate for this long."""
+
+    rate: float = Field(gt=0, description="Requests per second over the whole group")
+    duration_s: float = Field(gt=0)
+
+
+class ClosedLoadConfig(StrictModel):
+    """Closed loop: each client sends, waits for the answer, thinks, and sends again."""
+
+    kind: Literal["closed"] = "closed"
+    think_time_s: ThinkTime = Field(
+        default_factory=lambda: ConstantThink(value_s=0.0),
+        description="Seconds between the end of one interaction and the next send",
+    )
+    ramp_up_s: float = Field(default=0.0, ge=0, description="Clients start evenly over this time")
+    stages: list[ClosedStage] = Field(default_factory=list)
+
+
+class OpenLoadConfig(StrictModel):
+    """Open loop: interactions start at scheduled times whatever the answers take."""
+
+    kind: Literal["open"] = "open"
+    rate: float | None = Field(default=None, gt=0, description="Requests per second (group)")
+    arrival: Literal["poisson", "constant"] = "poisson"
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Max requests in flight for the group; late ones wait"
+    )
+    stages: list[OpenStage] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rate_or_stages(self) -> OpenLoadConfig:
+        if self.rate is None and not self.stages:
+            raise ValueError("an open load needs a rate (requests per second) or stages")
+        if self.rate is not None and self.stages:
+            raise ValueError("give either rate or stages, not both")
+        return self
+
+
+LoadConfig = Annotated[ClosedLoadConfig | OpenLoadConfig, Field(discriminator="kind")]
+
+
+class StopConfig(StrictModel):
+    """When a group stops: after a measured duration and/or a number of measured requests."""
+
+    duration_s: float | None = Field(default=None, gt=0, description="Measured seconds")
+    requests: int | None = Field(default=None, ge=1, description="Measured requests of the group")

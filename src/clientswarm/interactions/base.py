@@ -1,0 +1,48 @@
+"""The seam between a client and what it does once: the ``Interaction`` protocol."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from clientswarm.clock import Clock
+from clientswarm.config.models import TargetConfig
+from clientswarm.metrics.sample import Sample
+
+
+@dataclass(slots=True)
+class ClientContext:
+    """What one client hands its interaction: the HTTP session bound to the target and more.
+
+    ``emit`` records a finished (or, on cancellation, partial) sample; the worker fills in
+    ``stage`` and ``warmup`` and ships it.
+    """
+
+    session: aiohttp.ClientSession
+    target: TargetConfig
+    headers: dict[str, str]
+    group: str
+    client: int
+    worker: int
+    rng: random.Random
+    clock: Clock
+    emit: Callable[[Sample], None]
+    state: dict[str, object] = field(default_factory=dict)
+
+
+class Interaction(Protocol):
+    """What a client does once; records one or more samples through ``ctx.emit``.
+
+    ``perform`` never raises for a failure of the target: it emits a failed sample instead.
+    On cancellation it emits the partial sample (``error_kind="cancelled"``) and re-raises.
+    """
+
+    kind: str
+
+    async def perform(self, ctx: ClientContext, scheduled_ns: int) -> None:
+        """Run the interaction once; ``scheduled_ns`` is when the schedule asked for it."""
+        ...
