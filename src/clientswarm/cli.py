@@ -1,0 +1,70 @@
+"""The ``clientswarm`` command line: parse, validate, call one entry point.
+
+Every failure prints one clear line to stderr and exits non-zero; ``--debug`` shows tracebacks.
+Exit codes: 0 success, 1 run failed, 2 invalid input (config file or options).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clientswarm import __version__
+from clientswarm.errors import ClientswarmError, ConfigError
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+class _Group(click.Group):
+    """Turns clientswarm errors into one line and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            source = f"{exc.source}: " if exc.source else ""
+            for line in exc.problems:
+                click.echo(f"error: {source}{line}", err=True)
+            sys.exit(EXIT_INVALID)
+        except ClientswarmError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="clientswarm")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Spawn many clients that load-test an AI inference service and measure every interaction."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+def validate(file: Path) -> None:
+    """Check a cluster configuration FILE (YAML or JSON); one line per problem."""
+    from clientswarm.config.loader import load_config_file
+
+    config = load_config_file(file)
+    groups = ", ".join(f"{g.name} ({g.clients} clients, {g.interaction.kind})" for g in config.groups)
+    click.echo(f"{file}: valid cluster {config.name!r}: {groups}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the configuration file."""
+    import json
+
+    from clientswarm.config.loader import config_json_schema
+
+    click.echo(json.dumps(config_json_schema(), indent=2))
