@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m clientswarm.demo examples/quickstart.yaml
+	$(BIN)/clientswarm run examples/quickstart.yaml --mock --output results/quickstart
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

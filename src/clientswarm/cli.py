@@ -68,3 +68,15 @@ def schema() -> None:
     from clientswarm.config.loader import config_json_schema
 
     click.echo(json.dumps(config_json_schema(), indent=2))
+
+
+def _register_commands() -> None:
+    """Commands that live next to the code they drive."""
+    from clientswarm.mock.cli import mock_server_command
+    from clientswarm.run.cli import run_command
+
+    main.add_command(mock_server_command)
+    main.add_command(run_command)
+
+
+_register_commands()

@@ -1,0 +1,42 @@
+"""What a worker is told to do, and the messages it sends back.
+
+A worker receives the whole cluster configuration, its index, the number of workers and the
+shared start time; it derives its own clients and its slice of every group's arrival schedule
+deterministically (see :mod:`clientswarm.load`), so the fleet's union is exactly the requested
+load and nothing central sits on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from clientswarm.config.models import ClusterConfig
+
+
+class Assignment(BaseModel):
+    """One worker's share of a cluster."""
+
+    cluster_id: str
+    worker: int = Field(ge=0)
+    workers: int = Field(ge=1)
+    start_ns: int = Field(description="Shared start time of the cluster, Unix epoch ns")
+    config: ClusterConfig
+    base_dir: str = Field(default=".", description="Folder that relative dataset paths resolve in")
+    batch_interval_s: float = Field(default=0.5, gt=0, description="Max delay before samples ship")
+    batch_max: int = Field(default=2000, ge=1, description="Max samples in one batch")
+
+
+WorkerOutcome = Literal["completed", "failed", "cancelled"]
+
+
+class WorkerReport(BaseModel):
+    """How a worker's run went, sent with its last message."""
+
+    outcome: WorkerOutcome
+    error: str | None = None
+    samples: int = 0
+    loop_lag_p99_s: float = 0.0
+    loop_lag_max_s: float = 0.0
+    extra: dict[str, Any] = Field(default_factory=dict)

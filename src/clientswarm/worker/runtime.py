@@ -1,0 +1,256 @@
+"""The worker's engine: hosts many clients on one asyncio loop and drives them on schedule.
+
+Send times are absolute (``start + offset``), never accumulated sleeps. Closed-loop clients
+send, wait for the answer, think and repeat inside their windows; an open-loop group has one
+dispatcher per worker that fires this worker's slice of the group's arrival process, each
+arrival as its own task, capped by the worker's share of ``max_concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from clientswarm.clock import Clock
+from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
+from clientswarm.config.models import ClusterConfig, GroupConfig
+from clientswarm.interactions.base import ClientContext, Interaction
+from clientswarm.interactions.registry import build_interaction
+from clientswarm.load import (
+    ClosedPlan,
+    StageSpan,
+    WorkerClient,
+    client_ids,
+    client_rng,
+    clients_of_worker,
+    plan_for_group,
+    stage_at,
+    stage_spans,
+    think_sampler,
+    worker_concurrency,
+    worker_schedule,
+)
+from clientswarm.metrics.sample import ERROR_CLIENT, Sample
+from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.worker.looplag import LoopLagMonitor
+from clientswarm.worker.recorder import SampleRecorder, SampleSink
+
+log = logging.getLogger(__name__)
+
+
+def target_headers(config: ClusterConfig) -> dict[str, str]:
+    """Headers of every request: the target's extra headers and the API key from its env var."""
+    headers = dict(config.target.headers)
+    if config.target.api_key_env:
+        key = os.environ.get(config.target.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def group_spans(config: ClusterConfig) -> dict[str, list[StageSpan]]:
+    """Each group's stage spans, to tag samples with the stage they were scheduled in."""
+    spans: dict[str, list[StageSpan]] = {}
+    for group in config.groups:
+        durations = [stage.duration_s for stage in group.load.stages]
+        spans[group.name] = stage_spans(
+            durations, warmup_s=config.warmup_s, duration_s=group.stop.duration_s
+        )
+    return spans
+
+
+class WorkerRuntime:
+    """Runs one worker's assignment: its clients, their schedules, the shipping of samples."""
+
+    def __init__(self, assignment: Assignment, sink: SampleSink, clock: Clock | None = None):
+        self.assignment = assignment
+        self.config = assignment.config
+        self.clock = clock or Clock()
+        self._sink = sink
+        spans = group_spans(self.config)
+        self.recorder = SampleRecorder(
+            sink,
+            start_ns=assignment.start_ns,
+            warmup_s=self.config.warmup_s,
+            stage_of=lambda group, offset_s: stage_at(spans[group], offset_s),
+            interval_s=assignment.batch_interval_s,
+            batch_max=assignment.batch_max,
+        )
+        self.in_flight = 0
+        self._main: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._interactions = [
+            build_interaction(
+                group.interaction, seed=self.config.seed, base_dir=Path(assignment.base_dir)
+            )
+            for group in self.config.groups
+        ]
+
+    def stop(self) -> None:
+        """Stop every client now; in-flight requests are recorded as cancelled."""
+        self._stopped = True
+        if self._main is not None:
+            self._main.cancel()
+
+    async def run(self) -> WorkerReport:
+        """Run to the end of every group (or until :meth:`stop`) and report."""
+        monitor = LoopLagMonitor()
+        background = [
+            asyncio.create_task(self.recorder.run()),
+            asyncio.create_task(monitor.run()),
+        ]
+        outcome: str = "completed"
+        error: str | None = None
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(
+            base_url=self.config.target.url + "/", connector=connector
+        ) as session:
+            self._main = asyncio.create_task(self._run_clients(session))
+            try:
+                await self._main
+            except asyncio.CancelledError:
+                if not self._stopped:
+                    raise
+                outcome = "cancelled"
+            except Exception as exc:  # a bug must not lose the samples already taken
+                log.exception("worker %d failed", self.assignment.worker)
+                outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self.recorder.flush()
+        return WorkerReport(
+            outcome=outcome,  # type: ignore[arg-type]
+            error=error,
+            samples=self.recorder.recorded,
+            loop_lag_p99_s=monitor.p99_s(),
+            loop_lag_max_s=monitor.max_s(),
+        )
+
+    async def _run_clients(self, session: aiohttp.ClientSession) -> None:
+        a = self.assignment
+        hosted = clients_of_worker(self.config, a.worker, a.workers)
+        headers = target_headers(self.config)
+        async with asyncio.TaskGroup() as tasks:
+            for group_index, group in enumerate(self.config.groups):
+                mine = [c for c in hosted if c.group_index == group_index]
+                if not mine:
+                    continue
+                contexts = {c.client_id: self._context(session, headers, group, c) for c in mine}
+                interaction = self._interactions[group_index]
+                if isinstance(group.load, OpenLoadConfig):
+                    tasks.create_task(self._open_group(group_index, interaction, contexts))
+                else:
+                    plan = plan_for_group(self.config, group_index)
+                    for client in mine:
+                        tasks.create_task(
+                            self._closed_client(
+                                group.load, plan, client, interaction, contexts[client.client_id]
+                            )
+                        )
+
+    def _context(
+        self,
+        session: aiohttp.ClientSession,
+        headers: dict[str, str],
+        group: GroupConfig,
+        client: WorkerClient,
+    ) -> ClientContext:
+        return ClientContext(
+            session=session,
+            target=self.config.target,
+            headers=headers,
+            group=group.name,
+            client=client.client_id,
+            worker=self.assignment.worker,
+            rng=client_rng(self.config.seed, client.client_id),
+            clock=self.clock,
+            emit=self.recorder.record,
+        )
+
+    async def _perform(self, interaction: Interaction, ctx: ClientContext, at_ns: int) -> None:
+        self.in_flight += 1
+        try:
+            await interaction.perform(ctx, at_ns)
+        except Exception as exc:  # interactions record failures; this is the safety net
+            now = self.clock.now_ns()
+            ctx.emit(
+                Sample(
+                    group=ctx.group,
+                    client=ctx.client,
+                    worker=ctx.worker,
+                    name=interaction.kind,
+                    scheduled_ns=at_ns,
+                    sent_ns=at_ns,
+                    end_ns=now,
+                    status="error",
+                    error_kind=ERROR_CLIENT,
+                    error_message=f"{type(exc).__name__}: {exc}"[:500],
+                )
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def _sleep_until(self, at_ns: int) -> None:
+        delay_s = (at_ns - self.clock.now_ns()) / 1e9
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+
+    async def _closed_client(
+        self,
+        load: ClosedLoadConfig,
+        plan: ClosedPlan,
+        client: WorkerClient,
+        interaction: Interaction,
+        ctx: ClientContext,
+    ) -> None:
+        start_ns = self.assignment.start_ns
+        warmup_end_ns = start_ns + int(self.config.warmup_s * 1e9)
+        think: Callable[[], float] = think_sampler(load.think_time_s, ctx.rng)
+        quota = plan.request_quota(client.local_index)
+        measured = 0
+        for window in plan.client_windows(client.local_index):
+            next_ns = start_ns + int(window.start_s * 1e9)
+            end_ns = math.inf if math.isinf(window.end_s) else start_ns + int(window.end_s * 1e9)
+            while (quota is None or measured < quota) and next_ns < end_ns:
+                await self._sleep_until(next_ns)
+                await self._perform(interaction, ctx, next_ns)
+                if next_ns >= warmup_end_ns:
+                    measured += 1
+                next_ns = self.clock.now_ns() + int(think() * 1e9)
+
+    async def _open_group(
+        self,
+        group_index: int,
+        interaction: Interaction,
+        contexts: dict[int, ClientContext],
+    ) -> None:
+        a = self.assignment
+        group = self.config.groups[group_index]
+        assert isinstance(group.load, OpenLoadConfig)
+        cap = worker_concurrency(
+            group.load.max_concurrency, client_ids(self.config, group_index), a.worker, a.workers
+        )
+        slots = asyncio.Semaphore(cap) if cap else None
+        schedule = worker_schedule(self.config, group_index, a.worker, a.workers)
+
+        async def one(ctx: ClientContext, at_ns: int) -> None:
+            try:
+                await self._perform(interaction, ctx, at_ns)
+            finally:
+                if slots is not None:
+                    slots.release()
+
+        async with asyncio.TaskGroup() as requests:
+            for offset_s, client_id, _stage, _warmup in schedule.rows():
+                at_ns = a.start_ns + round(offset_s * 1e9)
+                await self._sleep_until(at_ns)
+                if slots is not None:
+                    await slots.acquire()
+                requests.create_task(one(contexts[client_id], at_ns))
