@@ -1,3 +1,3 @@
-"""clientswarm: spawn many clients that load-test an AI inference service and measure every interaction."""
+"""clientswarm: spawn many clients that load-test an AI inference service, measure everything."""
 
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 The tree::
 
     ClientswarmError            root: catch this to handle every clientswarm failure
-    ├── ConfigError             a configuration file or request body is invalid (carries one line per problem)
+    ├── ConfigError             a configuration is invalid (carries one line per problem)
     ├── SpawnerError            a spawner could not start, follow or stop its workers
     └── WorkerError             a worker failed to run its assignment
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -15,7 +16,7 @@ from rich.console import Console
 from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.stats import summarize
-from clientswarm.reports.export import open_sample_writer, read_samples
+from clientswarm.reports.export import SampleWriter, open_sample_writer, read_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.reports.table import render_summary
 from clientswarm.run.mock_target import mock_target
@@ -23,6 +24,7 @@ from clientswarm.run.orchestrator import Orchestrator, RunOutcome
 from clientswarm.run.progress import show_progress
 
 LOOP_LAG_BOUND_S = 0.05
+T = TypeVar("T")
 
 
 def default_output_dir(config: ClusterConfig) -> Path:
@@ -48,25 +50,29 @@ def worker_warnings(outcome: RunOutcome) -> list[str]:
 
 
 async def run_cluster(
-    config: ClusterConfig, *, base_dir: Path, output_dir: Path, samples_format: str,
-    console: Console,
-) -> dict[str, Any]:
-    """Run ``config`` with local workers; write summary.json and the samples; return the summary."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    samples_path = output_dir / f"samples.{samples_format}"
-    writer = open_sample_writer(samples_path, samples_format)
+    config: ClusterConfig, *, base_dir: Path, writer: SampleWriter, console: Console
+) -> RunOutcome:
+    """Run ``config`` with local workers, streaming samples to ``writer``, with live progress.
+
+    The first SIGINT or SIGTERM stops the workers gracefully: what they measured is kept.
+    """
     orchestrator = Orchestrator(config, base_dir=base_dir, writer=writer)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, orchestrator.cancel)
     loop.add_signal_handler(signal.SIGTERM, orchestrator.cancel)
     display = asyncio.create_task(show_progress(orchestrator.progress, console))
     try:
-        outcome = await orchestrator.run()
+        return await orchestrator.run()
     finally:
         display.cancel()
-        writer.close()
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+def write_results(
+    config: ClusterConfig, outcome: RunOutcome, samples_path: Path, output_dir: Path
+) -> dict[str, Any]:
+    """Summarise the samples file exactly; write summary.json and the config that ran."""
     summary = summarize(
         read_samples(samples_path),
         cluster={"id": outcome.cluster_id, "name": config.name, "status": outcome.status},
@@ -85,18 +91,25 @@ async def run_cluster(
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Results directory.")
 @click.option(
-    "--samples-format", type=click.Choice(["jsonl", "parquet", "csv"]), default=None,
+    "--samples-format",
+    type=click.Choice(["jsonl", "parquet", "csv"]),
+    default=None,
     help="Format of the raw samples file (default: outputs.samples_format of the config).",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Override spawner.workers.")
 @click.option(
-    "--mock", is_flag=True,
+    "--mock",
+    is_flag=True,
     help="Start the built-in simulator on a free loopback port and use it as the target.",
 )
 @click.option("--mock-args", default="", help="Options for the simulator, e.g. '--ttft-ms 50'.")
 def run_command(
-    file: Path, output: Path | None, samples_format: str | None, workers: int | None,
-    mock: bool, mock_args: str,
+    file: Path,
+    output: Path | None,
+    samples_format: str | None,
+    workers: int | None,
+    mock: bool,
+    mock_args: str,
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
     config = load_config_file(file)
@@ -110,27 +123,32 @@ def run_command(
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))
 
-    async def main() -> dict[str, Any]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = output_dir / f"samples.{fmt}"
+
+    async def main() -> tuple[ClusterConfig, RunOutcome]:
         if not mock:
-            return await run_cluster(
-                config, base_dir=file.parent, output_dir=output_dir, samples_format=fmt,
-                console=console,
+            return config, await run_cluster(
+                config, base_dir=file.parent, writer=writer, console=console
             )
         async with mock_target(mock_args) as url:
             console.print(f"simulator target at {url}", style="dim")
             target = config.target.model_copy(update={"url": url})
-            return await run_cluster(
-                config.model_copy(update={"target": target}), base_dir=file.parent,
-                output_dir=output_dir, samples_format=fmt, console=console,
-            )
+            ran = config.model_copy(update={"target": target})
+            return ran, await run_cluster(ran, base_dir=file.parent, writer=writer, console=console)
 
+    with open_sample_writer(samples_path, fmt) as writer:
+        ran, outcome = _run_loop(main())
+    summary = write_results(ran, outcome, samples_path, output_dir)
+    render_summary(summary, console)
+    console.print(f"results: {output_dir}/summary.json, {samples_path}")
+    sys.exit(0 if outcome.status == "completed" else 1)
+
+
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop (the default asyncio loop where uvloop is missing)."""
     try:
         import uvloop
-
-        summary = uvloop.run(main())
-    except ImportError:  # pragma: no cover
-        summary = asyncio.run(main())
-    render_summary(summary, console)
-    console.print(f"results: {output_dir}/summary.json, {output_dir}/{summary['samples_file']}")
-    status = summary["cluster"]["status"]
-    sys.exit(0 if status == "completed" else 1)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        return asyncio.run(coro)
+    return uvloop.run(coro)

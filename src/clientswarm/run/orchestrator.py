@@ -188,9 +188,8 @@ class Orchestrator:
         if not finished:
             state.state = "failed"
             tail = proc.stderr_text().splitlines()[-5:]
-            state.error = (
-                f"worker exited with code {state.exit_code} before finishing"
-                + (": " + " | ".join(tail) if tail else "")
+            state.error = f"worker exited with code {state.exit_code} before finishing" + (
+                ": " + " | ".join(tail) if tail else ""
             )
 
     def _take(self, samples: list[Sample], state: WorkerState) -> None:

@@ -1,6 +1,7 @@
 """The worker's pipe protocol: one JSON object per line on stdout.
 
-Messages, in order: ``{"type": "ready"}`` (when waiting for a start time), ``{"type": "batch", "worker", "seq", "samples": [...]}`` (any number),
+Messages, in order: ``{"type": "ready"}`` (when waiting for a start time), any number of
+``{"type": "batch", "worker", "seq", "samples": [...]}`` and
 ``{"type": "status", "worker", "in_flight", "recorded"}`` (periodic, may be dropped), and one
 ``{"type": "finish", "worker", "report": {...}}`` last. A batch counts as delivered once the
 pipe has taken it (``drain``); the parent commits it before reading on.
@@ -42,7 +43,9 @@ class PipeSink:
 
     async def send_batch(self, seq: int, samples: list[Sample]) -> None:
         """Write one batch (orjson serialises the sample dataclasses natively)."""
-        await self.send_message({"type": "batch", "worker": self._worker, "seq": seq, "samples": samples})
+        await self.send_message(
+            {"type": "batch", "worker": self._worker, "seq": seq, "samples": samples}
+        )
 
     async def send_status(self, status: dict[str, float | int]) -> None:
         """Write a live status line."""
@@ -50,7 +53,9 @@ class PipeSink:
 
     async def finish(self, report: WorkerReport) -> None:
         """Write the final report and close the pipe."""
-        await self.send_message({"type": "finish", "worker": self._worker, "report": report.model_dump()})
+        await self.send_message(
+            {"type": "finish", "worker": self._worker, "report": report.model_dump()}
+        )
         self._writer.close()
 
 

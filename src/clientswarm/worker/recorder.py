@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -74,9 +75,7 @@ class SampleRecorder:
     async def run(self) -> None:
         """Flush periodically until cancelled; the caller flushes once more at the end."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self._interval_s)
-            except TimeoutError:
-                pass
             self._full.clear()
             await self.flush()

@@ -37,7 +37,7 @@ from clientswarm.load import (
     worker_schedule,
 )
 from clientswarm.metrics.sample import ERROR_CLIENT, Sample
-from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.worker.assignment import Assignment, WorkerOutcome, WorkerReport
 from clientswarm.worker.looplag import LoopLagMonitor
 from clientswarm.worker.recorder import SampleRecorder, SampleSink
 
@@ -105,7 +105,7 @@ class WorkerRuntime:
             asyncio.create_task(self.recorder.run()),
             asyncio.create_task(monitor.run()),
         ]
-        outcome: str = "completed"
+        outcome: WorkerOutcome = "completed"
         error: str | None = None
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         async with aiohttp.ClientSession(
@@ -126,7 +126,7 @@ class WorkerRuntime:
         await asyncio.gather(*background, return_exceptions=True)
         await self.recorder.flush()
         return WorkerReport(
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             error=error,
             samples=self.recorder.recorded,
             loop_lag_p99_s=monitor.p99_s(),

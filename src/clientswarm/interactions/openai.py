@@ -1,0 +1,206 @@
+"""The OpenAI-API interactions: ``completion``, ``chat`` (streamed or not) and ``embedding``.
+
+Request bodies: ``model`` (``config.model`` or ``target.model``; left out when both are None),
+the prompt, ``max_tokens`` (a prompt's own output length overrides ``config.max_tokens``),
+``stream`` and, for streams, ``stream_options: {"include_usage": true}`` so the server counts
+the tokens; ``extra_body`` is merged last, so it can set vLLM options such as ``ignore_eos``
+or override anything above.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from clientswarm.config.interactions import (
+    ChatInteraction,
+    CompletionInteraction,
+    EmbeddingInteraction,
+)
+from clientswarm.interactions.base import ClientContext
+from clientswarm.interactions.http import BuiltinInteraction, fail_http
+from clientswarm.interactions.prompts import Prompt, build_prompt_source
+from clientswarm.interactions.streaming import (
+    Measurement,
+    TargetError,
+    parse_json_body,
+    read_sse_stream,
+)
+from clientswarm.metrics.sample import ERROR_PROTOCOL
+
+_STREAM_OPTIONS = {"include_usage": True}
+
+
+def completion_has_content(choice: dict[str, Any]) -> bool:
+    """A streamed completion choice carries content when its ``text`` is not empty."""
+    return bool(choice.get("text"))
+
+
+def chat_has_content(choice: dict[str, Any]) -> bool:
+    """A streamed chat choice carries content when its delta has (reasoning) text.
+
+    The role-only first chunk does not count. ``reasoning`` is the newer vLLM name of
+    ``reasoning_content``.
+    """
+    delta = choice.get("delta")
+    if not delta:
+        return False
+    return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"))
+
+
+class _OpenAIInteraction(BuiltinInteraction):
+    """POST a JSON body to an OpenAI route and read a JSON answer or an SSE stream."""
+
+    path: ClassVar[str]
+    answer_key: ClassVar[str] = "choices"  # the list a non-streamed answer must have
+    stream: bool = False
+
+    def __init__(
+        self,
+        config: CompletionInteraction | ChatInteraction | EmbeddingInteraction,
+        *,
+        seed: int = 0,
+        base_dir: Path = Path("."),
+    ) -> None:
+        super().__init__(config, seed=seed, base_dir=base_dir)
+        self.prompts = build_prompt_source(config, seed=seed, base_dir=base_dir)
+        self._model = config.model
+        self._extra_body = config.extra_body
+
+    def _start_body(self, ctx: ClientContext) -> dict[str, Any]:
+        model = self._model or ctx.target.model
+        return {"model": model} if model is not None else {}
+
+    async def _post(self, ctx: ClientContext, m: Measurement, body: dict[str, Any]) -> None:
+        if self._extra_body:
+            body.update(self._extra_body)
+        data = orjson.dumps(body)
+        url = self.url(ctx, self.path)
+        headers = self.json_headers(ctx)
+        timeout = self.timeout(ctx)
+        clock = ctx.clock
+        m.sent_ns = clock.now_ns()
+        async with ctx.session.post(url, data=data, headers=headers, timeout=timeout) as response:
+            m.http_status = response.status
+            if response.status >= 400:
+                await fail_http(response, m, clock.now_ns)
+            elif self.stream:
+                await read_sse_stream(response, m, clock.now_ns, self.has_content)
+            else:
+                raw = await response.read()
+                m.end_ns = clock.now_ns()
+                self._check_answer(parse_json_body(raw, self.kind), m)
+                m.done = True
+
+    def has_content(self, choice: dict[str, Any]) -> bool:
+        """Whether one choice of a streamed chunk carries content."""
+        return completion_has_content(choice)
+
+    def _check_answer(self, answer: dict[str, Any], m: Measurement) -> None:
+        """Record the usage of a non-streamed answer; raise TargetError if it is malformed."""
+        if "error" in answer:
+            raise TargetError(ERROR_PROTOCOL, f"error in a successful answer: {answer['error']}")
+        key = self.answer_key
+        if not isinstance(answer.get(key), list):
+            raise TargetError(ERROR_PROTOCOL, f'the {self.kind} answer has no "{key}" list')
+        usage = answer.get("usage")
+        if isinstance(usage, dict):
+            m.usage = usage
+
+
+class _Generation(_OpenAIInteraction):
+    """Text generation: one prompt per request, streamed or not."""
+
+    def __init__(
+        self,
+        config: CompletionInteraction | ChatInteraction,
+        *,
+        seed: int = 0,
+        base_dir: Path = Path("."),
+    ) -> None:
+        super().__init__(config, seed=seed, base_dir=base_dir)
+        self.stream = config.stream
+        self._max_tokens = config.max_tokens
+
+    async def exchange(self, ctx: ClientContext, m: Measurement) -> None:
+        """Pick a prompt, send it and measure the answer."""
+        prompt = self.prompts.pick(ctx.rng)
+        m.input_tokens = prompt.input_tokens
+        await self._post(ctx, m, self.body(ctx, prompt))
+
+    def body(self, ctx: ClientContext, prompt: Prompt) -> dict[str, Any]:
+        """The request body for ``prompt`` (before ``extra_body`` is merged)."""
+        body = self._start_body(ctx)
+        self._add_prompt(body, prompt)
+        max_tokens = prompt.output_tokens or self._max_tokens
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        body["stream"] = self.stream
+        if self.stream:
+            body["stream_options"] = _STREAM_OPTIONS
+        return body
+
+    def _add_prompt(self, body: dict[str, Any], prompt: Prompt) -> None:
+        body["prompt"] = prompt.as_text()
+
+
+class Completion(_Generation):
+    """POST /v1/completions with one prompt."""
+
+    kind = "completion"
+    config_model = CompletionInteraction
+    path = "/v1/completions"
+
+    def __init__(
+        self, config: CompletionInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+    ) -> None:
+        super().__init__(config, seed=seed, base_dir=base_dir)
+
+
+class Chat(_Generation):
+    """POST /v1/chat/completions: an optional system prompt, then the user prompt.
+
+    A dataset entry with ``messages`` is sent as those messages.
+    """
+
+    kind = "chat"
+    config_model = ChatInteraction
+    path = "/v1/chat/completions"
+
+    def __init__(
+        self, config: ChatInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+    ) -> None:
+        super().__init__(config, seed=seed, base_dir=base_dir)
+        self._system_prompt = config.system_prompt
+
+    def has_content(self, choice: dict[str, Any]) -> bool:
+        """Whether one choice of a streamed chunk carries content."""
+        return chat_has_content(choice)
+
+    def _add_prompt(self, body: dict[str, Any], prompt: Prompt) -> None:
+        body["messages"] = prompt.as_messages(self._system_prompt)
+
+
+class Embedding(_OpenAIInteraction):
+    """POST /v1/embeddings with ``batch_size`` inputs picked from the prompt source."""
+
+    kind = "embedding"
+    config_model = EmbeddingInteraction
+    path = "/v1/embeddings"
+    answer_key = "data"
+
+    def __init__(
+        self, config: EmbeddingInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+    ) -> None:
+        super().__init__(config, seed=seed, base_dir=base_dir)
+        self._batch_size = config.batch_size
+
+    async def exchange(self, ctx: ClientContext, m: Measurement) -> None:
+        """Pick ``batch_size`` inputs, send them and check the answer."""
+        picks = [self.prompts.pick(ctx.rng) for _ in range(self._batch_size)]
+        m.input_tokens = sum(p.input_tokens or 0 for p in picks)
+        body = self._start_body(ctx)
+        body["input"] = [p.as_text() for p in picks]
+        await self._post(ctx, m, body)

@@ -1,0 +1,246 @@
+"""Reading answers: the measurement of one request, the SSE stream loop and the ITL split.
+
+A :class:`Measurement` is filled in place while a request runs, so whatever was received
+before a failure or a cancellation is still there when the sample is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from clientswarm.interactions.sse import SSEDecoder
+from clientswarm.metrics.sample import (
+    ERROR_PROTOCOL,
+    ERROR_STREAM,
+    Sample,
+    Status,
+    TokenSource,
+)
+
+MAX_ERROR_MESSAGE = 500
+"""Error messages on samples are cut to this many characters."""
+
+_DRAIN_TIMEOUT_S = 1.0  # after [DONE], wait this long for the end of the body, then give up
+
+ContentOf = Callable[[dict[str, Any]], bool]
+"""Whether one choice of a streamed chunk carries content (completion text, chat delta)."""
+
+
+class TargetError(Exception):
+    """The target answered, but not with success: carries the sample's error kind."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message[:MAX_ERROR_MESSAGE]
+
+
+class Measurement:
+    """What one request has recorded so far; :meth:`to_sample` turns it into a Sample."""
+
+    __slots__ = (
+        "chunk_ns",
+        "done",
+        "end_ns",
+        "error_kind",
+        "error_message",
+        "http_status",
+        "input_tokens",
+        "sent_ns",
+        "streamed",
+        "usage",
+    )
+
+    def __init__(self, sent_ns: int, *, input_tokens: int | None = None) -> None:
+        self.sent_ns = sent_ns
+        self.end_ns: int | None = None
+        self.input_tokens = input_tokens  # known from the prompt; usage overrides it
+        self.streamed = False
+        self.chunk_ns: list[int] = []  # receive time of each content chunk
+        self.usage: dict[str, Any] | None = None
+        self.done = False  # the answer is complete
+        self.http_status: int | None = None
+        self.error_kind: str | None = None
+        self.error_message: str | None = None
+
+    def fail(self, kind: str, message: str, end_ns: int) -> None:
+        """Record the failure (the first one wins) and when it happened."""
+        if self.error_kind is None:
+            self.error_kind = kind
+            self.error_message = message[:MAX_ERROR_MESSAGE]
+        if self.end_ns is None:
+            self.end_ns = end_ns
+
+    def to_sample(
+        self, *, group: str, client: int, worker: int, name: str, scheduled_ns: int, now_ns: int
+    ) -> Sample:
+        """The sample of this request; ``now_ns`` ends it if nothing ended it before."""
+        chunks = self.chunk_ns
+        usage = self.usage
+        source: TokenSource | None = None
+        output_tokens: int | None = None
+        input_tokens = self.input_tokens
+        if usage is not None:
+            source = "usage"
+            output_tokens = _int_or_none(usage.get("completion_tokens"))
+            prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
+            if prompt_tokens is not None:
+                input_tokens = prompt_tokens
+        if output_tokens is None and self.streamed:
+            source = "chunks"
+            output_tokens = len(chunks)
+        status: Status = "ok" if self.error_kind is None else "error"
+        return Sample(
+            group=group,
+            client=client,
+            worker=worker,
+            name=name,
+            scheduled_ns=scheduled_ns,
+            sent_ns=self.sent_ns,
+            end_ns=self.end_ns if self.end_ns is not None else now_ns,
+            status=status,
+            first_token_ns=chunks[0] if chunks else None,
+            last_token_ns=chunks[-1] if chunks else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            token_source=source,
+            itl_s=split_itl(chunks, output_tokens or 0) if chunks else [],
+            error_kind=self.error_kind,
+            error_message=self.error_message,
+            http_status=self.http_status,
+        )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def split_itl(chunk_ns: list[int], tokens: int) -> list[float]:
+    """Inter-token latencies in seconds: one per output token after the first.
+
+    With one token per content chunk (or fewer tokens than chunks) these are the gaps between
+    chunks. With more tokens than chunks, the tokens are spread over the chunks as evenly as
+    integers allow (the remainder goes to the last chunks) and a chunk that carried ``k``
+    tokens turns the gap before it into ``k`` equal gaps. Tokens that came in the first chunk
+    after its first token arrived with it: each adds a gap of 0.
+    """
+    m = len(chunk_ns)
+    if tokens <= m:
+        return [(b - a) / 1e9 for a, b in itertools.pairwise(chunk_ns)]
+    base, extra = divmod(tokens, m)
+    first_bigger = m - extra  # chunks from this index carry base + 1 tokens
+    itl = [0.0] * (base - 1)
+    previous = chunk_ns[0]
+    for j in range(1, m):
+        k = base + 1 if j >= first_bigger else base
+        now = chunk_ns[j]
+        itl.extend([(now - previous) / (k * 1e9)] * k)
+        previous = now
+    return itl
+
+
+def error_message_of(body: bytes) -> str:
+    """The message of an error body: OpenAI ``{"error": {"message"}}``, vLLM or plain text."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[: MAX_ERROR_MESSAGE * 4].decode("utf-8", errors="replace").strip()
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        for value in (error, data.get("message"), data.get("detail")):
+            if isinstance(value, str):
+                return value
+    return orjson.dumps(data).decode()[:MAX_ERROR_MESSAGE]
+
+
+async def read_sse_stream(
+    response: aiohttp.ClientResponse,
+    m: Measurement,
+    now_ns: Callable[[], int],
+    content_of: ContentOf,
+) -> None:
+    """Read an OpenAI stream into ``m`` until ``[DONE]``; raise TargetError on a bad stream.
+
+    Every event of one read shares that read's receive time: it is when the client saw them.
+    """
+    m.streamed = True
+    decoder = SSEDecoder()
+    finished = False
+    async for data in response.content.iter_any():
+        now = now_ns()
+        for event in decoder.feed(data):
+            if event.is_done:
+                m.end_ns = now
+                m.done = True
+                break
+            finished |= _handle_chunk(event.data, m, now, content_of)
+        if m.done:
+            await _drain(response)
+            return
+    now = now_ns()
+    for event in decoder.flush():
+        if event.is_done:
+            m.done = True
+            break
+        finished |= _handle_chunk(event.data, m, now, content_of)
+    m.end_ns = now
+    if not (m.done or finished):
+        raise TargetError(ERROR_PROTOCOL, "the stream ended without [DONE] or a finish_reason")
+    m.done = True
+
+
+def _handle_chunk(data: str, m: Measurement, now: int, content_of: ContentOf) -> bool:
+    """Record one streamed chunk; True when it carries a finish_reason."""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TargetError(
+            ERROR_PROTOCOL, f"invalid JSON in the stream: {exc}: {data[:200]}"
+        ) from None
+    if not isinstance(chunk, dict):
+        raise TargetError(ERROR_PROTOCOL, f"expected a JSON object in the stream: {data[:200]}")
+    if "error" in chunk or chunk.get("object") == "error":
+        raise TargetError(ERROR_STREAM, error_message_of(data.encode()))
+    usage = chunk.get("usage")
+    if usage:
+        m.usage = usage
+    finished = False
+    choices = chunk.get("choices")
+    if choices:
+        content = False
+        for choice in choices:
+            content = content or content_of(choice)
+            finished = finished or choice.get("finish_reason") is not None
+        if content:
+            m.chunk_ns.append(now)
+    return finished
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows ``[DONE]`` so the connection can be reused; never fail for it."""
+    if response.content.is_eof():
+        return
+    try:
+        async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+            await response.content.read()
+    except (TimeoutError, aiohttp.ClientError):
+        pass  # the answer is complete; aiohttp closes this connection instead of reusing it
+
+
+def parse_json_body(body: bytes, what: str) -> dict[str, Any]:
+    """The JSON object of a non-streamed answer; TargetError(protocol) if it is not one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise TargetError(ERROR_PROTOCOL, f"invalid JSON in the {what} answer: {exc}") from None
+    if not isinstance(data, dict):
+        raise TargetError(ERROR_PROTOCOL, f"expected a JSON object as the {what} answer")
+    return data

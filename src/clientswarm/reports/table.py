@@ -1,0 +1,177 @@
+"""The terminal report of a run: throughput and latency tables, errors, warnings, definitions.
+
+Two narrow tables rather than one wide one, so the report reads at 100-120 columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+#: Latency rows of each group: (label, Stats key).
+LATENCY_METRICS: tuple[tuple[str, str], ...] = (
+    ("TTFT", "ttft_s"),
+    ("ITL", "itl_s"),
+    ("TPOT", "tpot_s"),
+    ("E2E", "e2e_s"),
+    ("sched lag", "schedule_lag_s"),
+)
+
+DEFINITIONS = (
+    "TTFT = send → first token · ITL = gap between tokens · TPOT = (E2E - TTFT) / (tokens - 1) · "
+    "E2E = send → end of answer · sched lag = send - scheduled time · req/s counts completed "
+    "requests (ok or failed) over the run's duration · warm-up excluded · goodput = ok requests "
+    "meeting every SLO"
+)
+
+_TOTAL = "total"
+_MISSING = "-"
+
+
+def render_summary(summary: Mapping[str, Any], console: Console) -> None:
+    """Print the summary of one cluster (the summary.json shape) on ``console``."""
+    groups: Mapping[str, Mapping[str, Any]] = summary.get("groups", {})
+    total: Mapping[str, Any] = summary.get("total", {})
+    console.print(_title(summary.get("cluster", {})))
+    console.print(throughput_table(groups, total))
+    console.print(latency_table(groups, total))
+    errors = _errors_line(groups)
+    if errors is not None:
+        console.print(errors)
+    trustworthy = summary.get("trustworthy", True)
+    for warning in summary.get("warnings", []):
+        style = "yellow" if trustworthy else "bold red"
+        console.print(Text(f"warning: {warning}", style=style))
+    if not trustworthy:
+        console.print(
+            Text("This run is NOT trustworthy: see the warnings above.", style="bold red")
+        )
+    console.print(Text(DEFINITIONS + _slo_text(summary.get("slo")), style="dim"))
+
+
+def throughput_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str, Any]) -> Table:
+    """One row per group and a total row: counts and per-second rates."""
+    table = Table(title="Throughput", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("group", no_wrap=True)
+    for header in (
+        "requests",
+        "ok",
+        "failed",
+        "duration s",
+        "req/s",
+        "send/s",
+        "out tok/s",
+        "goodput/s",
+    ):
+        table.add_column(header, justify="right", no_wrap=True)
+    for name, stats in groups.items():
+        table.add_row(name, *_throughput_cells(stats))
+    table.add_section()
+    table.add_row(Text(_TOTAL, style="bold"), *_throughput_cells(total), style="bold")
+    return table
+
+
+def latency_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str, Any]) -> Table:
+    """Latency percentiles in milliseconds: one block of rows per group, then the total."""
+    table = Table(title="Latency (ms)", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("group", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    for header in ("count", "mean", "p50", "p90", "p99", "max"):
+        table.add_column(header, justify="right", no_wrap=True)
+    blocks = list(groups.items())
+    if len(groups) != 1:
+        blocks.append((_TOTAL, total))
+    for name, stats in blocks:
+        for i, (label, key) in enumerate(LATENCY_METRICS):
+            dist = stats.get(key) or {}
+            table.add_row(
+                name if i == 0 else "",
+                label,
+                str(dist.get("count", 0)),
+                *(_ms(dist.get(k)) for k in ("mean", "p50", "p90", "p99", "max")),
+                style="bold" if name == _TOTAL else None,
+            )
+        table.add_section()
+    return table
+
+
+def _title(cluster: Mapping[str, Any]) -> Text:
+    name = cluster.get("name") or "cluster"
+    text = Text(str(name), style="bold")
+    if cluster.get("id"):
+        text.append(f" ({cluster['id']})", style="dim")
+    if cluster.get("status"):
+        text.append(f" · {cluster['status']}")
+    return text
+
+
+def _throughput_cells(stats: Mapping[str, Any]) -> list[str]:
+    requests = int(stats.get("requests", 0))
+    failed = int(stats.get("failed", 0))
+    failed_cell = f"{failed} ({failed / requests:.1%})" if requests and failed else str(failed)
+    return [
+        str(requests),
+        str(stats.get("succeeded", 0)),
+        failed_cell,
+        _number(stats.get("duration_s")),
+        _number(stats.get("request_rate")),
+        _number(stats.get("send_rate")),
+        _number(stats.get("output_token_rate")),
+        _number(stats.get("goodput_rate")),
+    ]
+
+
+def _slo_text(slo: Mapping[str, float] | None) -> str:
+    """The objectives goodput was measured against, e.g. `` (SLO: TTFT <= 500 ms)``."""
+    if not slo:
+        return " (no SLO: goodput = ok requests)"
+    labels = {"ttft_s": "TTFT", "tpot_s": "TPOT", "itl_s": "mean ITL", "e2e_s": "E2E"}
+    parts = [f"{labels.get(k, k)} <= {_ms(v)} ms" for k, v in slo.items() if v is not None]
+    return f" (SLO: {', '.join(parts)})"
+
+
+def _errors_line(groups: Mapping[str, Mapping[str, Any]]) -> Text | None:
+    parts = [
+        f"{name}: " + ", ".join(f"{kind} x{count}" for kind, count in errors.items())
+        for name, stats in groups.items()
+        if (errors := stats.get("errors"))
+    ]
+    if not parts:
+        return None
+    return Text("errors: " + " · ".join(parts), style="red")
+
+
+def _number(value: float | None) -> str:
+    """A rate or duration with as many decimals as its size deserves."""
+    if value is None:
+        return _MISSING
+    size = abs(value)
+    if size >= 99.95:
+        return f"{value:,.0f}"
+    if size >= 9.995:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _ms(seconds: float | None) -> str:
+    """Seconds shown as milliseconds, with three significant digits or more."""
+    if seconds is None:
+        return _MISSING
+    ms = seconds * 1e3
+    size = abs(ms)
+    # Thresholds sit just below each power of ten so that 99.96 prints "100", not "100.0".
+    if size >= 99.95:
+        return f"{ms:,.0f}"
+    if size >= 9.995:
+        return f"{ms:.1f}"
+    if size >= 0.9995:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+__all__ = ["DEFINITIONS", "LATENCY_METRICS", "latency_table", "render_summary", "throughput_table"]

@@ -1,0 +1,266 @@
+"""summary.json, the terminal table and the raw-sample exports, written and read back."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from rich.console import Console
+
+from clientswarm.config.models import SLOConfig
+from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.stats import summarize
+from clientswarm.reports import (
+    JsonlSampleWriter,
+    ParquetSampleWriter,
+    open_sample_writer,
+    read_samples,
+    read_samples_jsonl,
+    read_summary,
+    render_summary,
+    write_summary,
+)
+from clientswarm.reports.export import (
+    DERIVED_FIELDS,
+    PARQUET_SCHEMA,
+    SAMPLE_FIELDS,
+    read_samples_parquet,
+    samples_to_bytes,
+)
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+
+
+def make_samples() -> list[Sample]:
+    """A streamed success, a non-streamed success, a failure and a warm-up sample."""
+    return [
+        Sample(
+            group="chat",
+            client=0,
+            worker=1,
+            name="chat",
+            scheduled_ns=T0,
+            sent_ns=T0 + 2 * MS,
+            end_ns=T0 + 1002 * MS,
+            first_token_ns=T0 + 102 * MS,
+            last_token_ns=T0 + 1000 * MS,
+            input_tokens=12,
+            output_tokens=10,
+            token_source="usage",
+            itl_s=[0.1, 0.09, 0.11],
+        ),
+        Sample(
+            group="embed",
+            client=1,
+            worker=0,
+            name="embedding",
+            scheduled_ns=T0 + 10 * MS,
+            sent_ns=T0 + 10 * MS,
+            end_ns=T0 + 60 * MS,
+            input_tokens=8,
+            http_status=200,
+        ),
+        Sample(
+            group="chat",
+            client=2,
+            worker=1,
+            name="chat",
+            scheduled_ns=T0 + 20 * MS,
+            sent_ns=T0 + 21 * MS,
+            end_ns=T0 + 500 * MS,
+            status="error",
+            error_kind="http_503",
+            error_message="Service Unavailable",
+            http_status=503,
+            stage=1,
+        ),
+        Sample(
+            group="chat",
+            client=0,
+            worker=1,
+            name="chat",
+            scheduled_ns=T0 - 900 * MS,
+            sent_ns=T0 - 900 * MS,
+            end_ns=T0 - 100 * MS,
+            first_token_ns=T0 - 800 * MS,
+            output_tokens=3,
+            itl_s=[0.2, 0.3],
+            warmup=True,
+        ),
+    ]
+
+
+def make_summary(**kwargs: Any) -> dict[str, Any]:
+    cluster = {"id": "c-42", "name": "quickstart", "status": "finished"}
+    return summarize(make_samples(), cluster=cluster, slo=SLOConfig(ttft_s=0.5), **kwargs)
+
+
+# summary.json
+
+
+def test_summary_round_trip(tmp_path: Path) -> None:
+    summary = make_summary()
+    path = write_summary(tmp_path / "out" / "summary.json", summary)
+    assert read_summary(path) == summary
+    text = path.read_text()
+    assert text.startswith("{\n  ")  # indented for people
+    assert "NaN" not in text
+
+
+def test_summary_has_no_nan(tmp_path: Path) -> None:
+    path = write_summary(tmp_path / "s.json", {"x": math.nan, "y": [math.inf, 1.0]})
+    assert read_summary(path) == {"x": None, "y": [None, 1.0]}
+
+
+# samples: JSONL, Parquet, CSV
+
+
+def test_jsonl_writes_and_reads_back(tmp_path: Path) -> None:
+    samples = make_samples()
+    path = tmp_path / "samples.jsonl"
+    with JsonlSampleWriter(path) as writer:
+        writer.write(samples[:2])
+        writer.write(samples[2:])
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == len(samples)
+    first = orjson.loads(lines[0])
+    assert list(first) == [*SAMPLE_FIELDS, *DERIVED_FIELDS]
+    assert first["ttft_s"] == pytest.approx(0.1)
+    assert first["e2e_s"] == pytest.approx(1.0)
+    assert first["tpot_s"] == pytest.approx(0.9 / 9)
+    assert first["schedule_lag_s"] == pytest.approx(0.002)
+    assert orjson.loads(lines[1])["ttft_s"] is None
+    assert list(read_samples_jsonl(path)) == samples
+    assert list(read_samples(path)) == samples
+
+
+def test_jsonl_resummarises_to_the_same_summary(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    with open_sample_writer(path, "jsonl") as writer:
+        writer.write(make_samples())
+    cluster = {"id": "c-42", "name": "quickstart", "status": "finished"}
+    again = summarize(read_samples_jsonl(path), cluster=cluster, slo=SLOConfig(ttft_s=0.5))
+    assert again == make_summary()
+
+
+def test_jsonl_bad_line_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"group": "g"}\n')
+    with pytest.raises(ValueError, match=r"samples\.jsonl:1: not a sample"):
+        list(read_samples_jsonl(path))
+
+
+def test_parquet_writes_row_groups_and_reads_back(tmp_path: Path) -> None:
+    samples = make_samples() * 3  # 12 rows
+    path = tmp_path / "samples.parquet"
+    writer = ParquetSampleWriter(path, row_group_size=5)
+    writer.write(samples[:7])
+    writer.write(samples[7:])
+    writer.close()
+    writer.close()  # idempotent
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3  # 5 + 5 + 2
+    table = pq.read_table(path)
+    assert table.schema.equals(PARQUET_SCHEMA)
+    assert table.num_rows == 12
+    rows = table.to_pylist()
+    assert rows[0]["itl_s"] == [0.1, 0.09, 0.11]
+    assert rows[0]["ttft_s"] == pytest.approx(0.1)
+    assert rows[0]["tpot_s"] == pytest.approx(0.1)
+    assert rows[1]["ttft_s"] is None
+    assert rows[1]["itl_s"] == []
+    assert rows[2]["error_kind"] == "http_503"
+    assert rows[2]["stage"] == 1
+    assert rows[3]["warmup"] is True
+    assert table.column("sent_ns").to_pylist() == [s.sent_ns for s in samples]
+    assert list(read_samples_parquet(path)) == samples
+    assert list(read_samples(path)) == samples
+
+
+def test_parquet_without_samples_is_a_valid_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.parquet"
+    open_sample_writer(path, "parquet").close()
+    table = pq.read_table(path)
+    assert table.num_rows == 0
+    assert table.schema.equals(PARQUET_SCHEMA)
+
+
+def test_parquet_write_after_close_fails(tmp_path: Path) -> None:
+    writer = ParquetSampleWriter(tmp_path / "x.parquet")
+    writer.close()
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(make_samples())
+
+
+def test_csv_has_a_header_and_one_row_per_sample(tmp_path: Path) -> None:
+    path = tmp_path / "samples.csv"
+    with open_sample_writer(path, "csv") as writer:
+        writer.write(make_samples())
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    assert rows[0]["itl_s"] == "[0.1,0.09,0.11]"
+    assert rows[1]["first_token_ns"] == ""
+    assert path.read_bytes() == samples_to_bytes(make_samples(), "csv")
+
+
+def test_samples_to_bytes_matches_the_writers(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    with open_sample_writer(path, "jsonl") as writer:
+        writer.write(make_samples())
+    assert samples_to_bytes(make_samples(), "jsonl") == path.read_bytes()
+    parquet = tmp_path / "s.parquet"
+    parquet.write_bytes(samples_to_bytes(make_samples(), "parquet"))
+    assert list(read_samples_parquet(parquet)) == make_samples()
+
+
+def test_unknown_format_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="jsonl, parquet, csv"):
+        open_sample_writer(tmp_path / "x", "xml")
+
+
+# terminal table
+
+
+def render(summary: dict[str, Any], width: int = 120) -> str:
+    console = Console(record=True, width=width, color_system=None)
+    render_summary(summary, console)
+    return console.export_text()
+
+
+def test_table_shows_groups_totals_and_numbers() -> None:
+    text = render(make_summary())
+    for word in ("quickstart", "c-42", "finished", "chat", "embed", "total", "TTFT", "ITL"):
+        assert word in text
+    assert "100" in text  # chat TTFT of 100 ms
+    assert "1,000" in text  # chat E2E of 1000 ms
+    assert "50.0" in text  # embed E2E of 50 ms
+    assert "http_503 x1" in text
+    assert "TTFT = send" in text
+    assert "SLO: TTFT <= 500 ms" in text
+    assert "warning" not in text
+
+
+def test_table_fits_in_100_columns() -> None:
+    text = render(make_summary(), width=100)
+    assert "…" not in text  # nothing truncated
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_table_shows_warnings_and_untrustworthy_runs() -> None:
+    text = render(make_summary(lag_bound_s=0.0001))
+    assert "warning: group 'chat'" in text
+    assert "NOT trustworthy" in text
+
+
+def test_table_with_empty_summary() -> None:
+    summary = summarize([], cluster={"id": "x", "name": "empty", "status": "failed"})
+    text = render(summary)
+    assert "empty" in text
+    assert "total" in text
+    assert "no SLO" in text

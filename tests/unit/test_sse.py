@@ -1,0 +1,164 @@
+"""The SSE decoder: line endings, splits anywhere, fields, comments and the [DONE] sentinel."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from clientswarm.interactions.sse import SSEDecoder, SSEEvent
+
+
+def decode(*reads: bytes) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    events: list[SSEEvent] = []
+    for data in reads:
+        events += decoder.feed(data)
+    return events + decoder.flush()
+
+
+def datas(*reads: bytes) -> list[str]:
+    return [e.data for e in decode(*reads)]
+
+
+def vllm_stream() -> bytes:
+    """A realistic vLLM chat stream, with non-ASCII text."""
+    parts = []
+    base = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    deltas = [{"role": "assistant", "content": ""}] + [
+        {"content": t} for t in ["Héllo", " wörld", " 😀", " 日本語", "!"]
+    ]
+    for delta in deltas:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        parts.append({**base, "choices": [choice], "usage": None})
+    parts.append({**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
+    out = b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in parts)
+    return out + b"data: [DONE]\n\n"
+
+
+def test_single_event() -> None:
+    assert decode(b"data: hello\n\n") == [SSEEvent("hello")]
+
+
+def test_done_sentinel_is_exposed() -> None:
+    events = decode(b"data: {}\n\ndata: [DONE]\n\n")
+    assert [e.is_done for e in events] == [False, True]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
+def test_line_endings(eol: bytes) -> None:
+    stream = b"data: a" + eol + b"data: b" + eol + eol + b"data: c" + eol + eol
+    assert datas(stream) == ["a\nb", "c"]
+
+
+def test_crlf_split_across_reads() -> None:
+    assert datas(b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n") == ["a", "b"]
+
+
+def test_cr_at_end_of_read_is_a_line_end_at_once() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\r\r") == [SSEEvent("a")]
+    assert decoder.feed(b"\ndata: b\r\n\r\n") == [SSEEvent("b")]
+
+
+def test_mixed_line_endings() -> None:
+    assert datas(b"data: a\r\ndata: b\ndata: c\r\r\ndata: d\n\r\n") == ["a\nb\nc", "d"]
+
+
+def test_event_split_inside_multibyte_character() -> None:
+    raw = "data: héllo 😀\n\n".encode()
+    cut = raw.index("😀".encode()) + 2
+    assert datas(raw[:cut], raw[cut:]) == ["héllo 😀"]
+
+
+def test_event_split_in_field_name_and_before_blank_line() -> None:
+    assert datas(b"da", b"ta: x", b"\n", b"\n") == ["x"]
+
+
+def test_data_without_space_and_with_two_spaces() -> None:
+    assert datas(b"data:x\n\ndata:  y\n\n") == ["x", " y"]
+
+
+def test_multiline_data_joined_with_newline() -> None:
+    assert datas(b'data: {\ndata:   "a": 1\ndata: }\n\n') == ['{\n  "a": 1\n}']
+
+
+def test_comments_ignored() -> None:
+    assert datas(b": keep-alive\n\n: ping\ndata: x\n: more\n\n") == ["x"]
+
+
+def test_field_without_value() -> None:
+    events = decode(b"data\n\ndata\ndata\n\nevent\ndata: z\n\n")
+    assert [e.data for e in events] == ["", "\n", "z"]
+    assert events[2].event is None
+
+
+def test_events_without_data_are_ignored() -> None:
+    assert decode(b"event: ping\n\nid: 3\n\nretry: 10\n\n") == []
+
+
+def test_event_and_id_fields() -> None:
+    events = decode(b"event: delta\nid: 7\ndata: a\n\ndata: b\n\n")
+    assert events == [SSEEvent("a", "delta", "7"), SSEEvent("b", None, "7")]
+
+
+def test_unknown_fields_ignored() -> None:
+    assert decode(b"foo: bar\ndata: a\n\n") == [SSEEvent("a")]
+
+
+def test_extra_blank_lines_between_events() -> None:
+    assert datas(b"\n\n\ndata: a\n\n\n\n\ndata: b\n\n") == ["a", "b"]
+
+
+def test_bom_stripped_even_when_split() -> None:
+    assert datas(b"\xef", b"\xbb\xbfdata: a\n\n") == ["a"]
+
+
+def test_flush_returns_unterminated_event() -> None:
+    assert datas(b"data: [DONE]\n") == ["[DONE]"]
+    assert datas(b"data: a") == ["a"]
+
+
+def test_flush_of_empty_decoder() -> None:
+    assert SSEDecoder().flush() == []
+    assert decode(b"data: a\n\n") == [SSEEvent("a")]
+
+
+def test_feed_empty_bytes() -> None:
+    assert SSEDecoder().feed(b"") == []
+
+
+def test_many_events_in_one_read_and_rest_kept() -> None:
+    decoder = SSEDecoder()
+    events = decoder.feed(b"data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4")
+    assert [e.data for e in events] == ["1", "2", "3"]
+    assert decoder.feed(b"\n\n") == [SSEEvent("4")]
+
+
+def test_invalid_utf8_replaced_not_raised() -> None:
+    assert datas(b"data: \xff\n\n") == ["\ufffd"]
+
+
+def test_byte_at_a_time_vllm_stream_equals_one_feed() -> None:
+    stream = vllm_stream()
+    whole = decode(stream)
+    assert len(whole) == 8 and whole[-1].is_done
+    assert orjson.loads(whole[3].data)["choices"][0]["delta"]["content"] == " 😀"
+    one_by_one = decode(*(stream[i : i + 1] for i in range(len(stream))))
+    assert one_by_one == whole
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\r"])
+def test_byte_at_a_time_with_other_line_endings(eol: bytes) -> None:
+    stream = vllm_stream().replace(b"\n", eol)
+    one_by_one = decode(*(stream[i : i + 1] for i in range(len(stream))))
+    assert one_by_one == decode(vllm_stream())
+
+
+def test_every_split_point_gives_the_same_events() -> None:
+    stream = (
+        b": c\r\ndata: a\r\ndata: \xc3\xa9\r\n\r\nevent: e\r\ndata:b\r\n\r\ndata: [DONE]\r\n\r\n"
+    )
+    expected = decode(stream)
+    assert [e.data for e in expected] == ["a\né", "b", "[DONE]"]
+    for cut in range(len(stream) + 1):
+        assert decode(stream[:cut], stream[cut:]) == expected, cut
