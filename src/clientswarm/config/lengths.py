@@ -6,7 +6,7 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, model_validator
 
 from clientswarm.config.base import StrictModel
 
@@ -80,8 +80,14 @@ def coerce_length(value: Any) -> Any:
     return value
 
 
+_LengthUnion = Annotated[
+    FixedLength | UniformLength | NormalLength | LognormalLength, Discriminator("kind")
+]
+
+# Discriminator() rather than Field(discriminator=...): the latter is lost when the alias is
+# wrapped again (``LengthDist | None``), which silently disabled the bare-integer shorthand there.
+# json_schema_input_type lets editors accept the shorthand too.
 LengthDist = Annotated[
-    FixedLength | UniformLength | NormalLength | LognormalLength,
-    BeforeValidator(coerce_length),
-    Field(discriminator="kind"),
+    _LengthUnion,
+    BeforeValidator(coerce_length, json_schema_input_type=int | _LengthUnion),
 ]

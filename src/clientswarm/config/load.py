@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, model_validator
 
 from clientswarm.config.base import StrictModel
 
@@ -43,10 +43,12 @@ def _coerce_think(value: Any) -> Any:
     return value
 
 
+_ThinkUnion = Annotated[ConstantThink | UniformThink | ExponentialThink, Discriminator("kind")]
+
+# A bare number stands for a constant think time; json_schema_input_type tells editors so.
 ThinkTime = Annotated[
-    ConstantThink | UniformThink | ExponentialThink,
-    BeforeValidator(_coerce_think),
-    Field(discriminator="kind"),
+    _ThinkUnion,
+    BeforeValidator(_coerce_think, json_schema_input_type=float | _ThinkUnion),
 ]
 
 

@@ -12,11 +12,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from clientswarm.config.base import StrictModel
+from clientswarm.config.interactions import InteractionConfig
 from clientswarm.config.lengths import LengthDist, coerce_length
 from clientswarm.config.load import ClosedLoadConfig, LoadConfig, StopConfig
-from clientswarm.config.interactions import InteractionConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class TargetConfig(StrictModel):
@@ -28,7 +29,9 @@ class TargetConfig(StrictModel):
     )
     api_key_env: str | None = Field(
         default=None,
-        description="Name of the environment variable that holds the API key (never the key itself)",
+        description=(
+            "Name of the environment variable that holds the API key (never the key itself)"
+        ),
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Total timeout of one request")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers")
@@ -37,9 +40,25 @@ class TargetConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000")
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+            raise ValueError(
+                "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000"
+            )
         return url.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env_name(cls, name: str | None) -> str | None:
+        # The value may be the key itself pasted by mistake: never echo it back.
+        if name is None or ENV_NAME_PATTERN.match(name):
+            return name
+        wrapped = re.match(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$", name)
+        if wrapped:
+            raise ValueError(f"write the variable name alone, without '$': {wrapped.group(1)}")
+        raise ValueError(
+            "must be the name of an environment variable that holds the key "
+            "(letters, digits and '_'), e.g. VLLM_API_KEY; never the key itself"
+        )
 
     @field_validator("hello_path")
     @classmethod

@@ -1,0 +1,111 @@
+"""`clientswarm validate` and `clientswarm schema`, run as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+CLI = Path(sys.executable).parent / "clientswarm"
+
+VALID = """\
+name: quickstart
+seed: 42
+target: {url: "http://127.0.0.1:8000", model: mock-model, api_key_env: VLLM_API_KEY}
+spawner: {kind: local, workers: 2}
+groups:
+  - name: chat
+    clients: 16
+    interaction: {kind: chat, stream: true, prompts: ["Tell me a story."], max_tokens: 128}
+    load: {kind: closed, think_time_s: 0}
+    stop: {duration_s: 30}
+  - name: hello
+    interaction: {kind: hello}
+    load: {kind: open, rate: 2, arrival: constant}
+    stop: {duration_s: 30}
+"""
+
+pytestmark = pytest.mark.skipif(not CLI.exists(), reason=f"{CLI} is not installed")
+
+
+def clientswarm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_valid_file_prints_one_summary_line(tmp_path: Path) -> None:
+    path = tmp_path / "quickstart.yaml"
+    path.write_text(VALID)
+    result = clientswarm("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{path}: valid cluster 'quickstart': chat (16 clients, chat), hello (1 clients, hello)"
+    ]
+    assert result.stderr == ""
+
+
+def test_valid_json_file(tmp_path: Path) -> None:
+    path = tmp_path / "quickstart.json"
+    path.write_text(json.dumps(yaml.safe_load(VALID)))
+    result = clientswarm("validate", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def test_typos_give_one_line_per_problem_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        VALID.replace("stream: true", "stremm: true")
+        .replace("workers: 2", "workers: 0")
+        .replace("kind: hello", "kind: helo")
+    )
+    result = clientswarm("validate", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {path}: spawner.workers: too small; got 0; must be at least 1 and at most 1024",
+        f"error: {path}: groups[0].interaction.stremm: unknown field 'stremm' "
+        "(did you mean 'stream'?); valid fields for kind 'chat': kind, prompts, synthetic, "
+        "dataset, stream, max_tokens, model, extra_body, system_prompt",
+        f'error: {path}: groups[1].interaction.kind: unknown kind; got "helo" '
+        "(did you mean 'hello'?); valid kinds: hello, http, completion, chat, embedding",
+    ]
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    result = clientswarm("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {path}: file not found"]
+
+
+def test_yaml_syntax_error_exits_2_with_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntarget:\n  url: http://a\n    model: m\n")
+    result = clientswarm("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {path}: line 4, column 10: invalid YAML: mapping values are not allowed here"
+    ]
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = clientswarm("--debug", "validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+    assert "ConfigError" in result.stderr
+
+
+def test_schema_prints_json_schema() -> None:
+    result = clientswarm("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == "clientswarm cluster configuration"
+    assert "GroupConfig" in schema["$defs"]
+    assert "ChatInteraction" in schema["$defs"]
