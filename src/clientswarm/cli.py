@@ -56,7 +56,10 @@ def validate(file: Path) -> None:
     from clientswarm.config.loader import load_config_file
 
     config = load_config_file(file)
-    groups = ", ".join(f"{g.name} ({g.clients} clients, {g.interaction.kind})" for g in config.groups)
+    groups = ", ".join(
+        f"{g.name} ({g.clients} client{'s' if g.clients != 1 else ''}, {g.interaction.kind})"
+        for g in config.groups
+    )
     click.echo(f"{file}: valid cluster {config.name!r}: {groups}")
 
 
