@@ -1,0 +1,314 @@
+"""End to end: real worker processes driving the real simulator over loopback.
+
+Each test runs a short cluster (a few seconds) and checks what the statistics say against the
+simulator's configured truth or its own count of what it served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from clientswarm.config.loader import validate_config_data
+from clientswarm.metrics.stats import summarize
+from clientswarm.reports.export import open_sample_writer, read_samples
+from clientswarm.run.mock_target import mock_target
+from clientswarm.run.orchestrator import Orchestrator, RunOutcome
+
+pytestmark = pytest.mark.slow
+
+CLI = str(Path(sys.executable).parent / "clientswarm")
+
+
+def cluster(url: str, *groups: dict[str, Any], workers: int = 1, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "it",
+        "seed": 7,
+        "target": {"url": url, "model": "mock-model", "timeout_s": 10},
+        "spawner": {"kind": "local", "workers": workers},
+        "groups": list(groups),
+        **extra,
+    }
+
+
+async def run_in_process(
+    data: dict[str, Any], tmp_path: Path, *, kill_worker_after_s: float | None = None
+) -> tuple[RunOutcome, dict[str, Any], list[Any]]:
+    config = validate_config_data(data)
+    path = tmp_path / "samples.jsonl"
+    with open_sample_writer(path, "jsonl") as writer:
+        orchestrator = Orchestrator(config, base_dir=tmp_path, writer=writer)
+        if kill_worker_after_s is None:
+            outcome = await orchestrator.run()
+        else:
+            task = asyncio.create_task(orchestrator.run())
+            while orchestrator.progress.started_at == 0.0:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(kill_worker_after_s)
+            os.kill(orchestrator.progress.workers[1].pid or 0, signal.SIGKILL)
+            outcome = await task
+    samples = list(read_samples(path))
+    summary = summarize(
+        samples,
+        cluster={"id": outcome.cluster_id, "name": config.name, "status": outcome.status},
+        slo=config.slo,
+        group_order=[g.name for g in config.groups],
+    )
+    return outcome, summary, samples
+
+
+@pytest.fixture
+async def mock_url() -> AsyncIterator[str]:
+    async with mock_target("--ttft-ms 50 --itl-ms 10 --seed 3") as url:
+        yield url
+
+
+async def test_measured_ttft_and_itl_match_the_simulator_truth(
+    mock_url: str, tmp_path: Path
+) -> None:
+    chat = {
+        "name": "chat",
+        "clients": 8,
+        "interaction": {"kind": "chat", "max_tokens": 32, "prompts": ["Tell me a story."]},
+        "stop": {"duration_s": 3},
+    }
+    outcome, summary, _ = await run_in_process(cluster(mock_url, chat, warmup_s=0.5), tmp_path)
+    stats = summary["groups"]["chat"]
+    assert outcome.status == "completed"
+    assert stats["failed"] == 0 and stats["requests"] > 50
+    assert stats["ttft_s"]["p50"] == pytest.approx(0.050, rel=0.10)
+    assert stats["itl_s"]["p50"] == pytest.approx(0.010, rel=0.10)
+    assert stats["tpot_s"]["p50"] == pytest.approx(0.010, rel=0.10)
+    assert stats["output_tokens"] == 32 * stats["succeeded"]
+    assert stats["token_sources"] == {"usage": stats["succeeded"]}
+    assert stats["itl_s"]["count"] == 31 * stats["succeeded"]
+
+
+async def test_open_loop_rate_is_achieved_across_workers(mock_url: str, tmp_path: Path) -> None:
+    hello = {
+        "name": "hello",
+        "clients": 4,
+        "interaction": {"kind": "hello"},
+        "load": {"kind": "open", "rate": 80, "arrival": "constant"},
+        "stop": {"duration_s": 4},
+    }
+    poisson = {
+        "name": "poisson",
+        "clients": 3,
+        "interaction": {"kind": "hello"},
+        "load": {"kind": "open", "rate": 40, "arrival": "poisson"},
+        "stop": {"duration_s": 4},
+    }
+    _, summary, samples = await run_in_process(
+        cluster(mock_url, hello, poisson, workers=2), tmp_path
+    )
+    constant = summary["groups"]["hello"]
+    assert constant["requests"] == 320
+    assert constant["send_rate"] == pytest.approx(80, rel=0.03)
+    assert {s.worker for s in samples if s.group == "hello"} == {0, 1}
+    # The Poisson group sends exactly its seeded schedule, on time.
+    from clientswarm.load import schedule_for_group
+
+    config = validate_config_data(cluster(mock_url, hello, poisson, workers=2))
+    assert summary["groups"]["poisson"]["requests"] == len(schedule_for_group(config, 1))
+    assert summary["total"]["schedule_lag_s"]["p50"] < 0.005
+    assert summary["trustworthy"] is True
+
+
+async def test_injected_faults_are_counted_exactly_by_kind(tmp_path: Path) -> None:
+    args = (
+        "--ttft-ms 5 --itl-ms 2 --seed 11 --error-rate-500 0.1 --error-rate-429 0.1 "
+        "--stream-error-rate 0.1 --drop-rate 0.1"
+    )
+    async with mock_target(args) as url:
+        chat = {
+            "name": "chat",
+            "clients": 8,
+            "interaction": {"kind": "chat", "max_tokens": 16},
+            "stop": {"requests": 300},
+        }
+        outcome, summary, _ = await run_in_process(cluster(url, chat, workers=2), tmp_path)
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/mock/stats") as r:
+            served = await r.json()
+    faults = served["faults"]
+    stats = summary["groups"]["chat"]
+    assert outcome.status == "completed"
+    assert stats["requests"] == 300
+    assert stats["errors"] == {
+        kind: n
+        for kind, n in {
+            "http_500": faults.get("http_500", 0),
+            "http_429": faults.get("http_429", 0),
+            "stream_error": faults.get("stream_error", 0),
+            "connection": faults.get("drop", 0),
+        }.items()
+        if n
+    }
+    assert stats["failed"] == served["faults_total"] > 60
+    assert stats["succeeded"] == 300 - served["faults_total"]
+
+
+async def test_a_dead_worker_is_reported_and_the_rest_carry_on(
+    mock_url: str, tmp_path: Path
+) -> None:
+    hello = {
+        "name": "hello",
+        "clients": 4,
+        "interaction": {"kind": "hello"},
+        "load": {"kind": "open", "rate": 40, "arrival": "constant"},
+        "stop": {"duration_s": 3},
+    }
+    outcome, summary, samples = await run_in_process(
+        cluster(mock_url, hello, workers=2), tmp_path, kill_worker_after_s=1.0
+    )
+    states = {w.index: w for w in outcome.workers}
+    assert states[1].state == "failed"
+    assert "exited with code -9" in (states[1].error or "")
+    assert states[0].state == "completed"
+    assert outcome.status == "completed"
+    survivors = [s for s in samples if s.worker == 0]
+    assert len(survivors) == 60  # worker 0's half of 3 s at 40/s, untouched
+
+
+async def test_stages_pace_each_step_and_tag_samples(mock_url: str, tmp_path: Path) -> None:
+    sweep = {
+        "name": "sweep",
+        "clients": 2,
+        "interaction": {"kind": "hello"},
+        "load": {
+            "kind": "open",
+            "arrival": "constant",
+            "stages": [{"rate": 20, "duration_s": 1}, {"rate": 60, "duration_s": 1}],
+        },
+    }
+    closed = {
+        "name": "closed",
+        "clients": 4,
+        "interaction": {"kind": "hello"},
+        "load": {
+            "kind": "closed",
+            "think_time_s": 0.05,
+            "stages": [{"clients": 1, "duration_s": 1}, {"clients": 4, "duration_s": 1}],
+        },
+    }
+    _, _, samples = await run_in_process(cluster(mock_url, sweep, closed), tmp_path)
+    per_stage = {0: 0, 1: 0}
+    for s in samples:
+        if s.group == "sweep":
+            per_stage[s.stage] += 1
+    assert per_stage == {0: 20, 1: 60}
+    closed_clients = {
+        k: {s.client for s in samples if s.group == "closed" and s.stage == k} for k in (0, 1)
+    }
+    assert len(closed_clients[0]) == 1 and len(closed_clients[1]) == 4
+
+
+async def test_warmup_samples_are_flagged_and_excluded(mock_url: str, tmp_path: Path) -> None:
+    hello = {
+        "name": "hello",
+        "clients": 1,
+        "interaction": {"kind": "hello"},
+        "load": {"kind": "open", "rate": 20, "arrival": "constant"},
+        "stop": {"duration_s": 1},
+    }
+    _, summary, samples = await run_in_process(cluster(mock_url, hello, warmup_s=1), tmp_path)
+    assert sum(s.warmup for s in samples) == 20
+    assert summary["groups"]["hello"]["requests"] == 20
+    assert summary["groups"]["hello"]["warmup_excluded"] == 20
+
+
+async def test_stop_cancels_in_flight_requests_and_keeps_samples(tmp_path: Path) -> None:
+    async with mock_target("--ttft-ms 20 --itl-ms 50") as url:
+        chat = {
+            "name": "chat",
+            "clients": 4,
+            "interaction": {"kind": "chat", "max_tokens": 100},
+            "stop": {"duration_s": 30},
+        }
+        config = validate_config_data(cluster(url, chat))
+        path = tmp_path / "samples.jsonl"
+        with open_sample_writer(path, "jsonl") as writer:
+            orchestrator = Orchestrator(config, base_dir=tmp_path, writer=writer)
+            task = asyncio.create_task(orchestrator.run())
+            while orchestrator.progress.started_at == 0.0:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            orchestrator.cancel()
+            outcome = await asyncio.wait_for(task, 20)
+    samples = list(read_samples(path))
+    assert outcome.status == "cancelled"
+    assert outcome.workers[0].state == "cancelled"
+    cancelled = [s for s in samples if s.error_kind == "cancelled"]
+    assert len(cancelled) == 4  # one partial sample per client, with its first token
+    assert all(s.first_token_ns is not None for s in cancelled)
+
+
+def test_run_cli_end_to_end(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: e2e\n"
+        "target: {url: 'http://127.0.0.1:1', model: mock-model}\n"
+        "spawner: {kind: local, workers: 2}\n"
+        "warmup_s: 0.5\n"
+        "slo: {ttft_s: 1.0}\n"
+        "groups:\n"
+        "  - {name: chat, clients: 4, interaction: {kind: chat, max_tokens: 8},"
+        " stop: {duration_s: 1.5}}\n"
+        "  - {name: completion, clients: 2, interaction: {kind: completion, stream: false},"
+        " stop: {requests: 10}}\n"
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            CLI,
+            "run",
+            str(config),
+            "--mock",
+            "--mock-args",
+            "--ttft-ms 10 --itl-ms 5",
+            "-o",
+            str(out),
+            "--samples-format",
+            "parquet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "TTFT" in done.stdout and "chat" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"cluster", "total", "groups", "warnings", "trustworthy"}
+    assert summary["cluster"]["status"] == "completed"
+    assert summary["groups"]["completion"]["requests"] == 10
+    assert set(summary["total"]["ttft_s"]) >= {"mean", "min", "p50", "p90", "p95", "p99", "max"}
+    assert (out / "samples.parquet").exists()
+
+
+def test_run_cli_against_an_unreachable_target_records_failures(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: down\n"
+        "target: {url: 'http://127.0.0.1:9', timeout_s: 2}\n"
+        "groups: [{name: hello, clients: 2, interaction: {kind: hello}, stop: {requests: 6}}]\n"
+    )
+    done = subprocess.run(
+        [CLI, "run", str(config), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["total"]["errors"] == {"connection": 6}
