@@ -52,8 +52,7 @@ async def run_in_process(
             outcome = await orchestrator.run()
         else:
             task = asyncio.create_task(orchestrator.run())
-            while orchestrator.progress.started_at == 0.0:
-                await asyncio.sleep(0.05)
+            await orchestrator.started.wait()
             await asyncio.sleep(kill_worker_after_s)
             os.kill(orchestrator.progress.workers[1].pid or 0, signal.SIGKILL)
             outcome = await task
@@ -168,7 +167,7 @@ async def test_a_dead_worker_is_reported_and_the_rest_carry_on(
         "load": {"kind": "open", "rate": 40, "arrival": "constant"},
         "stop": {"duration_s": 3},
     }
-    outcome, summary, samples = await run_in_process(
+    outcome, _, samples = await run_in_process(
         cluster(mock_url, hello, workers=2), tmp_path, kill_worker_after_s=1.0
     )
     states = {w.index: w for w in outcome.workers}
@@ -240,8 +239,7 @@ async def test_stop_cancels_in_flight_requests_and_keeps_samples(tmp_path: Path)
         with open_sample_writer(path, "jsonl") as writer:
             orchestrator = Orchestrator(config, base_dir=tmp_path, writer=writer)
             task = asyncio.create_task(orchestrator.run())
-            while orchestrator.progress.started_at == 0.0:
-                await asyncio.sleep(0.05)
+            await orchestrator.started.wait()
             await asyncio.sleep(1.0)
             orchestrator.cancel()
             outcome = await asyncio.wait_for(task, 20)

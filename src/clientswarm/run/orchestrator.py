@@ -107,6 +107,8 @@ class Orchestrator:
         self.progress.workers = [WorkerState(i) for i in range(workers)]
         self._procs: list[LocalWorker] = []
         self._cancelled = False
+        self.started = asyncio.Event()
+        """Set once the workers have been given their shared start time."""
 
     def cancel(self) -> None:
         """Stop every worker; samples already taken are kept."""
@@ -149,6 +151,7 @@ class Orchestrator:
             await asyncio.sleep(0.02)
         start_ns = time.time_ns() + int(START_MARGIN_S * 1e9)
         self.progress.started_at = start_ns / 1e9
+        self.started.set()
         for proc, state in zip(self._procs, states, strict=True):
             if state.state == "ready":
                 state.state = "running"
