@@ -54,8 +54,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 def validate(file: Path) -> None:
     """Check a cluster configuration FILE (YAML or JSON); one line per problem."""
     from clientswarm.config.loader import load_config_file
+    from clientswarm.interactions.registry import build_group_interactions
 
     config = load_config_file(file)
+    build_group_interactions(config, base_dir=file.parent)  # datasets, prompt sources
     groups = ", ".join(
         f"{g.name} ({g.clients} client{'s' if g.clients != 1 else ''}, {g.interaction.kind})"
         for g in config.groups

@@ -310,3 +310,32 @@ def test_run_cli_against_an_unreachable_target_records_failures(tmp_path: Path) 
     assert "Traceback" not in done.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["total"]["errors"] == {"connection": 6}
+
+
+def test_a_missing_dataset_fails_before_any_worker_starts(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: ds\n"
+        "target: {url: 'http://127.0.0.1:9'}\n"
+        "groups: [{name: chat, clients: 1, interaction: {kind: chat, dataset: {path: gone.jsonl}},"
+        " stop: {requests: 1}}]\n"
+    )
+    for command in (["validate", str(config)], ["run", str(config), "-o", str(tmp_path / "o")]):
+        done = subprocess.run([CLI, *command], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.startswith("error: groups[0].interaction: dataset ")
+        assert "gone.jsonl: file not found" in done.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+async def test_a_spawner_that_cannot_start_workers_says_why(tmp_path: Path) -> None:
+    from clientswarm.errors import SpawnerError
+    from clientswarm.spawners.local import LocalSpawner
+
+    hello = {"name": "h", "interaction": {"kind": "hello"}, "stop": {"requests": 1}}
+    config = validate_config_data(cluster("http://127.0.0.1:9", hello))
+    orchestrator = Orchestrator(
+        config, base_dir=tmp_path, spawner=LocalSpawner(python=str(tmp_path / "no-python"))
+    )
+    with pytest.raises(SpawnerError, match=r"could not start worker 0 with .*no-python"):
+        await orchestrator.run()

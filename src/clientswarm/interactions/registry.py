@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clientswarm.config.interactions import InteractionConfig
+from clientswarm.config.models import ClusterConfig
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.base import Interaction
 from clientswarm.interactions.http import BuiltinInteraction, Hello, HttpCall
@@ -39,3 +40,23 @@ def build_interaction(config: InteractionConfig, *, seed: int, base_dir: Path) -
             [f"interaction: expected a {cls.config_model.__name__}, got {type(config).__name__}"]
         )
     return cls(config, seed=seed, base_dir=base_dir)
+
+
+def build_group_interactions(cluster: ClusterConfig, *, base_dir: Path) -> list[Interaction]:
+    """One interaction per group of ``cluster``, in group order.
+
+    Every problem of every group is collected into one ConfigError whose lines start with the
+    group's field path (``groups[1].interaction: …``), so ``validate`` reports them all at once.
+    """
+    built: list[Interaction] = []
+    problems: list[str] = []
+    for index, group in enumerate(cluster.groups):
+        try:
+            built.append(build_interaction(group.interaction, seed=cluster.seed, base_dir=base_dir))
+        except ConfigError as exc:
+            where = f"groups[{index}].interaction: "
+            source = f"{exc.source}: " if exc.source else ""
+            problems.extend(where + source + line for line in exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return built

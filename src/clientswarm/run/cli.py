@@ -15,6 +15,7 @@ from rich.console import Console
 
 from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
+from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.metrics.stats import summarize
 from clientswarm.reports.export import SampleWriter, open_sample_writer, read_samples
 from clientswarm.reports.summary import write_summary
@@ -113,6 +114,7 @@ def run_command(
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
     config = load_config_file(file)
+    build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
     if workers is not None:
         config = config.model_copy(
             update={"spawner": config.spawner.model_copy(update={"workers": workers})}

@@ -21,7 +21,7 @@ from clientswarm.clock import Clock
 from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
 from clientswarm.config.models import ClusterConfig, GroupConfig
 from clientswarm.interactions.base import ClientContext, Interaction
-from clientswarm.interactions.registry import build_interaction
+from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import (
     ClosedPlan,
     StageSpan,
@@ -85,12 +85,9 @@ class WorkerRuntime:
         self.in_flight = 0
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
-        self._interactions = [
-            build_interaction(
-                group.interaction, seed=self.config.seed, base_dir=Path(assignment.base_dir)
-            )
-            for group in self.config.groups
-        ]
+        self._interactions = build_group_interactions(
+            self.config, base_dir=Path(assignment.base_dir)
+        )
 
     def stop(self) -> None:
         """Stop every client now; in-flight requests are recorded as cancelled."""
