@@ -248,6 +248,9 @@ async def test_stop_cancels_in_flight_requests_and_keeps_samples(tmp_path: Path)
     assert outcome.workers[0].state == "cancelled"
     cancelled = [s for s in samples if s.error_kind == "cancelled"]
     assert len(cancelled) == 4  # one partial sample per client, with its first token
+    summary = summarize(samples, cluster={"id": "x", "name": "it", "status": "cancelled"})
+    assert summary["total"]["cancelled_excluded"] == 4
+    assert summary["total"]["failed"] == 0
     assert all(s.first_token_ns is not None for s in cancelled)
 
 

@@ -308,3 +308,18 @@ def test_distribution_ignores_nan_and_handles_empty() -> None:
     assert distribution([float("nan"), 1.0, 3.0]) == dist(2, 2.0, 1.0, 2.0, 2.8, 2.9, 2.98, 3.0)
     assert distribution([])["count"] == 0
     assert distribution([])["p99"] is None
+
+
+def test_requests_cut_off_by_a_stop_are_excluded_not_failures() -> None:
+    samples = [
+        *chat(),
+        sample("chat", 1500, 1500, 9000, first=1600, error="cancelled"),
+        sample("chat", 1600, 1600, 9500, error="cancelled", warmup=True),
+    ]
+    with_cut = run(samples)["groups"]["chat"]
+    without = run(chat())["groups"]["chat"]
+    assert with_cut["cancelled_excluded"] == 1
+    assert with_cut["warmup_excluded"] == 1
+    assert "cancelled" not in with_cut["errors"]
+    for key in ("requests", "failed", "duration_s", "e2e_s"):
+        assert with_cut[key] == without[key]

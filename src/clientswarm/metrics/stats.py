@@ -3,7 +3,9 @@
 Definitions (also printed under the terminal table):
 
 - Warm-up samples (``sample.warmup``) are left out of everything and only counted
-  (``warmup_excluded``). "Measured" below means not warm-up.
+  (``warmup_excluded``), and so are requests cut off because the run was stopped
+  (``error_kind == "cancelled"``: the tool's doing, not the target's; ``cancelled_excluded``).
+  "Measured" below means neither.
 - ``requests``: measured samples, successful or not; ``succeeded``/``failed`` by status;
   ``errors``: failed samples by ``error_kind``.
 - ``duration_s``: from the earliest scheduled (or sent, if earlier) time to the latest end time
@@ -40,7 +42,7 @@ import numpy.typing as npt
 
 from clientswarm.config.models import SLOConfig
 from clientswarm.metrics.dist import distribution
-from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
 
 #: Default bound on the p99 schedule lag above which a run is not trustworthy. 10 ms flags
 #: healthy runs on busy CI machines; 50 ms is well above noise and well below any real stall.
@@ -77,7 +79,16 @@ _CHUNK_FLOATS = 1 << 20
 class _Columns:
     """One group's measured samples, collected in one pass as compact numpy chunks."""
 
-    __slots__ = ("errors", "itl", "itl_chunks", "row_chunks", "rows", "token_sources", "warmup")
+    __slots__ = (
+        "cancelled",
+        "errors",
+        "itl",
+        "itl_chunks",
+        "row_chunks",
+        "rows",
+        "token_sources",
+        "warmup",
+    )
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, int, int, int, bool, int, int, int, bool]] = []
@@ -87,6 +98,7 @@ class _Columns:
         self.errors: Counter[str] = Counter()
         self.token_sources: Counter[str] = Counter()
         self.warmup = 0
+        self.cancelled = 0
 
     def add(self, s: Sample) -> None:
         """Append one measured sample; only successful samples contribute ITL and tokens."""
@@ -126,7 +138,7 @@ class _Columns:
         """The collected samples as numpy arrays."""
         rows = np.concatenate([*self.row_chunks, np.array(self.rows, dtype=_ROW)])
         itl = np.concatenate([*self.itl_chunks, np.array(self.itl, dtype=np.float64)])
-        return _Arrays(rows, itl, self.errors, self.token_sources, self.warmup)
+        return _Arrays(rows, itl, self.errors, self.token_sources, self.warmup, self.cancelled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +154,7 @@ class _Arrays:
     errors: Counter[str]
     token_sources: Counter[str]
     warmup: int
+    cancelled: int
 
     @classmethod
     def concat(cls, parts: Sequence[_Arrays]) -> _Arrays:
@@ -153,6 +166,7 @@ class _Arrays:
             errors=sum((p.errors for p in parts), Counter()),
             token_sources=sum((p.token_sources for p in parts), Counter()),
             warmup=sum(p.warmup for p in parts),
+            cancelled=sum(p.cancelled for p in parts),
         )
 
     def ttft_s(self) -> _F64:
@@ -199,6 +213,8 @@ def summarize(
             col = columns[s.group] = _Columns()
         if s.warmup:
             col.warmup += 1
+        elif s.error_kind == ERROR_CANCELLED:
+            col.cancelled += 1
         else:
             col.add(s)
 
@@ -277,6 +293,7 @@ def _stats(a: _Arrays, slo: SLOConfig | None) -> dict[str, Any]:
         "error_rate": (n - succeeded) / n if n else 0.0,
         "token_sources": dict(sorted(a.token_sources.items())),
         "warmup_excluded": a.warmup,
+        "cancelled_excluded": a.cancelled,
     }
 
 

@@ -29,6 +29,7 @@ async def mock_target(args: str = "", timeout_s: float = 30.0) -> AsyncIterator[
             *shlex.split(args),
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
+            start_new_session=True,  # Ctrl-C stops the clients first; the target goes last
         )
         drain: asyncio.Task[bytes] | None = None
         try:

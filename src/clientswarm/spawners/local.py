@@ -103,6 +103,9 @@ class LocalSpawner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 limit=LINE_LIMIT_BYTES,
+                # Own session: a terminal's Ctrl-C reaches the orchestrator only, which stops
+                # the workers in order; a worker whose parent dies sees stdin close and stops.
+                start_new_session=True,
             )
         except OSError as exc:
             raise SpawnerError(

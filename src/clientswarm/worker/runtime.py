@@ -105,9 +105,7 @@ class WorkerRuntime:
         outcome: WorkerOutcome = "completed"
         error: str | None = None
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(
-            base_url=self.config.target.url + "/", connector=connector
-        ) as session:
+        async with aiohttp.ClientSession(connector=connector) as session:
             self._main = asyncio.create_task(self._run_clients(session))
             try:
                 await self._main
