@@ -4,7 +4,7 @@ A request draws its fault first; ``http_500``/``http_429`` (and a non-stream dro
 once. Otherwise it queues for an engine slot, and its tokens leave at their absolute deadlines
 (see :mod:`clientswarm.mock.engine`). A stream's headers go out on arrival, like vLLM's; chat's
 role chunk goes out on admission, before the first token is due, so a client that counts it as a
-token measures a wrong TTFT.
+token measures a wrong TTFT. Any model name is accepted and echoed back (default: ``--model``).
 """
 
 from __future__ import annotations
