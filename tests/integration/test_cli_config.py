@@ -44,7 +44,7 @@ def test_valid_file_prints_one_summary_line(tmp_path: Path) -> None:
     result = clientswarm("validate", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"{path}: valid cluster 'quickstart': chat (16 clients, chat), hello (1 clients, hello)"
+        f"{path}: valid cluster 'quickstart': chat (16 clients, chat), hello (1 client, hello)"
     ]
     assert result.stderr == ""
 
