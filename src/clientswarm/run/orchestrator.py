@@ -171,9 +171,13 @@ class Orchestrator:
     async def _follow(self, proc: LocalWorker) -> None:
         state = self.progress.workers[proc.index]
         finished = False
+        seen: set[int] = set()
         async for message in proc.messages():
             kind = message["type"]
             if kind == "batch":
+                if message["seq"] in seen:
+                    continue  # a batch resent after an interrupted send
+                seen.add(message["seq"])
                 self._take(message["samples"], state)
             elif kind == "status":
                 state.in_flight = int(message["in_flight"])

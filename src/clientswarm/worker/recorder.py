@@ -52,6 +52,7 @@ class SampleRecorder:
         self._batch_max = batch_max
         self._buffer: list[Sample] = []
         self._seq = 0
+        self._pending: tuple[int, list[Sample]] | None = None
         self._full = asyncio.Event()
         self.recorded = 0
 
@@ -65,12 +66,22 @@ class SampleRecorder:
             self._full.set()
 
     async def flush(self) -> None:
-        """Ship everything buffered now."""
-        while self._buffer:
-            batch = self._buffer[: self._batch_max]
-            del self._buffer[: self._batch_max]
-            self._seq += 1
-            await self._sink.send_batch(self._seq, batch)
+        """Ship everything buffered now.
+
+        A batch keeps its sequence number until the sink has taken it: when a send is
+        interrupted (cancelled, or the sink raised), the next flush sends the same batch with
+        the same ``seq`` again, so a receiver that dedupes by ``(worker, seq)`` loses nothing
+        and counts nothing twice.
+        """
+        while self._pending is not None or self._buffer:
+            if self._pending is None:
+                batch = self._buffer[: self._batch_max]
+                del self._buffer[: self._batch_max]
+                self._seq += 1
+                self._pending = (self._seq, batch)
+            seq, batch = self._pending
+            await self._sink.send_batch(seq, batch)
+            self._pending = None
 
     async def run(self) -> None:
         """Flush periodically until cancelled; the caller flushes once more at the end."""

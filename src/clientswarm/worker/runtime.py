@@ -107,6 +107,8 @@ class WorkerRuntime:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         async with aiohttp.ClientSession(connector=connector) as session:
             self._main = asyncio.create_task(self._run_clients(session))
+            if self._stopped:  # stopped before the clients even started
+                self._main.cancel()
             try:
                 await self._main
             except asyncio.CancelledError:
