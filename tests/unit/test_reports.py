@@ -264,3 +264,18 @@ def test_table_with_empty_summary() -> None:
     assert "empty" in text
     assert "total" in text
     assert "no SLO" in text
+
+
+def test_table_says_what_was_excluded() -> None:
+    from rich.console import Console
+
+    from clientswarm.reports.table import render_summary
+
+    summary = {
+        "cluster": {"id": "x", "name": "n", "status": "cancelled"},
+        "total": {"warmup_excluded": 3, "cancelled_excluded": 2},
+        "groups": {},
+    }
+    console = Console(record=True, width=120)
+    render_summary(summary, console)
+    assert "excluded: 3 warm-up, 2 cut off by the stop" in console.export_text()

@@ -43,6 +43,9 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
     errors = _errors_line(groups)
     if errors is not None:
         console.print(errors)
+    excluded = _excluded_line(total)
+    if excluded is not None:
+        console.print(excluded)
     trustworthy = summary.get("trustworthy", True)
     for warning in summary.get("warnings", []):
         style = "yellow" if trustworthy else "bold red"
@@ -144,6 +147,15 @@ def _errors_line(groups: Mapping[str, Mapping[str, Any]]) -> Text | None:
     if not parts:
         return None
     return Text("errors: " + " · ".join(parts), style="red")
+
+
+def _excluded_line(total: Mapping[str, Any]) -> Text | None:
+    """Samples left out of the statistics: warm-up, and requests cut off by a stop."""
+    warmup, cut = total.get("warmup_excluded", 0), total.get("cancelled_excluded", 0)
+    parts = [f"{warmup} warm-up"] if warmup else []
+    if cut:
+        parts.append(f"{cut} cut off by the stop")
+    return Text(f"excluded: {', '.join(parts)}", style="dim") if parts else None
 
 
 def _number(value: float | None) -> str:
