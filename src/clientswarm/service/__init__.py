@@ -1,0 +1,1 @@
+"""The Client Microservice: REST APIs for frontend, monitor and workers, and the control plane."""

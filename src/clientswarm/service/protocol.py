@@ -1,0 +1,109 @@
+"""The internal API between the service and its workers (``/internal/v1``).
+
+Workers pull, the service never pushes. Every call carries ``Authorization: Bearer <token>``,
+the per-cluster token the spawner handed the worker (401 without it, 403 with a wrong one).
+Paths, all under ``/internal/v1/clusters/{cluster_id}/workers/{index}``:
+
+=========  ===========  =========================  ==========================================
+method     path         body                       reply
+=========  ===========  =========================  ==========================================
+POST       /register    :class:`RegisterRequest`   :class:`RegisterReply`
+GET        /assignment                             200 :class:`Assignment` once the shared start
+                                                   time is set; 202 :class:`NotYet` before;
+                                                   410 when the cluster was stopped meanwhile
+POST       /samples     :class:`SampleBatch`       :class:`BatchAck` — only after the commit;
+                                                   a ``seq`` seen before is acknowledged again
+                                                   without being stored twice
+POST       /heartbeat   :class:`Heartbeat`         :class:`Control`
+POST       /finish      :class:`WorkerReport`      ``{}``
+=========  ===========  =========================  ==========================================
+
+A worker that sends no heartbeat for ``RegisterReply.lost_after_s`` is marked lost; the cluster
+carries on with the others. Samples travel as JSON objects with the fields of
+:class:`clientswarm.metrics.sample.Sample`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from clientswarm.worker.assignment import Assignment, WorkerReport
+
+INTERNAL_PREFIX = "/internal/v1"
+TOKEN_ENV = "CLIENTSWARM_WORKER_TOKEN"
+"""Environment variable through which a spawner hands a worker its cluster token."""
+
+
+def worker_path(cluster_id: str, index: int, action: str) -> str:
+    """The path of one internal call, e.g. ``…/clusters/abc/workers/0/register``."""
+    return f"{INTERNAL_PREFIX}/clusters/{cluster_id}/workers/{index}/{action}"
+
+
+class RegisterRequest(BaseModel):
+    """A worker announcing itself."""
+
+    host: str
+    pid: int
+    version: str
+
+
+class RegisterReply(BaseModel):
+    """How the worker should behave towards the service."""
+
+    heartbeat_interval_s: float = Field(gt=0)
+    lost_after_s: float = Field(gt=0)
+
+
+class NotYet(BaseModel):
+    """The assignment is not ready (other workers are still starting)."""
+
+    retry_after_s: float = Field(gt=0)
+    reason: str
+
+
+class SampleBatch(BaseModel):
+    """One batch of samples, idempotent by ``(worker, seq)``."""
+
+    seq: int = Field(ge=1)
+    samples: list[dict[str, Any]]
+
+
+class BatchAck(BaseModel):
+    """The batch is committed (``duplicate``: it had been before)."""
+
+    seq: int
+    duplicate: bool = False
+
+
+class Heartbeat(BaseModel):
+    """A worker's live state."""
+
+    in_flight: int = 0
+    recorded: int = 0
+    active_clients: int = 0
+    loop_lag_p99_s: float = 0.0
+
+
+class Control(BaseModel):
+    """What the service wants from the worker now."""
+
+    stop_all: bool = False
+    stop_clients: list[int] = Field(default_factory=list)
+
+
+__all__ = [
+    "INTERNAL_PREFIX",
+    "TOKEN_ENV",
+    "Assignment",
+    "BatchAck",
+    "Control",
+    "Heartbeat",
+    "NotYet",
+    "RegisterReply",
+    "RegisterRequest",
+    "SampleBatch",
+    "WorkerReport",
+    "worker_path",
+]

@@ -1,0 +1,1 @@
+"""Persistence of clusters, workers, clients, samples and events (SQLAlchemy)."""
