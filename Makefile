@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/mypy src
 
 test: $(STAMP) lint
+	sh scripts/ensure-test-deps.sh
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -79,9 +79,26 @@ def _register_commands() -> None:
     """Commands that live next to the code they drive."""
     from clientswarm.mock.cli import mock_server_command
     from clientswarm.run.cli import run_command
+    from clientswarm.service.cli import serve_command
+    from clientswarm.service.client_cli import (
+        results_command,
+        samples_command,
+        status_command,
+        stop_command,
+        submit_command,
+    )
 
-    main.add_command(mock_server_command)
-    main.add_command(run_command)
+    for command in (
+        mock_server_command,
+        run_command,
+        serve_command,
+        submit_command,
+        status_command,
+        stop_command,
+        results_command,
+        samples_command,
+    ):
+        main.add_command(command)
 
 
 _register_commands()

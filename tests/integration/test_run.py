@@ -13,17 +13,20 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from clientswarm.config.loader import validate_config_data
-from clientswarm.metrics.stats import summarize
-from clientswarm.reports.export import open_sample_writer, read_samples
+from clientswarm.metrics.sample import Sample
 from clientswarm.run.mock_target import mock_target
-from clientswarm.run.orchestrator import Orchestrator, RunOutcome
+from clientswarm.service.server import running_service
+from clientswarm.service.settings import ServiceSettings
+from clientswarm.store import ClusterRecord, Store, WorkerRecord
 
 pytestmark = pytest.mark.slow
 
@@ -41,29 +44,51 @@ def cluster(url: str, *groups: dict[str, Any], workers: int = 1, **extra: Any) -
     }
 
 
+@dataclass
+class Ran:
+    """What an in-process run left in its store."""
+
+    record: ClusterRecord
+    summary: dict[str, Any]
+    samples: list[Sample]
+    workers: list[WorkerRecord]
+
+
 async def run_in_process(
-    data: dict[str, Any], tmp_path: Path, *, kill_worker_after_s: float | None = None
-) -> tuple[RunOutcome, dict[str, Any], list[Any]]:
+    data: dict[str, Any],
+    tmp_path: Path,
+    *,
+    kill_worker_after_s: float | None = None,
+    stop_after_s: float | None = None,
+) -> Ran:
+    """Run a cluster through the service in this process, its workers as real processes."""
     config = validate_config_data(data)
-    path = tmp_path / "samples.jsonl"
-    with open_sample_writer(path, "jsonl") as writer:
-        orchestrator = Orchestrator(config, base_dir=tmp_path, writer=writer)
-        if kill_worker_after_s is None:
-            outcome = await orchestrator.run()
-        else:
-            task = asyncio.create_task(orchestrator.run())
-            await orchestrator.started.wait()
-            await asyncio.sleep(kill_worker_after_s)
-            os.kill(orchestrator.progress.workers[1].pid or 0, signal.SIGKILL)
-            outcome = await task
-    samples = list(read_samples(path))
-    summary = summarize(
-        samples,
-        cluster={"id": outcome.cluster_id, "name": config.name, "status": outcome.status},
-        slo=config.slo,
-        group_order=[g.name for g in config.groups],
+    store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+    store.create_all()
+    settings = ServiceSettings(data_dir=tmp_path, lost_after_s=5.0)
+    async with running_service(store, settings) as service:
+        manager = service.manager
+        record = await manager.create(config, base_dir=tmp_path)
+        if kill_worker_after_s is not None or stop_after_s is not None:
+            async with manager.changed:
+                await manager.changed.wait_for(
+                    lambda: manager.active[record.id].start_ns is not None
+                )
+            await asyncio.sleep(kill_worker_after_s or stop_after_s or 0.0)
+            if kill_worker_after_s is not None:
+                os.kill(manager.active[record.id].spawner_state["pids"]["1"], signal.SIGKILL)
+            else:
+                await manager.stop_cluster(record.id)
+        async with manager.changed:
+            await manager.changed.wait_for(lambda: record.id not in manager.active)
+    finished = store.get_cluster(record.id)
+    assert finished is not None and finished.summary_json is not None
+    return Ran(
+        finished,
+        orjson.loads(finished.summary_json),
+        list(store.iter_samples(record.id)),
+        store.list_workers(record.id),
     )
-    return outcome, summary, samples
 
 
 @pytest.fixture
@@ -81,9 +106,9 @@ async def test_measured_ttft_and_itl_match_the_simulator_truth(
         "interaction": {"kind": "chat", "max_tokens": 32, "prompts": ["Tell me a story."]},
         "stop": {"duration_s": 3},
     }
-    outcome, summary, _ = await run_in_process(cluster(mock_url, chat, warmup_s=0.5), tmp_path)
-    stats = summary["groups"]["chat"]
-    assert outcome.status == "completed"
+    ran = await run_in_process(cluster(mock_url, chat, warmup_s=0.5), tmp_path)
+    stats = ran.summary["groups"]["chat"]
+    assert ran.record.status == "completed"
     assert stats["failed"] == 0 and stats["requests"] > 50
     assert stats["ttft_s"]["p50"] == pytest.approx(0.050, rel=0.10)
     assert stats["itl_s"]["p50"] == pytest.approx(0.010, rel=0.10)
@@ -108,9 +133,8 @@ async def test_open_loop_rate_is_achieved_across_workers(mock_url: str, tmp_path
         "load": {"kind": "open", "rate": 40, "arrival": "poisson"},
         "stop": {"duration_s": 4},
     }
-    _, summary, samples = await run_in_process(
-        cluster(mock_url, hello, poisson, workers=2), tmp_path
-    )
+    ran = await run_in_process(cluster(mock_url, hello, poisson, workers=2), tmp_path)
+    summary, samples = ran.summary, ran.samples
     constant = summary["groups"]["hello"]
     assert constant["requests"] == 320
     assert constant["send_rate"] == pytest.approx(80, rel=0.03)
@@ -136,12 +160,12 @@ async def test_injected_faults_are_counted_exactly_by_kind(tmp_path: Path) -> No
             "interaction": {"kind": "chat", "max_tokens": 16},
             "stop": {"requests": 300},
         }
-        outcome, summary, _ = await run_in_process(cluster(url, chat, workers=2), tmp_path)
+        ran = await run_in_process(cluster(url, chat, workers=2), tmp_path)
         async with aiohttp.ClientSession() as session, session.get(f"{url}/mock/stats") as r:
             served = await r.json()
     faults = served["faults"]
-    stats = summary["groups"]["chat"]
-    assert outcome.status == "completed"
+    stats = ran.summary["groups"]["chat"]
+    assert ran.record.status == "completed"
     assert stats["requests"] == 300
     assert stats["errors"] == {
         kind: n
@@ -167,15 +191,16 @@ async def test_a_dead_worker_is_reported_and_the_rest_carry_on(
         "load": {"kind": "open", "rate": 40, "arrival": "constant"},
         "stop": {"duration_s": 3},
     }
-    outcome, _, samples = await run_in_process(
+    ran = await run_in_process(
         cluster(mock_url, hello, workers=2), tmp_path, kill_worker_after_s=1.0
     )
-    states = {w.index: w for w in outcome.workers}
-    assert states[1].state == "failed"
+    states = {w.index: w for w in ran.workers}
+    assert states[1].state == "lost"
     assert "exited with code -9" in (states[1].error or "")
     assert states[0].state == "completed"
-    assert outcome.status == "completed"
-    survivors = [s for s in samples if s.worker == 0]
+    assert ran.record.status == "completed"
+    assert any(w.startswith("worker 1 lost") for w in ran.summary["warnings"])
+    survivors = [s for s in ran.samples if s.worker == 0]
     assert len(survivors) == 60  # worker 0's half of 3 s at 40/s, untouched
 
 
@@ -200,7 +225,7 @@ async def test_stages_pace_each_step_and_tag_samples(mock_url: str, tmp_path: Pa
             "stages": [{"clients": 1, "duration_s": 1}, {"clients": 4, "duration_s": 1}],
         },
     }
-    _, _, samples = await run_in_process(cluster(mock_url, sweep, closed), tmp_path)
+    samples = (await run_in_process(cluster(mock_url, sweep, closed), tmp_path)).samples
     per_stage = {0: 0, 1: 0}
     for s in samples:
         if s.group == "sweep":
@@ -220,7 +245,8 @@ async def test_warmup_samples_are_flagged_and_excluded(mock_url: str, tmp_path: 
         "load": {"kind": "open", "rate": 20, "arrival": "constant"},
         "stop": {"duration_s": 1},
     }
-    _, summary, samples = await run_in_process(cluster(mock_url, hello, warmup_s=1), tmp_path)
+    ran = await run_in_process(cluster(mock_url, hello, warmup_s=1), tmp_path)
+    summary, samples = ran.summary, ran.samples
     assert sum(s.warmup for s in samples) == 20
     assert summary["groups"]["hello"]["requests"] == 20
     assert summary["groups"]["hello"]["warmup_excluded"] == 20
@@ -234,24 +260,14 @@ async def test_stop_cancels_in_flight_requests_and_keeps_samples(tmp_path: Path)
             "interaction": {"kind": "chat", "max_tokens": 100},
             "stop": {"duration_s": 30},
         }
-        config = validate_config_data(cluster(url, chat))
-        path = tmp_path / "samples.jsonl"
-        with open_sample_writer(path, "jsonl") as writer:
-            orchestrator = Orchestrator(config, base_dir=tmp_path, writer=writer)
-            task = asyncio.create_task(orchestrator.run())
-            await orchestrator.started.wait()
-            await asyncio.sleep(1.0)
-            orchestrator.cancel()
-            outcome = await asyncio.wait_for(task, 20)
-    samples = list(read_samples(path))
-    assert outcome.status == "cancelled"
-    assert outcome.workers[0].state == "cancelled"
-    cancelled = [s for s in samples if s.error_kind == "cancelled"]
+        ran = await run_in_process(cluster(url, chat), tmp_path, stop_after_s=1.0)
+    assert ran.record.status == "cancelled"
+    assert ran.workers[0].state == "cancelled"
+    cancelled = [s for s in ran.samples if s.error_kind == "cancelled"]
     assert len(cancelled) == 4  # one partial sample per client, with its first token
-    summary = summarize(samples, cluster={"id": "x", "name": "it", "status": "cancelled"})
-    assert summary["total"]["cancelled_excluded"] == 4
-    assert summary["total"]["failed"] == 0
     assert all(s.first_token_ns is not None for s in cancelled)
+    assert ran.summary["total"]["cancelled_excluded"] == 4
+    assert ran.summary["total"]["failed"] == 0
 
 
 def test_run_cli_end_to_end(tmp_path: Path) -> None:
@@ -332,13 +348,17 @@ def test_a_missing_dataset_fails_before_any_worker_starts(tmp_path: Path) -> Non
 
 
 async def test_a_spawner_that_cannot_start_workers_says_why(tmp_path: Path) -> None:
-    from clientswarm.errors import SpawnerError
-    from clientswarm.spawners.local import LocalSpawner
-
+    store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+    store.create_all()
+    settings = ServiceSettings(data_dir=tmp_path, python=str(tmp_path / "no-python"))
     hello = {"name": "h", "interaction": {"kind": "hello"}, "stop": {"requests": 1}}
-    config = validate_config_data(cluster("http://127.0.0.1:9", hello))
-    orchestrator = Orchestrator(
-        config, base_dir=tmp_path, spawner=LocalSpawner(python=str(tmp_path / "no-python"))
-    )
-    with pytest.raises(SpawnerError, match=r"could not start worker 0 with .*no-python"):
-        await orchestrator.run()
+    async with running_service(store, settings) as service:
+        record = await service.manager.create(
+            validate_config_data(cluster("http://127.0.0.1:9", hello))
+        )
+        async with service.manager.changed:
+            await service.manager.changed.wait_for(lambda: record.id not in service.manager.active)
+    finished = store.get_cluster(record.id)
+    assert finished is not None and finished.status == "failed"
+    assert finished.reason is not None
+    assert "could not start worker 0" in finished.reason and "no-python" in finished.reason

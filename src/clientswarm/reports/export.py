@@ -69,7 +69,7 @@ def sample_row(sample: Sample) -> dict[str, Any]:
     return row
 
 
-def _csv_cells(sample: Sample) -> list[Any]:
+def csv_cells(sample: Sample) -> list[Any]:
     """One CSV row: ``itl_s`` as a JSON array, ``None`` as an empty cell."""
     row = sample_row(sample)
     row["itl_s"] = orjson.dumps(row["itl_s"]).decode()
@@ -139,7 +139,7 @@ class CsvSampleWriter(_Closing):
 
     def write(self, batch: Sequence[Sample]) -> None:
         """Append a batch of samples."""
-        self._csv.writerows(_csv_cells(s) for s in batch)
+        self._csv.writerows(csv_cells(s) for s in batch)
 
     def close(self) -> None:
         """Flush and close the file (idempotent)."""
@@ -253,7 +253,7 @@ def samples_to_bytes(samples: Sequence[Sample], fmt: SampleFormat | str) -> byte
         text = io.StringIO()
         writer = csv.writer(text)
         writer.writerow(PARQUET_SCHEMA.names)
-        writer.writerows(_csv_cells(s) for s in samples)
+        writer.writerows(csv_cells(s) for s in samples)
         return text.getvalue().encode()
     raise ValueError(f"unknown samples format {fmt!r}; expected one of: jsonl, parquet, csv")
 

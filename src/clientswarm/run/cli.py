@@ -1,32 +1,40 @@
-"""``clientswarm run FILE``: run a cluster on this machine and report its statistics."""
+"""``clientswarm run FILE``: run a cluster on this machine and report its statistics.
+
+One code path: ``run`` starts the very service ``clientswarm serve`` runs, in this process, on
+an ephemeral loopback port with a throw-away store, submits the cluster to it (the ``local``
+spawner starts the workers), follows it with a live progress line, and writes the report.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
+import tempfile
+import time
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import orjson
 from rich.console import Console
 
 from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.registry import build_group_interactions
-from clientswarm.metrics.stats import summarize
-from clientswarm.reports.export import SampleWriter, open_sample_writer, read_samples
+from clientswarm.load import group_end_s
+from clientswarm.reports.stream import stream_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.reports.table import render_summary
 from clientswarm.run.mock_target import mock_target
-from clientswarm.run.orchestrator import Orchestrator, RunOutcome
-from clientswarm.run.progress import show_progress
+from clientswarm.run.progress import ProgressLine, show_progress
+from clientswarm.service.manager import ClusterManager
+from clientswarm.service.server import running_service
+from clientswarm.service.settings import ServiceSettings
+from clientswarm.store import Store
 
-# A worker whose event loop runs callbacks this late adds that much to the latencies it
-# measures: bench/RESULTS.md shows 21 ms of loop lag inflating TTFT p50 by 45 % (256 clients).
-LOOP_LAG_BOUND_S = 0.010
 T = TypeVar("T")
 
 
@@ -37,56 +45,82 @@ def default_output_dir(config: ClusterConfig) -> Path:
     return Path("results") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def worker_warnings(outcome: RunOutcome) -> list[str]:
-    """Warnings about workers: deaths and overloaded event loops."""
-    lines = []
-    for w in outcome.workers:
-        if w.state == "failed":
-            lines.append(f"worker {w.index} failed: {w.error or 'no reason given'}")
-        elif w.loop_lag_p99_s > LOOP_LAG_BOUND_S:
-            lines.append(
-                f"worker {w.index}: event-loop lag p99 {w.loop_lag_p99_s * 1e3:.0f} ms > "
-                f"{LOOP_LAG_BOUND_S * 1e3:.0f} ms; its timings include client-side delay: "
-                "use more workers or fewer clients per worker"
-            )
-    return lines
+def planned_duration_s(config: ClusterConfig) -> float | None:
+    """Seconds the cluster runs by its schedule; None when a request count alone bounds it."""
+    ends = [group_end_s(group, config.warmup_s) for group in config.groups]
+    return None if any(end is None for end in ends) else max(e for e in ends if e is not None)
+
+
+def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | None) -> ProgressLine:
+    """The progress line of a cluster the in-process service follows."""
+    state = manager.active.get(cluster_id)
+    if state is None:
+        return ProgressLine("finishing", 0.0, planned_s, 0, 0, 0, 0, 0, 0)
+    tallies = state.live.since_start().values()
+    elapsed = 0.0 if state.start_ns is None else max(0.0, time.time() - state.start_ns / 1e9)
+    states = [w.state for w in state.workers]
+    return ProgressLine(
+        status=state.status,
+        elapsed_s=elapsed,
+        planned_s=planned_s,
+        succeeded=sum(t.succeeded for t in tallies),
+        failed=sum(t.failed for t in tallies),
+        in_flight=sum(w.in_flight for w in state.workers),
+        workers_running=sum(s in ("registered", "running") for s in states),
+        workers_total=len(states),
+        workers_failed=sum(s in ("failed", "lost") for s in states),
+    )
 
 
 async def run_cluster(
-    config: ClusterConfig, *, base_dir: Path, writer: SampleWriter, console: Console
-) -> RunOutcome:
-    """Run ``config`` with local workers, streaming samples to ``writer``, with live progress.
+    config: ClusterConfig, *, base_dir: Path, output_dir: Path, console: Console, store: Store
+) -> str:
+    """Run ``config`` through an in-process service; return the cluster id once it finished."""
+    settings = ServiceSettings(data_dir=output_dir, lost_after_s=10.0)
+    async with running_service(store, settings) as service:
+        manager = service.manager
+        record = await manager.create(config, base_dir=base_dir)
+        loop = asyncio.get_running_loop()
 
-    The first SIGINT or SIGTERM stops the workers gracefully: what they measured is kept.
-    """
-    orchestrator = Orchestrator(config, base_dir=base_dir, writer=writer)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, orchestrator.cancel)
-    loop.add_signal_handler(signal.SIGTERM, orchestrator.cancel)
-    display = asyncio.create_task(show_progress(orchestrator.progress, console))
-    try:
-        return await orchestrator.run()
-    finally:
-        display.cancel()
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
+        stopping: list[asyncio.Task[None]] = []
+
+        def stop() -> None:
+            stopping.append(
+                asyncio.create_task(manager.stop_cluster(record.id, "stopped with Ctrl-C"))
+            )
+
+        loop.add_signal_handler(signal.SIGINT, stop)
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        planned = planned_duration_s(config)
+        display = asyncio.create_task(
+            show_progress(lambda: progress_of(manager, record.id, planned), console)
+        )
+        try:
+            async with manager.changed:
+                await manager.changed.wait_for(lambda: record.id not in manager.active)
+        finally:
+            display.cancel()
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+    return record.id
 
 
-def write_results(
-    config: ClusterConfig, outcome: RunOutcome, samples_path: Path, output_dir: Path
-) -> dict[str, Any]:
-    """Summarise the samples file exactly; write summary.json and the config that ran."""
-    summary = summarize(
-        read_samples(samples_path),
-        cluster={"id": outcome.cluster_id, "name": config.name, "status": outcome.status},
-        slo=config.slo,
-        group_order=[g.name for g in config.groups],
-        extra_warnings=worker_warnings(outcome),
-    )
-    summary["workers"] = [w.as_dict() for w in outcome.workers]
+def write_results(store: Store, cluster_id: str, output_dir: Path, fmt: str) -> dict[str, Any]:
+    """Write summary.json, the raw samples and the config that ran; return the summary."""
+    record = store.get_cluster(cluster_id)
+    assert record is not None and record.summary_json is not None
+    summary: dict[str, Any] = orjson.loads(record.summary_json)
+    if record.reason:
+        summary["cluster"]["reason"] = record.reason
+    samples_path = output_dir / f"samples.{fmt}"
+    with samples_path.open("wb") as out:
+        for chunk in stream_samples(store.iter_samples(cluster_id), fmt):
+            out.write(chunk)
     summary["samples_file"] = samples_path.name
     write_summary(output_dir / "summary.json", summary)
-    (output_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    (output_dir / "config.json").write_bytes(
+        orjson.dumps(orjson.loads(record.config_json), option=orjson.OPT_INDENT_2)
+    )
     return summary
 
 
@@ -116,37 +150,48 @@ def run_command(
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
     config = load_config_file(file)
-    build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
     if workers is not None:
         config = config.model_copy(
             update={"spawner": config.spawner.model_copy(update={"workers": workers})}
         )
+    build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
     output_dir = output or default_output_dir(config)
     fmt = samples_format or config.outputs.samples_format
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))
-
     output_dir.mkdir(parents=True, exist_ok=True)
-    samples_path = output_dir / f"samples.{fmt}"
+    base_dir = file.parent.resolve()
 
-    async def main() -> tuple[ClusterConfig, RunOutcome]:
-        if not mock:
-            return config, await run_cluster(
-                config, base_dir=file.parent, writer=writer, console=console
-            )
-        async with mock_target(mock_args) as url:
-            console.print(f"simulator target at {url}", style="dim")
-            target = config.target.model_copy(update={"url": url})
-            ran = config.model_copy(update={"target": target})
-            return ran, await run_cluster(ran, base_dir=file.parent, writer=writer, console=console)
+    with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
+        store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
+        store.create_all()
 
-    with open_sample_writer(samples_path, fmt) as writer:
-        ran, outcome = _run_loop(main())
-    summary = write_results(ran, outcome, samples_path, output_dir)
+        async def main() -> str:
+            if not mock:
+                return await run_cluster(
+                    config, base_dir=base_dir, output_dir=output_dir, console=console, store=store
+                )
+            async with mock_target(mock_args) as url:
+                console.print(f"simulator target at {url}", style="dim")
+                target = config.target.model_copy(update={"url": url})
+                return await run_cluster(
+                    config.model_copy(update={"target": target}),
+                    base_dir=base_dir,
+                    output_dir=output_dir,
+                    console=console,
+                    store=store,
+                )
+
+        cluster_id = _run_loop(main())
+        summary = write_results(store, cluster_id, output_dir, fmt)
+        store.close()
     render_summary(summary, console)
-    console.print(f"results: {output_dir}/summary.json, {samples_path}")
-    sys.exit(0 if outcome.status == "completed" else 1)
+    console.print(f"results: {output_dir}/summary.json, {output_dir}/{summary['samples_file']}")
+    status = summary["cluster"]["status"]
+    if status == "failed":
+        console.print(f"the run failed: {summary['cluster'].get('reason')}", style="bold red")
+    sys.exit(0 if status == "completed" else 1)
 
 
 def _run_loop(coro: Coroutine[Any, Any, T]) -> T:

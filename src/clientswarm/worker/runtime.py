@@ -4,18 +4,25 @@ Send times are absolute (``start + offset``), never accumulated sleeps. Closed-l
 send, wait for the answer, think and repeat inside their windows; an open-loop group has one
 dispatcher per worker that fires this worker's slice of the group's arrival process, each
 arrival as its own task, capped by the worker's share of ``max_concurrency``.
+
+Single clients can be stopped while the others carry on (:meth:`WorkerRuntime.stop_clients`):
+a closed-loop client's task is cancelled; an open-loop client's remaining arrivals are skipped
+and its requests in flight cancelled. Either way an interrupted request is recorded as a
+``cancelled`` sample, as when the whole worker stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 
 from clientswarm.clock import Clock
 from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
@@ -83,11 +90,33 @@ class WorkerRuntime:
             batch_max=assignment.batch_max,
         )
         self.in_flight = 0
+        self.loop_lag = LoopLagMonitor()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
         self._interactions = build_group_interactions(
             self.config, base_dir=Path(assignment.base_dir)
         )
+        hosted = clients_of_worker(self.config, assignment.worker, assignment.workers)
+        self._hosted_ids = frozenset(c.client_id for c in hosted)
+        self._group_clients: dict[int, frozenset[int]] = {
+            g: frozenset(c.client_id for c in hosted if c.group_index == g)
+            for g in range(len(self.config.groups))
+        }
+        self._active: set[int] = set(self._hosted_ids)  # neither stopped nor finished
+        self._stopped_clients: set[int] = set()
+        self._client_tasks: dict[int, asyncio.Task[None]] = {}  # closed loop
+        self._client_requests: dict[int, set[asyncio.Task[None]]] = {}  # open loop, in flight
+        self._dispatchers: dict[int, asyncio.Task[None]] = {}  # open loop, by group index
+
+    @property
+    def active_clients(self) -> int:
+        """Hosted clients that are neither stopped nor finished (for heartbeats)."""
+        return 0 if self._stopped else len(self._active)
+
+    @property
+    def stopped_clients(self) -> frozenset[int]:
+        """Clients stopped by :meth:`stop_clients` so far."""
+        return frozenset(self._stopped_clients)
 
     def stop(self) -> None:
         """Stop every client now; in-flight requests are recorded as cancelled."""
@@ -95,9 +124,34 @@ class WorkerRuntime:
         if self._main is not None:
             self._main.cancel()
 
+    def stop_clients(self, ids: Iterable[int]) -> int:
+        """Stop these clients now while the others carry on; return how many were newly stopped.
+
+        Ids this worker does not host, or already stopped, are ignored, so a service may repeat
+        the same list in every heartbeat reply. Works before :meth:`run` too.
+        """
+        newly = 0
+        for client_id in ids:
+            if client_id not in self._hosted_ids or client_id in self._stopped_clients:
+                continue
+            newly += 1
+            self._stopped_clients.add(client_id)
+            self._active.discard(client_id)
+            task = self._client_tasks.get(client_id)
+            if task is not None:
+                task.cancel()
+            for request in list(self._client_requests.get(client_id, ())):
+                request.cancel()
+        if newly:
+            log.info("worker %d: stopped %d client(s)", self.assignment.worker, newly)
+            for group_index, dispatcher in self._dispatchers.items():
+                if self._group_clients[group_index] <= self._stopped_clients:
+                    dispatcher.cancel()  # nothing left to send in this group: end it now
+        return newly
+
     async def run(self) -> WorkerReport:
         """Run to the end of every group (or until :meth:`stop`) and report."""
-        monitor = LoopLagMonitor()
+        monitor = self.loop_lag
         background = [
             asyncio.create_task(self.recorder.run()),
             asyncio.create_task(monitor.run()),
@@ -122,12 +176,14 @@ class WorkerRuntime:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.recorder.flush()
+        extra = {"stopped_clients": len(self._stopped_clients)} if self._stopped_clients else {}
         return WorkerReport(
             outcome=outcome,
             error=error,
             samples=self.recorder.recorded,
             loop_lag_p99_s=monitor.p99_s(),
             loop_lag_max_s=monitor.max_s(),
+            extra=extra,
         )
 
     async def _run_clients(self, session: aiohttp.ClientSession) -> None:
@@ -142,15 +198,25 @@ class WorkerRuntime:
                 contexts = {c.client_id: self._context(session, headers, group, c) for c in mine}
                 interaction = self._interactions[group_index]
                 if isinstance(group.load, OpenLoadConfig):
-                    tasks.create_task(self._open_group(group_index, interaction, contexts))
-                else:
-                    plan = plan_for_group(self.config, group_index)
-                    for client in mine:
-                        tasks.create_task(
-                            self._closed_client(
-                                group.load, plan, client, interaction, contexts[client.client_id]
-                            )
+                    if not self._group_clients[group_index] <= self._stopped_clients:
+                        self._dispatchers[group_index] = tasks.create_task(
+                            self._open_group(group_index, interaction, contexts)
                         )
+                    continue
+                plan = plan_for_group(self.config, group_index)
+                for client in mine:
+                    if client.client_id in self._stopped_clients:
+                        continue
+                    task = tasks.create_task(
+                        self._closed_client(
+                            group.load, plan, client, interaction, contexts[client.client_id]
+                        )
+                    )
+                    self._client_tasks[client.client_id] = task
+                    task.add_done_callback(functools.partial(self._finished, client.client_id))
+
+    def _finished(self, client_id: int, _task: asyncio.Task[None]) -> None:
+        self._active.discard(client_id)
 
     def _context(
         self,
@@ -236,6 +302,12 @@ class WorkerRuntime:
         )
         slots = asyncio.Semaphore(cap) if cap else None
         schedule = worker_schedule(self.config, group_index, a.worker, a.workers)
+        # Arrivals still to come per client: a client with none left and nothing in flight is
+        # finished (no longer active).
+        ids, counts = np.unique(schedule.client, return_counts=True)
+        remaining = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+        for client_id in self._group_clients[group_index] - remaining.keys():
+            self._active.discard(client_id)
 
         async def one(ctx: ClientContext, at_ns: int) -> None:
             try:
@@ -244,10 +316,28 @@ class WorkerRuntime:
                 if slots is not None:
                     slots.release()
 
-        async with asyncio.TaskGroup() as requests:
-            for offset_s, client_id, _stage, _warmup in schedule.rows():
-                at_ns = a.start_ns + round(offset_s * 1e9)
-                await self._sleep_until(at_ns)
-                if slots is not None:
-                    await slots.acquire()
-                requests.create_task(one(contexts[client_id], at_ns))
+        def done(task: asyncio.Task[None], client_id: int) -> None:
+            in_flight = self._client_requests[client_id]
+            in_flight.discard(task)
+            if not in_flight and not remaining[client_id]:
+                self._active.discard(client_id)
+
+        try:
+            async with asyncio.TaskGroup() as requests:
+                for offset_s, client_id, _stage, _warmup in schedule.rows():
+                    if client_id in self._stopped_clients:
+                        continue  # a stopped client's arrivals are skipped, not sent late
+                    at_ns = a.start_ns + round(offset_s * 1e9)
+                    await self._sleep_until(at_ns)
+                    if slots is not None:
+                        await slots.acquire()
+                    if client_id in self._stopped_clients:  # stopped while we waited
+                        if slots is not None:
+                            slots.release()
+                        continue
+                    remaining[client_id] -= 1
+                    task = requests.create_task(one(contexts[client_id], at_ns))
+                    self._client_requests.setdefault(client_id, set()).add(task)
+                    task.add_done_callback(functools.partial(done, client_id=client_id))
+        finally:
+            self._active.difference_update(self._group_clients[group_index])

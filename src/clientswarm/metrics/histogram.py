@@ -1,0 +1,280 @@
+"""A mergeable log-linear histogram of seconds, for live statistics.
+
+The layout is HDR-style: each power-of-two range ("octave") of ``[2**-20 s, 2**12 s)`` — about
+1 µs to 68 min — is cut into :data:`SUB_BUCKETS` equal sub-buckets, so a bucket is never wider
+than 1/64 of its lower edge. A value is reported as the midpoint of its bucket, within 0.78 %
+of any value in it (:data:`RELATIVE_ERROR`). Values below 1 µs (zero and negative ones too, e.g. a
+send a hair before its schedule) share one underflow bucket, values from 68 min up one overflow
+bucket; ``count``, ``sum``, ``min`` and ``max`` are exact, and reported quantiles are clamped to
+``[min, max]``, so ``quantile(0)`` is the minimum and ``quantile(1)`` the maximum.
+
+Every histogram has the same fixed layout, so merging is adding counts: fleet-wide or window
+percentiles are computed from merged histograms, never by averaging percentiles. Bucket indices
+come from the float's exponent and mantissa (``frexp``), exact and vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: Sub-buckets per power of two.
+SUB_BUCKETS = 64
+#: The lowest tracked value is 2**MIN_EXP seconds (0.95 µs).
+MIN_EXP = -20
+#: Values from 2**MAX_EXP seconds (68 min) up share the overflow bucket.
+MAX_EXP = 12
+#: Bound on the relative error of a reported value within the tracked range.
+RELATIVE_ERROR = 1 / (2 * SUB_BUCKETS)
+
+_OCTAVES = MAX_EXP - MIN_EXP
+_TRACKED = _OCTAVES * SUB_BUCKETS
+#: Bucket 0 is the underflow bucket, bucket N_BUCKETS - 1 the overflow bucket.
+N_BUCKETS = _TRACKED + 2
+_OVERFLOW = N_BUCKETS - 1
+_LOWEST = math.ldexp(1.0, MIN_EXP)
+_HIGHEST = math.ldexp(1.0, MAX_EXP)
+#: Identifies the layout in :meth:`Histogram.to_dict`, so a mismatch fails loudly.
+SCHEME = f"loglinear/{SUB_BUCKETS}/{MIN_EXP}/{MAX_EXP}"
+
+_F64 = npt.NDArray[np.float64]
+_I64 = npt.NDArray[np.int64]
+
+
+def _edges() -> tuple[_F64, _F64]:
+    """Lower and upper edges of every bucket."""
+    i = np.arange(_TRACKED)
+    width = np.ldexp(1.0, MIN_EXP + i // SUB_BUCKETS) / SUB_BUCKETS
+    lower = width * (SUB_BUCKETS + i % SUB_BUCKETS)
+    lower = np.concatenate([[-np.inf], lower, [_HIGHEST]])
+    upper = np.concatenate([[_LOWEST], lower[1:-1] + width, [np.inf]])
+    return lower, upper
+
+
+_LOWER, _UPPER = _edges()
+#: Reported value of each bucket (the overflow bucket reports the exact maximum instead).
+_MIDPOINT = np.concatenate([[_LOWEST / 2], (_LOWER[1:-1] + _UPPER[1:-1]) / 2, [_HIGHEST]])
+
+
+def bucket_index(value_s: float) -> int:
+    """The bucket of one value."""
+    if not value_s >= _LOWEST:  # also NaN, which callers filter out before
+        return 0
+    if value_s >= _HIGHEST:
+        return _OVERFLOW
+    mantissa, exp = math.frexp(value_s)
+    return 1 + (exp - 1 - MIN_EXP) * SUB_BUCKETS + int((2.0 * mantissa - 1.0) * SUB_BUCKETS)
+
+
+def bucket_indices(values_s: _F64) -> _I64:
+    """The bucket of each value (finite values only)."""
+    mantissa, exp = np.frexp(values_s)
+    idx = 1 + (exp.astype(np.int64) - 1 - MIN_EXP) * SUB_BUCKETS
+    idx += ((2.0 * mantissa - 1.0) * SUB_BUCKETS).astype(np.int64)
+    idx[values_s < _LOWEST] = 0
+    idx[values_s >= _HIGHEST] = _OVERFLOW
+    return idx
+
+
+class Histogram:
+    """Counts of values in fixed log-linear buckets, plus exact count, sum, min and max.
+
+    Counts are allocated on the first recorded value, so an empty histogram costs little.
+    """
+
+    __slots__ = ("_counts", "count", "max", "min", "sum")
+
+    def __init__(self) -> None:
+        self._counts: _I64 | None = None
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def _buckets(self) -> _I64:
+        if self._counts is None:
+            self._counts = np.zeros(N_BUCKETS, dtype=np.int64)
+        return self._counts
+
+    def record(self, value_s: float) -> None:
+        """Add one value; NaN and infinities are ignored."""
+        if not math.isfinite(value_s):
+            return
+        self._buckets()[bucket_index(value_s)] += 1
+        self.count += 1
+        self.sum += value_s
+        self.min = min(self.min, value_s)
+        self.max = max(self.max, value_s)
+
+    def record_many(self, values_s: npt.ArrayLike) -> None:
+        """Add many values at once; NaN and infinities are ignored."""
+        arr = np.asarray(values_s, dtype=np.float64).ravel()
+        finite = np.isfinite(arr)
+        if not finite.all():
+            arr = arr[finite]
+        if arr.size == 0:
+            return
+        self._buckets()[:] += np.bincount(bucket_indices(arr), minlength=N_BUCKETS)
+        self.count += int(arr.size)
+        self.sum += float(arr.sum())
+        self.min = min(self.min, float(arr.min()))
+        self.max = max(self.max, float(arr.max()))
+
+    def merge(self, other: Histogram) -> Histogram:
+        """Add ``other``'s values to this histogram (in place); returns ``self``."""
+        if other.count == 0 or other._counts is None:
+            return self
+        self._buckets()[:] += other._counts
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        return self
+
+    @classmethod
+    def merged(cls, histograms: Iterable[Histogram]) -> Histogram:
+        """A new histogram holding the values of all ``histograms``."""
+        out = cls()
+        for h in histograms:
+            out.merge(h)
+        return out
+
+    def copy(self) -> Histogram:
+        """An independent copy."""
+        return Histogram().merge(self)
+
+    def clear(self) -> None:
+        """Forget every value (keeps the allocated counts)."""
+        if self._counts is not None:
+            self._counts[:] = 0
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    @property
+    def mean(self) -> float | None:
+        """The exact mean; None when empty."""
+        return self.sum / self.count if self.count else None
+
+    def quantile(self, q: float) -> float | None:
+        """The value at quantile ``q`` (0..1); None when empty.
+
+        The estimate is of the order statistic at rank ``round(q * (count - 1))`` (numpy's
+        ``method="nearest"``), within :data:`RELATIVE_ERROR` of it inside the tracked range.
+        """
+        return self.quantiles([q])[0]
+
+    def quantiles(self, qs: Sequence[float]) -> list[float | None]:
+        """:meth:`quantile` of each of ``qs``, with one pass over the counts."""
+        if not all(0.0 <= q <= 1.0 for q in qs):
+            raise ValueError(f"quantiles must lie in [0, 1], got {list(qs)}")
+        if self.count == 0 or self._counts is None:
+            return [None for _ in qs]
+        cum = np.cumsum(self._counts)
+        ranks = np.rint(np.asarray(qs, dtype=np.float64) * (self.count - 1))
+        idx = np.searchsorted(cum, ranks, side="right")
+        values = _MIDPOINT[idx]
+        values[idx == _OVERFLOW] = self.max
+        values = np.clip(values, self.min, self.max)
+        out: list[float | None] = [float(v) for v in values]
+        for i, q in enumerate(qs):  # the extremes are known exactly
+            if q == 0.0:
+                out[i] = self.min
+            elif q == 1.0:
+                out[i] = self.max
+        return out
+
+    def cumulative_buckets(self, bounds: Sequence[float]) -> list[int]:
+        """How many values lie at or below each bound (ascending), for Prometheus ``le`` buckets.
+
+        A bucket counts towards a bound when its reported value does, so a count may be off by
+        the values within :data:`RELATIVE_ERROR` of the bound; a bound at or above the maximum
+        counts everything, one below the minimum nothing. The ``+Inf`` bucket is ``count``.
+        """
+        if self.count == 0 or self._counts is None:
+            return [0 for _ in bounds]
+        cum = np.cumsum(self._counts)
+        reported = _MIDPOINT.copy()
+        reported[_OVERFLOW] = max(self.max, _HIGHEST)  # stays sorted for searchsorted
+        k = np.searchsorted(reported, np.asarray(bounds, dtype=np.float64), side="right")
+        out: list[int] = []
+        for bound, n in zip(bounds, k.tolist(), strict=True):
+            if bound >= self.max:
+                out.append(self.count)
+            elif bound < self.min or n == 0:
+                out.append(0)
+            else:
+                out.append(int(cum[n - 1]))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A compact JSON-ready form: the non-empty buckets as ``[index, count]`` pairs."""
+        buckets: list[list[int]] = []
+        if self._counts is not None and self.count:
+            nonzero = np.flatnonzero(self._counts)
+            buckets = np.stack([nonzero, self._counts[nonzero]], axis=1).tolist()
+        return {
+            "scheme": SCHEME,
+            "count": self.count,
+            "sum": self.sum,
+            "min": self.min if self.count else None,
+            "max": self.max if self.count else None,
+            "buckets": buckets,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Histogram:
+        """Rebuild a histogram from :meth:`to_dict` output."""
+        if data.get("scheme") != SCHEME:
+            raise ValueError(
+                f"histogram layout {data.get('scheme')!r} is not this version's {SCHEME!r}; "
+                "send histograms between equal clientswarm versions"
+            )
+        h = cls()
+        if not data["count"]:
+            return h
+        pairs = np.asarray(data["buckets"], dtype=np.int64).reshape(-1, 2)
+        counts = h._buckets()
+        np.add.at(counts, pairs[:, 0], pairs[:, 1])
+        if int(counts.sum()) != int(data["count"]):
+            raise ValueError(
+                f"histogram buckets hold {int(counts.sum())} values but count is {data['count']}"
+            )
+        h.count = int(data["count"])
+        h.sum = float(data["sum"])
+        h.min = float(data["min"])
+        h.max = float(data["max"])
+        return h
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Histogram):
+            return NotImplemented
+        if (self.count, self.min, self.max) != (other.count, other.min, other.max):
+            return False
+        if not math.isclose(self.sum, other.sum, rel_tol=1e-12, abs_tol=1e-12):
+            return False
+        if self.count == 0:
+            return True
+        return bool(np.array_equal(self._buckets(), other._buckets()))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Histogram(count={self.count}, min={self.min}, max={self.max})"
+
+
+__all__ = [
+    "MAX_EXP",
+    "MIN_EXP",
+    "N_BUCKETS",
+    "RELATIVE_ERROR",
+    "SUB_BUCKETS",
+    "Histogram",
+    "bucket_index",
+    "bucket_indices",
+]

@@ -1,0 +1,296 @@
+"""Live statistics of one cluster, updated as sample batches arrive.
+
+The service feeds every committed batch to :meth:`LiveStats.add` with the time it received it.
+Counters and mergeable :class:`~clientswarm.metrics.histogram.Histogram` s are kept per group,
+for two windows:
+
+- **since start**: everything received so far;
+- **last 10 s** (:data:`WINDOW_S`), by receive time: a ring of 1-s slots (:data:`SLOT_S`), merged
+  on read. A slot leaves the window once it is 10 s old, so the window spans the last 9 to 10 s.
+
+Totals are merges of the groups' histograms, never averages of percentiles. The definitions are
+those of the exact final statistics (:mod:`clientswarm.metrics.stats`): warm-up samples and
+requests cut off by a stop (``error_kind == "cancelled"``) are only counted
+(``warmup_excluded``, ``cancelled_excluded``); TTFT, ITL, TPOT, E2E and tokens come from
+successful samples, schedule lag from every measured one. Percentiles are within
+:data:`~clientswarm.metrics.histogram.RELATIVE_ERROR` (0.8 %) of the exact ones.
+
+Rates are per second of the window's span: from the earlier of the group's first receive time and
+its first sample's scheduled or send time, or the window's start if later, up to ``now_s``. Pass
+``now_s`` as Unix epoch seconds (``time.time()``), the clock of the samples' ``*_ns`` times.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clientswarm.metrics.dist import PERCENTILES, Dist, empty_distribution
+from clientswarm.metrics.histogram import Histogram
+from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
+from clientswarm.metrics.stats import UNKNOWN_ERROR
+
+#: Length of the recent window, in seconds.
+WINDOW_S = 10.0
+#: Width of one slot of the recent window's ring, in seconds.
+SLOT_S = 1.0
+_SLOTS = math.ceil(WINDOW_S / SLOT_S)
+
+#: The histogrammed metrics, in the order the snapshot shows them.
+METRICS: tuple[str, ...] = ("ttft_s", "itl_s", "tpot_s", "e2e_s", "schedule_lag_s")
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counters and histograms of a set of samples (one group, one window)."""
+
+    requests: int = 0
+    succeeded: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    warmup: int = 0
+    cancelled: int = 0
+    #: Earliest scheduled or send time of a measured sample (epoch seconds).
+    start_s: float = math.inf
+    hist: dict[str, Histogram] = field(default_factory=lambda: {m: Histogram() for m in METRICS})
+
+    @property
+    def failed(self) -> int:
+        """Measured samples that failed."""
+        return self.requests - self.succeeded
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[Sample]) -> Tally:
+        """Count and histogram ``samples`` (the definitions of the module docstring)."""
+        t = cls()
+        values: dict[str, list[float]] = {m: [] for m in METRICS}
+        ttft, itl, tpot, e2e, lag = (values[m] for m in METRICS)
+        start_ns: int | None = None
+        for s in samples:
+            if s.warmup:
+                t.warmup += 1
+                continue
+            if s.error_kind == ERROR_CANCELLED:
+                t.cancelled += 1
+                continue
+            t.requests += 1
+            first = min(s.scheduled_ns, s.sent_ns)
+            if start_ns is None or first < start_ns:
+                start_ns = first
+            lag.append((s.sent_ns - s.scheduled_ns) / 1e9)
+            if s.status != "ok":
+                t.errors[s.error_kind or UNKNOWN_ERROR] += 1
+                continue
+            t.succeeded += 1
+            t.input_tokens += s.input_tokens or 0
+            t.output_tokens += s.output_tokens or 0
+            e2e_s = (s.end_ns - s.sent_ns) / 1e9
+            e2e.append(e2e_s)
+            if s.itl_s:
+                itl.extend(s.itl_s)
+            if s.first_token_ns is not None:
+                ttft_s = (s.first_token_ns - s.sent_ns) / 1e9
+                ttft.append(ttft_s)
+                if s.output_tokens is not None and s.output_tokens >= 2:
+                    tpot.append((e2e_s - ttft_s) / (s.output_tokens - 1))
+        if start_ns is not None:
+            t.start_s = start_ns / 1e9
+        for name, vals in values.items():
+            if vals:
+                t.hist[name].record_many(vals)
+        return t
+
+    def merge(self, other: Tally) -> Tally:
+        """Add ``other`` to this tally (in place); returns ``self``."""
+        self.requests += other.requests
+        self.succeeded += other.succeeded
+        self.errors.update(other.errors)
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.warmup += other.warmup
+        self.cancelled += other.cancelled
+        self.start_s = min(self.start_s, other.start_s)
+        for name, h in other.hist.items():
+            self.hist[name].merge(h)
+        return self
+
+    def copy(self) -> Tally:
+        """An independent copy."""
+        return Tally().merge(self)
+
+    def clear(self) -> None:
+        """Forget everything (keeps the histograms' allocated counts)."""
+        self.requests = self.succeeded = self.input_tokens = self.output_tokens = 0
+        self.warmup = self.cancelled = 0
+        self.errors.clear()
+        self.start_s = math.inf
+        for h in self.hist.values():
+            h.clear()
+
+    def stats(self, duration_s: float) -> dict[str, Any]:
+        """The live Stats shape, with rates per second of ``duration_s`` (0.0 when not > 0)."""
+
+        def rate(count: int) -> float:
+            return count / duration_s if duration_s > 0 else 0.0
+
+        return {
+            "requests": self.requests,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "errors": dict(sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "duration_s": max(duration_s, 0.0),
+            "request_rate": rate(self.requests),
+            "succeeded_rate": rate(self.succeeded),
+            "output_token_rate": rate(self.output_tokens),
+            "error_rate": self.failed / self.requests if self.requests else 0.0,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            **{name: histogram_distribution(self.hist[name]) for name in METRICS},
+            "warmup_excluded": self.warmup,
+            "cancelled_excluded": self.cancelled,
+        }
+
+
+def histogram_distribution(h: Histogram) -> Dist:
+    """The ``Dist`` shape of summary.json, estimated from a histogram (count, mean exact)."""
+    if h.count == 0:
+        return empty_distribution()
+    p50, p90, p95, p99 = h.quantiles([q / 100 for _, q in PERCENTILES])
+    return Dist(
+        count=h.count, mean=h.mean, min=h.min, p50=p50, p90=p90, p95=p95, p99=p99, max=h.max
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One slot of the recent window: what arrived in ``[index, index + 1) * SLOT_S``."""
+
+    index: int = -1
+    groups: dict[str, Tally] = field(default_factory=dict)
+
+
+class LiveStats:
+    """Live counters, histograms and gauges of one cluster; safe to use from several threads."""
+
+    def __init__(
+        self,
+        cluster_id: str,
+        cluster_name: str | None = None,
+        *,
+        groups: Sequence[str] = (),
+        status: str | None = None,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.cluster_name = cluster_name
+        self.status = status
+        self._lock = threading.Lock()
+        self._since: dict[str, Tally] = {g: Tally() for g in groups}
+        self._ring = [_Slot() for _ in range(_SLOTS)]
+        self._workers: dict[str, int] = {}
+        self._active: dict[str, int] = {}
+
+    def add(self, samples: Sequence[Sample], now_s: float) -> None:
+        """Count a batch of samples received at ``now_s`` (epoch seconds)."""
+        by_group: dict[str, list[Sample]] = {}
+        for s in samples:
+            by_group.setdefault(s.group, []).append(s)
+        tallies = {g: Tally.from_samples(batch) for g, batch in by_group.items()}
+        index = math.floor(now_s / SLOT_S)
+        with self._lock:
+            slot = self._ring[index % _SLOTS]
+            if slot.index < index:  # a newer slot replaces an old one; a late one is kept
+                for t in slot.groups.values():
+                    t.clear()
+                slot.index = index
+            for g, t in tallies.items():
+                since = self._since.setdefault(g, Tally())
+                since.merge(t)
+                if t.requests:
+                    since.start_s = min(since.start_s, now_s)
+                slot.groups.setdefault(g, Tally()).merge(t)
+
+    def set_workers(self, states: Mapping[str, int]) -> None:
+        """Set how many workers are in each state (e.g. ``{"running": 3, "lost": 1}``)."""
+        with self._lock:
+            self._workers = dict(states)
+
+    def set_active_clients(self, group: str, n: int) -> None:
+        """Set how many clients of ``group`` are running."""
+        with self._lock:
+            self._active[group] = n
+
+    def set_status(self, status: str) -> None:
+        """Set the cluster's status (e.g. ``running``, ``completed``)."""
+        self.status = status
+
+    @property
+    def workers(self) -> dict[str, int]:
+        """Workers by state, as last set."""
+        with self._lock:
+            return dict(self._workers)
+
+    @property
+    def active_clients(self) -> dict[str, int]:
+        """Running clients by group, as last set."""
+        with self._lock:
+            return dict(self._active)
+
+    def since_start(self) -> dict[str, Tally]:
+        """A copy of every group's since-start tally (what the Prometheus counters show)."""
+        with self._lock:
+            return {g: t.copy() for g, t in self._since.items()}
+
+    def window(self, now_s: float) -> dict[str, Tally]:
+        """Every group's tally over the recent window ending at ``now_s`` (merged slots)."""
+        current = math.floor(now_s / SLOT_S)
+        with self._lock:
+            out = {g: Tally() for g in self._since}
+            for slot in self._ring:
+                if current - _SLOTS < slot.index <= current:
+                    for g, t in slot.groups.items():
+                        out[g].merge(t)
+        return out
+
+    def snapshot(self, now_s: float) -> dict[str, Any]:
+        """The JSON live stats: both windows, per group and total, plus the gauges."""
+        since = self.since_start()
+        recent = self.window(now_s)
+        starts = {g: t.start_s for g, t in since.items()}
+        window_start_s = (math.floor(now_s / SLOT_S) - _SLOTS + 1) * SLOT_S
+        return {
+            "cluster": self.cluster_id,
+            "cluster_name": self.cluster_name,
+            "status": self.status,
+            "now_s": now_s,
+            "window_s": WINDOW_S,
+            "window_10s": _view(recent, starts, now_s, window_start_s),
+            "since_start": _view(since, starts, now_s, -math.inf),
+            "workers": self.workers,
+            "active_clients": self.active_clients,
+        }
+
+
+def _view(
+    tallies: Mapping[str, Tally], starts: Mapping[str, float], now_s: float, not_before_s: float
+) -> dict[str, Any]:
+    """``{"total": S, "groups": {g: S}}`` of one window."""
+
+    def span(start_s: float) -> float:
+        return 0.0 if math.isinf(start_s) else now_s - max(start_s, not_before_s)
+
+    total = Tally()
+    for t in tallies.values():
+        total.merge(t)
+    first = min(starts.values(), default=math.inf)
+    return {
+        "total": total.stats(span(first)),
+        "groups": {g: t.stats(span(starts.get(g, math.inf))) for g, t in tallies.items()},
+    }
+
+
+__all__ = ["METRICS", "SLOT_S", "WINDOW_S", "LiveStats", "Tally", "histogram_distribution"]

@@ -1,0 +1,151 @@
+"""``clientswarm serve``: the long-running Client Microservice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clientswarm.errors import ClientswarmError
+from clientswarm.service.auth import is_loopback
+from clientswarm.service.server import open_store, running_service
+from clientswarm.service.settings import ServiceSettings
+
+TOKEN_ENV_DEFAULT = "CLIENTSWARM_API_TOKEN"
+
+
+def read_api_token(token_env: str, token_file: Path | None) -> str | None:
+    """The API token from a file (first line) or an environment variable; None when neither."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise click.UsageError(f"--token-file {token_file}: {exc.strerror or exc}") from exc
+        if not token:
+            raise click.UsageError(f"--token-file {token_file}: the file is empty")
+        return token
+    return os.environ.get(token_env) or None
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="SQLAlchemy URL or SQLite file path [default: DATA_DIR/clientswarm.sqlite].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("clientswarm-data"),
+    show_default=True,
+    help="Where the store (by default) and the workers' logs live.",
+)
+@click.option(
+    "--advertise-url",
+    default=None,
+    help="How workers reach this service [default: http://HOST:PORT].",
+)
+@click.option(
+    "--token-env",
+    default=TOKEN_ENV_DEFAULT,
+    show_default=True,
+    help="Environment variable holding the bearer token of the frontend and monitor APIs.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="File holding the bearer token (first line); wins over --token-env.",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Allow serving on a non-loopback address without a token.",
+)
+@click.option(
+    "--cors-origin", multiple=True, help="Allowed CORS origin (repeat); CORS is off by default."
+)
+@click.option(
+    "--max-body-mb",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Request body limit.",
+)
+@click.option(
+    "--lost-after-s",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="A worker silent this long is marked lost.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve_command(
+    host: str,
+    port: int,
+    store_url: str | None,
+    data_dir: Path,
+    advertise_url: str | None,
+    token_env: str,
+    token_file: Path | None,
+    insecure_no_auth: bool,
+    cors_origin: tuple[str, ...],
+    max_body_mb: int,
+    lost_after_s: float,
+    log_level: str,
+) -> None:
+    """Run the Client Microservice: REST APIs for frontend, monitor and workers."""
+    token = read_api_token(token_env, token_file)
+    if token is None and not is_loopback(host) and not insecure_no_auth:
+        raise click.UsageError(
+            f"refusing to serve on {host} without an API token: set {token_env} or pass "
+            "--token-file (or --insecure-no-auth to accept anyone who can reach the port)"
+        )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    settings = ServiceSettings(
+        data_dir=data_dir,
+        advertise_url=advertise_url or "",
+        api_token=token,
+        cors_origins=list(cors_origin),
+        max_body_bytes=max_body_mb * 1024 * 1024,
+        lost_after_s=lost_after_s,
+    )
+    store = open_store(store_url or str(data_dir / "clientswarm.sqlite"), data_dir)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_service(
+            store, settings, host=host, port=port, log_level=log_level
+        ) as svc:
+            auth = "bearer token required" if token else "no token (open API)"
+            click.echo(f"clientswarm service listening on {svc.url} ({auth})")
+            sys.stdout.flush()
+            await stop.wait()
+        store.close()
+
+    try:
+        _run(main())
+    except OSError as exc:
+        raise ClientswarmError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)

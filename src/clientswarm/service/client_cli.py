@@ -1,0 +1,222 @@
+"""The CLI as a client of a running service: submit, status, stop, results, samples.
+
+Every command takes ``--service URL`` (env ``CLIENTSWARM_SERVICE``, default
+``http://127.0.0.1:8080``) and sends ``CLIENTSWARM_API_TOKEN`` as bearer token when it is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from clientswarm.errors import ClientswarmError, ConfigError
+from clientswarm.reports.table import render_summary
+
+DEFAULT_SERVICE = "http://127.0.0.1:8080"
+FINAL = ("completed", "failed", "cancelled")
+
+service_option = click.option(
+    "--service",
+    envvar="CLIENTSWARM_SERVICE",
+    default=DEFAULT_SERVICE,
+    show_default=True,
+    help="Base URL of the service (env CLIENTSWARM_SERVICE).",
+)
+
+
+class ServiceClient:
+    """A small synchronous client of the frontend API."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("CLIENTSWARM_API_TOKEN")
+        self.timeout_s = timeout_s
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> urllib.request.Request:
+        """A prepared request to ``path`` under /api/v1."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        url = f"{self.base_url}/api/v1{path}"
+        return urllib.request.Request(url, data=body, method=method, headers=headers)
+
+    def open(self, req: urllib.request.Request) -> Any:
+        """Send ``req``; an error answer becomes a ClientswarmError (ConfigError for 422)."""
+        try:
+            return urllib.request.urlopen(req, timeout=self.timeout_s)
+        except urllib.error.HTTPError as exc:
+            error = _error_of(exc)
+            if exc.code == 422 and error.get("problems"):
+                raise ConfigError(list(error["problems"])) from None
+            message = error.get("message") or exc.reason
+            raise ClientswarmError(
+                f"{req.get_method()} {req.full_url}: {exc.code} {message}"
+            ) from None
+        except urllib.error.URLError as exc:
+            raise ClientswarmError(
+                f"cannot reach the service at {self.base_url}: {exc.reason}; is `clientswarm "
+                "serve` running there? (--service URL)"
+            ) from None
+
+    def json(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> Any:
+        """Send a request and decode its JSON answer."""
+        with self.open(self.request(method, path, body, content_type)) as response:
+            data = response.read()
+        return json.loads(data) if data else None
+
+
+def _error_of(exc: urllib.error.HTTPError) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.read() or b"{}")
+    except ValueError:
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _client(service: str) -> ServiceClient:
+    return ServiceClient(service)
+
+
+def wait_for(client: ServiceClient, cluster_id: str, console: Console) -> dict[str, Any]:
+    """Poll a cluster until it finishes, printing its status as it changes."""
+    last = None
+    while True:
+        view = client.json("GET", f"/clusters/{cluster_id}")
+        line = f"{view['status']}" + (f" ({view['reason']})" if view.get("reason") else "")
+        if line != last:
+            console.print(f"{cluster_id}: {line}", style="dim")
+            last = line
+        if view["status"] in FINAL:
+            return dict(view)
+        time.sleep(1.0)
+
+
+@click.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@service_option
+@click.option("--wait", is_flag=True, help="Follow the cluster until it finishes; show results.")
+def submit_command(file: Path, service: str, wait: bool) -> None:
+    """Submit the cluster of FILE to a running service; print its id."""
+    client = _client(service)
+    content_type = "application/json" if file.suffix == ".json" else "application/yaml"
+    created = client.json("POST", "/clusters", file.read_bytes(), content_type)
+    click.echo(created["id"])
+    if wait:
+        console = Console(stderr=True)
+        view = wait_for(client, created["id"], console)
+        render_summary(client.json("GET", f"/clusters/{created['id']}/results"), Console())
+        sys.exit(0 if view["status"] == "completed" else 1)
+
+
+@click.command("status")
+@click.argument("cluster_id", required=False)
+@service_option
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON the service answered.")
+def status_command(cluster_id: str | None, service: str, as_json: bool) -> None:
+    """List clusters, or show one cluster's status, workers and groups."""
+    client = _client(service)
+    data = client.json("GET", f"/clusters/{cluster_id}" if cluster_id else "/clusters")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    console = Console()
+    if cluster_id is None:
+        table = Table("id", "name", "status", "created", "elapsed s", "reason")
+        for c in data:
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["created_at"]))
+            elapsed = f"{c['elapsed_s']:.1f}" if c.get("elapsed_s") is not None else ""
+            table.add_row(c["id"], c["name"], c["status"], created, elapsed, c.get("reason") or "")
+        console.print(table)
+        return
+    console.print(
+        f"{data['id']} {data['name']}: [bold]{data['status']}[/bold] {data.get('reason') or ''}"
+    )
+    workers = Table("worker", "state", "pid", "samples", "in flight", "error", title="workers")
+    for w in data["workers"]:
+        workers.add_row(
+            str(w["index"]),
+            w["state"],
+            str(w.get("pid") or ""),
+            str(w["samples"]),
+            str(w["in_flight"]),
+            (w.get("error") or "")[:80],
+        )
+    console.print(workers)
+    groups = Table("group", "interaction", "load", "clients", "client states", title="groups")
+    for g in data["groups"]:
+        states = ", ".join(f"{k} {v}" for k, v in g["client_states"].items())
+        groups.add_row(g["name"], g["interaction"], g["load"], str(g["clients"]), states)
+    console.print(groups)
+
+
+@click.command("stop")
+@click.argument("cluster_id")
+@service_option
+@click.option("--group", help="Stop only this group's clients.")
+@click.option("--client", "client_id", type=int, help="Stop only this client.")
+def stop_command(cluster_id: str, service: str, group: str | None, client_id: int | None) -> None:
+    """Stop a cluster (or one of its groups, or one client)."""
+    client = _client(service)
+    if group is not None and client_id is not None:
+        raise click.UsageError("give --group or --client, not both")
+    if group is not None:
+        answer = client.json("POST", f"/clusters/{cluster_id}/groups/{group}/stop")
+        click.echo(f"stopped {len(answer['stopped'])} client(s) of group {group!r}")
+    elif client_id is not None:
+        client.json("POST", f"/clusters/{cluster_id}/clients/{client_id}/stop")
+        click.echo(f"stopped client {client_id}")
+    else:
+        client.json("POST", f"/clusters/{cluster_id}/stop")
+        click.echo(f"stopping cluster {cluster_id}")
+
+
+@click.command("results")
+@click.argument("cluster_id")
+@service_option
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of tables.")
+def results_command(cluster_id: str, service: str, as_json: bool) -> None:
+    """Show a cluster's statistics (final once it finished, partial before)."""
+    summary = _client(service).json("GET", f"/clusters/{cluster_id}/results")
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        render_summary(summary, Console())
+
+
+@click.command("samples")
+@click.argument("cluster_id")
+@service_option
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl")
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), help="File to write (default stdout)."
+)
+def samples_command(cluster_id: str, service: str, fmt: str, output: Path | None) -> None:
+    """Download a cluster's raw samples (streamed)."""
+    client = _client(service)
+    req = client.request("GET", f"/clusters/{cluster_id}/samples?format={fmt}")
+    req.add_header("Accept", "*/*")
+    with client.open(req) as response:
+        sink = output.open("wb") if output is not None else sys.stdout.buffer
+        try:
+            while chunk := response.read(1 << 16):
+                sink.write(chunk)
+        finally:
+            if output is not None:
+                sink.close()

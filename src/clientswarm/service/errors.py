@@ -1,0 +1,81 @@
+"""Every error the service returns is JSON with a readable message.
+
+Shape: ``{"error": {"status": 422, "message": "…", "problems": ["field: …", …]}}``;
+``problems`` only for invalid input, one line per problem, the same lines the CLI prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clientswarm.config.errors import show_value
+from clientswarm.errors import ConfigError, SpawnerError
+from clientswarm.service.manager import Conflict, Gone, NotFound
+
+
+def error_body(status: int, message: str, problems: list[str] | None = None) -> dict[str, Any]:
+    """The JSON body of an error response."""
+    error: dict[str, Any] = {"status": status, "message": message}
+    if problems is not None:
+        error["problems"] = problems
+    return {"error": error}
+
+
+def error_response(
+    status: int,
+    message: str,
+    problems: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error response in the service's shape."""
+    return JSONResponse(error_body(status, message, problems), status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every failure to a JSON error with the right status."""
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+        lines = exc.problems
+        return error_response(422, f"invalid configuration: {lines[0]}", lines)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        lines = [_request_problem(err) for err in exc.errors()]
+        return error_response(422, f"invalid request: {lines[0]}", lines)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return error_response(409, str(exc))
+
+    @app.exception_handler(Gone)
+    async def _gone(_: Request, exc: Gone) -> JSONResponse:
+        return error_response(410, str(exc))
+
+    @app.exception_handler(SpawnerError)
+    async def _spawner(_: Request, exc: SpawnerError) -> JSONResponse:
+        return error_response(502, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _request_problem(err: Any) -> str:
+    """One line for a request validation error: where (query, path, body), what, the value."""
+    loc = [str(part) for part in err.get("loc", ())]
+    where = f"{loc[0]} {'.'.join(loc[1:])}" if len(loc) > 1 else ".".join(loc) or "request"
+    line = f"{where}: {err.get('msg', 'invalid')}"
+    if "input" in err and err["input"] is not None:
+        line += f"; got {show_value(err['input'])}"
+    return line

@@ -1,0 +1,217 @@
+"""The frontend API (``/api/v1``): clusters, clients, results, samples, live progress."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from clientswarm.config.loader import config_json_schema, parse_config_text
+from clientswarm.config.models import ClusterConfig
+from clientswarm.interactions.registry import BUILTIN_INTERACTIONS
+from clientswarm.reports.stream import MEDIA_TYPES, stream_samples
+from clientswarm.service.manager import ClusterManager, NotFound
+from clientswarm.service.views import client_view, cluster_view, progress_view
+from clientswarm.store import ClusterRecord
+
+API_PREFIX = "/api/v1"
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+_CONFIG_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A cluster configuration: JSON, or YAML with Content-Type application/yaml",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ClusterConfig"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+async def read_config(request: Request) -> ClusterConfig:
+    """The configuration in the body: YAML by content type, else JSON. ConfigError → 422."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    fmt: Literal["yaml", "json"] = "yaml" if media in YAML_TYPES else "json"
+    return parse_config_text(body, source="request body", fmt=fmt)
+
+
+def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
+    """Routes of the frontend API, all behind ``guard`` (the API token)."""
+    router = APIRouter(prefix=API_PREFIX, tags=["frontend"], dependencies=[Depends(guard)])
+    store = manager.store
+
+    async def record_of(cluster_id: str) -> ClusterRecord:
+        record = await asyncio.to_thread(store.get_cluster, cluster_id)
+        if record is None:
+            raise NotFound(f"no cluster with id {cluster_id!r}")
+        return record
+
+    @router.post("/clusters", status_code=201, openapi_extra=_CONFIG_BODY)
+    async def create_cluster(request: Request) -> JSONResponse:
+        """Create a cluster from a configuration and start it; 201 with its id."""
+        config = await read_config(request)
+        record = await manager.create(config)
+        view = {"id": record.id, "name": record.name, "status": record.status}
+        headers = {"Location": f"{API_PREFIX}/clusters/{record.id}"}
+        return JSONResponse(view, status_code=201, headers=headers)
+
+    @router.get("/clusters")
+    async def list_clusters(
+        status: str | None = Query(None, description="only clusters with this status"),
+    ) -> list[dict[str, Any]]:
+        """Clusters, newest first."""
+        records = await asyncio.to_thread(store.list_clusters, status)
+        return [cluster_view(r, brief=True) for r in records]
+
+    @router.get("/clusters/{cluster_id}")
+    async def show_cluster(cluster_id: str) -> dict[str, Any]:
+        """Status, timings, per-worker and per-group client states."""
+        record = await record_of(cluster_id)
+        workers = await asyncio.to_thread(store.list_workers, cluster_id)
+        clients = await asyncio.to_thread(store.list_clients, cluster_id)
+        return cluster_view(record, workers=workers, clients=clients)
+
+    @router.get("/clusters/{cluster_id}/clients")
+    async def list_clients(
+        cluster_id: str, group: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The cluster's clients (filter by group and state)."""
+        await record_of(cluster_id)
+        clients = await asyncio.to_thread(store.list_clients, cluster_id, group=group, state=state)
+        return [client_view(c) for c in clients]
+
+    @router.get("/clusters/{cluster_id}/clients/{client_id}")
+    async def show_client(cluster_id: str, client_id: int) -> dict[str, Any]:
+        """One client."""
+        await record_of(cluster_id)
+        client = await asyncio.to_thread(store.get_client, cluster_id, client_id)
+        if client is None:
+            raise NotFound(f"cluster {cluster_id} has no client {client_id}")
+        return client_view(client)
+
+    @router.post("/clusters/{cluster_id}/clients/{client_id}/stop")
+    async def stop_client(cluster_id: str, client_id: int) -> dict[str, Any]:
+        """Stop one client; the others carry on."""
+        client = await asyncio.to_thread(store.get_client, cluster_id, client_id)
+        if client is None:
+            await record_of(cluster_id)
+            raise NotFound(f"cluster {cluster_id} has no client {client_id}")
+        await manager.stop_clients(cluster_id, [client_id], f"client {client_id} stopped")
+        return {"stopped": [client_id]}
+
+    @router.post("/clusters/{cluster_id}/groups/{group}/stop")
+    async def stop_group(cluster_id: str, group: str) -> dict[str, Any]:
+        """Stop every client of one group; the other groups carry on."""
+        record = await record_of(cluster_id)
+        names = [g.name for g in ClusterConfig.model_validate_json(record.config_json).groups]
+        if group not in names:
+            raise NotFound(
+                f"cluster {cluster_id} has no group {group!r}; groups: {', '.join(names)}"
+            )
+        clients = await asyncio.to_thread(store.list_clients, cluster_id, group=group)
+        ids = [c.id for c in clients]
+        await manager.stop_clients(cluster_id, ids, f"group {group!r} stopped")
+        return {"stopped": ids}
+
+    @router.post("/clusters/{cluster_id}/stop", status_code=202)
+    async def stop_cluster(cluster_id: str) -> dict[str, Any]:
+        """Stop the whole cluster; it ends ``cancelled`` with what was measured."""
+        await manager.stop_cluster(cluster_id)
+        return {"id": cluster_id, "status": "stopping"}
+
+    @router.delete("/clusters/{cluster_id}", status_code=204)
+    async def delete_cluster(cluster_id: str) -> None:
+        """Delete a finished cluster and all its data (409 while it runs)."""
+        await manager.delete(cluster_id)
+
+    @router.get("/clusters/{cluster_id}/results")
+    async def results(cluster_id: str) -> dict[str, Any]:
+        """Statistics in the summary.json shape: final once finished, partial before."""
+        return await manager.results(cluster_id)
+
+    @router.get(
+        "/clusters/{cluster_id}/samples",
+        response_class=StreamingResponse,
+        responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+    )
+    async def samples(
+        cluster_id: str, format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    ) -> StreamingResponse:
+        """Every raw sample, streamed (never built in memory)."""
+        record = await record_of(cluster_id)
+        filename = f"{record.name}-{cluster_id}-samples.{format}"
+        return StreamingResponse(
+            stream_samples(store.iter_samples(cluster_id), format),
+            media_type=MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @router.get("/clusters/{cluster_id}/events")
+    async def events(cluster_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """What happened to the cluster (status changes, workers lost, stops)."""
+        await record_of(cluster_id)
+        rows = await asyncio.to_thread(store.list_events, cluster_id, after_id=after)
+        return [dataclasses.asdict(e) for e in rows]
+
+    @router.get("/clusters/{cluster_id}/progress", response_class=StreamingResponse)
+    async def progress(cluster_id: str, interval_s: float = Query(1.0, ge=0.1, le=60)) -> Any:
+        """Live progress as Server-Sent Events: ``progress`` events, then one ``end``."""
+        await record_of(cluster_id)
+        return StreamingResponse(
+            _progress_events(manager, cluster_id, interval_s), media_type="text/event-stream"
+        )
+
+    @router.get("/interactions")
+    async def interactions() -> list[dict[str, Any]]:
+        """The catalogue of interactions with their parameter JSON Schemas."""
+        return [
+            {
+                "kind": kind,
+                "description": (cls.__doc__ or "").strip().splitlines()[0],
+                "parameters": cls.config_model.model_json_schema(),
+            }
+            for kind, cls in BUILTIN_INTERACTIONS.items()
+        ]
+
+    @router.post("/validate", openapi_extra=_CONFIG_BODY)
+    async def validate(request: Request) -> dict[str, Any]:
+        """Validate a configuration without running it (422 with one line per problem)."""
+        config = await read_config(request)
+        return {
+            "valid": True,
+            "name": config.name,
+            "groups": [
+                {"name": g.name, "clients": g.clients, "interaction": g.interaction.kind}
+                for g in config.groups
+            ],
+        }
+
+    @router.get("/schema")
+    async def schema() -> dict[str, Any]:
+        """The JSON Schema of the configuration file."""
+        return config_json_schema()
+
+    return router
+
+
+async def _progress_events(
+    manager: ClusterManager, cluster_id: str, interval_s: float
+) -> AsyncIterator[bytes]:
+    while True:
+        record = await asyncio.to_thread(manager.store.get_cluster, cluster_id)
+        if record is None:
+            yield b'event: end\ndata: {"status": "deleted"}\n\n'
+            return
+        view = progress_view(record, manager.active.get(cluster_id), time.time())
+        kind = b"end" if record.summary_json else b"progress"
+        yield b"event: " + kind + b"\ndata: " + orjson.dumps(view) + b"\n\n"
+        if record.summary_json:
+            return
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,547 @@
+"""The control plane: clusters from creation to their final status.
+
+``pending`` (stored) → ``starting`` (workers submitted to the spawner) → ``running`` (the
+workers have their shared start time) → ``completed`` | ``failed`` (with the reason) |
+``cancelled`` (stopped). A watchdog follows every active cluster: a worker whose process ended
+before it finished, or that missed its heartbeats, is marked ``lost`` (``failed`` before it
+registered) and the cluster carries on with the others. On start the service recovers every
+unfinished cluster from the store and follows its workers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from clientswarm.config.models import ClusterConfig
+from clientswarm.errors import ClientswarmError, SpawnerError
+from clientswarm.interactions.registry import build_group_interactions
+from clientswarm.load import clients_of_worker
+from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.stats import summarize
+from clientswarm.service.prometheus import LiveRegistry
+from clientswarm.service.protocol import (
+    Assignment,
+    BatchAck,
+    Control,
+    Heartbeat,
+    NotYet,
+    RegisterReply,
+    RegisterRequest,
+    WorkerReport,
+)
+from clientswarm.service.settings import ServiceSettings
+from clientswarm.service.state import CLUSTER_FINAL, ClusterState, WorkerLive, hash_token
+from clientswarm.spawners.base import ClusterLaunch, Spawner
+from clientswarm.spawners.local import LocalSpawner
+from clientswarm.store import ClientRecord, ClusterRecord, Store
+
+log = logging.getLogger("clientswarm.service")
+
+
+class NotFound(ClientswarmError):
+    """No such cluster, client or group."""
+
+
+class Conflict(ClientswarmError):
+    """The request does not fit the cluster's current status."""
+
+
+class Gone(ClientswarmError):
+    """The cluster no longer wants this worker."""
+
+
+def _now() -> float:
+    return time.time()
+
+
+class ClusterManager:
+    """Creates clusters, follows their workers, and finalises their results."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ServiceSettings,
+        live: LiveRegistry | None = None,
+        spawners: dict[str, Spawner] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.live = live or LiveRegistry()
+        self.spawners: dict[str, Spawner] = spawners or {"local": LocalSpawner()}
+        self.active: dict[str, ClusterState] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._finalising: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.changed = asyncio.Condition()
+
+    # -- lifecycle of the manager ---------------------------------------------------------
+    async def start(self) -> None:
+        """Recover unfinished clusters and start following them."""
+        for record in await asyncio.to_thread(self.store.unfinished_clusters):
+            await self._recover(record)
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        """Stop following (workers keep running; a restarted service picks them up)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+
+    # -- frontend ---------------------------------------------------------------------------
+    async def create(self, config: ClusterConfig, *, base_dir: Path | None = None) -> ClusterRecord:
+        """Store a new cluster and launch its workers; returns at once (status ``pending``)."""
+        base = base_dir or Path.cwd()
+        await asyncio.to_thread(build_group_interactions, config, base_dir=base)
+        cluster_id = uuid.uuid4().hex[:12]
+        token = secrets.token_urlsafe(32)
+        record = ClusterRecord(
+            id=cluster_id,
+            name=config.name,
+            status="pending",
+            reason=None,
+            config_json=config.model_dump_json(),
+            token_hash=hash_token(token),
+            spawner_kind=config.spawner.kind,
+            spawner_state_json=orjson.dumps({"base_dir": str(base)}).decode(),
+            created_at=_now(),
+            started_at=None,
+            finished_at=None,
+            start_ns=None,
+            summary_json=None,
+        )
+        clients = [
+            ClientRecord(
+                cluster_id=cluster_id,
+                id=c.client_id,
+                group=config.groups[c.group_index].name,
+                worker=w,
+                state="pending",
+                succeeded=0,
+                failed=0,
+            )
+            for w in range(config.spawner.workers)
+            for c in clients_of_worker(config, w, config.spawner.workers)
+        ]
+        await asyncio.to_thread(self._store_new, record, clients, config.spawner.workers)
+        live = self.live.get_or_create(
+            cluster_id, config.name, groups=[g.name for g in config.groups], status="pending"
+        )
+        state = ClusterState(cluster_id, config, record.token_hash, live)
+        state.spawner_state = {"base_dir": str(base)}
+        self.active[cluster_id] = state
+        await self._event(cluster_id, "created", f"cluster {config.name!r} created")
+        self._spawn(self._launch(state, token))
+        return record
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _store_new(self, record: ClusterRecord, clients: list[ClientRecord], workers: int) -> None:
+        self.store.create_cluster(record)
+        self.store.create_workers(record.id, workers)
+        self.store.create_clients(record.id, clients)
+
+    async def _launch(self, state: ClusterState, token: str) -> None:
+        spawner = self.spawners.get(state.config.spawner.kind)
+        launch = ClusterLaunch(
+            cluster_id=state.id,
+            workers=len(state.workers),
+            service_url=self.settings.advertise_url,
+            token=token,
+            log_dir=str(self.settings.log_dir(state.id)),
+            python=self.settings.python,
+        )
+        try:
+            if spawner is None:
+                raise SpawnerError(f"no spawner of kind {state.config.spawner.kind!r} here")
+            submitted = await spawner.submit(launch)
+        except SpawnerError as exc:
+            await self._set_status(state, "failed", reason=str(exc))
+            await self._finalise(state)
+            return
+        state.spawner_state.update(submitted)
+        await asyncio.to_thread(
+            self.store.update_cluster,
+            state.id,
+            spawner_state_json=orjson.dumps(state.spawner_state).decode(),
+        )
+        if state.status == "pending":
+            await self._set_status(state, "starting")
+
+    async def stop_cluster(self, cluster_id: str, reason: str = "stopped by the user") -> None:
+        """Stop every worker of a cluster; what they measured is kept."""
+        state = self.active.get(cluster_id)
+        if state is None:
+            await self._require(cluster_id)
+            raise Conflict(f"cluster {cluster_id} has already finished")
+        if state.stop_requested_at is None:
+            state.stop_requested_at = time.monotonic()
+            state.stop_reason = reason
+            for worker in state.workers:
+                worker.stop_all = True
+            await self._event(cluster_id, "stopping", reason)
+
+    async def stop_clients(self, cluster_id: str, client_ids: list[int], why: str) -> None:
+        """Stop some clients; the rest of the cluster carries on."""
+        state = self.active.get(cluster_id)
+        if state is None:
+            await self._require(cluster_id)
+            raise Conflict(f"cluster {cluster_id} has already finished")
+        for client_id in client_ids:
+            state.workers[state.worker_of_client(client_id)].stop_clients.add(client_id)
+        await asyncio.to_thread(self.store.set_client_state, cluster_id, client_ids, "stopped")
+        await asyncio.to_thread(self._count_active_clients, state)
+        await self._event(cluster_id, "clients_stopped", why, {"clients": client_ids})
+
+    async def delete(self, cluster_id: str) -> None:
+        """Delete a finished cluster and everything of it."""
+        record = await self._require(cluster_id)
+        if record.status not in CLUSTER_FINAL:
+            raise Conflict(
+                f"cluster {cluster_id} is {record.status}; stop it first "
+                f"(POST /api/v1/clusters/{cluster_id}/stop), then delete it"
+            )
+        await asyncio.to_thread(self.store.delete_cluster, cluster_id)
+        self.live.remove(cluster_id)
+
+    async def results(self, cluster_id: str) -> dict[str, Any]:
+        """The summary.json of a cluster: final once finished, partial while it runs."""
+        record = await self._require(cluster_id)
+        if record.summary_json:
+            summary: dict[str, Any] = orjson.loads(record.summary_json)
+            return summary
+        return await asyncio.to_thread(self._summarise, record, [])
+
+    def _summarise(self, record: ClusterRecord, warnings: list[str]) -> dict[str, Any]:
+        config = ClusterConfig.model_validate_json(record.config_json)
+        return summarize(
+            self.store.iter_samples(record.id),
+            cluster={"id": record.id, "name": record.name, "status": record.status},
+            slo=config.slo,
+            group_order=[g.name for g in config.groups],
+            extra_warnings=warnings,
+        )
+
+    async def _require(self, cluster_id: str) -> ClusterRecord:
+        record = await asyncio.to_thread(self.store.get_cluster, cluster_id)
+        if record is None:
+            raise NotFound(f"no cluster with id {cluster_id!r}")
+        return record
+
+    # -- internal API -----------------------------------------------------------------------
+    def cluster_for_worker(self, cluster_id: str, index: int) -> ClusterState:
+        """The active cluster a worker belongs to (Gone when finished or unknown)."""
+        state = self.active.get(cluster_id)
+        if state is None:
+            raise Gone(f"cluster {cluster_id} is not running")
+        if not 0 <= index < len(state.workers):
+            raise NotFound(f"cluster {cluster_id} has no worker {index}")
+        return state
+
+    async def register(
+        self, state: ClusterState, index: int, req: RegisterRequest
+    ) -> RegisterReply:
+        """A worker announced itself."""
+        worker = state.workers[index]
+        if state.start_ns is not None and worker.state in ("pending", "failed"):
+            raise Gone(f"worker {index} registered after the cluster started")
+        worker.state, worker.last_seen = "registered", time.monotonic()
+        await asyncio.to_thread(
+            self.store.update_worker,
+            state.id,
+            index,
+            state="registered",
+            pid=req.pid,
+            host=req.host,
+            registered_at=_now(),
+            last_heartbeat_at=_now(),
+        )
+        return RegisterReply(
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            lost_after_s=self.settings.lost_after_s,
+        )
+
+    async def assignment(self, state: ClusterState, index: int) -> Assignment | NotYet:
+        """The worker's assignment once every worker is ready (or the start timeout passed)."""
+        worker = state.workers[index]
+        if state.stop_requested_at is not None or worker.final:
+            raise Gone(f"cluster {state.id} no longer needs worker {index}")
+        if state.start_ns is None:
+            waiting = [i for i, w in enumerate(state.workers) if w.state == "pending"]
+            timed_out = time.monotonic() - state.created_mono > self.settings.start_timeout_s
+            if waiting and not timed_out:
+                return NotYet(retry_after_s=0.1, reason=f"waiting for workers {waiting}")
+            await self._start(state, late=waiting)
+        worker.state, worker.last_seen = "running", time.monotonic()
+        await asyncio.to_thread(self.store.update_worker, state.id, index, state="running")
+        assert state.start_ns is not None
+        base_dir = str(state.spawner_state.get("base_dir", "."))
+        return Assignment(
+            cluster_id=state.id,
+            worker=index,
+            workers=len(state.workers),
+            start_ns=state.start_ns,
+            config=state.config,
+            base_dir=base_dir,
+        )
+
+    async def _start(self, state: ClusterState, late: list[int]) -> None:
+        state.start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
+        for index in late:
+            await self._worker_ended(
+                state, index, "failed", f"did not register within {self.settings.start_timeout_s} s"
+            )
+        await asyncio.to_thread(
+            self.store.update_cluster, state.id, start_ns=state.start_ns, started_at=_now()
+        )
+        await asyncio.to_thread(self._clients_running, state)
+        await self._set_status(state, "running")
+
+    def _clients_running(self, state: ClusterState) -> None:
+        pending = [c.id for c in self.store.list_clients(state.id, state="pending")]
+        self.store.set_client_state(state.id, pending, "running")
+        self._count_active_clients(state)
+
+    def _count_active_clients(self, state: ClusterState) -> None:
+        running = self.store.list_clients(state.id, state="running")
+        for group in state.config.groups:
+            state.live.set_active_clients(group.name, sum(c.group == group.name for c in running))
+
+    async def add_batch(
+        self, state: ClusterState, index: int, seq: int, samples: list[Sample]
+    ) -> BatchAck:
+        """Commit a batch (once), then feed the live statistics; ack only after the commit."""
+        fresh = await asyncio.to_thread(self.store.add_batch, state.id, index, seq, samples)
+        state.workers[index].last_seen = time.monotonic()
+        if fresh:
+            state.live.add(samples, _now())
+        return BatchAck(seq=seq, duplicate=not fresh)
+
+    async def heartbeat(self, state: ClusterState, index: int, beat: Heartbeat) -> Control:
+        """Note the worker is alive; reply with what it should stop."""
+        worker = state.workers[index]
+        worker.last_seen, worker.in_flight = time.monotonic(), beat.in_flight
+        if worker.state == "lost":  # it came back (e.g. after a long pause): follow it again
+            worker.state = "running"
+            await self._event(state.id, "worker_back", f"worker {index} is heard from again")
+        await asyncio.to_thread(
+            self.store.update_worker,
+            state.id,
+            index,
+            last_heartbeat_at=_now(),
+            in_flight=beat.in_flight,
+            loop_lag_p99_s=beat.loop_lag_p99_s,
+        )
+        control = Control(stop_all=worker.stop_all, stop_clients=sorted(worker.stop_clients))
+        worker.stop_clients.clear()
+        return control
+
+    async def finish(self, state: ClusterState, index: int, report: WorkerReport) -> None:
+        """The worker is done."""
+        await self._worker_ended(
+            state, index, report.outcome, report.error, report=report.model_dump()
+        )
+
+    # -- following ------------------------------------------------------------------------
+    async def _worker_ended(
+        self,
+        state: ClusterState,
+        index: int,
+        outcome: str,
+        error: str | None,
+        report: dict[str, Any] | None = None,
+    ) -> None:
+        worker = state.workers[index]
+        if worker.final and outcome == "lost":
+            return
+        worker.state = outcome
+        fields: dict[str, Any] = {"state": outcome, "error": error, "finished_at": _now()}
+        if report is not None:
+            fields["report_json"] = orjson.dumps(report).decode()
+            fields["loop_lag_p99_s"] = report.get("loop_lag_p99_s")
+        await asyncio.to_thread(self.store.update_worker, state.id, index, **fields)
+        if outcome != "completed":
+            await self._event(state.id, f"worker_{outcome}", f"worker {index}: {error or outcome}")
+        self.live.get_or_create(state.id, state.config.name).set_workers(state.counts_by_state())
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.watch_interval_s)
+            for state in list(self.active.values()):
+                try:
+                    await self._check(state)
+                except Exception:  # one bad cluster must not stop the others being followed
+                    log.exception("following cluster %s failed", state.id)
+
+    async def _check(self, state: ClusterState) -> None:
+        spawner = self.spawners.get(state.config.spawner.kind)
+        if spawner is not None and state.spawner_state.get("pids"):
+            for ended in await spawner.poll(state.id, state.spawner_state):
+                worker = state.workers[ended.index]
+                if worker.final:
+                    continue
+                outcome = "failed" if worker.state in ("pending", "registered") else "lost"
+                lines = ended.log_tail.strip().splitlines()[-3:]
+                tail = f"; last output: {' | '.join(lines)}" if lines else ""
+                await self._worker_ended(
+                    state, ended.index, outcome, f"worker {ended.reason}{tail}"
+                )
+        now = time.monotonic()
+        for index, worker in enumerate(state.workers):
+            silent = now - worker.last_seen > self.settings.lost_after_s
+            if worker.state == "running" and silent:
+                await self._worker_ended(
+                    state,
+                    index,
+                    "lost",
+                    f"no heartbeat for {self.settings.lost_after_s:.0f} s",
+                )
+        if state.stop_requested_at is not None and not state.spawner_stopped:
+            if now - state.stop_requested_at > self.settings.stop_grace_s and spawner is not None:
+                state.spawner_stopped = True
+                await spawner.stop(state.id, state.spawner_state, grace_s=5.0)
+            if state.start_ns is None:  # stopped before it started: nobody will finish
+                for index, worker in enumerate(state.workers):
+                    if not worker.final:
+                        await self._worker_ended(state, index, "cancelled", None)
+        if all(w.final for w in state.workers):
+            await self._finalise(state)
+
+    async def _finalise(self, state: ClusterState) -> None:
+        if state.id in self._finalising:
+            return
+        self._finalising.add(state.id)
+        try:
+            outcomes = [w.state for w in state.workers]
+            if state.status == "failed":
+                status, reason = "failed", None
+            elif state.stop_requested_at is not None:
+                status, reason = "cancelled", state.stop_reason
+            elif "completed" in outcomes:
+                status, reason = "completed", None
+            else:
+                status, reason = "failed", "no worker completed: " + ", ".join(outcomes)
+            record = await self._require(state.id)
+            warnings = await asyncio.to_thread(self._worker_warnings, state.id)
+            finished = dataclasses.replace(record, status=status)
+            summary = await asyncio.to_thread(self._summarise, finished, warnings)
+            summary["workers"] = await asyncio.to_thread(self._worker_rows, state.id)
+            fields: dict[str, Any] = {
+                "status": status,
+                "finished_at": _now(),
+                "summary_json": orjson.dumps(summary).decode(),
+            }
+            if reason is not None:
+                fields["reason"] = reason
+            await asyncio.to_thread(self.store.update_cluster, state.id, **fields)
+            await asyncio.to_thread(self._clients_finished, state.id)
+            state.status = status
+            state.live.set_status(status)
+            for group in state.config.groups:
+                state.live.set_active_clients(group.name, 0)
+            await self._event(state.id, status, reason or f"cluster {status}")
+            self.active.pop(state.id, None)
+        finally:
+            self._finalising.discard(state.id)
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _clients_finished(self, cluster_id: str) -> None:
+        running = [c.id for c in self.store.list_clients(cluster_id, state="running")]
+        self.store.set_client_state(cluster_id, running, "finished")
+        pending = [c.id for c in self.store.list_clients(cluster_id, state="pending")]
+        self.store.set_client_state(cluster_id, pending, "never_started")
+
+    def _worker_rows(self, cluster_id: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "index": w.index,
+                "state": w.state,
+                "error": w.error,
+                "samples": w.samples,
+                "loop_lag_p99_s": w.loop_lag_p99_s,
+            }
+            for w in self.store.list_workers(cluster_id)
+        ]
+
+    def _worker_warnings(self, cluster_id: str) -> list[str]:
+        lines = []
+        for w in self.store.list_workers(cluster_id):
+            if w.state in ("failed", "lost"):
+                lines.append(f"worker {w.index} {w.state}: {w.error or 'no reason given'}")
+            elif (lag_s := w.loop_lag_p99_s or 0.0) > LOOP_LAG_BOUND_S:
+                lines.append(
+                    f"worker {w.index}: event-loop lag p99 {lag_s * 1e3:.0f} ms > "
+                    f"{LOOP_LAG_BOUND_S * 1e3:.0f} ms; its timings include client-side delay: "
+                    "use more workers or fewer clients per worker"
+                )
+        return lines
+
+    async def _set_status(
+        self, state: ClusterState, status: str, reason: str | None = None
+    ) -> None:
+        state.status = status
+        state.live.set_status(status)
+        fields: dict[str, Any] = {"status": status}
+        if reason is not None:
+            fields["reason"] = reason
+        await asyncio.to_thread(self.store.update_cluster, state.id, **fields)
+        await self._event(state.id, status, reason or f"cluster {status}")
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _event(
+        self, cluster_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> None:
+        await asyncio.to_thread(self.store.add_event, cluster_id, kind, message, data)
+
+    async def _recover(self, record: ClusterRecord) -> None:
+        config = ClusterConfig.model_validate_json(record.config_json)
+        live = self.live.get_or_create(record.id, config.name)
+        state = ClusterState(record.id, config, record.token_hash, live, status=record.status)
+        state.start_ns = record.start_ns
+        state.spawner_state = orjson.loads(record.spawner_state_json or "{}")
+        workers = await asyncio.to_thread(self.store.list_workers, record.id)
+        state.workers = [WorkerLive(state=w.state) for w in workers]
+        if record.status == "pending" or (
+            record.status == "starting" and not state.spawner_state.get("pids")
+        ):
+            self.active[record.id] = state
+            await self._set_status(state, "failed", reason="the service restarted while launching")
+            await self._finalise(state)
+            return
+        await asyncio.to_thread(self._replay_live, record.id, live)
+        self.active[record.id] = state
+        await self._event(record.id, "recovered", "the service restarted and follows it again")
+
+    def _replay_live(self, cluster_id: str, live: Any) -> None:
+        """Rebuild the live statistics of a recovered cluster from its stored samples."""
+        batch: list[Sample] = []
+        for sample in self.store.iter_samples(cluster_id):
+            batch.append(sample)
+            if len(batch) >= 5000:
+                live.add(batch, batch[-1].end_ns / 1e9)
+                batch = []
+        if batch:
+            live.add(batch, batch[-1].end_ns / 1e9)
+
+
+LOOP_LAG_BOUND_S = 0.010
+__all__ = ["ClusterManager", "Conflict", "Gone", "NotFound"]

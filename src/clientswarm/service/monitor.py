@@ -1,0 +1,38 @@
+"""The monitor API: Prometheus exposition, HTTP service discovery, live JSON statistics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from clientswarm.service.manager import ClusterManager, NotFound
+from clientswarm.service.prometheus import http_sd_targets, render_metrics
+
+
+def monitor_router(manager: ClusterManager, guard: Any) -> APIRouter:
+    """``/metrics``, ``/api/v1/monitor/targets`` and ``/api/v1/monitor/clusters/{id}/stats``."""
+    router = APIRouter(tags=["monitor"], dependencies=[Depends(guard)])
+
+    @router.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Counters, histograms and gauges of every cluster, labelled by cluster and group."""
+        return Response(render_metrics(manager.live), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/api/v1/monitor/targets")
+    async def targets() -> list[dict[str, Any]]:
+        """Scrape targets in Prometheus' HTTP service-discovery format."""
+        return http_sd_targets(manager.settings.advertise_url)
+
+    @router.get("/api/v1/monitor/clusters/{cluster_id}/stats")
+    async def stats(cluster_id: str) -> dict[str, Any]:
+        """Live statistics of one cluster: the last 10 s and since the start."""
+        live = manager.live.get(cluster_id)
+        if live is None:
+            raise NotFound(f"no live statistics for cluster {cluster_id!r}")
+        snapshot: dict[str, Any] = live.snapshot(time.time())
+        return snapshot
+
+    return router

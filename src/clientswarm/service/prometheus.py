@@ -1,0 +1,295 @@
+"""The Prometheus side of the monitor API: ``/metrics`` exposition and HTTP service discovery.
+
+A :class:`LiveRegistry` holds the :class:`~clientswarm.metrics.live.LiveStats` of every cluster
+the service follows; :func:`render_metrics` exposes them in the Prometheus text format through a
+custom collector, built fresh at each scrape from the since-start counters and histograms.
+
+Series (``cluster`` is the cluster id, ``cluster_name`` its configured name, ``group`` the
+client group; totals are ``sum()`` s, so no total series is exported beside the groups):
+
+=========================================  ========  =======================================
+metric                                     type      labels besides cluster, cluster_name
+=========================================  ========  =======================================
+``clientswarm_requests_total``             counter   group, outcome (``ok``, ``error``)
+``clientswarm_errors_total``               counter   group, kind (e.g. ``timeout``, ``http_429``)
+``clientswarm_excluded_requests_total``    counter   group, reason (``warmup``, ``cancelled``)
+``clientswarm_output_tokens_total``        counter   group
+``clientswarm_input_tokens_total``         counter   group
+``clientswarm_ttft_seconds``               histogram group
+``clientswarm_itl_seconds``                histogram group
+``clientswarm_tpot_seconds``               histogram group
+``clientswarm_e2e_seconds``                histogram group
+``clientswarm_schedule_lag_seconds``       histogram group
+``clientswarm_active_clients``             gauge     group
+``clientswarm_workers``                    gauge     state
+``clientswarm_clusters``                   gauge     status (only label)
+=========================================  ========  =======================================
+
+Histogram buckets are fixed (:data:`LATENCY_BUCKETS_S`, :data:`LAG_BUCKETS_S`), filled from the
+live log-linear histograms, whose resolution (0.8 %) bounds how far a count at a bucket bound can
+be off. The requests, tokens and latencies count measured samples only (not warm-up, not
+cancelled), like the final statistics.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from clientswarm.metrics.histogram import Histogram
+from clientswarm.metrics.live import LiveStats, Tally
+
+#: Upper bounds (seconds) of the latency histograms: LLM ITL (ms) up to long generations (10 min).
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    *(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075),
+    *(0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5),
+    *(10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+)
+#: Upper bounds (seconds) of the schedule-lag histogram: healthy lag is well below 10 ms.
+LAG_BUCKETS_S: tuple[float, ...] = (
+    *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05),
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+#: Live metric → (Prometheus name, help text, bucket bounds).
+HISTOGRAMS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    "ttft_s": (
+        "clientswarm_ttft_seconds",
+        "Time to first token: from sending the request to its first content token.",
+        LATENCY_BUCKETS_S,
+    ),
+    "itl_s": (
+        "clientswarm_itl_seconds",
+        "Inter-token latency: gap between streamed tokens (multi-token chunks split evenly).",
+        LATENCY_BUCKETS_S,
+    ),
+    "tpot_s": (
+        "clientswarm_tpot_seconds",
+        "Time per output token after the first: (E2E - TTFT) / (output tokens - 1).",
+        LATENCY_BUCKETS_S,
+    ),
+    "e2e_s": (
+        "clientswarm_e2e_seconds",
+        "End-to-end latency of successful requests: from send to the end of the answer.",
+        LATENCY_BUCKETS_S,
+    ),
+    "schedule_lag_s": (
+        "clientswarm_schedule_lag_seconds",
+        "How late requests were sent after their scheduled time (load generator health).",
+        LAG_BUCKETS_S,
+    ),
+}
+
+_CLUSTER = ("cluster", "cluster_name")
+_GROUP = (*_CLUSTER, "group")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class LiveRegistry:
+    """The live statistics of every cluster the service follows, by cluster id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clusters: dict[str, LiveStats] = {}
+
+    def get_or_create(
+        self,
+        cluster_id: str,
+        cluster_name: str | None = None,
+        *,
+        groups: Sequence[str] = (),
+        status: str | None = None,
+    ) -> LiveStats:
+        """The cluster's live statistics, created (with these groups and status) if new."""
+        with self._lock:
+            live = self._clusters.get(cluster_id)
+            if live is None:
+                live = LiveStats(cluster_id, cluster_name, groups=groups, status=status)
+                self._clusters[cluster_id] = live
+            return live
+
+    def get(self, cluster_id: str) -> LiveStats | None:
+        """The cluster's live statistics, or None when it is not followed."""
+        with self._lock:
+            return self._clusters.get(cluster_id)
+
+    def remove(self, cluster_id: str) -> None:
+        """Forget a cluster (e.g. deleted); its series leave the exposition. No-op if absent."""
+        with self._lock:
+            self._clusters.pop(cluster_id, None)
+
+    def clusters(self) -> list[LiveStats]:
+        """Every cluster's live statistics, in order of creation."""
+        with self._lock:
+            return list(self._clusters.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._clusters)
+
+    def __contains__(self, cluster_id: object) -> bool:
+        with self._lock:
+            return cluster_id in self._clusters
+
+
+class LiveCollector(Collector):
+    """A ``prometheus_client`` collector over a :class:`LiveRegistry` (see the module table)."""
+
+    def __init__(self, registry: LiveRegistry) -> None:
+        self.registry = registry
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: the series depend on the clusters at scrape time."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One family per metric, with a series per cluster and group."""
+        requests = CounterMetricFamily(
+            "clientswarm_requests",
+            "Measured requests that completed, by outcome (warm-up and cancelled excluded).",
+            labels=(*_GROUP, "outcome"),
+        )
+        errors = CounterMetricFamily(
+            "clientswarm_errors",
+            "Failed measured requests by error kind (timeout, connection, http_<status>, ...).",
+            labels=(*_GROUP, "kind"),
+        )
+        excluded = CounterMetricFamily(
+            "clientswarm_excluded_requests",
+            "Requests left out of the statistics: during warm-up, or cut off by a stop.",
+            labels=(*_GROUP, "reason"),
+        )
+        output_tokens = CounterMetricFamily(
+            "clientswarm_output_tokens",
+            "Output tokens of successful measured requests.",
+            labels=_GROUP,
+            unit="tokens",
+        )
+        input_tokens = CounterMetricFamily(
+            "clientswarm_input_tokens",
+            "Input (prompt) tokens of successful measured requests.",
+            labels=_GROUP,
+            unit="tokens",
+        )
+        histograms = {
+            metric: HistogramMetricFamily(name, doc, labels=_GROUP, unit="seconds")
+            for metric, (name, doc, _) in HISTOGRAMS.items()
+        }
+        active = GaugeMetricFamily(
+            "clientswarm_active_clients", "Clients currently running.", labels=_GROUP
+        )
+        workers = GaugeMetricFamily(
+            "clientswarm_workers", "Workers by state.", labels=(*_CLUSTER, "state")
+        )
+        statuses: Counter[str] = Counter()
+        for live in self.registry.clusters():
+            cluster = [live.cluster_id, live.cluster_name or ""]
+            statuses[live.status or "unknown"] += 1
+            for group, t in live.since_start().items():
+                labels = [*cluster, group]
+                requests.add_metric([*labels, "ok"], t.succeeded)
+                requests.add_metric([*labels, "error"], t.failed)
+                for kind, n in sorted(t.errors.items()):
+                    errors.add_metric([*labels, kind], n)
+                excluded.add_metric([*labels, "warmup"], t.warmup)
+                excluded.add_metric([*labels, "cancelled"], t.cancelled)
+                output_tokens.add_metric(labels, t.output_tokens)
+                input_tokens.add_metric(labels, t.input_tokens)
+                _add_histograms(histograms, labels, t)
+            for group, n in sorted(live.active_clients.items()):
+                active.add_metric([*cluster, group], n)
+            for state, n in sorted(live.workers.items()):
+                workers.add_metric([*cluster, state], n)
+        clusters = GaugeMetricFamily(
+            "clientswarm_clusters", "Clusters the service follows, by status.", labels=["status"]
+        )
+        for status, n in sorted(statuses.items()):
+            clusters.add_metric([status], n)
+        yield from (requests, errors, excluded, output_tokens, input_tokens)
+        yield from histograms.values()
+        yield from (active, workers, clusters)
+
+
+def _add_histograms(
+    families: Mapping[str, HistogramMetricFamily], labels: list[str], t: Tally
+) -> None:
+    """Add one group's histograms as cumulative ``le`` buckets."""
+    for metric, family in families.items():
+        h: Histogram = t.hist[metric]
+        bounds = HISTOGRAMS[metric][2]
+        counts = h.cumulative_buckets(bounds)
+        buckets = [(_le(b), float(n)) for b, n in zip(bounds, counts, strict=True)]
+        buckets.append(("+Inf", float(h.count)))
+        family.add_metric(labels, buckets, sum_value=h.sum)
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus clients write it (``0.5``, ``1.0``, ``600.0``)."""
+    return repr(float(bound))
+
+
+def render_metrics(registry: LiveRegistry) -> bytes:
+    """The Prometheus text exposition of every cluster in ``registry`` (:data:`CONTENT_TYPE`)."""
+    prom = CollectorRegistry(auto_describe=False)
+    prom.register(LiveCollector(registry))
+    return generate_latest(prom)
+
+
+#: The Content-Type of :func:`render_metrics` output.
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def http_sd_targets(
+    base_url: str, *, extra_labels: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The Prometheus HTTP service-discovery answer for the service at ``base_url``.
+
+    One target group: ``[{"targets": ["host:port"], "labels": {"__metrics_path__": "/metrics",
+    "__scheme__": "http", ...extra_labels}}]``, served with ``Content-Type: application/json``.
+    A path in ``base_url`` (a reverse-proxy prefix) is kept in ``__metrics_path__``.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"base_url {base_url!r} is not an absolute http(s) URL; expected e.g. "
+            "'http://10.0.0.5:8080', the address Prometheus can reach the service at"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    labels = {
+        "__metrics_path__": parts.path.rstrip("/") + "/metrics",
+        "__scheme__": parts.scheme,
+    }
+    for name, value in (extra_labels or {}).items():
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise ValueError(
+                f"extra label name {name!r} is not a valid Prometheus label name "
+                "(letters, digits and underscores, not starting with a digit or '__')"
+            )
+        labels[name] = str(value)
+    return [{"targets": [f"{host}:{port}"], "labels": labels}]
+
+
+__all__ = [
+    "CONTENT_TYPE",
+    "HISTOGRAMS",
+    "LAG_BUCKETS_S",
+    "LATENCY_BUCKETS_S",
+    "LiveCollector",
+    "LiveRegistry",
+    "http_sd_targets",
+    "render_metrics",
+]

@@ -1,0 +1,29 @@
+"""Settings of the service: where it keeps things and how it follows its workers."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServiceSettings:
+    """How the service runs; ``advertise_url`` is how workers reach it (set once bound)."""
+
+    data_dir: Path = field(default_factory=lambda: Path("clientswarm-data"))
+    advertise_url: str = ""
+    heartbeat_interval_s: float = 1.0
+    lost_after_s: float = 10.0
+    start_timeout_s: float = 120.0
+    start_margin_s: float = 0.5
+    stop_grace_s: float = 15.0
+    watch_interval_s: float = 0.5
+    python: str = sys.executable
+    api_token: str | None = field(default=None, repr=False)
+    cors_origins: list[str] = field(default_factory=list)
+    max_body_bytes: int = 64 * 1024 * 1024
+
+    def log_dir(self, cluster_id: str) -> Path:
+        """Where the workers of ``cluster_id`` write their logs."""
+        return self.data_dir / "logs" / cluster_id

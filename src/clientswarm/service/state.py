@@ -1,0 +1,75 @@
+"""What the service keeps in memory about one cluster while it is not finished."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clientswarm.config.models import ClusterConfig
+from clientswarm.metrics.live import LiveStats
+
+CLUSTER_ACTIVE = ("pending", "starting", "running")
+CLUSTER_FINAL = ("completed", "failed", "cancelled")
+WORKER_FINAL = ("completed", "failed", "cancelled", "lost")
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a cluster token (the token itself is never stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str, token_hash: str) -> bool:
+    """Constant-time check of a presented token against a stored hash."""
+    return hmac.compare_digest(hash_token(token), token_hash)
+
+
+@dataclass
+class WorkerLive:
+    """The service's live view of one worker."""
+
+    state: str = "pending"
+    last_seen: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    stop_all: bool = False
+    stop_clients: set[int] = field(default_factory=set)
+
+    @property
+    def final(self) -> bool:
+        """True once the worker can do nothing more."""
+        return self.state in WORKER_FINAL
+
+
+@dataclass
+class ClusterState:
+    """A cluster the service is following: config, token, workers, live statistics."""
+
+    id: str
+    config: ClusterConfig
+    token_hash: str
+    live: LiveStats
+    status: str = "pending"
+    start_ns: int | None = None
+    created_mono: float = field(default_factory=time.monotonic)
+    spawner_state: dict[str, Any] = field(default_factory=dict)
+    workers: list[WorkerLive] = field(default_factory=list)
+    stop_requested_at: float | None = None
+    stop_reason: str | None = None
+    spawner_stopped: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.workers:
+            self.workers = [WorkerLive() for _ in range(self.config.spawner.workers)]
+
+    def worker_of_client(self, client_id: int) -> int:
+        """Index of the worker hosting ``client_id``."""
+        return client_id % len(self.workers)
+
+    def counts_by_state(self) -> dict[str, int]:
+        """How many workers are in each state."""
+        counts: dict[str, int] = {}
+        for worker in self.workers:
+            counts[worker.state] = counts.get(worker.state, 0) + 1
+        return counts

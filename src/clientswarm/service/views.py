@@ -1,0 +1,104 @@
+"""JSON views of stored records for the frontend API."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from clientswarm.service.state import ClusterState
+from clientswarm.store import ClientRecord, ClusterRecord, WorkerRecord
+
+
+def _elapsed_s(record: ClusterRecord, now: float) -> float | None:
+    if record.started_at is None:
+        return None
+    return (record.finished_at or now) - record.started_at
+
+
+def cluster_view(
+    record: ClusterRecord,
+    *,
+    workers: list[WorkerRecord] | None = None,
+    clients: list[ClientRecord] | None = None,
+    brief: bool = False,
+) -> dict[str, Any]:
+    """A cluster: status and timings; unless ``brief``, its workers, groups and config."""
+    import time
+
+    view: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "reason": record.reason,
+        "spawner": record.spawner_kind,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "elapsed_s": _elapsed_s(record, time.time()),
+    }
+    if brief:
+        return view
+    config = orjson.loads(record.config_json)
+    groups: dict[str, Counter[str]] = {g["name"]: Counter() for g in config["groups"]}
+    for client in clients or []:
+        groups.setdefault(client.group, Counter())[client.state] += 1
+    view["workers"] = [worker_view(w) for w in workers or []]
+    view["groups"] = [
+        {
+            "name": g["name"],
+            "clients": g["clients"],
+            "interaction": g["interaction"]["kind"],
+            "load": g["load"]["kind"],
+            "client_states": dict(groups[g["name"]]),
+        }
+        for g in config["groups"]
+    ]
+    view["config"] = config
+    return view
+
+
+def worker_view(worker: WorkerRecord) -> dict[str, Any]:
+    """One worker's state."""
+    return {
+        "index": worker.index,
+        "state": worker.state,
+        "pid": worker.pid,
+        "host": worker.host,
+        "samples": worker.samples,
+        "in_flight": worker.in_flight,
+        "exit_code": worker.exit_code,
+        "error": worker.error,
+        "registered_at": worker.registered_at,
+        "last_heartbeat_at": worker.last_heartbeat_at,
+        "finished_at": worker.finished_at,
+        "loop_lag_p99_s": worker.loop_lag_p99_s,
+    }
+
+
+def client_view(client: ClientRecord) -> dict[str, Any]:
+    """One client's state and counts."""
+    return {
+        "id": client.id,
+        "group": client.group,
+        "worker": client.worker,
+        "state": client.state,
+        "succeeded": client.succeeded,
+        "failed": client.failed,
+    }
+
+
+def progress_view(record: ClusterRecord, state: ClusterState | None, now: float) -> dict[str, Any]:
+    """One live-progress event: status, elapsed time, workers, and the live statistics."""
+    view: dict[str, Any] = {
+        "id": record.id,
+        "status": record.status,
+        "reason": record.reason,
+        "elapsed_s": _elapsed_s(record, now),
+    }
+    if state is not None:
+        view["workers"] = state.counts_by_state()
+        view["in_flight"] = sum(w.in_flight for w in state.workers)
+        view["live"] = state.live.snapshot(now)
+    return view

@@ -1,0 +1,73 @@
+"""The spawner seam: render a submission (pure), submit it (thin), parse what comes back.
+
+A spawner starts, watches and stops the workers of one cluster. Every worker it starts knows
+only the service URL, the cluster id, its index and the cluster token (handed through the
+environment, never on a command line); everything else it pulls from the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clientswarm.service.protocol import TOKEN_ENV
+
+
+@dataclass(frozen=True)
+class ClusterLaunch:
+    """What a spawner needs to start the workers of one cluster."""
+
+    cluster_id: str
+    workers: int
+    service_url: str
+    token: str = field(repr=False)
+    log_dir: str
+    python: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment variables every worker gets (the token among them)."""
+        return {TOKEN_ENV: self.token}
+
+    def worker_args(self, index: int | str) -> list[str]:
+        """Arguments of ``python -m clientswarm.worker`` for worker ``index``."""
+        return [
+            "--service",
+            self.service_url,
+            "--cluster",
+            self.cluster_id,
+            "--index",
+            str(index),
+        ]
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """A worker process that has ended, as the spawner saw it."""
+
+    index: int
+    exit_code: int | None
+    reason: str
+    log_tail: str = ""
+
+
+class Spawner(Protocol):
+    """Starts, watches and stops the workers of clusters."""
+
+    kind: str
+
+    def render(self, launch: ClusterLaunch) -> str:
+        """Exactly what :meth:`submit` would start, for review (secrets redacted). Pure."""
+        ...
+
+    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
+        """Start every worker; return the state needed to follow them (stored, JSON-ready)."""
+        ...
+
+    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
+        """Workers of ``cluster_id`` that have ended since they were started."""
+        ...
+
+    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
+        """Stop every worker still running: politely, then by force after ``grace_s``."""
+        ...

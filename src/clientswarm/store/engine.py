@@ -1,0 +1,89 @@
+"""Engines for the store: SQLite tuned for one writer at a time, PostgreSQL through psycopg 3.
+
+SQLite connections run with WAL journaling (readers never block the writer), ``synchronous=
+NORMAL`` (a commit survives a crash of the process, though not always a power cut), foreign
+keys on (cascading deletes) and a busy timeout, so concurrent writers wait instead of failing.
+pysqlite's own transaction handling is switched off: the store emits ``BEGIN`` itself, and
+``BEGIN IMMEDIATE`` for writes, which takes the write lock up front — a deferred transaction
+that reads and then writes could fail with ``SQLITE_BUSY`` instead of waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for the write lock before giving up."""
+
+BEGIN_OPTION = "clientswarm_begin"
+"""Execution option naming the SQLite ``BEGIN`` mode (``IMMEDIATE`` for writes)."""
+
+
+def url_from(value: str | os.PathLike[str]) -> URL:
+    """A SQLAlchemy URL from a URL or a plain file path (→ SQLite).
+
+    ``postgresql://`` and ``postgres://`` get the psycopg 3 driver, the one clientswarm ships.
+    """
+    text = os.fspath(value)
+    if "://" not in text:
+        return URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text.removeprefix("postgres://")
+    url = make_url(text)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    """True for an in-memory SQLite database (one connection, shared by every thread)."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def make_engine(url: URL) -> Engine:
+    """An engine for ``url``, with the SQLite settings above where it is SQLite."""
+    if url.get_backend_name() != "sqlite":
+        kwargs: dict[str, Any] = {"pool_size": 8, "max_overflow": 32, "pool_pre_ping": True}
+        return create_engine(url, **kwargs)
+    if is_memory_sqlite(url):
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        if url.database:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # A pooled connection is used by one thread at a time, so it may move between threads.
+        engine = create_engine(
+            url,
+            pool_size=8,
+            max_overflow=32,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        )
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None  # autocommit at the driver; BEGIN comes from us
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get(BEGIN_OPTION, "")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+__all__ = ["BEGIN_OPTION", "BUSY_TIMEOUT_MS", "is_memory_sqlite", "make_engine", "url_from"]

@@ -1,0 +1,419 @@
+"""The store: clusters, workers, clients, sample batches and events behind one small API.
+
+Thread-safe: every call takes a connection from the engine's pool for its own short
+transaction, so the service may call it from any worker thread. Nothing is cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+from sqlalchemy import Connection, Row, Table, bindparam, func, select
+from sqlalchemy.exc import IntegrityError
+
+from clientswarm.metrics.sample import Sample
+from clientswarm.store import schema
+from clientswarm.store.engine import BEGIN_OPTION, is_memory_sqlite, make_engine, url_from
+from clientswarm.store.records import (
+    UNFINISHED_STATUSES,
+    ClientRecord,
+    ClusterRecord,
+    EventRecord,
+    StoreError,
+    WorkerRecord,
+)
+from clientswarm.store.samples import (
+    SAMPLE_COLUMNS,
+    SampleInserter,
+    client_counts,
+    sample_from_values,
+)
+
+_IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
+_DELETE_CHUNK = 50_000  # samples deleted per transaction, so other writers get a turn
+
+_c, _w, _cl, _b, _s, _e = (
+    schema.clusters,
+    schema.workers,
+    schema.clients,
+    schema.batches,
+    schema.samples,
+    schema.events,
+)
+
+
+class Store:
+    """Persistence of the service, on any SQLAlchemy URL (SQLite by default)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url_from(url)
+        self.engine = make_engine(self.url)
+        self._sqlite = self.url.get_backend_name() == "sqlite"
+        # Writes on SQLite take the write lock at BEGIN (see clientswarm.store.engine).
+        self._writer = (
+            self.engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+            if self._sqlite
+            else self.engine
+        )
+        # An in-memory SQLite database is one connection: let one thread use it at a time.
+        self._memory_lock = threading.RLock() if is_memory_sqlite(self.url) else None
+        self._samples = SampleInserter(self.engine.dialect)
+
+    @classmethod
+    def from_url_or_path(cls, value: str | os.PathLike[str]) -> Store:
+        """A store on a SQLAlchemy URL, or on a SQLite file when ``value`` is a plain path."""
+        return cls(url_from(value).render_as_string(hide_password=False))
+
+    def create_all(self) -> None:
+        """Create the tables that are missing (idempotent); refuse a database of another version."""
+        with self._begin() as conn:
+            schema.metadata.create_all(conn)
+            meta = schema.store_meta
+            found = conn.execute(
+                select(meta.c.value).where(meta.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if found is None:
+                conn.execute(
+                    meta.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION))
+                )
+            elif found != str(schema.SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.url.render_as_string()}: the database has schema version {found}, "
+                    f"this clientswarm expects {schema.SCHEMA_VERSION}; "
+                    "use a new database file or URL"
+                )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self._memory_lock if self._memory_lock is not None else nullcontext()
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction, committed on leaving."""
+        with self._guard(), self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reads; its transaction ends on leaving."""
+        with self._guard(), self.engine.connect() as conn:
+            yield conn
+
+    # -- clusters -----------------------------------------------------------------------
+
+    def create_cluster(self, rec: ClusterRecord) -> None:
+        """Insert a new cluster; an id already taken raises :class:`StoreError`."""
+        try:
+            with self._begin() as conn:
+                conn.execute(_c.insert().values(**dataclasses.asdict(rec)))
+        except IntegrityError as exc:
+            raise StoreError(f"cluster {rec.id!r} exists already; pick a new id") from exc
+
+    def get_cluster(self, cluster_id: str) -> ClusterRecord | None:
+        """The cluster, or None."""
+        with self._read() as conn:
+            row = conn.execute(select(_c).where(_c.c.id == cluster_id)).first()
+        return None if row is None else ClusterRecord(**row._asdict())
+
+    def list_clusters(self, status: str | None = None) -> list[ClusterRecord]:
+        """Every cluster (only those of ``status`` when given), newest first."""
+        query = select(_c).order_by(_c.c.created_at.desc(), _c.c.id.desc())
+        if status is not None:
+            query = query.where(_c.c.status == status)
+        with self._read() as conn:
+            return [ClusterRecord(**row._asdict()) for row in conn.execute(query)]
+
+    def unfinished_clusters(self) -> list[ClusterRecord]:
+        """Clusters to recover on restart (pending, starting or running), oldest first."""
+        query = (
+            select(_c)
+            .where(_c.c.status.in_(UNFINISHED_STATUSES))
+            .order_by(_c.c.created_at, _c.c.id)
+        )
+        with self._read() as conn:
+            return [ClusterRecord(**row._asdict()) for row in conn.execute(query)]
+
+    def update_cluster(self, cluster_id: str, **fields: Any) -> bool:
+        """Set ``fields`` of a cluster; False when there is no such cluster."""
+        values = _checked_fields(_c, fields, key=("id",))
+        with self._begin() as conn:
+            result = conn.execute(_c.update().where(_c.c.id == cluster_id).values(values))
+        return result.rowcount > 0
+
+    def delete_cluster(self, cluster_id: str) -> bool:
+        """Delete a cluster and everything of it; False when there was no such cluster.
+
+        Samples go first, in chunks of their own transactions, so deleting millions of them
+        does not hold the write lock for long; the rest cascades from the cluster row.
+        """
+        while True:
+            with self._begin() as conn:
+                ids = (
+                    select(_s.c.id)
+                    .where(_s.c.cluster_id == cluster_id)
+                    .order_by(_s.c.id)
+                    .limit(_DELETE_CHUNK)
+                )
+                deleted = conn.execute(_s.delete().where(_s.c.id.in_(ids))).rowcount
+            if deleted < _DELETE_CHUNK:
+                break
+        with self._begin() as conn:
+            return conn.execute(_c.delete().where(_c.c.id == cluster_id)).rowcount > 0
+
+    # -- workers ------------------------------------------------------------------------
+
+    def create_workers(self, cluster_id: str, count: int) -> None:
+        """Insert workers ``0 … count-1`` of a cluster, each ``pending``."""
+        if count < 1:
+            return
+        rows = [dataclasses.asdict(WorkerRecord(cluster_id, index)) for index in range(count)]
+        try:
+            with self._begin() as conn:
+                conn.execute(_w.insert(), rows)
+        except IntegrityError as exc:
+            raise StoreError(
+                f"cannot create {count} workers of cluster {cluster_id!r}: the cluster is "
+                "missing or has workers already"
+            ) from exc
+
+    def update_worker(self, cluster_id: str, index: int, **fields: Any) -> bool:
+        """Set ``fields`` of a worker; False when there is no such worker."""
+        values = _checked_fields(_w, fields, key=("cluster_id", "index"))
+        query = _w.update().where(_w.c.cluster_id == cluster_id, _w.c.index == index)
+        with self._begin() as conn:
+            return conn.execute(query.values(values)).rowcount > 0
+
+    def get_worker(self, cluster_id: str, index: int) -> WorkerRecord | None:
+        """The worker, or None."""
+        query = select(_w).where(_w.c.cluster_id == cluster_id, _w.c.index == index)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else WorkerRecord(**row._asdict())
+
+    def list_workers(self, cluster_id: str) -> list[WorkerRecord]:
+        """The workers of a cluster by index."""
+        query = select(_w).where(_w.c.cluster_id == cluster_id).order_by(_w.c.index)
+        with self._read() as conn:
+            return [WorkerRecord(**row._asdict()) for row in conn.execute(query)]
+
+    # -- clients ------------------------------------------------------------------------
+
+    def create_clients(self, cluster_id: str, clients: Sequence[ClientRecord]) -> None:
+        """Insert the clients of a cluster (their ``cluster_id`` is taken from the argument)."""
+        if not clients:
+            return
+        rows = [{**dataclasses.asdict(c), "cluster_id": cluster_id} for c in clients]
+        try:
+            with self._begin() as conn:
+                conn.execute(_cl.insert(), rows)
+        except IntegrityError as exc:
+            raise StoreError(
+                f"cannot create clients of cluster {cluster_id!r}: the cluster is missing or "
+                "a client id is taken"
+            ) from exc
+
+    def set_client_state(self, cluster_id: str, ids: Iterable[int], state: str) -> int:
+        """Set the state of the clients ``ids``; the number of clients changed."""
+        wanted = list(ids)
+        changed = 0
+        with self._begin() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                query = _cl.update().where(_cl.c.cluster_id == cluster_id, _cl.c.id.in_(chunk))
+                changed += conn.execute(query.values(state=state)).rowcount
+        return changed
+
+    def list_clients(
+        self, cluster_id: str, *, group: str | None = None, state: str | None = None
+    ) -> list[ClientRecord]:
+        """The clients of a cluster by id, optionally only of ``group`` and/or ``state``."""
+        query = select(_cl).where(_cl.c.cluster_id == cluster_id).order_by(_cl.c.id)
+        if group is not None:
+            query = query.where(_cl.c.group == group)
+        if state is not None:
+            query = query.where(_cl.c.state == state)
+        with self._read() as conn:
+            return [ClientRecord(**row._asdict()) for row in conn.execute(query)]
+
+    def get_client(self, cluster_id: str, client_id: int) -> ClientRecord | None:
+        """The client, or None."""
+        query = select(_cl).where(_cl.c.cluster_id == cluster_id, _cl.c.id == client_id)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else ClientRecord(**row._asdict())
+
+    # -- samples ------------------------------------------------------------------------
+
+    def add_batch(self, cluster_id: str, worker: int, seq: int, samples: Sequence[Sample]) -> bool:
+        """Store one batch of a worker in one committed transaction; False for a seen ``seq``.
+
+        The batch row is the idempotency record: a second ``(cluster_id, worker, seq)`` —
+        resent, or racing in from another thread — violates its primary key, the transaction
+        rolls back and nothing of it is stored. Counters of the clients and the worker grow
+        in the same transaction.
+        """
+        batch_row = {
+            "cluster_id": cluster_id,
+            "worker": worker,
+            "seq": seq,
+            "received_at": time.time(),
+            "count": len(samples),
+        }
+        try:
+            with self._begin() as conn:
+                conn.execute(_b.insert().values(batch_row))
+                if samples:
+                    self._samples.insert(conn, cluster_id, samples)
+                    self._count(conn, cluster_id, worker, samples)
+        except IntegrityError as exc:
+            if self._batch_exists(cluster_id, worker, seq):
+                return False
+            # Not a duplicate: another constraint failed, which can only be the cluster's.
+            raise StoreError(
+                f"cannot store batch {seq} of worker {worker}: no cluster {cluster_id!r}"
+            ) from exc
+        return True
+
+    def _count(
+        self, conn: Connection, cluster_id: str, worker: int, batch: Sequence[Sample]
+    ) -> None:
+        counts = client_counts(batch)
+        conn.execute(
+            _cl.update()
+            .where(_cl.c.cluster_id == cluster_id, _cl.c.id == bindparam("b_client"))
+            .values(
+                succeeded=_cl.c.succeeded + bindparam("b_ok"),
+                failed=_cl.c.failed + bindparam("b_failed"),
+            ),
+            # Ascending client ids: concurrent batches lock the rows in one order, never deadlock.
+            [
+                {"b_client": k, "b_ok": ok, "b_failed": bad}
+                for k, (ok, bad) in sorted(counts.items())
+            ],
+        )
+        conn.execute(
+            _w.update()
+            .where(_w.c.cluster_id == cluster_id, _w.c.index == worker)
+            .values(samples=_w.c.samples + len(batch))
+        )
+
+    def _batch_exists(self, cluster_id: str, worker: int, seq: int) -> bool:
+        query = select(_b.c.seq).where(
+            _b.c.cluster_id == cluster_id, _b.c.worker == worker, _b.c.seq == seq
+        )
+        with self._read() as conn:
+            return conn.execute(query).first() is not None
+
+    def iter_samples(self, cluster_id: str, *, chunk: int = 5000) -> Iterator[Sample]:
+        """Every sample of a cluster in insertion order, read ``chunk`` rows at a time.
+
+        Pages by id (keyset), and no connection or transaction is held between chunks, so a
+        slow consumer (a streaming HTTP response) blocks no writer and memory stays flat.
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        last_id = 0
+        while True:
+            query = (
+                select(_s.c.id, *SAMPLE_COLUMNS)
+                .where(_s.c.cluster_id == cluster_id, _s.c.id > last_id)
+                .order_by(_s.c.id)
+                .limit(chunk)
+            )
+            with self._read() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            last_id = rows[-1][0]
+            for row in rows:
+                yield sample_from_values(row[1:])
+            if len(rows) < chunk:
+                return
+
+    def count_samples(self, cluster_id: str, *, group: str | None = None) -> int:
+        """How many samples a cluster has (of ``group`` only, when given)."""
+        query = select(func.count()).select_from(_s).where(_s.c.cluster_id == cluster_id)
+        if group is not None:
+            query = query.where(_s.c.group == group)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- events -------------------------------------------------------------------------
+
+    def add_event(
+        self, cluster_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> int:
+        """Append an event to a cluster's log; its id."""
+        data_json = None if data is None else orjson.dumps(data).decode()
+        row = {
+            "cluster_id": cluster_id,
+            "ts": time.time(),
+            "kind": kind,
+            "message": message,
+            "data_json": data_json,
+        }
+        with self._begin() as conn:
+            key = conn.execute(_e.insert().values(row)).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def list_events(
+        self, cluster_id: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        """Up to ``limit`` events of a cluster with an id above ``after_id``, oldest first."""
+        query = (
+            select(_e)
+            .where(_e.c.cluster_id == cluster_id, _e.c.id > after_id)
+            .order_by(_e.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_event(row) for row in conn.execute(query)]
+
+
+def _event(row: Row[Any]) -> EventRecord:
+    data = None if row.data_json is None else orjson.loads(row.data_json)
+    return EventRecord(row.id, row.cluster_id, row.ts, row.kind, row.message, data)
+
+
+def _checked_fields(
+    table: Table, fields: dict[str, Any], *, key: tuple[str, ...]
+) -> dict[str, Any]:
+    """``fields`` if each names a non-key column of ``table``; else a ValueError listing them."""
+    valid = [c.name for c in table.columns if c.name not in key]
+    unknown = sorted(set(fields) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"cannot update {table.name}: unknown field(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(valid)}"
+        )
+    if not fields:
+        raise ValueError(f"cannot update {table.name}: no fields given; valid: {', '.join(valid)}")
+    return fields
+
+
+__all__ = ["Store"]

@@ -1,0 +1,6 @@
+"""``python -m clientswarm.worker``: the ``clientswarm worker`` command, for spawners."""
+
+from clientswarm.worker.cli import worker_command
+
+if __name__ == "__main__":
+    worker_command(prog_name="python -m clientswarm.worker")

@@ -1,0 +1,526 @@
+"""The worker as a client of the service's internal API (:mod:`clientswarm.service.protocol`).
+
+:func:`run_service_worker` registers, polls for the assignment, runs the clients with a
+:class:`ServiceSink` while heartbeating, flushes the last samples and posts ``/finish``::
+
+    register ─▶ GET assignment (202: wait retry_after_s · 410: cancelled) ─▶ run ─▶ flush ─▶ finish
+                └──────────── heartbeat every heartbeat_interval_s: Control ─────────┘
+
+Retries (:class:`RetryPolicy`: 0.2 s doubling to at most 5 s, each delay jittered down by up to
+half so a restarted service is not hit by the whole fleet at once). Connection errors, timeouts
+and HTTP 408, 425, 429 and 5xx are transient:
+
+- ``register`` retries for ``register_timeout_s`` (120 s), then fails: the URL is probably wrong;
+- assignment polls, sample batches and ``/finish`` retry indefinitely (or for
+  ``outage_limit_s`` when set), because the service may be restarting and nothing
+  unacknowledged may be dropped; a batch keeps its ``seq`` until acknowledged;
+- a heartbeat that fails is logged and the next one goes out one interval later: never fatal.
+
+HTTP 410 (the cluster is no longer running, or no longer needs this worker): on ``register``
+and ``assignment`` the worker ends cleanly as ``cancelled``; on a heartbeat it stops like
+``stop_all``; on ``finish`` it is done; on a batch it fails (the service refuses the samples).
+
+Errors, all :class:`~clientswarm.errors.WorkerError`::
+
+    ServiceAuthError         401/403: the token is missing or wrong (fatal, on any call)
+    ServiceRejectedError     any other refusal or a malformed answer (fatal, except heartbeats)
+    ServiceUnreachableError  still unreachable after the allowed time
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Collection, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from clientswarm import __version__
+from clientswarm.errors import WorkerError
+from clientswarm.metrics.sample import Sample
+from clientswarm.service.protocol import (
+    TOKEN_ENV,
+    BatchAck,
+    Control,
+    Heartbeat,
+    NotYet,
+    RegisterReply,
+    RegisterRequest,
+    worker_path,
+)
+from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.worker.runtime import WorkerRuntime
+
+log = logging.getLogger("clientswarm.worker")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+_BODY_TAIL_CHARS = 300
+
+
+class ServiceAuthError(WorkerError):
+    """The service refused the worker's token (HTTP 401 or 403)."""
+
+
+class ServiceRejectedError(WorkerError):
+    """The service refused a call for good, or answered something the protocol does not allow."""
+
+
+class ServiceUnreachableError(WorkerError):
+    """The service could not be reached (or kept failing) for longer than allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped exponential backoff: ``initial_s * factor**(attempt-1)``, at most ``max_s``.
+
+    Each delay is shortened by a random fraction of up to ``jitter``.
+    """
+
+    initial_s: float = 0.2
+    max_s: float = 5.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def delay_s(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        delay = min(self.max_s, self.initial_s * self.factor ** max(0, attempt - 1))
+        return delay * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEndpoint:
+    """Who this worker is to the service: its URL, cluster, index and the cluster's token."""
+
+    service_url: str
+    cluster_id: str
+    index: int
+    token: str
+
+    def url(self, action: str) -> str:
+        """The absolute URL of one internal call, e.g. ``…/workers/0/register``."""
+        return self.service_url.rstrip("/") + worker_path(self.cluster_id, self.index, action)
+
+    @classmethod
+    def from_env(cls, service_url: str, cluster_id: str, index: int) -> WorkerEndpoint:
+        """An endpoint whose token comes from :data:`TOKEN_ENV`; a WorkerError when unset."""
+        token = os.environ.get(TOKEN_ENV, "")
+        if not token:
+            raise WorkerError(
+                f"{TOKEN_ENV} is not set: the worker needs its cluster's token in that "
+                "environment variable (the spawner sets it)"
+            )
+        return cls(service_url, cluster_id, index, token)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceWorkerOptions:
+    """How patient the worker is with the service (see the module docstring)."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    register_timeout_s: float = 120.0
+    request_timeout_s: float = 30.0
+    outage_limit_s: float | None = None
+
+
+class InternalApiClient:
+    """Calls of the internal API with retries; remembers the first fatal error.
+
+    Once :attr:`failure` is set (by an auth error here, or by a caller through :meth:`fail`)
+    every later call raises it at once and :attr:`failed` is set, so the worker stops.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: WorkerEndpoint,
+        options: ServiceWorkerOptions,
+    ) -> None:
+        self._session = session
+        self._endpoint = endpoint
+        self._options = options
+        self._rng = random.Random()
+        self.failure: WorkerError | None = None
+        self.failed = asyncio.Event()
+
+    def fail(self, exc: WorkerError) -> WorkerError:
+        """Record ``exc`` as the worker's fatal error (the first one wins); return it."""
+        if self.failure is None:
+            self.failure = exc
+            self.failed.set()
+        return self.failure
+
+    async def call(
+        self,
+        method: str,
+        action: str,
+        body: bytes | None = None,
+        *,
+        accept: Collection[int] = (200,),
+        retry: bool = True,
+        limit_s: float | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[int, bytes]:
+        """One call; return ``(status, body)`` for a status in ``accept``.
+
+        Transient failures are retried per the policy while ``retry`` (for ``limit_s``, by
+        default the options' ``outage_limit_s``; ``None`` is forever); without ``retry`` the
+        first one raises :class:`ServiceUnreachableError`.
+        """
+        url = self._endpoint.url(action)
+        what = f"{method} {url}"
+        limit_s = self._options.outage_limit_s if limit_s is None else limit_s
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self._options.request_timeout_s)
+        first_failure: float | None = None
+        attempt = 0
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            attempt += 1
+            try:
+                async with self._session.request(
+                    method, url, data=body, headers=self._headers(body), timeout=timeout
+                ) as response:
+                    status, data = response.status, await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if status in accept:
+                    if attempt > 1:
+                        log.info("%s succeeded after %d attempts", what, attempt)
+                    return status, data
+                if status in (401, 403):
+                    raise self.fail(_auth_error(status, what, data))
+                if status < 500 and status not in TRANSIENT_STATUSES:
+                    raise ServiceRejectedError(
+                        f"the service refused {what}: HTTP {status} {_tail(data)}"
+                    )
+                problem = f"HTTP {status} {_tail(data)}"
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            if not retry or (limit_s is not None and now - first_failure >= limit_s):
+                waited = f" for {now - first_failure:.0f} s" if retry else ""
+                raise ServiceUnreachableError(
+                    f"the service did not answer {what}{waited} ({attempt} attempt(s); last "
+                    f"error: {problem}); check that it runs and that the worker can reach it"
+                )
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("%s failed (attempt %d: %s); retrying", what, attempt, problem)
+            await asyncio.sleep(self._options.retry.delay_s(attempt, self._rng))
+
+    def _headers(self, body: bytes | None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._endpoint.token}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+
+def parse_reply(model: type[M], data: bytes, what: str) -> M:
+    """Validate a reply of the service; a malformed one is a :class:`ServiceRejectedError`."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise ServiceRejectedError(
+            f"the service's answer to {what} is not a valid {model.__name__}: "
+            f"{exc.errors()[0]['msg']} {_tail(data)}"
+        ) from exc
+
+
+def _tail(data: bytes) -> str:
+    text = data.decode(errors="replace").strip()
+    return text if len(text) <= _BODY_TAIL_CHARS else text[:_BODY_TAIL_CHARS] + "…"
+
+
+def _auth_error(status: int, what: str, data: bytes) -> ServiceAuthError:
+    reason = "no token reached it" if status == 401 else "the token is not this cluster's"
+    return ServiceAuthError(
+        f"the service refused the worker's token on {what} (HTTP {status}: {reason}) "
+        f"{_tail(data)}; {TOKEN_ENV} must hold the token the service gave this cluster"
+    )
+
+
+class ServiceSink:
+    """A :class:`~clientswarm.worker.recorder.SampleSink` that posts batches to the service.
+
+    :meth:`send_batch` returns only once the service acknowledged the batch (HTTP 200 with a
+    :class:`BatchAck` of the same ``seq``); transient failures are retried with the same
+    ``seq`` for as long as the run lasts, so the service's dedupe by ``(worker, seq)`` makes
+    resending safe. Live status travels in heartbeats, so :meth:`send_status` does nothing.
+    """
+
+    def __init__(self, api: InternalApiClient) -> None:
+        self._api = api
+        self.acknowledged_batches = 0
+        self.acknowledged_samples = 0
+        self.duplicate_acks = 0
+
+    async def send_batch(self, seq: int, samples: list[Sample]) -> None:
+        """Post one batch and wait for its acknowledgement."""
+        body = orjson.dumps({"seq": seq, "samples": samples})
+        try:
+            _, data = await self._api.call("POST", "samples", body)
+            ack = parse_reply(BatchAck, data, "POST samples")
+        except WorkerError as exc:
+            raise self._api.fail(exc) from None
+        if ack.seq != seq:
+            raise self._api.fail(
+                ServiceRejectedError(f"the service acknowledged batch {ack.seq} for batch {seq}")
+            )
+        self.acknowledged_batches += 1
+        self.acknowledged_samples += len(samples)
+        self.duplicate_acks += ack.duplicate
+
+    async def send_status(self, status: dict[str, float | int]) -> None:
+        """Nothing: heartbeats carry the live status."""
+
+    async def finish(self, report: WorkerReport) -> None:
+        """Post the final report (retried like batches; 410, cluster gone, ends it too)."""
+        body = report.model_dump_json().encode()
+        status, _ = await self._api.call("POST", "finish", body, accept=(200, 201, 204, 410))
+        if status == 410:
+            log.info("the cluster is gone; the final report was not needed")
+
+
+async def run_service_worker(
+    endpoint: WorkerEndpoint,
+    *,
+    stop: asyncio.Event | None = None,
+    options: ServiceWorkerOptions | None = None,
+) -> WorkerReport:
+    """Run one worker of a cluster against the service and return its report.
+
+    Setting ``stop`` stops the worker gracefully (in-flight requests are recorded as cancelled,
+    every sample is delivered, ``/finish`` is posted); the service's ``stop_all`` sets it too.
+    Raises a :class:`~clientswarm.errors.WorkerError` when the worker cannot go on.
+    """
+    options = options or ServiceWorkerOptions()
+    connector = aiohttp.TCPConnector(limit=8)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        api = InternalApiClient(session, endpoint, options)
+        worker = _ServiceWorker(api, endpoint, options, stop or asyncio.Event())
+        return await worker.run()
+
+
+class _ServiceWorker:
+    """One run of :func:`run_service_worker`: the steps and the heartbeat beside them."""
+
+    def __init__(
+        self,
+        api: InternalApiClient,
+        endpoint: WorkerEndpoint,
+        options: ServiceWorkerOptions,
+        stop: asyncio.Event,
+    ) -> None:
+        self._api = api
+        self._endpoint = endpoint
+        self._options = options
+        self._stop = stop
+        self._sink = ServiceSink(api)
+        self._runtime: WorkerRuntime | None = None
+        self._early_stops: set[int] = set()  # stop_clients received before the runtime exists
+        self._gone = False  # the service answered 410: the cluster was stopped
+
+    async def run(self) -> WorkerReport:
+        reply = await self._until_stopped(self._register())
+        if reply is None:
+            why = "the cluster no longer needs this worker" if self._gone else "stopped early"
+            return WorkerReport(outcome="cancelled", error=why)
+        heartbeat = asyncio.create_task(self._heartbeats(reply.heartbeat_interval_s))
+        try:
+            return await self._run_registered()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _run_registered(self) -> WorkerReport:
+        assignment = await self._until_stopped(self._poll_assignment())
+        if assignment is None:
+            report = WorkerReport(outcome="cancelled", error="stopped before the start")
+            if not self._gone:  # after a 410 the service knows already
+                await self._sink.finish(report)
+            return report
+        try:
+            runtime = WorkerRuntime(assignment, self._sink)
+        except Exception as exc:  # e.g. a dataset missing on this host: tell the service
+            error = f"could not prepare the assignment: {type(exc).__name__}: {exc}"
+            await self._finish_failed(error)
+            raise WorkerError(error) from exc
+        runtime.stop_clients(self._early_stops)
+        self._runtime = runtime
+        watcher = asyncio.create_task(self._stop_runtime_when_asked(runtime))
+        try:
+            report = await runtime.run()  # ends with the final flush: before /finish
+        finally:
+            watcher.cancel()
+        if self._api.failure is not None:
+            raise self._api.failure
+        if report.outcome == "failed":
+            log.error("worker %d failed: %s", self._endpoint.index, report.error)
+        await self._sink.finish(report)
+        log.info(
+            "worker %d finished (%s): %d samples in %d batches acknowledged",
+            self._endpoint.index,
+            report.outcome,
+            self._sink.acknowledged_samples,
+            self._sink.acknowledged_batches,
+        )
+        return report
+
+    async def _register(self) -> RegisterReply | None:
+        """Announce this worker; ``None`` when the cluster no longer needs it (410)."""
+        request = RegisterRequest(host=socket.gethostname(), pid=os.getpid(), version=__version__)
+        try:
+            status, data = await self._api.call(
+                "POST",
+                "register",
+                request.model_dump_json().encode(),
+                accept=(200, 201, 410),
+                limit_s=self._options.register_timeout_s,
+            )
+            if status == 410:
+                log.info("the cluster is stopped or started without this worker: %s", _tail(data))
+                self._gone = True
+                return None
+            reply = parse_reply(RegisterReply, data, "POST register")
+        except WorkerError as exc:
+            raise self._api.fail(exc) from None
+        log.info(
+            "worker %d registered with %s (cluster %s)",
+            self._endpoint.index,
+            self._endpoint.service_url,
+            self._endpoint.cluster_id,
+        )
+        return reply
+
+    async def _poll_assignment(self) -> Assignment | None:
+        """The assignment once the start time is set; ``None`` when the cluster was stopped."""
+        while True:
+            try:
+                status, data = await self._api.call("GET", "assignment", accept=(200, 202, 410))
+            except WorkerError as exc:
+                raise self._api.fail(exc) from None
+            if status == 410:
+                log.info("the cluster was stopped before this worker started")
+                self._gone = True
+                return None
+            if status == 202:
+                not_yet = parse_reply(NotYet, data, "GET assignment")
+                log.info("assignment not ready (%s); asking again", not_yet.reason)
+                await asyncio.sleep(not_yet.retry_after_s)
+                continue
+            return self._checked(parse_reply(Assignment, data, "GET assignment"))
+
+    def _checked(self, assignment: Assignment) -> Assignment:
+        e = self._endpoint
+        problem = None
+        if assignment.cluster_id != e.cluster_id or assignment.worker != e.index:
+            problem = (
+                f"it is for cluster {assignment.cluster_id} worker {assignment.worker}, "
+                f"not cluster {e.cluster_id} worker {e.index}"
+            )
+        elif assignment.start_ns <= 0:
+            problem = "it has no start time"
+        if problem:
+            raise self._api.fail(
+                ServiceRejectedError(f"the service's assignment is wrong: {problem}")
+            )
+        return assignment
+
+    async def _until_stopped(self, coro: Coroutine[Any, Any, T]) -> T | None:
+        """Run ``coro`` unless the worker is stopped first (``None``) or fails (raises)."""
+        task = asyncio.create_task(coro)
+        stopped = asyncio.create_task(self._stop.wait())
+        failed = asyncio.create_task(self._api.failed.wait())
+        try:
+            await asyncio.wait({task, stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (stopped, failed):
+                waiter.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            if self._api.failure is not None:
+                raise self._api.failure
+            return None
+        return task.result()
+
+    async def _stop_runtime_when_asked(self, runtime: WorkerRuntime) -> None:
+        waiters = [asyncio.create_task(e.wait()) for e in (self._stop, self._api.failed)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        runtime.stop()
+
+    async def _finish_failed(self, error: str) -> None:
+        """Tell the service this worker failed, once, without insisting."""
+        report = WorkerReport(outcome="failed", error=error)
+        with contextlib.suppress(WorkerError):
+            await self._api.call(
+                "POST",
+                "finish",
+                report.model_dump_json().encode(),
+                accept=(200, 204, 410),
+                retry=False,
+            )
+
+    async def _heartbeats(self, interval_s: float) -> None:
+        """Heartbeat until cancelled; apply each Control; only an auth error is fatal."""
+        timeout_s = min(self._options.request_timeout_s, max(1.0, interval_s))
+        while True:
+            started = time.monotonic()
+            body = self._state().model_dump_json().encode()
+            try:
+                status, data = await self._api.call(
+                    "POST", "heartbeat", body, accept=(200, 410), retry=False, timeout_s=timeout_s
+                )
+                control = (
+                    Control(stop_all=True)  # 410: the cluster is no longer running
+                    if status == 410
+                    else parse_reply(Control, data, "POST heartbeat")
+                )
+            except ServiceAuthError:
+                return  # recorded in api.failure: the worker stops
+            except WorkerError as exc:
+                log.warning("heartbeat failed (%s); next one in %.1f s", exc, interval_s)
+            else:
+                if status == 410 and not self._stop.is_set():
+                    log.warning(
+                        "the service says the cluster is no longer running: %s", _tail(data)
+                    )
+                self._apply(control)
+            await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+
+    def _state(self) -> Heartbeat:
+        runtime = self._runtime
+        if runtime is None:
+            return Heartbeat()
+        return Heartbeat(
+            in_flight=runtime.in_flight,
+            recorded=runtime.recorder.recorded,
+            active_clients=runtime.active_clients,
+            loop_lag_p99_s=runtime.loop_lag.p99_s(),
+        )
+
+    def _apply(self, control: Control) -> None:
+        if control.stop_clients:
+            if self._runtime is not None:
+                self._runtime.stop_clients(control.stop_clients)
+            else:
+                self._early_stops.update(control.stop_clients)
+        if control.stop_all and not self._stop.is_set():
+            log.info("the service asked this worker to stop")
+            self._stop.set()

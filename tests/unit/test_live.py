@@ -1,0 +1,212 @@
+"""Live statistics: windows by receive time, rates, exclusions, agreement with the final stats."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import orjson
+import pytest
+
+from clientswarm.metrics.live import WINDOW_S, LiveStats, Tally
+from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.stats import summarize
+
+T0 = 1_700_000_000.0  # epoch seconds, like time.time()
+
+
+def _sample(
+    t_s: float,
+    *,
+    group: str = "chat",
+    ttft_s: float | None = 0.1,
+    e2e_s: float = 0.5,
+    tokens: int = 5,
+    status: str = "ok",
+    error_kind: str | None = None,
+    warmup: bool = False,
+    lag_s: float = 0.0,
+) -> Sample:
+    sent = round((t_s + lag_s) * 1e9)
+    first = None if ttft_s is None else sent + round(ttft_s * 1e9)
+    gaps = [] if ttft_s is None or tokens < 2 else [(e2e_s - ttft_s) / (tokens - 1)] * (tokens - 1)
+    ok = status == "ok"
+    return Sample(
+        group=group,
+        client=0,
+        worker=0,
+        name="chat",
+        scheduled_ns=round(t_s * 1e9),
+        sent_ns=sent,
+        end_ns=sent + round(e2e_s * 1e9),
+        status="ok" if ok else "error",
+        first_token_ns=first if ok else None,
+        output_tokens=tokens if ok else None,
+        input_tokens=3 if ok else None,
+        itl_s=gaps if ok else [],
+        error_kind=error_kind,
+        warmup=warmup,
+    )
+
+
+def test_a_sample_leaves_the_recent_window_after_ten_seconds() -> None:
+    live = LiveStats("c1", "demo")
+    live.add([_sample(T0 - 0.5)], T0 + 0.2)
+    for now, inside in [(T0 + 0.2, 1), (T0 + 5, 1), (T0 + WINDOW_S - 0.01, 1), (T0 + WINDOW_S, 0)]:
+        snap = live.snapshot(now)
+        assert snap["window_10s"]["total"]["requests"] == inside, now
+        assert snap["window_10s"]["groups"]["chat"]["ttft_s"]["count"] == inside
+        assert snap["since_start"]["total"]["requests"] == 1
+    assert live.snapshot(T0 + 100)["window_10s"]["total"]["e2e_s"]["p50"] is None
+
+
+def test_rates_over_the_window_and_since_start() -> None:
+    live = LiveStats("c1")
+    for second in range(20):  # 10 requests a second, received half a second later
+        t = T0 + second
+        live.add([_sample(t + i / 10, tokens=5) for i in range(10)], t + 1.5)
+    now = T0 + 21.0  # window: slots 12..21 s, i.e. what arrived from T0 + 12 on: 90 requests
+    snap = live.snapshot(now)
+    window, since = snap["window_10s"]["total"], snap["since_start"]["total"]
+    assert window["requests"] == 90 and window["duration_s"] == pytest.approx(9.0)
+    assert window["request_rate"] == pytest.approx(10.0)
+    assert window["output_token_rate"] == pytest.approx(50.0)
+    assert since["requests"] == 200 and since["duration_s"] == pytest.approx(21.0)
+    assert since["request_rate"] == pytest.approx(200 / 21)
+    assert snap["window_10s"]["groups"]["chat"]["request_rate"] == window["request_rate"]
+
+
+def test_warmup_and_cancelled_are_counted_apart() -> None:
+    live = LiveStats("c1")
+    batch = [
+        _sample(T0, warmup=True, e2e_s=9.0),
+        _sample(T0, status="error", error_kind="cancelled", e2e_s=9.0),
+        _sample(T0 + 1, e2e_s=0.5),
+        _sample(T0 + 1, status="error", error_kind="timeout", ttft_s=None, e2e_s=60),
+        _sample(T0 + 1, status="error", error_kind=None, ttft_s=None),
+    ]
+    live.add(batch, T0 + 2)
+    for view in ("window_10s", "since_start"):
+        s = live.snapshot(T0 + 2)[view]["total"]
+        assert (s["requests"], s["succeeded"], s["failed"]) == (3, 1, 2)
+        assert s["errors"] == {"timeout": 1, "unknown": 1}
+        assert (s["warmup_excluded"], s["cancelled_excluded"]) == (1, 1)
+        assert s["e2e_s"]["count"] == 1 and s["e2e_s"]["max"] == pytest.approx(0.5)
+        assert s["schedule_lag_s"]["count"] == 3
+        assert s["output_tokens"] == 5 and s["input_tokens"] == 3
+
+
+def test_only_warmup_does_not_start_the_clock() -> None:
+    live = LiveStats("c1")
+    live.add([_sample(T0, warmup=True)], T0 + 1)
+    since = live.snapshot(T0 + 5)["since_start"]["total"]
+    assert since["requests"] == 0 and since["duration_s"] == 0 and since["request_rate"] == 0
+
+
+def test_since_start_agrees_with_the_exact_final_statistics() -> None:
+    rng = np.random.default_rng(42)
+    samples = []
+    for i in range(3000):
+        ok = rng.random() > 0.05
+        samples.append(
+            _sample(
+                T0 + i * 0.01,
+                group="chat" if i % 3 else "code",
+                ttft_s=float(rng.lognormal(math.log(0.2), 0.5)),
+                e2e_s=float(rng.lognormal(math.log(3.0), 0.3)) + 1.0,
+                tokens=int(rng.integers(20, 200)),
+                status="ok" if ok else "error",
+                error_kind=None if ok else str(rng.choice(["timeout", "http_500"])),
+                warmup=i < 100,
+                lag_s=float(rng.exponential(0.002)),
+            )
+        )
+    live = LiveStats("c1", groups=["code", "chat"])
+    for start in range(0, len(samples), 250):
+        live.add(samples[start : start + 250], T0 + 40)
+    final = summarize(samples, cluster={"id": "c1"})
+    snap = live.snapshot(T0 + 40)["since_start"]
+    assert list(snap["groups"]) == ["code", "chat"]
+    for got, want in [(snap["total"], final["total"])] + [
+        (snap["groups"][g], final["groups"][g]) for g in ("chat", "code")
+    ]:
+        for key in ("requests", "succeeded", "failed", "errors", "output_tokens", "input_tokens"):
+            assert got[key] == want[key], key
+        for metric in ("ttft_s", "itl_s", "tpot_s", "e2e_s", "schedule_lag_s"):
+            g, w = got[metric], want[metric]
+            assert g["count"] == w["count"], metric
+            assert (g["min"], g["max"]) == pytest.approx((w["min"], w["max"]))
+            assert g["mean"] == pytest.approx(w["mean"], rel=1e-9)
+            for p in ("p50", "p90", "p95", "p99"):  # exact ones interpolate: allow 2 %
+                assert g[p] == pytest.approx(w[p], rel=0.02), (metric, p)
+
+
+def test_snapshot_shape_gauges_and_empty_groups() -> None:
+    live = LiveStats("c1", "demo", groups=["chat", "idle"], status="running")
+    live.add([_sample(T0)], T0 + 1)
+    live.set_workers({"running": 3, "lost": 1})
+    live.set_active_clients("chat", 8)
+    snap = orjson.loads(orjson.dumps(live.snapshot(T0 + 1)))  # JSON-ready: no NaN, no inf
+    assert snap["cluster"] == "c1" and snap["cluster_name"] == "demo"
+    assert snap["status"] == "running"
+    assert snap["workers"] == {"running": 3, "lost": 1}
+    assert snap["active_clients"] == {"chat": 8}
+    idle = snap["since_start"]["groups"]["idle"]
+    assert idle["requests"] == 0 and idle["request_rate"] == 0.0
+    assert idle["ttft_s"] == {
+        "count": 0, "mean": None, "min": None, "p50": None, "p90": None, "p95": None,
+        "p99": None, "max": None,
+    }  # fmt: skip
+    for key in ("count", "mean", "p50", "p90", "p99", "max"):
+        assert key in snap["window_10s"]["total"]["ttft_s"]
+
+
+def test_total_is_a_merge_not_an_average_of_groups() -> None:
+    live = LiveStats("c1")
+    live.add([_sample(T0, group="fast", e2e_s=0.01, ttft_s=0.005) for _ in range(90)], T0 + 1)
+    live.add([_sample(T0, group="slow", e2e_s=2.0, ttft_s=1.0) for _ in range(10)], T0 + 1)
+    total = live.snapshot(T0 + 1)["since_start"]["total"]["e2e_s"]
+    assert total["p50"] == pytest.approx(0.01, rel=0.01)
+    assert total["p99"] == pytest.approx(2.0, rel=0.01)
+
+
+def test_late_batches_join_the_window_without_erasing_newer_slots() -> None:
+    live = LiveStats("c1")
+    live.add([_sample(T0)], T0 + 5)
+    live.add([_sample(T0)], T0 + 15)  # reuses the ring position of T0 + 5: replaces it
+    live.add([_sample(T0)], T0 + 5.5)  # late (clock stepped back), same position: kept
+    assert live.snapshot(T0 + 15)["window_10s"]["total"]["requests"] == 2
+    assert live.snapshot(T0 + 15)["since_start"]["total"]["requests"] == 3
+
+
+def test_concurrent_adds_are_all_counted() -> None:
+    live = LiveStats("c1")
+
+    def feed() -> None:
+        for i in range(50):
+            live.add([_sample(T0 + i * 0.1) for _ in range(10)], T0 + i * 0.1)
+
+    threads = [threading.Thread(target=feed) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert live.snapshot(T0 + 5)["since_start"]["total"]["requests"] == 2000
+
+
+def test_tally_merge_and_copy() -> None:
+    a = Tally.from_samples([_sample(T0), _sample(T0, status="error", error_kind="timeout")])
+    b = a.copy().merge(a)
+    assert (b.requests, b.failed, b.errors["timeout"]) == (4, 2, 2)
+    assert b.hist["e2e_s"].count == 2 and a.hist["e2e_s"].count == 1
+    b.clear()
+    assert b.requests == 0 and b.hist["e2e_s"].count == 0 and math.isinf(b.start_s)
+
+
+def test_tpot_needs_two_tokens_and_itl_needs_gaps() -> None:
+    live = LiveStats("c1")
+    live.add([_sample(T0, tokens=1), _sample(T0, tokens=3), _sample(T0, ttft_s=None)], T0 + 1)
+    s = live.snapshot(T0 + 1)["since_start"]["total"]
+    assert (s["ttft_s"]["count"], s["tpot_s"]["count"], s["itl_s"]["count"]) == (2, 1, 2)
+    assert s["tpot_s"]["p50"] == pytest.approx(0.2, rel=0.01)  # (0.5 - 0.1) / (3 - 1)
