@@ -305,3 +305,41 @@ def test_cli_client_commands(service: ServiceProcess, target: str, tmp_path: Pat
     assert out.read_text().count("\n") == 41
     done = subprocess.run([CLI, "stop", cluster_id], capture_output=True, text=True, env=env)
     assert done.returncode == 1 and "has already finished" in done.stderr
+
+
+def test_metrics_pass_promtool_and_prometheus_scrapes_them_via_http_sd(
+    tmp_path: Path, target: str
+) -> None:
+    import asyncio
+
+    from prometheus_server import prometheus_server, require
+
+    promtool = require("promtool")
+    with ServiceProcess(tmp_path / "svc", token="prom-token") as svc:
+        _, created = svc.api("POST", "/clusters", config(target, hello(duration_s=2), chat()))
+        cluster_id = created["id"]
+        svc.wait_status(cluster_id)
+        _, results = svc.api("GET", f"/clusters/{cluster_id}/results")
+        status, exposition, headers = svc.request("GET", "/metrics", prefix="")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=30
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        _, targets = svc.api("GET", "/monitor/targets")
+        assert targets == [
+            {
+                "targets": [svc.url.removeprefix("http://")],
+                "labels": {"__metrics_path__": "/metrics", "__scheme__": "http"},
+            }
+        ]
+
+        async def scrape() -> float:
+            sd_url = f"{svc.url}/api/v1/monitor/targets"
+            async with prometheus_server(sd_url, tmp_path / "prom", token="prom-token") as prom:
+                await prom.wait_for_target()
+                query = f'sum(clientswarm_requests_total{{cluster="{cluster_id}"}})'
+                return await prom.wait_for_value(query, results["total"]["requests"])
+
+        (tmp_path / "prom").mkdir()
+        assert asyncio.run(scrape()) == results["total"]["requests"] > 0
