@@ -87,6 +87,7 @@ def _register_commands() -> None:
         stop_command,
         submit_command,
     )
+    from clientswarm.worker.cli import worker_command
 
     for command in (
         mock_server_command,
@@ -97,6 +98,7 @@ def _register_commands() -> None:
         stop_command,
         results_command,
         samples_command,
+        worker_command,
     ):
         main.add_command(command)
 

@@ -187,3 +187,11 @@ def _ms(seconds: float | None) -> str:
 
 
 __all__ = ["DEFINITIONS", "LATENCY_METRICS", "latency_table", "render_summary", "throughput_table"]
+
+
+def report_console() -> Console:
+    """A console for the report: the terminal's width, or 120 columns when not a terminal."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
+    return console

@@ -27,7 +27,7 @@ from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import group_end_s
 from clientswarm.reports.stream import stream_samples
 from clientswarm.reports.summary import write_summary
-from clientswarm.reports.table import render_summary
+from clientswarm.reports.table import render_summary, report_console
 from clientswarm.run.mock_target import mock_target
 from clientswarm.run.progress import ProgressLine, show_progress
 from clientswarm.service.manager import ClusterManager
@@ -157,9 +157,7 @@ def run_command(
     build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
     output_dir = output or default_output_dir(config)
     fmt = samples_format or config.outputs.samples_format
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 120))
+    console = report_console()
     output_dir.mkdir(parents=True, exist_ok=True)
     base_dir = file.parent.resolve()
 

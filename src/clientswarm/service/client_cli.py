@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clientswarm.errors import ClientswarmError, ConfigError
-from clientswarm.reports.table import render_summary
+from clientswarm.reports.table import render_summary, report_console
 
 DEFAULT_SERVICE = "http://127.0.0.1:8080"
 FINAL = ("completed", "failed", "cancelled")
@@ -121,7 +121,7 @@ def submit_command(file: Path, service: str, wait: bool) -> None:
     if wait:
         console = Console(stderr=True)
         view = wait_for(client, created["id"], console)
-        render_summary(client.json("GET", f"/clusters/{created['id']}/results"), Console())
+        render_summary(client.json("GET", f"/clusters/{created['id']}/results"), report_console())
         sys.exit(0 if view["status"] == "completed" else 1)
 
 
@@ -136,7 +136,7 @@ def status_command(cluster_id: str | None, service: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    console = Console()
+    console = report_console()
     if cluster_id is None:
         table = Table("id", "name", "status", "created", "elapsed s", "reason")
         for c in data:
@@ -197,7 +197,7 @@ def results_command(cluster_id: str, service: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        render_summary(summary, Console())
+        render_summary(summary, report_console())
 
 
 @click.command("samples")
