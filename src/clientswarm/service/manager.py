@@ -347,9 +347,8 @@ class ClusterManager:
             in_flight=beat.in_flight,
             loop_lag_p99_s=beat.loop_lag_p99_s,
         )
-        control = Control(stop_all=worker.stop_all, stop_clients=sorted(worker.stop_clients))
-        worker.stop_clients.clear()
-        return control
+        # The whole list every time: a lost reply must not lose a stop (workers ignore repeats).
+        return Control(stop_all=worker.stop_all, stop_clients=sorted(worker.stop_clients))
 
     async def finish(self, state: ClusterState, index: int, report: WorkerReport) -> None:
         """The worker is done."""

@@ -329,30 +329,43 @@ class Store:
             return conn.execute(query).first() is not None
 
     def iter_samples(self, cluster_id: str, *, chunk: int = 5000) -> Iterator[Sample]:
-        """Every sample of a cluster in insertion order, read ``chunk`` rows at a time.
+        """Every sample of a cluster in insertion (id) order, read at most ``chunk`` at a time.
 
-        Pages by id (keyset), and no connection or transaction is held between chunks, so a
-        slow consumer (a streaming HTTP response) blocks no writer and memory stays flat.
+        Pages through id windows ``(lo, lo + chunk]`` rather than ``LIMIT``: a window bounds
+        the rows a query can touch whatever plan the database picks (PostgreSQL without fresh
+        statistics would sort every remaining row for each ``LIMIT`` page). No connection or
+        transaction is held between chunks, so a slow consumer (a streaming HTTP response)
+        blocks no writer and memory stays flat. Samples of a cluster that is still running
+        are read up to the newest at the time the end is reached.
         """
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        last_id = 0
+        first, last = self._sample_id_span(cluster_id)
+        if first is None or last is None:
+            return
+        lo = first - 1
         while True:
-            query = (
-                select(_s.c.id, *SAMPLE_COLUMNS)
-                .where(_s.c.cluster_id == cluster_id, _s.c.id > last_id)
-                .order_by(_s.c.id)
-                .limit(chunk)
-            )
-            with self._read() as conn:
-                rows = conn.execute(query).all()
-            if not rows:
+            while lo < last:
+                query = (
+                    select(*SAMPLE_COLUMNS)
+                    .where(_s.c.cluster_id == cluster_id, _s.c.id > lo, _s.c.id <= lo + chunk)
+                    .order_by(_s.c.id)
+                )
+                with self._read() as conn:
+                    rows = conn.execute(query).all()
+                lo += chunk
+                for row in rows:
+                    yield sample_from_values(row)
+            _, newest = self._sample_id_span(cluster_id)
+            if newest is None or newest <= last:
                 return
-            last_id = rows[-1][0]
-            for row in rows:
-                yield sample_from_values(row[1:])
-            if len(rows) < chunk:
-                return
+            last = newest
+
+    def _sample_id_span(self, cluster_id: str) -> tuple[int | None, int | None]:
+        query = select(func.min(_s.c.id), func.max(_s.c.id)).where(_s.c.cluster_id == cluster_id)
+        with self._read() as conn:
+            first, last = conn.execute(query).one()
+        return first, last
 
     def count_samples(self, cluster_id: str, *, group: str | None = None) -> int:
         """How many samples a cluster has (of ``group`` only, when given)."""

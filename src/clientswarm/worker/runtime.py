@@ -50,6 +50,10 @@ from clientswarm.worker.recorder import SampleRecorder, SampleSink
 
 log = logging.getLogger(__name__)
 
+RECENT_LAGS = 1200
+"""Loop-lag readings in a live p99: about a minute at the monitor's 50 ms interval. Sorting
+every reading of a long run (up to 100 000) would itself stall the loop for ~30 ms."""
+
 
 def target_headers(config: ClusterConfig) -> dict[str, str]:
     """Headers of every request: the target's extra headers and the API key from its env var."""
@@ -112,6 +116,14 @@ class WorkerRuntime:
     def active_clients(self) -> int:
         """Hosted clients that are neither stopped nor finished (for heartbeats)."""
         return 0 if self._stopped else len(self._active)
+
+    def recent_loop_lag_p99_s(self) -> float:
+        """99th percentile of the event loop's lag over the last :data:`RECENT_LAGS` readings."""
+        recent = self.loop_lag.lags_s[-RECENT_LAGS:]  # a copy: sorting it leaves the monitor's
+        if not recent:
+            return 0.0
+        recent.sort()
+        return recent[min(len(recent) - 1, int(0.99 * len(recent)))]
 
     @property
     def stopped_clients(self) -> frozenset[int]:

@@ -106,7 +106,7 @@ class WorkerEndpoint:
     service_url: str
     cluster_id: str
     index: int
-    token: str
+    token: str = field(repr=False)  # never in logs
 
     def url(self, action: str) -> str:
         """The absolute URL of one internal call, e.g. ``…/workers/0/register``."""
@@ -126,7 +126,11 @@ class WorkerEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class ServiceWorkerOptions:
-    """How patient the worker is with the service (see the module docstring)."""
+    """How patient the worker is with the service (see the module docstring).
+
+    ``request_timeout_s`` bounds one HTTP call (a heartbeat: twice the interval, 2 s at least);
+    ``outage_limit_s`` ``None`` retries batches, polls and ``/finish`` for as long as it takes.
+    """
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     register_timeout_s: float = 120.0
@@ -479,7 +483,8 @@ class _ServiceWorker:
 
     async def _heartbeats(self, interval_s: float) -> None:
         """Heartbeat until cancelled; apply each Control; only an auth error is fatal."""
-        timeout_s = min(self._options.request_timeout_s, max(1.0, interval_s))
+        timeout_s = min(self._options.request_timeout_s, max(2.0, 2 * interval_s))
+        failures = 0
         while True:
             started = time.monotonic()
             body = self._state().model_dump_json().encode()
@@ -495,8 +500,13 @@ class _ServiceWorker:
             except ServiceAuthError:
                 return  # recorded in api.failure: the worker stops
             except WorkerError as exc:
-                log.warning("heartbeat failed (%s); next one in %.1f s", exc, interval_s)
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("heartbeat %d failed in a row (%s); retrying", failures, exc)
             else:
+                if failures:
+                    log.info("heartbeat answered again after %d failure(s)", failures)
+                    failures = 0
                 if status == 410 and not self._stop.is_set():
                     log.warning(
                         "the service says the cluster is no longer running: %s", _tail(data)
@@ -512,7 +522,7 @@ class _ServiceWorker:
             in_flight=runtime.in_flight,
             recorded=runtime.recorder.recorded,
             active_clients=runtime.active_clients,
-            loop_lag_p99_s=runtime.loop_lag.p99_s(),
+            loop_lag_p99_s=runtime.recent_loop_lag_p99_s(),  # the report has the exact one
         )
 
     def _apply(self, control: Control) -> None:
