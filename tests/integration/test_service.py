@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -248,8 +249,15 @@ def test_frontend_and_monitor_require_the_api_token(tmp_path: Path) -> None:
             assert svc.request("GET", path, token="wrong", prefix=prefix)[0] == 403
             assert svc.request("GET", path, prefix=prefix)[0] == 200
         assert svc.request("GET", "/health", token="", prefix="")[0] == 200
-        status, raw, _ = svc.request("POST", "/validate", b"x" * (1024 * 1024 + 1))
-        assert status == 413 and b"larger than the limit" in raw
+        # Declare a body over the limit and send none of it: the refusal comes before the body.
+        conn = http.client.HTTPConnection(svc.url.removeprefix("http://"), timeout=30)
+        conn.putrequest("POST", "/api/v1/validate")
+        conn.putheader("Authorization", "Bearer s3cret")
+        conn.putheader("Content-Length", str(1024 * 1024 + 1))
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413 and b"larger than the limit" in response.read()
+        conn.close()
     assert "s3cret" not in (tmp_path / "svc" / "service.log").read_text()
 
 

@@ -527,8 +527,20 @@ class ClusterManager:
             await self._finalise(state)
             return
         await asyncio.to_thread(self._replay_live, record.id, live)
+        await asyncio.to_thread(self._replay_stops, state)
         self.active[record.id] = state
         await self._event(record.id, "recovered", "the service restarted and follows it again")
+
+    def _replay_stops(self, state: ClusterState) -> None:
+        """Stops asked for before a restart still reach the workers after it."""
+        for client in self.store.list_clients(state.id, state="stopped"):
+            state.workers[client.worker].stop_clients.add(client.id)
+        stopping = [e for e in self.store.list_events(state.id) if e.kind == "stopping"]
+        if stopping:
+            state.stop_requested_at = time.monotonic()
+            state.stop_reason = stopping[-1].message
+            for worker in state.workers:
+                worker.stop_all = True
 
     def _replay_live(self, cluster_id: str, live: Any) -> None:
         """Rebuild the live statistics of a recovered cluster from its stored samples."""

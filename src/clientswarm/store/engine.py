@@ -47,8 +47,12 @@ def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def make_engine(url: URL) -> Engine:
-    """An engine for ``url``, with the SQLite settings above where it is SQLite."""
+def make_engine(url: URL, *, background_checkpoints: bool = False) -> Engine:
+    """An engine for ``url``, with the SQLite settings above where it is SQLite.
+
+    ``background_checkpoints``: the caller runs WAL checkpoints itself (see
+    :mod:`clientswarm.store.checkpoint`), so commits never do.
+    """
     if url.get_backend_name() != "sqlite":
         kwargs: dict[str, Any] = {"pool_size": 8, "max_overflow": 32, "pool_pre_ping": True}
         return create_engine(url, **kwargs)
@@ -64,21 +68,27 @@ def make_engine(url: URL) -> Engine:
             max_overflow=32,
             connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
         )
-    event.listen(engine, "connect", _on_sqlite_connect)
+    pragmas = [
+        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+    ]
+    if background_checkpoints:
+        pragmas.append("PRAGMA wal_autocheckpoint = 0")
+
+    def on_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # autocommit at the driver; BEGIN comes from us
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", _on_sqlite_begin)
     return engine
-
-
-def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
-    dbapi_connection.isolation_level = None  # autocommit at the driver; BEGIN comes from us
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
 
 
 def _on_sqlite_begin(conn: Connection) -> None:

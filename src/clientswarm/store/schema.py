@@ -1,7 +1,8 @@
 """The tables of the store (SQLAlchemy Core).
 
-Every table but ``clusters`` and ``store_meta`` hangs off ``clusters.id`` with
-``ON DELETE CASCADE``, so deleting a cluster row deletes everything of it.
+Every table but ``clusters``, ``store_meta`` and ``samples`` hangs off ``clusters.id`` with
+``ON DELETE CASCADE``; ``samples`` has no foreign key, for ingest speed (see below), so
+:meth:`Store.delete_cluster` deletes a cluster's samples itself.
 
 Units: ``*_at`` are Unix epoch seconds (float64), ``*_ns`` Unix epoch nanoseconds (bigint),
 ``*_s`` seconds. JSON columns (``*_json``) are UTF-8 JSON text, written by the caller.
@@ -119,12 +120,10 @@ samples = Table(
     "samples",
     metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column(
-        "cluster_id",
-        String(64),
-        ForeignKey("clusters.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    # No foreign key: checking it per row would cost a fifth of the ingest speed. Samples only
+    # arrive through Store.add_batch, whose batch row checks the cluster in the same
+    # transaction, and Store.delete_cluster deletes them explicitly.
+    Column("cluster_id", String(64), nullable=False),
     # From here on: the fields of clientswarm.metrics.sample.Sample, in declaration order.
     Column("group", String(255), nullable=False),
     Column("client", Integer, nullable=False),

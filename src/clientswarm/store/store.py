@@ -10,6 +10,7 @@ import dataclasses
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from clientswarm.metrics.sample import Sample
 from clientswarm.store import schema
+from clientswarm.store.checkpoint import Checkpointer
 from clientswarm.store.engine import BEGIN_OPTION, is_memory_sqlite, make_engine, url_from
 from clientswarm.store.records import (
     UNFINISHED_STATUSES,
@@ -55,16 +57,28 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url_from(url)
-        self.engine = make_engine(self.url)
         self._sqlite = self.url.get_backend_name() == "sqlite"
+        memory = is_memory_sqlite(self.url)
+        # A SQLite file gets its WAL checkpoints from a thread of ours, started on first write.
+        self._checkpoints = self._sqlite and not memory
+        self._checkpointer: Checkpointer | None = None
+        self.engine = make_engine(self.url, background_checkpoints=self._checkpoints)
         # Writes on SQLite take the write lock at BEGIN (see clientswarm.store.engine).
         self._writer = (
             self.engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
             if self._sqlite
             else self.engine
         )
-        # An in-memory SQLite database is one connection: let one thread use it at a time.
-        self._memory_lock = threading.RLock() if is_memory_sqlite(self.url) else None
+        # SQLite has one writer at a time. Threads of this process queue on a lock of ours,
+        # woken the moment it is free; SQLite's busy handler (left for other processes)
+        # would poll with sleeps of up to 100 ms. An in-memory database is one connection
+        # shared by all threads, so there reads take the lock too.
+        self._write_lock: AbstractContextManager[Any] | None = None
+        self._read_lock: AbstractContextManager[Any] | None = None
+        if memory:
+            self._write_lock = self._read_lock = threading.RLock()
+        elif self._sqlite:
+            self._write_lock = threading.Lock()
         self._samples = SampleInserter(self.engine.dialect)
 
     @classmethod
@@ -92,7 +106,10 @@ class Store:
                 )
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Stop background checkpoints (after a last one) and close every pooled connection."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -108,19 +125,27 @@ class Store:
 
     # -- transactions -------------------------------------------------------------------
 
-    def _guard(self) -> AbstractContextManager[Any]:
-        return self._memory_lock if self._memory_lock is not None else nullcontext()
-
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         """A write transaction, committed on leaving."""
-        with self._guard(), self._writer.begin() as conn:
-            yield conn
+        with self._write_lock or nullcontext():
+            if self._checkpoints and self._checkpointer is None:
+                self._start_checkpoints()
+            with self._writer.begin() as conn:
+                yield conn
+
+    def _start_checkpoints(self) -> None:
+        assert self.url.database and self._write_lock is not None
+        checkpointer = Checkpointer(self.url.database, self._write_lock)
+        checkpointer.start()
+        # A store dropped without close() still stops its thread (with a last checkpoint).
+        weakref.finalize(self, checkpointer.stop)
+        self._checkpointer = checkpointer
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A connection for reads; its transaction ends on leaving."""
-        with self._guard(), self.engine.connect() as conn:
+        with self._read_lock or nullcontext(), self.engine.connect() as conn:
             yield conn
 
     # -- clusters -----------------------------------------------------------------------
@@ -168,7 +193,8 @@ class Store:
         """Delete a cluster and everything of it; False when there was no such cluster.
 
         Samples go first, in chunks of their own transactions, so deleting millions of them
-        does not hold the write lock for long; the rest cascades from the cluster row.
+        does not hold the write lock for long; the last ones go with the cluster row, from
+        which the rest cascades.
         """
         while True:
             with self._begin() as conn:
@@ -182,6 +208,8 @@ class Store:
             if deleted < _DELETE_CHUNK:
                 break
         with self._begin() as conn:
+            # Samples committed since the loop above go in the same transaction as the cluster.
+            conn.execute(_s.delete().where(_s.c.cluster_id == cluster_id))
             return conn.execute(_c.delete().where(_c.c.id == cluster_id)).rowcount > 0
 
     # -- workers ------------------------------------------------------------------------
