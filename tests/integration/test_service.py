@@ -351,3 +351,18 @@ def test_metrics_pass_promtool_and_prometheus_scrapes_them_via_http_sd(
 
         (tmp_path / "prom").mkdir()
         assert asyncio.run(scrape()) == results["total"]["requests"] > 0
+
+
+def test_the_service_runs_on_a_postgresql_store(
+    tmp_path: Path, target: str, postgres_url: str
+) -> None:
+    svc = ServiceProcess(tmp_path / "svc", extra=("--store", postgres_url))
+    with svc:
+        _, created = svc.api(
+            "POST", "/clusters", config(target, hello(duration_s=1), chat(duration_s=1))
+        )
+        view = svc.wait_status(created["id"])
+        assert view["status"] == "completed"
+        _, results = svc.api("GET", f"/clusters/{created['id']}/results")
+        assert results["groups"]["hello"]["requests"] == 40
+        assert len(samples_of(svc, created["id"])) == results["total"]["requests"]
