@@ -28,7 +28,6 @@ from clientswarm.errors import ClientswarmError, SpawnerError
 from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import clients_of_worker
 from clientswarm.metrics.sample import Sample
-from clientswarm.metrics.stats import summarize
 from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.protocol import (
     Assignment,
@@ -40,6 +39,7 @@ from clientswarm.service.protocol import (
     RegisterRequest,
     WorkerReport,
 )
+from clientswarm.service.results import finish_clients, summarise, worker_rows, worker_warnings
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import CLUSTER_FINAL, ClusterState, WorkerLive, hash_token
 from clientswarm.spawners.base import ClusterLaunch, Spawner
@@ -225,17 +225,7 @@ class ClusterManager:
         if record.summary_json:
             summary: dict[str, Any] = orjson.loads(record.summary_json)
             return summary
-        return await asyncio.to_thread(self._summarise, record, [])
-
-    def _summarise(self, record: ClusterRecord, warnings: list[str]) -> dict[str, Any]:
-        config = ClusterConfig.model_validate_json(record.config_json)
-        return summarize(
-            self.store.iter_samples(record.id),
-            cluster={"id": record.id, "name": record.name, "status": record.status},
-            slo=config.slo,
-            group_order=[g.name for g in config.groups],
-            extra_warnings=warnings,
-        )
+        return await asyncio.to_thread(summarise, self.store, record, [])
 
     async def _require(self, cluster_id: str) -> ClusterRecord:
         record = await asyncio.to_thread(self.store.get_cluster, cluster_id)
@@ -438,10 +428,10 @@ class ClusterManager:
             else:
                 status, reason = "failed", "no worker completed: " + ", ".join(outcomes)
             record = await self._require(state.id)
-            warnings = await asyncio.to_thread(self._worker_warnings, state.id)
+            warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
             finished = dataclasses.replace(record, status=status)
-            summary = await asyncio.to_thread(self._summarise, finished, warnings)
-            summary["workers"] = await asyncio.to_thread(self._worker_rows, state.id)
+            summary = await asyncio.to_thread(summarise, self.store, finished, warnings)
+            summary["workers"] = await asyncio.to_thread(worker_rows, self.store, state.id)
             fields: dict[str, Any] = {
                 "status": status,
                 "finished_at": _now(),
@@ -450,7 +440,7 @@ class ClusterManager:
             if reason is not None:
                 fields["reason"] = reason
             await asyncio.to_thread(self.store.update_cluster, state.id, **fields)
-            await asyncio.to_thread(self._clients_finished, state.id)
+            await asyncio.to_thread(finish_clients, self.store, state.id)
             state.status = status
             state.live.set_status(status)
             for group in state.config.groups:
@@ -461,37 +451,6 @@ class ClusterManager:
             self._finalising.discard(state.id)
         async with self.changed:
             self.changed.notify_all()
-
-    def _clients_finished(self, cluster_id: str) -> None:
-        running = [c.id for c in self.store.list_clients(cluster_id, state="running")]
-        self.store.set_client_state(cluster_id, running, "finished")
-        pending = [c.id for c in self.store.list_clients(cluster_id, state="pending")]
-        self.store.set_client_state(cluster_id, pending, "never_started")
-
-    def _worker_rows(self, cluster_id: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "index": w.index,
-                "state": w.state,
-                "error": w.error,
-                "samples": w.samples,
-                "loop_lag_p99_s": w.loop_lag_p99_s,
-            }
-            for w in self.store.list_workers(cluster_id)
-        ]
-
-    def _worker_warnings(self, cluster_id: str) -> list[str]:
-        lines = []
-        for w in self.store.list_workers(cluster_id):
-            if w.state in ("failed", "lost"):
-                lines.append(f"worker {w.index} {w.state}: {w.error or 'no reason given'}")
-            elif (lag_s := w.loop_lag_p99_s or 0.0) > LOOP_LAG_BOUND_S:
-                lines.append(
-                    f"worker {w.index}: event-loop lag p99 {lag_s * 1e3:.0f} ms > "
-                    f"{LOOP_LAG_BOUND_S * 1e3:.0f} ms; its timings include client-side delay: "
-                    "use more workers or fewer clients per worker"
-                )
-        return lines
 
     async def _set_status(
         self, state: ClusterState, status: str, reason: str | None = None
@@ -554,5 +513,4 @@ class ClusterManager:
             live.add(batch, batch[-1].end_ns / 1e9)
 
 
-LOOP_LAG_BOUND_S = 0.010
 __all__ = ["ClusterManager", "Conflict", "Gone", "NotFound"]
