@@ -11,6 +11,7 @@ streamed answer of 65 tokens. ::
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import threading
@@ -55,6 +56,15 @@ def make_batch(worker: int, seq: int, size: int, rng: random.Random) -> list[Sam
     return batch
 
 
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="store URL (default: a SQLite file in a temp dir)")
@@ -74,14 +84,17 @@ def main() -> None:
             cluster, [ClientRecord(cluster, i, "chat", i % args.threads) for i in range(CLIENTS)]
         )
         per_thread = args.samples // args.threads // args.batch
+        # A few distinct batches per writer, sent over and over under new seqs: memory stays
+        # small for millions of samples.
         batches = {
-            w: [make_batch(w, s, args.batch, random.Random(s)) for s in range(per_thread)]
+            w: [make_batch(w, s, args.batch, random.Random(s)) for s in range(min(per_thread, 8))]
             for w in range(args.threads)
         }
 
         def ingest(worker: int) -> None:
-            for seq, batch in enumerate(batches[worker], start=1):
-                store.add_batch(cluster, worker, seq, batch)
+            mine = batches[worker]
+            for seq in range(1, per_thread + 1):
+                store.add_batch(cluster, worker, seq, mine[seq % len(mine)])
 
         threads = [threading.Thread(target=ingest, args=(w,)) for w in range(args.threads)]
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -96,10 +109,16 @@ def main() -> None:
             f"{total / elapsed:,.0f} samples/s (batch {args.batch}, {args.threads} thread(s)); "
             f"{cpu / total * 1e6:.1f} µs CPU per sample in this process"
         )
-        start = time.perf_counter()
-        read = sum(1 for _ in store.iter_samples(cluster))
+        start, rss_start, rss_peak, read = time.perf_counter(), rss_bytes(), 0, 0
+        for _ in store.iter_samples(cluster):
+            read += 1
+            if read % 10_000 == 0:
+                rss_peak = max(rss_peak, rss_bytes())
         elapsed = time.perf_counter() - start
-        print(f"iter_samples: {read} samples in {elapsed:.2f} s = {read / elapsed:,.0f} samples/s")
+        print(
+            f"iter_samples: {read} samples in {elapsed:.2f} s = {read / elapsed:,.0f} samples/s; "
+            f"resident memory grew {max(0, rss_peak - rss_start) / 2**20:.0f} MiB while reading"
+        )
         assert read == total == store.count_samples(cluster)
         store.delete_cluster(cluster)
         store.close()

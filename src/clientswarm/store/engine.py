@@ -22,6 +22,9 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the write lock before giving up."""
 
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""A WAL file that grew past this is truncated back to it when it starts over."""
+
 BEGIN_OPTION = "clientswarm_begin"
 """Execution option naming the SQLite ``BEGIN`` mode (``IMMEDIATE`` for writes)."""
 
@@ -76,6 +79,8 @@ def make_engine(url: URL, *, background_checkpoints: bool = False) -> Engine:
     ]
     if background_checkpoints:
         pragmas.append("PRAGMA wal_autocheckpoint = 0")
+    # The connection that restarts the WAL truncates the file back to this size.
+    pragmas.append(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
 
     def on_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # autocommit at the driver; BEGIN comes from us

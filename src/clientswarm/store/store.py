@@ -1,29 +1,28 @@
 """The store: clusters, workers, clients, sample batches and events behind one small API.
 
 Thread-safe: every call takes a connection from the engine's pool for its own short
-transaction, so the service may call it from any worker thread. Nothing is cached.
+transaction (see :class:`~clientswarm.store.database.Database`), so the service may call it
+from any worker thread. Nothing is cached.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
 from typing import Any, Self
 
 import orjson
 from sqlalchemy import Connection, Row, Table, bindparam, func, select
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
 from clientswarm.metrics.sample import Sample
 from clientswarm.store import schema
-from clientswarm.store.checkpoint import Checkpointer
-from clientswarm.store.engine import BEGIN_OPTION, is_memory_sqlite, make_engine, url_from
+from clientswarm.store.database import Database
+from clientswarm.store.engine import url_from
 from clientswarm.store.records import (
     UNFINISHED_STATUSES,
     ClientRecord,
@@ -55,40 +54,20 @@ _c, _w, _cl, _b, _s, _e = (
 class Store:
     """Persistence of the service, on any SQLAlchemy URL (SQLite by default)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url_from(url)
-        self._sqlite = self.url.get_backend_name() == "sqlite"
-        memory = is_memory_sqlite(self.url)
-        # A SQLite file gets its WAL checkpoints from a thread of ours, started on first write.
-        self._checkpoints = self._sqlite and not memory
-        self._checkpointer: Checkpointer | None = None
-        self.engine = make_engine(self.url, background_checkpoints=self._checkpoints)
-        # Writes on SQLite take the write lock at BEGIN (see clientswarm.store.engine).
-        self._writer = (
-            self.engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
-            if self._sqlite
-            else self.engine
-        )
-        # SQLite has one writer at a time. Threads of this process queue on a lock of ours,
-        # woken the moment it is free; SQLite's busy handler (left for other processes)
-        # would poll with sleeps of up to 100 ms. An in-memory database is one connection
-        # shared by all threads, so there reads take the lock too.
-        self._write_lock: AbstractContextManager[Any] | None = None
-        self._read_lock: AbstractContextManager[Any] | None = None
-        if memory:
-            self._write_lock = self._read_lock = threading.RLock()
-        elif self._sqlite:
-            self._write_lock = threading.Lock()
+    def __init__(self, url: str | URL) -> None:
+        self._db = Database(url if isinstance(url, URL) else url_from(url))
+        self.url = self._db.url
+        self.engine = self._db.engine
         self._samples = SampleInserter(self.engine.dialect)
 
     @classmethod
     def from_url_or_path(cls, value: str | os.PathLike[str]) -> Store:
         """A store on a SQLAlchemy URL, or on a SQLite file when ``value`` is a plain path."""
-        return cls(url_from(value).render_as_string(hide_password=False))
+        return cls(url_from(value))
 
     def create_all(self) -> None:
         """Create the tables that are missing (idempotent); refuse a database of another version."""
-        with self._begin() as conn:
+        with self._db.begin() as conn:
             schema.metadata.create_all(conn)
             meta = schema.store_meta
             found = conn.execute(
@@ -107,10 +86,7 @@ class Store:
 
     def close(self) -> None:
         """Stop background checkpoints (after a last one) and close every pooled connection."""
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
-        self.engine.dispose()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -123,44 +99,19 @@ class Store:
     ) -> None:
         self.close()
 
-    # -- transactions -------------------------------------------------------------------
-
-    @contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        """A write transaction, committed on leaving."""
-        with self._write_lock or nullcontext():
-            if self._checkpoints and self._checkpointer is None:
-                self._start_checkpoints()
-            with self._writer.begin() as conn:
-                yield conn
-
-    def _start_checkpoints(self) -> None:
-        assert self.url.database and self._write_lock is not None
-        checkpointer = Checkpointer(self.url.database, self._write_lock)
-        checkpointer.start()
-        # A store dropped without close() still stops its thread (with a last checkpoint).
-        weakref.finalize(self, checkpointer.stop)
-        self._checkpointer = checkpointer
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A connection for reads; its transaction ends on leaving."""
-        with self._read_lock or nullcontext(), self.engine.connect() as conn:
-            yield conn
-
     # -- clusters -----------------------------------------------------------------------
 
     def create_cluster(self, rec: ClusterRecord) -> None:
         """Insert a new cluster; an id already taken raises :class:`StoreError`."""
         try:
-            with self._begin() as conn:
+            with self._db.begin() as conn:
                 conn.execute(_c.insert().values(**dataclasses.asdict(rec)))
         except IntegrityError as exc:
             raise StoreError(f"cluster {rec.id!r} exists already; pick a new id") from exc
 
     def get_cluster(self, cluster_id: str) -> ClusterRecord | None:
         """The cluster, or None."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(select(_c).where(_c.c.id == cluster_id)).first()
         return None if row is None else ClusterRecord(**row._asdict())
 
@@ -169,7 +120,7 @@ class Store:
         query = select(_c).order_by(_c.c.created_at.desc(), _c.c.id.desc())
         if status is not None:
             query = query.where(_c.c.status == status)
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [ClusterRecord(**row._asdict()) for row in conn.execute(query)]
 
     def unfinished_clusters(self) -> list[ClusterRecord]:
@@ -179,13 +130,13 @@ class Store:
             .where(_c.c.status.in_(UNFINISHED_STATUSES))
             .order_by(_c.c.created_at, _c.c.id)
         )
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [ClusterRecord(**row._asdict()) for row in conn.execute(query)]
 
     def update_cluster(self, cluster_id: str, **fields: Any) -> bool:
         """Set ``fields`` of a cluster; False when there is no such cluster."""
         values = _checked_fields(_c, fields, key=("id",))
-        with self._begin() as conn:
+        with self._db.begin() as conn:
             result = conn.execute(_c.update().where(_c.c.id == cluster_id).values(values))
         return result.rowcount > 0
 
@@ -197,7 +148,7 @@ class Store:
         which the rest cascades.
         """
         while True:
-            with self._begin() as conn:
+            with self._db.begin() as conn:
                 ids = (
                     select(_s.c.id)
                     .where(_s.c.cluster_id == cluster_id)
@@ -207,7 +158,7 @@ class Store:
                 deleted = conn.execute(_s.delete().where(_s.c.id.in_(ids))).rowcount
             if deleted < _DELETE_CHUNK:
                 break
-        with self._begin() as conn:
+        with self._db.begin() as conn:
             # Samples committed since the loop above go in the same transaction as the cluster.
             conn.execute(_s.delete().where(_s.c.cluster_id == cluster_id))
             return conn.execute(_c.delete().where(_c.c.id == cluster_id)).rowcount > 0
@@ -220,7 +171,7 @@ class Store:
             return
         rows = [dataclasses.asdict(WorkerRecord(cluster_id, index)) for index in range(count)]
         try:
-            with self._begin() as conn:
+            with self._db.begin() as conn:
                 conn.execute(_w.insert(), rows)
         except IntegrityError as exc:
             raise StoreError(
@@ -232,20 +183,20 @@ class Store:
         """Set ``fields`` of a worker; False when there is no such worker."""
         values = _checked_fields(_w, fields, key=("cluster_id", "index"))
         query = _w.update().where(_w.c.cluster_id == cluster_id, _w.c.index == index)
-        with self._begin() as conn:
+        with self._db.begin() as conn:
             return conn.execute(query.values(values)).rowcount > 0
 
     def get_worker(self, cluster_id: str, index: int) -> WorkerRecord | None:
         """The worker, or None."""
         query = select(_w).where(_w.c.cluster_id == cluster_id, _w.c.index == index)
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(query).first()
         return None if row is None else WorkerRecord(**row._asdict())
 
     def list_workers(self, cluster_id: str) -> list[WorkerRecord]:
         """The workers of a cluster by index."""
         query = select(_w).where(_w.c.cluster_id == cluster_id).order_by(_w.c.index)
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [WorkerRecord(**row._asdict()) for row in conn.execute(query)]
 
     # -- clients ------------------------------------------------------------------------
@@ -256,7 +207,7 @@ class Store:
             return
         rows = [{**dataclasses.asdict(c), "cluster_id": cluster_id} for c in clients]
         try:
-            with self._begin() as conn:
+            with self._db.begin() as conn:
                 conn.execute(_cl.insert(), rows)
         except IntegrityError as exc:
             raise StoreError(
@@ -266,9 +217,9 @@ class Store:
 
     def set_client_state(self, cluster_id: str, ids: Iterable[int], state: str) -> int:
         """Set the state of the clients ``ids``; the number of clients changed."""
-        wanted = list(ids)
+        wanted = sorted(set(ids))  # ascending, like add_batch: row locks in one order
         changed = 0
-        with self._begin() as conn:
+        with self._db.begin() as conn:
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
                 query = _cl.update().where(_cl.c.cluster_id == cluster_id, _cl.c.id.in_(chunk))
@@ -284,13 +235,13 @@ class Store:
             query = query.where(_cl.c.group == group)
         if state is not None:
             query = query.where(_cl.c.state == state)
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [ClientRecord(**row._asdict()) for row in conn.execute(query)]
 
     def get_client(self, cluster_id: str, client_id: int) -> ClientRecord | None:
         """The client, or None."""
         query = select(_cl).where(_cl.c.cluster_id == cluster_id, _cl.c.id == client_id)
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(query).first()
         return None if row is None else ClientRecord(**row._asdict())
 
@@ -312,7 +263,7 @@ class Store:
             "count": len(samples),
         }
         try:
-            with self._begin() as conn:
+            with self._db.begin() as conn:
                 conn.execute(_b.insert().values(batch_row))
                 if samples:
                     self._samples.insert(conn, cluster_id, samples)
@@ -353,7 +304,7 @@ class Store:
         query = select(_b.c.seq).where(
             _b.c.cluster_id == cluster_id, _b.c.worker == worker, _b.c.seq == seq
         )
-        with self._read() as conn:
+        with self._db.read() as conn:
             return conn.execute(query).first() is not None
 
     def iter_samples(self, cluster_id: str, *, chunk: int = 5000) -> Iterator[Sample]:
@@ -379,7 +330,7 @@ class Store:
                     .where(_s.c.cluster_id == cluster_id, _s.c.id > lo, _s.c.id <= lo + chunk)
                     .order_by(_s.c.id)
                 )
-                with self._read() as conn:
+                with self._db.read() as conn:
                     rows = conn.execute(query).all()
                 lo += chunk
                 for row in rows:
@@ -391,7 +342,7 @@ class Store:
 
     def _sample_id_span(self, cluster_id: str) -> tuple[int | None, int | None]:
         query = select(func.min(_s.c.id), func.max(_s.c.id)).where(_s.c.cluster_id == cluster_id)
-        with self._read() as conn:
+        with self._db.read() as conn:
             first, last = conn.execute(query).one()
         return first, last
 
@@ -400,7 +351,7 @@ class Store:
         query = select(func.count()).select_from(_s).where(_s.c.cluster_id == cluster_id)
         if group is not None:
             query = query.where(_s.c.group == group)
-        with self._read() as conn:
+        with self._db.read() as conn:
             return int(conn.execute(query).scalar_one())
 
     # -- events -------------------------------------------------------------------------
@@ -417,7 +368,7 @@ class Store:
             "message": message,
             "data_json": data_json,
         }
-        with self._begin() as conn:
+        with self._db.begin() as conn:
             key = conn.execute(_e.insert().values(row)).inserted_primary_key
         assert key is not None
         return int(key[0])
@@ -432,7 +383,7 @@ class Store:
             .order_by(_e.c.id)
             .limit(limit)
         )
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [_event(row) for row in conn.execute(query)]
 
 
