@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,9 @@ def test_frontend_and_monitor_require_the_api_token(tmp_path: Path) -> None:
             assert svc.request("GET", path, token="wrong", prefix=prefix)[0] == 403
             assert svc.request("GET", path, prefix=prefix)[0] == 200
         assert svc.request("GET", "/health", token="", prefix="")[0] == 200
+        req = urllib.request.Request(svc.url + "/health", headers={"Origin": "http://any"})
+        with urllib.request.urlopen(req, timeout=10) as response:
+            assert response.headers["access-control-allow-origin"] is None  # CORS is off
         # Declare a body over the limit and send none of it: the refusal comes before the body.
         conn = http.client.HTTPConnection(svc.url.removeprefix("http://"), timeout=30)
         conn.putrequest("POST", "/api/v1/validate")
@@ -366,3 +370,31 @@ def test_the_service_runs_on_a_postgresql_store(
         _, results = svc.api("GET", f"/clusters/{created['id']}/results")
         assert results["groups"]["hello"]["requests"] == 40
         assert len(samples_of(svc, created["id"])) == results["total"]["requests"]
+
+
+def test_live_monitor_stats_and_cors(tmp_path: Path, target: str) -> None:
+    origin = "http://frontend.example"
+    with ServiceProcess(tmp_path / "svc", extra=("--cors-origin", origin)) as svc:
+        _, created = svc.api("POST", "/clusters", config(target, hello(rate=20, duration_s=3)))
+        cluster_id = created["id"]
+        svc.wait_status(cluster_id, ("running",))
+        time.sleep(1.5)
+        status, live = svc.api("GET", f"/monitor/clusters/{cluster_id}/stats")
+        assert status == 200
+        assert live["status"] == "running" and live["window_s"] == 10
+        recent = live["window_10s"]["total"]
+        assert recent["requests"] > 0 and recent["request_rate"] == pytest.approx(20, rel=0.5)
+        assert live["since_start"]["groups"]["hello"]["e2e_s"]["count"] > 0
+        assert svc.api("GET", "/monitor/clusters/nope/stats")[0] == 404
+        svc.wait_status(cluster_id)
+        _, results = svc.api("GET", f"/clusters/{cluster_id}/results")
+        _, live = svc.api("GET", f"/monitor/clusters/{cluster_id}/stats")
+        assert live["since_start"]["total"]["requests"] == results["total"]["requests"] == 60
+        req = urllib.request.Request(svc.url + "/api/v1/clusters", headers={"Origin": origin})
+        with urllib.request.urlopen(req, timeout=10) as response:
+            assert response.headers["access-control-allow-origin"] == origin
+        req = urllib.request.Request(
+            svc.url + "/api/v1/clusters", headers={"Origin": "http://evil"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as response:
+            assert response.headers["access-control-allow-origin"] is None

@@ -1,0 +1,66 @@
+"""The local spawner: what it would run (pure), and following and stopping real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from clientswarm.spawners.base import ClusterLaunch
+from clientswarm.spawners.local import LocalSpawner, log_path
+
+
+def launch(tmp_path: Path, python: str = "/usr/bin/python3", workers: int = 2) -> ClusterLaunch:
+    return ClusterLaunch(
+        cluster_id="abc123",
+        workers=workers,
+        service_url="http://127.0.0.1:8080",
+        token="very-secret-token",
+        log_dir=str(tmp_path / "logs"),
+        python=python,
+    )
+
+
+def test_render_shows_each_worker_command_and_hides_the_token(tmp_path: Path) -> None:
+    rendered = LocalSpawner().render(launch(tmp_path))
+    logs = tmp_path / "logs"
+    assert rendered == (
+        "# cluster abc123: 2 local worker process(es)\n"
+        "CLIENTSWARM_WORKER_TOKEN=<redacted> /usr/bin/python3 -m clientswarm.worker --service "
+        f"http://127.0.0.1:8080 --cluster abc123 --index 0 > {logs}/worker-0.log 2>&1 &\n"
+        "CLIENTSWARM_WORKER_TOKEN=<redacted> /usr/bin/python3 -m clientswarm.worker --service "
+        f"http://127.0.0.1:8080 --cluster abc123 --index 1 > {logs}/worker-1.log 2>&1 &\n"
+    )
+    assert "very-secret-token" not in rendered
+    assert "very-secret-token" not in repr(launch(tmp_path))
+
+
+async def test_poll_reports_exit_codes_with_log_tail_and_stop_escalates(tmp_path: Path) -> None:
+    # A stand-in "python" that ignores SIGTERM for worker 1 and fails at once for worker 0.
+    fake = tmp_path / "fake-python"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import signal, sys, time\n"
+        "index = int(sys.argv[sys.argv.index('--index') + 1])\n"
+        "if index == 0:\n"
+        "    print('cannot reach the service'); sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('running', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    fake.chmod(0o755)
+    spawner = LocalSpawner()
+    spec = launch(tmp_path, python=str(fake))
+    state = await spawner.submit(spec)
+    assert set(state["pids"]) == {"0", "1"}
+    for _ in range(100):
+        ended = await spawner.poll(spec.cluster_id, state)
+        if ended:
+            break
+        await asyncio.sleep(0.05)
+    assert [(e.index, e.exit_code, e.reason) for e in ended] == [(0, 3, "exited with code 3")]
+    assert "cannot reach the service" in ended[0].log_tail
+    await spawner.stop(spec.cluster_id, state, grace_s=0.3)  # SIGTERM ignored → SIGKILL
+    ended = await spawner.poll(spec.cluster_id, state)
+    assert {(e.index, e.exit_code) for e in ended} == {(0, 3), (1, -9)}
+    assert "running" in log_path(spec.log_dir, 1).read_text()
