@@ -1,13 +1,6 @@
-"""``clientswarm worker``: one worker process, as a client of the service or on a pipe.
-
-Service mode (what spawners start)::
+"""``clientswarm worker``: one worker process, a client of the service (what spawners start)::
 
     CLIENTSWARM_WORKER_TOKEN=… clientswarm worker --service URL --cluster ID --index N
-
-Pipe mode (the assignment on stdin or in a file, samples on stdout, as the ``local`` spawner
-of ``clientswarm run`` uses it)::
-
-    clientswarm worker --assignment FILE|-
 
 SIGTERM or SIGINT stops the worker gracefully: requests in flight are recorded as cancelled
 and every sample is still delivered before it exits; a second signal aborts at once.
@@ -90,11 +83,6 @@ async def serve(endpoint: WorkerEndpoint, options: ServiceWorkerOptions) -> Work
 @click.option("--cluster", metavar="ID", help="Id of the cluster this worker belongs to.")
 @click.option("--index", type=click.IntRange(min=0), help="This worker's index in the cluster.")
 @click.option(
-    "--assignment",
-    metavar="FILE|-",
-    help="Pipe mode: read the assignment from FILE or stdin, write samples to stdout.",
-)
-@click.option(
     "--register-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=120.0,
@@ -114,7 +102,6 @@ def worker_command(
     service: str | None,
     cluster: str | None,
     index: int | None,
-    assignment: str | None,
     register_timeout: float,
     outage_limit: float | None,
 ) -> None:
@@ -122,21 +109,8 @@ def worker_command(
 
     The cluster token is read from the CLIENTSWARM_WORKER_TOKEN environment variable.
     """
-    if assignment is not None:
-        if service or cluster or index is not None:
-            _fail(
-                "--assignment (pipe mode) excludes --service, --cluster and --index",
-                EXIT_INVALID,
-            )
-        from clientswarm.worker.main import main as pipe_main
-
-        sys.exit(pipe_main(["--assignment", assignment]))
     if service is None or cluster is None or index is None:
-        _fail(
-            "--service, --cluster and --index are required "
-            "(or --assignment FILE|- for the pipe mode)",
-            EXIT_INVALID,
-        )
+        _fail("--service, --cluster and --index are required", EXIT_INVALID)
     if not service.startswith(("http://", "https://")):
         _fail(f"--service: {service!r} is not an http:// or https:// URL", EXIT_INVALID)
     try:

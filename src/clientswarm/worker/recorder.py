@@ -12,7 +12,7 @@ from clientswarm.worker.assignment import WorkerReport
 
 
 class SampleSink(Protocol):
-    """Where a worker's batches, live status and final report go (a pipe, or the service)."""
+    """Where a worker's batches, live status and final report go (the service, in production)."""
 
     async def send_batch(self, seq: int, samples: list[Sample]) -> None:
         """Deliver one batch; return only once it is acknowledged."""
