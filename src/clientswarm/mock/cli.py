@@ -10,11 +10,12 @@ import asyncio
 import dataclasses
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from clientswarm import aio
 from clientswarm.errors import ConfigError
 from clientswarm.mock.server import start_mock_server
 from clientswarm.mock.settings import DISTRIBUTIONS, MockSettings
@@ -53,16 +54,6 @@ async def serve(settings: MockSettings) -> None:
         await server.close()
 
 
-def run_with_uvloop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on uvloop when it is installed, else on the default asyncio loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is absent only on Windows
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
 @click.command("mock-server", context_settings={"help_option_names": ["-h", "--help"]})
 @_option("--host", str, "Interface to listen on.")
 @_option("--port", int, "TCP port; 0 picks a free one (printed on start).")
@@ -94,7 +85,7 @@ def mock_server_command(**options: Any) -> None:
         for problem in exc.problems:
             click.echo(f"error: mock-server: {problem}", err=True)
         sys.exit(2)
-    run_with_uvloop(serve(settings))
+    aio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -12,15 +12,15 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import orjson
 from rich.console import Console
 
+from clientswarm import aio
 from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.registry import build_group_interactions
@@ -34,8 +34,6 @@ from clientswarm.service.manager import ClusterManager
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.store import Store
-
-T = TypeVar("T")
 
 
 def default_output_dir(config: ClusterConfig) -> Path:
@@ -181,7 +179,7 @@ def run_command(
                     store=store,
                 )
 
-        cluster_id = _run_loop(main())
+        cluster_id = aio.run(main())
         summary = write_results(store, cluster_id, output_dir, fmt)
         store.close()
     render_summary(summary, console)
@@ -190,12 +188,3 @@ def run_command(
     if status == "failed":
         console.print(f"the run failed: {summary['cluster'].get('reason')}", style="bold red")
     sys.exit(0 if status == "completed" else 1)
-
-
-def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on uvloop (the default asyncio loop where uvloop is missing)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        return asyncio.run(coro)
-    return uvloop.run(coro)

@@ -7,12 +7,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import click
 
+from clientswarm import aio
 from clientswarm.errors import ClientswarmError
 from clientswarm.service.auth import is_loopback
 from clientswarm.service.server import open_store, running_service
@@ -137,15 +136,6 @@ def serve_command(
         store.close()
 
     try:
-        _run(main())
+        aio.run(main())
     except OSError as exc:
         raise ClientswarmError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-
-
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)

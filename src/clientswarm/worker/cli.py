@@ -13,11 +13,11 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
 import click
 
+from clientswarm import aio
 from clientswarm.errors import WorkerError
 from clientswarm.service.protocol import TOKEN_ENV
 from clientswarm.worker.assignment import WorkerReport
@@ -31,21 +31,11 @@ log = logging.getLogger("clientswarm.worker")
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
-T = TypeVar("T")
 
 
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
-
-
-def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        return asyncio.run(coro)
-    result: T = uvloop.run(coro)
-    return result
 
 
 async def serve(endpoint: WorkerEndpoint, options: ServiceWorkerOptions) -> WorkerReport:
@@ -123,7 +113,7 @@ def worker_command(
     options = ServiceWorkerOptions(register_timeout_s=register_timeout, outage_limit_s=outage_limit)
     debug = bool(ctx.find_root().obj and ctx.find_root().obj.get("debug"))
     try:
-        report = _run_loop(serve(endpoint, options))
+        report = aio.run(serve(endpoint, options))
     except WorkerError as exc:
         if debug:
             raise
