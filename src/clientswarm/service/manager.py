@@ -316,11 +316,18 @@ class ClusterManager:
         self, state: ClusterState, index: int, seq: int, samples: list[Sample]
     ) -> BatchAck:
         """Commit a batch (once), then feed the live statistics; ack only after the commit."""
-        fresh = await asyncio.to_thread(self.store.add_batch, state.id, index, seq, samples)
+        fresh = await asyncio.to_thread(self._commit_batch, state, index, seq, samples)
         state.workers[index].last_seen = time.monotonic()
+        return BatchAck(seq=seq, duplicate=not fresh)
+
+    def _commit_batch(
+        self, state: ClusterState, index: int, seq: int, samples: list[Sample]
+    ) -> bool:
+        """Store, then histogram (both CPU work kept off the event loop); True when new."""
+        fresh = self.store.add_batch(state.id, index, seq, samples)
         if fresh:
             state.live.add(samples, _now())
-        return BatchAck(seq=seq, duplicate=not fresh)
+        return fresh
 
     async def heartbeat(self, state: ClusterState, index: int, beat: Heartbeat) -> Control:
         """Note the worker is alive; reply with what it should stop."""
