@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from clientswarm.config.loader import validate_config_data
+from clientswarm.errors import WorkerError
 from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
 from clientswarm.mock import MockSettings, start_mock_server
 from clientswarm.worker.assignment import Assignment, WorkerReport
@@ -178,3 +179,26 @@ async def test_stop_all_still_works_beside_stopped_clients(target_url: str) -> N
     assert len(cancelled(clients[0])) == 1
     for other in (1, 2, 3):
         assert len(cancelled(clients[other])) == 1  # cut by stop()
+
+
+def test_a_worker_refuses_clients_it_would_not_place_itself() -> None:
+    config = validate_config_data(
+        {
+            "name": "placement",
+            "target": {"url": "http://127.0.0.1:9"},
+            "spawner": {"kind": "local", "workers": 2},
+            "groups": [
+                {
+                    "name": "g",
+                    "clients": 4,
+                    "interaction": {"kind": "hello"},
+                    "stop": {"requests": 4},
+                }
+            ],
+        }
+    )
+    ok = Assignment(cluster_id="c", worker=1, workers=2, start_ns=1, config=config, clients=[1, 3])
+    WorkerRuntime(ok, MemorySink())
+    wrong = ok.model_copy(update={"clients": [0, 1]})
+    with pytest.raises(WorkerError, match="run the same clientswarm version"):
+        WorkerRuntime(wrong, MemorySink())

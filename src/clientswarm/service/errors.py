@@ -6,6 +6,7 @@ Shape: ``{"error": {"status": 422, "message": "…", "problems": ["field: …", 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clientswarm.config.errors import show_value
 from clientswarm.errors import ConfigError, SpawnerError
 from clientswarm.service.manager import Conflict, Gone, NotFound
+
+log = logging.getLogger("clientswarm.service")
 
 
 def error_body(status: int, message: str, problems: list[str] | None = None) -> dict[str, Any]:
@@ -64,6 +67,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SpawnerError)
     async def _spawner(_: Request, exc: SpawnerError) -> JSONResponse:
         return error_response(502, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: say so in the service's shape; the traceback goes to the log.
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the service log")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

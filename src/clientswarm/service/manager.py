@@ -281,12 +281,16 @@ class ClusterManager:
         await asyncio.to_thread(self.store.update_worker, state.id, index, state="running")
         assert state.start_ns is not None
         base_dir = str(state.spawner_state.get("base_dir", "."))
+        workers = len(state.workers)
         return Assignment(
             cluster_id=state.id,
             worker=index,
-            workers=len(state.workers),
+            workers=workers,
             start_ns=state.start_ns,
             config=state.config,
+            clients=[
+                c.client_id for c in clients_of_worker(state.config, index, len(state.workers))
+            ],
             base_dir=base_dir,
         )
 

@@ -23,6 +23,10 @@ class Assignment(BaseModel):
     workers: int = Field(ge=1)
     start_ns: int = Field(description="Shared start time of the cluster, Unix epoch ns")
     config: ClusterConfig
+    clients: list[int] = Field(
+        default_factory=list,
+        description="Cluster-wide ids of this worker's clients, as the service placed them",
+    )
     base_dir: str = Field(default=".", description="Folder that relative dataset paths resolve in")
     batch_interval_s: float = Field(default=0.5, gt=0, description="Max delay before samples ship")
     batch_max: int = Field(default=2000, ge=1, description="Max samples in one batch")

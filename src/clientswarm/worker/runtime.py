@@ -27,6 +27,7 @@ import numpy as np
 from clientswarm.clock import Clock
 from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
 from clientswarm.config.models import ClusterConfig, GroupConfig
+from clientswarm.errors import WorkerError
 from clientswarm.interactions.base import ClientContext, Interaction
 from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import (
@@ -102,6 +103,12 @@ class WorkerRuntime:
         )
         hosted = clients_of_worker(self.config, assignment.worker, assignment.workers)
         self._hosted_ids = frozenset(c.client_id for c in hosted)
+        if assignment.clients and set(assignment.clients) != self._hosted_ids:
+            raise WorkerError(
+                f"the service placed clients {sorted(assignment.clients)[:8]}… on worker "
+                f"{assignment.worker}, but this worker derives {sorted(self._hosted_ids)[:8]}…: "
+                "run the same clientswarm version on the service and the workers"
+            )
         self._group_clients: dict[int, frozenset[int]] = {
             g: frozenset(c.client_id for c in hosted if c.group_index == g)
             for g in range(len(self.config.groups))
