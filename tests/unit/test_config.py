@@ -283,10 +283,19 @@ def test_missing_kind_guesses_from_the_fields_given() -> None:
     ]
 
 
-def test_spawner_kind_is_a_literal() -> None:
+def test_spawner_kind_lists_the_spawners() -> None:
     line = one_problem(changed(["spawner", "kind"], "locl"))
     assert line == (
-        "spawner.kind: unknown kind; got \"locl\" (did you mean 'local'?); valid kinds: local"
+        "spawner.kind: unknown kind; got \"locl\" (did you mean 'local'?); "
+        "valid kinds: local, slurm"
+    )
+
+
+def test_unknown_slurm_option_lists_the_valid_ones() -> None:
+    line = one_problem(changed(["spawner"], {"kind": "slurm", "partitoin": "debug"}))
+    assert line.startswith(
+        "spawner.partitoin: unknown field 'partitoin' (did you mean 'partition'?); "
+        "valid fields for kind 'slurm': kind, workers, partition, account, qos, time_limit,"
     )
 
 

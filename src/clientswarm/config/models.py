@@ -15,6 +15,11 @@ from clientswarm.config.base import StrictModel
 from clientswarm.config.interactions import InteractionConfig
 from clientswarm.config.lengths import LengthDist, coerce_length
 from clientswarm.config.load import ClosedLoadConfig, LoadConfig, StopConfig
+from clientswarm.config.spawners import (
+    LocalSpawnerConfig,
+    SlurmSpawnerConfig,
+    SpawnerConfig,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -66,16 +71,6 @@ class TargetConfig(StrictModel):
         if not path.startswith("/"):
             raise ValueError("must start with '/'")
         return path
-
-
-class LocalSpawnerConfig(StrictModel):
-    """Workers are processes on this machine."""
-
-    kind: Literal["local"] = "local"
-    workers: int = Field(default=1, ge=1, le=1024, description="Number of worker processes")
-
-
-SpawnerConfig = LocalSpawnerConfig
 
 
 class SLOConfig(StrictModel):
@@ -168,6 +163,7 @@ __all__ = [
     "LocalSpawnerConfig",
     "OutputsConfig",
     "SLOConfig",
+    "SlurmSpawnerConfig",
     "SpawnerConfig",
     "TargetConfig",
     "coerce_length",
