@@ -66,6 +66,22 @@ def validate(file: Path) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--service",
+    default="http://<service-host>:8080",
+    show_default=True,
+    help="The service URL the workers would be given.",
+)
+def render(file: Path, service: str) -> None:
+    """Print exactly what the spawner of FILE would submit (secrets redacted)."""
+    from clientswarm.config.loader import load_config_file
+    from clientswarm.spawners.registry import render_submission
+
+    click.echo(render_submission(load_config_file(file), service_url=service), nl=False)
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON Schema of the configuration file."""
     import json

@@ -33,6 +33,7 @@ from clientswarm.run.progress import ProgressLine, show_progress
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
+from clientswarm.spawners.registry import render_submission
 from clientswarm.store import Store
 
 
@@ -138,6 +139,7 @@ def write_results(store: Store, cluster_id: str, output_dir: Path, fmt: str) -> 
     help="Start the built-in simulator on a free loopback port and use it as the target.",
 )
 @click.option("--mock-args", default="", help="Options for the simulator, e.g. '--ttft-ms 50'.")
+@click.option("--dry-run", is_flag=True, help="Print what the spawner would submit, then stop.")
 def run_command(
     file: Path,
     output: Path | None,
@@ -145,6 +147,7 @@ def run_command(
     workers: int | None,
     mock: bool,
     mock_args: str,
+    dry_run: bool,
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
     config = load_config_file(file)
@@ -153,6 +156,9 @@ def run_command(
             update={"spawner": config.spawner.model_copy(update={"workers": workers})}
         )
     build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
+    if dry_run:
+        click.echo(render_submission(config, service_url="<in-process service URL>"), nl=False)
+        return
     output_dir = output or default_output_dir(config)
     fmt = samples_format or config.outputs.samples_format
     console = report_console()

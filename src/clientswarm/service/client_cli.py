@@ -112,10 +112,22 @@ def wait_for(client: ServiceClient, cluster_id: str, console: Console) -> dict[s
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @service_option
 @click.option("--wait", is_flag=True, help="Follow the cluster until it finishes; show results.")
-def submit_command(file: Path, service: str, wait: bool) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate FILE with the service and print what its spawner would submit; start nothing.",
+)
+def submit_command(file: Path, service: str, wait: bool, dry_run: bool) -> None:
     """Submit the cluster of FILE to a running service; print its id."""
     client = _client(service)
     content_type = "application/json" if file.suffix == ".json" else "application/yaml"
+    if dry_run:
+        from clientswarm.config.loader import load_config_file
+        from clientswarm.spawners.registry import render_submission
+
+        client.json("POST", "/validate", file.read_bytes(), content_type)
+        click.echo(render_submission(load_config_file(file), service_url=service), nl=False)
+        return
     created = client.json("POST", "/clusters", file.read_bytes(), content_type)
     click.echo(created["id"])
     if wait:

@@ -43,7 +43,7 @@ from clientswarm.service.results import finish_clients, summarise, worker_rows, 
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import CLUSTER_FINAL, ClusterState, WorkerLive, hash_token
 from clientswarm.spawners.base import ClusterLaunch, Spawner
-from clientswarm.spawners.local import LocalSpawner
+from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClientRecord, ClusterRecord, Store
 
 log = logging.getLogger("clientswarm.service")
@@ -78,7 +78,7 @@ class ClusterManager:
         self.store = store
         self.settings = settings
         self.live = live or LiveRegistry()
-        self.spawners: dict[str, Spawner] = spawners or {"local": LocalSpawner()}
+        self.spawners: dict[str, Spawner] = spawners or default_spawners()
         self.active: dict[str, ClusterState] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
@@ -165,6 +165,7 @@ class ClusterManager:
             token=token,
             log_dir=str(self.settings.log_dir(state.id)),
             python=self.settings.python,
+            options=state.config.spawner.model_dump(),
         )
         try:
             if spawner is None:

@@ -71,7 +71,13 @@ async def serve(endpoint: WorkerEndpoint, options: ServiceWorkerOptions) -> Work
 @click.command("worker", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--service", metavar="URL", help="Base URL of the clientswarm service.")
 @click.option("--cluster", metavar="ID", help="Id of the cluster this worker belongs to.")
-@click.option("--index", type=click.IntRange(min=0), help="This worker's index in the cluster.")
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    envvar=["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"],
+    help="This worker's index in the cluster [default: $SLURM_ARRAY_TASK_ID, or "
+    "$JOB_COMPLETION_INDEX of a Kubernetes Indexed Job].",
+)
 @click.option(
     "--register-timeout",
     type=click.FloatRange(min=0, min_open=True),
