@@ -8,6 +8,7 @@ spawner starts the workers), follows it with a live progress line, and writes th
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import sys
 import tempfile
@@ -72,11 +73,27 @@ def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | Non
 
 
 async def run_cluster(
-    config: ClusterConfig, *, base_dir: Path, output_dir: Path, console: Console, store: Store
+    config: ClusterConfig,
+    *,
+    base_dir: Path,
+    output_dir: Path,
+    console: Console,
+    store: Store,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> str:
-    """Run ``config`` through an in-process service; return the cluster id once it finished."""
-    settings = ServiceSettings(data_dir=output_dir, lost_after_s=10.0)
-    async with running_service(store, settings) as service:
+    """Run ``config`` through an in-process service; return the cluster id once it finished.
+
+    The service's frontend API gets a random token nobody is told: only the workers (with
+    their cluster token) have business with it, even when it listens beyond loopback.
+    """
+    settings = ServiceSettings(
+        data_dir=output_dir, lost_after_s=10.0, api_token=secrets.token_urlsafe(24)
+    )
+    advertise = getattr(config.spawner, "advertise_url", None)
+    if advertise:
+        settings.advertise_url = advertise
+    async with running_service(store, settings, host=host, port=port) as service:
         manager = service.manager
         record = await manager.create(config, base_dir=base_dir)
         loop = asyncio.get_running_loop()
@@ -140,6 +157,13 @@ def write_results(store: Store, cluster_id: str, output_dir: Path, fmt: str) -> 
 )
 @click.option("--mock-args", default="", help="Options for the simulator, e.g. '--ttft-ms 50'.")
 @click.option("--dry-run", is_flag=True, help="Print what the spawner would submit, then stop.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the in-process service listens on (compute nodes must reach it).",
+)
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="Its port (0: any free).")
 def run_command(
     file: Path,
     output: Path | None,
@@ -148,6 +172,8 @@ def run_command(
     mock: bool,
     mock_args: str,
     dry_run: bool,
+    host: str,
+    port: int,
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
     config = load_config_file(file)
@@ -172,7 +198,13 @@ def run_command(
         async def main() -> str:
             if not mock:
                 return await run_cluster(
-                    config, base_dir=base_dir, output_dir=output_dir, console=console, store=store
+                    config,
+                    base_dir=base_dir,
+                    output_dir=output_dir,
+                    console=console,
+                    store=store,
+                    host=host,
+                    port=port,
                 )
             async with mock_target(mock_args) as url:
                 console.print(f"simulator target at {url}", style="dim")
@@ -183,6 +215,8 @@ def run_command(
                     output_dir=output_dir,
                     console=console,
                     store=store,
+                    host=host,
+                    port=port,
                 )
 
         cluster_id = aio.run(main())
