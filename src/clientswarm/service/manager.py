@@ -176,6 +176,9 @@ class ClusterManager:
             await self._finalise(state)
             return
         state.spawner_state.update(submitted)
+        await self._event(
+            state.id, "submitted", f"{launch.workers} worker(s) submitted", dict(submitted)
+        )
         await asyncio.to_thread(
             self.store.update_cluster,
             state.id,
@@ -398,7 +401,12 @@ class ClusterManager:
                 worker = state.workers[ended.index]
                 if worker.final:
                     continue
-                outcome = "failed" if worker.state in ("pending", "registered") else "lost"
+                if ended.cancelled:
+                    outcome = "cancelled"
+                elif worker.state in ("pending", "registered"):
+                    outcome = "failed"
+                else:
+                    outcome = "lost"
                 lines = ended.log_tail.strip().splitlines()[-3:]
                 tail = f"; last output: {' | '.join(lines)}" if lines else ""
                 await self._worker_ended(
@@ -415,9 +423,14 @@ class ClusterManager:
                     f"no heartbeat for {self.settings.lost_after_s:.0f} s",
                 )
         if state.stop_requested_at is not None and not state.spawner_stopped:
-            if now - state.stop_requested_at > self.settings.stop_grace_s and spawner is not None:
+            submitted = state.spawner_state.get("pids") or state.spawner_state.get("job_id")
+            if spawner is not None and submitted:
+                # SIGTERM (scancel on Slurm) is a graceful stop for a worker: it records its
+                # in-flight requests as cancelled and ships everything before it exits.
                 state.spawner_stopped = True
-                await spawner.stop(state.id, state.spawner_state, grace_s=5.0)
+                self._spawn(
+                    spawner.stop(state.id, state.spawner_state, grace_s=self.settings.stop_grace_s)
+                )
             if state.start_ns is None:  # stopped before it started: nobody will finish
                 for index, worker in enumerate(state.workers):
                     if not worker.final:

@@ -55,6 +55,7 @@ def cluster_view(
         }
         for g in config["groups"]
     ]
+    view["spawner_state"] = orjson.loads(record.spawner_state_json or "{}")
     view["config"] = config
     return view
 

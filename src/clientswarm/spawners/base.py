@@ -49,6 +49,8 @@ class WorkerExit:
     exit_code: int | None
     reason: str
     log_tail: str = ""
+    cancelled: bool = False
+    """True when the scheduler cancelled it (e.g. ``scancel`` outside the service)."""
 
 
 class Spawner(Protocol):
