@@ -65,7 +65,11 @@ class SlurmSpawnerConfig(StrictModel):
     container: str | None = Field(
         default=None, description="Run the worker with 'apptainer exec IMAGE …'"
     )
-    python: str = Field(default="python3", description="Python interpreter on the compute nodes")
+    python: str | None = Field(
+        default=None,
+        description="Python interpreter on the compute nodes, with clientswarm installed "
+        "(default: the service's own interpreter, for a shared filesystem)",
+    )
     advertise_url: str | None = Field(
         default=None, description="How compute nodes reach the service (default: its own URL)"
     )

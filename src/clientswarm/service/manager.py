@@ -396,7 +396,7 @@ class ClusterManager:
 
     async def _check(self, state: ClusterState) -> None:
         spawner = self.spawners.get(state.config.spawner.kind)
-        if spawner is not None and state.spawner_state.get("pids"):
+        if spawner is not None and _submitted(state.spawner_state):
             for ended in await spawner.poll(state.id, state.spawner_state):
                 worker = state.workers[ended.index]
                 if worker.final:
@@ -423,8 +423,7 @@ class ClusterManager:
                     f"no heartbeat for {self.settings.lost_after_s:.0f} s",
                 )
         if state.stop_requested_at is not None and not state.spawner_stopped:
-            submitted = state.spawner_state.get("pids") or state.spawner_state.get("job_id")
-            if spawner is not None and submitted:
+            if spawner is not None and _submitted(state.spawner_state):
                 # SIGTERM (scancel on Slurm) is a graceful stop for a worker: it records its
                 # in-flight requests as cancelled and ships everything before it exits.
                 state.spawner_stopped = True
@@ -504,7 +503,7 @@ class ClusterManager:
         workers = await asyncio.to_thread(self.store.list_workers, record.id)
         state.workers = [WorkerLive(state=w.state) for w in workers]
         if record.status == "pending" or (
-            record.status == "starting" and not state.spawner_state.get("pids")
+            record.status == "starting" and not _submitted(state.spawner_state)
         ):
             self.active[record.id] = state
             await self._set_status(state, "failed", reason="the service restarted while launching")
@@ -536,6 +535,11 @@ class ClusterManager:
                 batch = []
         if batch:
             live.add(batch, batch[-1].end_ns / 1e9)
+
+
+def _submitted(spawner_state: dict[str, Any]) -> bool:
+    """Whether a spawner has started something to follow (local pids, a Slurm job id)."""
+    return bool(spawner_state.get("pids") or spawner_state.get("job_id"))
 
 
 __all__ = ["ClusterManager", "Conflict", "Gone", "NotFound"]

@@ -7,9 +7,11 @@ import sys
 from clientswarm.config.models import ClusterConfig
 from clientswarm.spawners.base import ClusterLaunch, Spawner
 from clientswarm.spawners.local import LocalSpawner
+from clientswarm.spawners.slurm import SlurmSpawner
 
 SPAWNERS: dict[str, type[Spawner]] = {
     "local": LocalSpawner,
+    "slurm": SlurmSpawner,
 }
 """Every spawner class, by the ``spawner.kind`` that selects it."""
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from clientswarm.config.spawners import SlurmRestConfig, SlurmSpawnerConfig
+from clientswarm.config.spawners import SlurmSpawnerConfig
 from clientswarm.service.protocol import TOKEN_ENV
 from clientswarm.spawners.base import ClusterLaunch
 
@@ -60,6 +60,9 @@ _REST_FIELDS = {
     "ntasks-per-node": "tasks_per_node",
 }
 
+# A flag without a value is sent as true, except where slurmrestd wants a word instead.
+_FLAG_VALUES = {"exclusive": "exclusive"}
+
 
 def log_dir_of(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
     """Where array tasks write their output: ``log_dir`` of the options, else the service's."""
@@ -72,12 +75,8 @@ def service_url_of(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
 
 
 def python_of(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
-    """The interpreter on the compute nodes: ``python`` when the options name one.
-
-    Options dumped without unset fields leave ``python`` out, and then the service's own
-    interpreter is used (right wherever the service's environment is on a shared filesystem).
-    """
-    return config.python if "python" in config.model_fields_set else launch.python
+    """The interpreter on the compute nodes: ``python`` when set, else the service's own."""
+    return config.python or launch.python
 
 
 def output_pattern(log_dir: str) -> str:
@@ -127,7 +126,7 @@ def render_sbatch(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
 
 
 def _extra_field(line: str) -> tuple[str, Any]:
-    """``--constraint=gpu`` → ``("constraints", "gpu")``; a flag alone → ``(name, True)``."""
+    """``--constraint=gpu`` → ``("constraints", "gpu")``; ``--hold`` → ``("hold", True)``."""
     option = line.strip()
     if option.startswith("--"):
         name, sep, value = option[2:].partition("=")
@@ -139,7 +138,7 @@ def _extra_field(line: str) -> tuple[str, Any]:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
     field = _REST_FIELDS.get(name, name.replace("-", "_"))
-    return field, (value if value else True)
+    return field, (value if value else _FLAG_VALUES.get(field, True))
 
 
 def rest_environment(environment: Mapping[str, str], api_version: str) -> Any:
@@ -186,11 +185,6 @@ def rest_job(
     return job
 
 
-def rest_where(rest: SlurmRestConfig) -> str:
-    """slurmrestd's address for messages: its URL or ``unix:<socket>``."""
-    return rest.url.rstrip("/") if rest.url else f"unix:{rest.socket}"
-
-
 def render_submission(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
     """How the cluster is submitted (a comment header, token redacted), then the script."""
     log_dir = log_dir_of(launch, config)
@@ -201,7 +195,8 @@ def render_submission(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
     if config.submit_via == "rest" and config.rest is not None:
         rest = config.rest
         path = f"/slurm/{rest.api_version}/job/submit"
-        head.append(f"# submitted with: POST {rest_where(rest)}{path}")
+        where = rest.url.rstrip("/") + path if rest.url else f"{path} on unix:{rest.socket}"
+        head.append(f"# submitted with: POST {where}")
         if rest.jwt_env:
             user = rest.user_name or "<this user>"
             head.append(f"#   headers: X-SLURM-USER-NAME: {user}, X-SLURM-USER-TOKEN: {REDACTED}")
@@ -210,8 +205,10 @@ def render_submission(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
         job = rest_job(launch, config, shown, rest.api_version)
         head.append('#   body: {"script": <the script below>, "job": <this job>}')
         head += [f"#   {line}" for line in json.dumps(job, indent=2).splitlines()]
-        head.append(f"#   ($NAME: that variable of the service's environment, when set)")
+        head.append("#   ($NAME: that variable of the service's environment, when set)")
     else:
         script = shlex.quote(str(PurePosixPath(log_dir) / SCRIPT_NAME))
-        head.append(f"# submitted with: {TOKEN_ENV}={REDACTED} sbatch --parsable --export=ALL {script}")
+        head.append(
+            f"# submitted with: {TOKEN_ENV}={REDACTED} sbatch --parsable --export=ALL {script}"
+        )
     return "\n".join(head) + "\n" + render_sbatch(launch, config)

@@ -77,7 +77,7 @@ def worker_state(slurm_state: str) -> WorkerState:
     and a worker that is gone all the same is caught by the service's heartbeat check.
     """
     words = slurm_state.strip().upper().split()
-    state = words[0] if words else ""
+    state = words[0].rstrip("+") if words else ""  # sacct prints a cut-off name with "+"
     if state in ("COMPLETED", "COMPLETE"):
         return "completed"
     if state == "CANCELLED":
@@ -134,8 +134,10 @@ def parse_exit_code(value: Any) -> ExitStatus | None:
     ``{"status": "SIGNALED", "return_code": 0, "signal": {"id": 15}}`` (v0.0.39+).
     """
     if isinstance(value, Mapping):
-        status = str(value.get("status", "")).upper()
-        if status in ("PENDING", "UNKNOWN") and "return_code" not in value:
+        status = value.get("status")
+        if isinstance(status, list):
+            status = status[0] if status else ""
+        if str(status or "").upper() in ("PENDING", "UNKNOWN"):
             return None
         code = _number(value.get("return_code")) or 0
         signal_info = value.get("signal")
@@ -214,11 +216,17 @@ def _base_state(value: Any) -> str:
     return str(value or "UNKNOWN").strip().upper().split()[0] if value else "UNKNOWN"
 
 
+def in_array(record: Mapping[str, Any], array_job_id: str) -> bool:
+    """Whether a job record is (a task of) job array ``array_job_id``."""
+    array_id = _number(record.get("array_job_id"))
+    if array_id:
+        return str(array_id) == array_job_id
+    return str(_number(record.get("job_id"))) == array_job_id
+
+
 def _record_tasks(record: Mapping[str, Any], array_job_id: str) -> list[TaskStatus]:
     """The tasks of one job record that belong to array ``array_job_id``."""
-    array_id = _number(record.get("array_job_id"))
-    job_id = _number(record.get("job_id"))
-    if str(array_id) != array_job_id and not (not array_id and str(job_id) == array_job_id):
+    if not in_array(record, array_job_id):
         return []
     state = _base_state(record.get("job_state"))
     reason = str(record.get("state_reason") or "")
@@ -245,7 +253,9 @@ def tasks_from_records(
     return {**ranges, **singles}
 
 
-def parse_jobs_json(data: str | bytes | Mapping[str, Any], array_job_id: str) -> dict[int, TaskStatus]:
+def parse_jobs_json(
+    data: str | bytes | Mapping[str, Any], array_job_id: str
+) -> dict[int, TaskStatus]:
     """Tasks of ``array_job_id`` in ``squeue --json`` output or a slurmrestd ``jobs`` reply."""
     document = json.loads(data) if isinstance(data, (str, bytes)) else data
     jobs = document.get("jobs") if isinstance(document, Mapping) else None
@@ -261,7 +271,9 @@ def parse_scontrol(text: str, array_job_id: str) -> dict[int, TaskStatus]:
     """Tasks of ``array_job_id`` in ``scontrol -o show job`` output (one record per line)."""
     records: list[dict[str, Any]] = []
     for line in text.splitlines():
-        fields = dict(_FIELD.findall(line))
+        fields: dict[str, str] = {}
+        for key, value in _FIELD.findall(line):  # the first wins: later values hold paths
+            fields.setdefault(key, value)
         if "JobId" not in fields:
             continue
         task = fields.get("ArrayTaskId", "")
@@ -287,6 +299,7 @@ class TaskEnd:
     index: int
     exit_code: int | None
     reason: str
+    cancelled: bool = False
 
 
 def ended_tasks(tasks: Mapping[int, TaskStatus], job_id: str, workers: int) -> list[TaskEnd]:
@@ -303,5 +316,5 @@ def ended_tasks(tasks: Mapping[int, TaskStatus], job_id: str, workers: int) -> l
             ends.append(TaskEnd(index, None, f"Slurm no longer knows {what}"))
         elif task.ended:
             code = task.exit.worker_code if task.exit is not None else None
-            ends.append(TaskEnd(index, code, task.describe()))
+            ends.append(TaskEnd(index, code, task.describe(), task.state == "cancelled"))
     return ends
