@@ -3,6 +3,9 @@
 #
 #   prometheus, promtool  Debian package "prometheus"  (tests/integration/test_promtool.py)
 #   initdb, pg_ctl        Debian package "postgresql"  (store tests against a real PostgreSQL)
+#   munged, slurmctld, slurmd, sbatch, slurmrestd
+#                         Debian packages "munge slurmctld slurmd slurm-client slurmrestd"
+#                         (the Slurm tests; scripts/slurm-dev-cluster.sh starts the daemons)
 #
 # Idempotent and fast (< 1 s) when everything is present. As root with apt-get it installs what
 # is missing with --no-install-recommends, running `apt-get update` only then; otherwise it
@@ -25,6 +28,8 @@ have_pg() {
 
 { have prometheus && have promtool; } || missing="$missing prometheus"
 have_pg || missing="$missing postgresql"
+{ have munged && have slurmctld && have slurmd && have sbatch && have slurmrestd; } ||
+    missing="$missing munge slurmctld slurmd slurm-client slurmrestd"
 
 [ -z "$missing" ] && exit 0
 
@@ -36,8 +41,8 @@ if [ "$(id -u)" != 0 ] || ! have apt-get || [ "${CLIENTSWARM_NO_APT:-0}" = 1 ]; 
 fi
 
 echo "ensure-test-deps: installing:$missing" >&2
-# Packages must not start their daemons (a system Prometheus on :9090, a PostgreSQL cluster):
-# the tests start their own on free ports. policy-rc.d exit 101 = "action forbidden".
+# Packages must not start their daemons (a system Prometheus on :9090, a PostgreSQL cluster,
+# munged/slurmctld/slurmd): the tests start their own. policy-rc.d exit 101 = "action forbidden".
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
     trap 'rm -f "$policy"' EXIT INT TERM

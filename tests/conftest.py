@@ -1,3 +1,3 @@
-"""Fixtures shared by every test: a real PostgreSQL server (skipped where none can start)."""
+"""Fixtures shared by every test: real PostgreSQL and Slurm (skipped where they cannot run)."""
 
-pytest_plugins = ["postgres"]
+pytest_plugins = ["postgres", "slurm_cluster"]

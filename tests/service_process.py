@@ -33,11 +33,13 @@ class ServiceProcess:
         port: int = 0,
         token: str | None = None,
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.token = token
         self.extra = extra
+        self.env = env or {}
         self.url = ""
         self.process: subprocess.Popen[str] | None = None
         self.log = data_dir / "service.log"
@@ -56,7 +58,7 @@ class ServiceProcess:
             "warning",
             *self.extra,
         ]
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.token is not None:
             token_file = self.data_dir / "token"
             token_file.write_text(self.token + "\n")

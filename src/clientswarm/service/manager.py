@@ -399,7 +399,15 @@ class ClusterManager:
         if spawner is not None and _submitted(state.spawner_state):
             for ended in await spawner.poll(state.id, state.spawner_state):
                 worker = state.workers[ended.index]
+                if ended.index in state.exits_noted:
+                    continue
+                state.exits_noted.add(ended.index)
                 if worker.final:
+                    if ended.cancelled and worker.state == "cancelled":
+                        # It finished cleanly on the scheduler's SIGTERM: say who stopped it.
+                        await asyncio.to_thread(
+                            self.store.update_worker, state.id, ended.index, error=ended.reason
+                        )
                     continue
                 if ended.cancelled:
                     outcome = "cancelled"

@@ -58,6 +58,7 @@ class ClusterState:
     stop_requested_at: float | None = None
     stop_reason: str | None = None
     spawner_stopped: bool = False
+    exits_noted: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not self.workers:
