@@ -31,3 +31,34 @@ def test_run_dry_run_starts_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "--index 1" in done.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_render_prints_the_sbatch_script_of_a_slurm_cluster(tmp_path: Path) -> None:
+    config = tmp_path / "slurm.yaml"
+    config.write_text(
+        "name: hpc\n"
+        "target: {url: 'http://10.0.0.9:8000'}\n"
+        "spawner: {kind: slurm, workers: 4, partition: gpu, account: proj, time_limit: '1:00:00',"
+        " setup: ['module load python/3.11'], python: /shared/venv/bin/python}\n"
+        "groups: [{name: g, clients: 8, interaction: {kind: hello}, stop: {duration_s: 60}}]\n"
+    )
+    done = subprocess.run(
+        [CLI, "render", str(config), "--service", "http://login01:8080"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    script = done.stdout
+    for line in (
+        "#SBATCH --array=0-3",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj",
+        "#SBATCH --time=1:00:00",
+        "module load python/3.11",
+    ):
+        assert line in script.splitlines(), line
+    assert (
+        "exec /shared/venv/bin/python -m clientswarm.worker --service http://login01:8080" in script
+    )
+    assert "<redacted>" in script and "CLIENTSWARM_WORKER_TOKEN=" not in script.replace(
+        "=<redacted>", ""
+    )
