@@ -99,7 +99,7 @@ def _common(run: CaseRun) -> Metrics:
         "orch_cpu": run.cpu.get("orchestrator"),
         "others_cpu": run.cpu.get("others"),
         "machine_cpu": run.cpu.get("machine"),
-        "loop_lag_p99_ms": max(w.loop_lag_p99_s for w in run.outcome.workers) * 1e3,
+        "loop_lag_p99_ms": max((w.loop_lag_p99_s or 0.0) for w in run.outcome.workers) * 1e3,
         "sched_lag_p50_ms": _ms(total["schedule_lag_s"]["p50"]),
         "sched_lag_p99_ms": _ms(total["schedule_lag_s"]["p99"]),
         "e2e_p50_ms": _ms(total["e2e_s"]["p50"]),

@@ -1,10 +1,10 @@
 """Run one cluster in-process against the simulator and measure who used the CPU.
 
-The cluster runs exactly as ``clientswarm run`` runs it (an :class:`Orchestrator` with local
-worker processes), but the samples are kept in memory and summarised with
-:func:`~clientswarm.metrics.stats.summarize`. While the measured window runs (after warm-up,
-until the planned end), the CPU time of every worker, of the simulator and of this process (the
-orchestrator that receives the sample batches) is read from ``/proc/<pid>/stat``.
+The cluster runs exactly as ``clientswarm run`` runs it: the service in this process, local
+worker processes, samples through the internal API into a SQLite store, the summary exact from
+it. While the measured window runs (after warm-up, until the planned end), the CPU time of every
+worker, of the simulator and of this process (the service that ingests the sample batches;
+``orchestrator`` in the tables) is read from ``/proc/<pid>/stat``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.sample import Sample
-from clientswarm.metrics.stats import summarize
-from clientswarm.run.cli import worker_warnings
 from clientswarm.run.mock_target import mock_target
-from clientswarm.run.orchestrator import Orchestrator, RunOutcome
+from clientswarm.service.manager import ClusterManager
+from clientswarm.service.server import running_service
+from clientswarm.service.settings import ServiceSettings
+from clientswarm.store import Store, WorkerRecord
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIMULATOR_MODULE = "clientswarm.mock.cli"
@@ -105,10 +107,18 @@ async def server_totals(url: str) -> dict[str, float]:
 
 
 @dataclass
+class Outcome:
+    """How the cluster ended: its status and its workers."""
+
+    status: str
+    workers: list[WorkerRecord]
+
+
+@dataclass
 class CaseRun:
     """What one run of a cluster produced."""
 
-    outcome: RunOutcome
+    outcome: Outcome
     summary: dict[str, Any]
     samples: list[Sample]
     """Every sample, warm-up included."""
@@ -137,18 +147,23 @@ def cluster_config(
 
 
 async def run_case(data: dict[str, Any], sim: Simulator, *, tmp_dir: Path) -> CaseRun:
-    """Run the cluster ``data`` to its end; summarise its samples; measure the window."""
+    """Run the cluster ``data`` to its end through the in-process service; measure the window."""
     config = validate_config_data(data)
-    samples: list[Sample] = []
-    orchestrator = Orchestrator(config, base_dir=tmp_dir, on_samples=samples.extend)
-    task = asyncio.create_task(orchestrator.run())
-    measured_s = max(g.stop.duration_s or 0.0 for g in config.groups)
-    window = asyncio.create_task(_measure_window(orchestrator, sim, config.warmup_s, measured_s))
-    try:
-        outcome = await task
-    finally:
-        if not window.done():
-            window.cancel()
+    store = Store.from_url_or_path(str(tmp_dir / f"bench-{time.time_ns()}.sqlite"))
+    store.create_all()
+    async with running_service(store, ServiceSettings(data_dir=tmp_dir)) as service:
+        manager = service.manager
+        record = await manager.create(config, base_dir=tmp_dir)
+        measured_s = max(g.stop.duration_s or 0.0 for g in config.groups)
+        window = asyncio.create_task(
+            _measure_window(manager, record.id, sim, config.warmup_s, measured_s)
+        )
+        try:
+            async with manager.changed:
+                await manager.changed.wait_for(lambda: record.id not in manager.active)
+        finally:
+            if not window.done():
+                window.cancel()
     shares: dict[str, float | None] = {}
     server: dict[str, float] = {}
     window_start_ns = 0
@@ -156,26 +171,32 @@ async def run_case(data: dict[str, Any], sim: Simulator, *, tmp_dir: Path) -> Ca
         shares, server_start, window_start_ns = window.result()
         server_end = await server_totals(sim.url)
         server = {k: v - server_start.get(k, 0.0) for k, v in server_end.items()}
-    summary = summarize(
-        samples,
-        cluster={"id": outcome.cluster_id, "name": config.name, "status": outcome.status},
-        group_order=[g.name for g in config.groups],
-        extra_warnings=worker_warnings(outcome),
+    finished = store.get_cluster(record.id)
+    assert finished is not None and finished.summary_json is not None
+    outcome = Outcome(finished.status, store.list_workers(record.id))
+    samples = list(store.iter_samples(record.id))
+    store.close()
+    return CaseRun(
+        outcome, orjson.loads(finished.summary_json), samples, server, window_start_ns, shares
     )
-    return CaseRun(outcome, summary, samples, server, window_start_ns, shares)
 
 
 async def _measure_window(
-    orchestrator: Orchestrator, sim: Simulator, warmup_s: float, measured_s: float
+    manager: ClusterManager, cluster_id: str, sim: Simulator, warmup_s: float, measured_s: float
 ) -> tuple[dict[str, float | None], dict[str, float], int]:
     """CPU shares from the end of warm-up to just before the planned end of the run; also the
     simulator's histogram totals and the epoch time (ns) when that window opened."""
-    await orchestrator.started.wait()
-    start_at = orchestrator.progress.started_at + warmup_s
+    state = manager.active[cluster_id]
+    async with manager.changed:
+        await manager.changed.wait_for(lambda: state.start_ns is not None)
+    assert state.start_ns is not None
+    start_at = state.start_ns / 1e9 + warmup_s
     end_at = start_at + max(0.2, measured_s - WINDOW_END_MARGIN_S)
-    pids: dict[str, int | None] = {f"worker{w.index}": w.pid for w in orchestrator.progress.workers}
+    pids: dict[str, int | None] = {
+        f"worker{index}": pid for index, pid in state.spawner_state.get("pids", {}).items()
+    }
     pids["simulator"] = sim.pid
-    pids["orchestrator"] = os.getpid()
+    pids["orchestrator"] = os.getpid()  # the in-process service that ingests the samples
     await asyncio.sleep(max(0.0, start_at - time.time()))
     t0 = time.monotonic()
     before = {name: cpu_seconds(pid) if pid else None for name, pid in pids.items()}
