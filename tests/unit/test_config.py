@@ -287,7 +287,7 @@ def test_spawner_kind_lists_the_spawners() -> None:
     line = one_problem(changed(["spawner", "kind"], "locl"))
     assert line == (
         "spawner.kind: unknown kind; got \"locl\" (did you mean 'local'?); "
-        "valid kinds: local, slurm"
+        "valid kinds: local, slurm, kubernetes"
     )
 
 

@@ -109,4 +109,235 @@ class SlurmSpawnerConfig(StrictModel):
         return self
 
 
-SpawnerConfig = Annotated[LocalSpawnerConfig | SlurmSpawnerConfig, Field(discriminator="kind")]
+# Kubernetes names: DNS-1123 labels (namespaces, …) and subdomains (secrets, service accounts).
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_QUANTITY = re.compile(
+    r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$"
+)
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+RESERVED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/component",
+    "clientswarm.io/cluster",
+)
+"""Labels clientswarm sets on every object it creates (it finds them again by these)."""
+RESERVED_ENV = "CLIENTSWARM_WORKER_TOKEN"
+"""Set by clientswarm from the cluster's Secret; the ``env`` option may not set it."""
+
+
+def _check_subdomain(value: str, what: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(f"{what} must be a DNS subdomain: lower-case letters, digits, '-', '.'")
+    return value
+
+
+def _check_qualified_key(key: str, what: str) -> None:
+    """A label, annotation or node-selector key: ``[prefix/]name``."""
+    prefix, _, name = key.rpartition("/")
+    if prefix:
+        _check_subdomain(prefix, f"{what} prefix {prefix!r}")
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        raise ValueError(
+            f"{what} {key!r} must be [prefix/]name, the name at most 63 letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit"
+        )
+
+
+def _check_labels(labels: dict[str, str], what: str) -> dict[str, str]:
+    for key, value in labels.items():
+        _check_qualified_key(key, f"{what} key")
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise ValueError(
+                f"{what} value {value!r} of {key!r} must be at most 63 letters, digits, "
+                "'-', '_' or '.', starting and ending with a letter or digit"
+            )
+    return labels
+
+
+class KubernetesResourceList(StrictModel):
+    """``requests`` and ``limits`` of each worker pod, e.g. ``{cpu: "2", memory: 4Gi}``."""
+
+    requests: dict[str, str] = Field(
+        default_factory=dict, description="Resource requests, e.g. {cpu: 500m, memory: 1Gi}"
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict, description="Resource limits, e.g. {memory: 2Gi, nvidia.com/gpu: 1}"
+    )
+
+    @field_validator("requests", "limits", mode="before")
+    @classmethod
+    def _numbers_as_quantities(cls, value: object) -> object:
+        # YAML reads ``cpu: 2`` as a number; Kubernetes quantities are strings.
+        if isinstance(value, dict):
+            return {
+                key: str(item)
+                if isinstance(item, int | float) and not isinstance(item, bool)
+                else item
+                for key, item in value.items()
+            }
+        return value
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, quantity in value.items():
+            _check_qualified_key(name, "resource name")
+            if not _QUANTITY.match(quantity):
+                raise ValueError(
+                    f"{name}: {quantity!r} is not a Kubernetes quantity such as 500m, 2 or 4Gi"
+                )
+        return value
+
+
+class KubernetesToleration(StrictModel):
+    """A pod toleration, written as in a Kubernetes manifest (``tolerationSeconds`` or
+    ``toleration_seconds``)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KubernetesToleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key needs operator: Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect: NoExecute")
+        return self
+
+    def manifest(self) -> dict[str, object]:
+        """The toleration as the pod spec takes it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class KubernetesSecretKeyRef(StrictModel):
+    """One key of a Secret in the cluster's namespace."""
+
+    name: str = Field(description="The Secret's name")
+    key: str = Field(description="The key in the Secret's data")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_subdomain(value, "a Secret name")
+
+
+class KubernetesEnvVar(StrictModel):
+    """An environment variable of the worker pods: a ``value`` or ``value_from_secret``."""
+
+    name: str
+    value: str | None = None
+    value_from_secret: KubernetesSecretKeyRef | None = Field(
+        default=None, description="e.g. {name: target-api, key: api-key} for the target's API key"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid environment variable name")
+        if value == RESERVED_ENV:
+            raise ValueError(f"{RESERVED_ENV} is set by clientswarm from the cluster's Secret")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KubernetesEnvVar:
+        if (self.value is None) == (self.value_from_secret is None):
+            raise ValueError(f"env {self.name}: give exactly one of value and value_from_secret")
+        return self
+
+
+class KubernetesSpawnerConfig(StrictModel):
+    """Workers are the pods of one Indexed Job (one completion index per worker)."""
+
+    kind: Literal["kubernetes"]
+    image: str = Field(min_length=1, description="Container image with clientswarm installed")
+    namespace: str = Field(default="default", max_length=63, pattern=_DNS_LABEL)
+    workers: int = Field(
+        default=1, ge=1, le=10_000, description="Pods: completions = parallelism of the Job"
+    )
+    resources: KubernetesResourceList | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[KubernetesToleration] = Field(default_factory=list)
+    service_account: str | None = Field(
+        default=None, description="serviceAccountName of the pods (default: the namespace's)"
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Names of docker-registry Secrets in the namespace"
+    )
+    env: list[KubernetesEnvVar] = Field(default_factory=list)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels of the Job, its pods and the Secret"
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations of the Job and its pods"
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the Job this long after it finishes"
+    )
+    active_deadline_s: int | None = Field(
+        default=None, ge=1, description="activeDeadlineSeconds: the Job fails after this long"
+    )
+    backoff_limit_per_index: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Retries of each worker on its own (Kubernetes >= 1.29); unset: no retry, "
+        "and the Job fails at the first failed pod",
+    )
+    advertise_url: str | None = Field(
+        default=None, description="How the pods reach the service (default: its own URL)"
+    )
+    python: str = Field(default="python", min_length=1, description="Interpreter in the image")
+
+    @field_validator("service_account")
+    @classmethod
+    def _service_account(cls, value: str | None) -> str | None:
+        return None if value is None else _check_subdomain(value, "service_account")
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _pull_secrets(cls, names: list[str]) -> list[str]:
+        return [_check_subdomain(name, "an image pull secret name") for name in names]
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if key in RESERVED_LABELS:
+                raise ValueError(f"label {key!r} is set by clientswarm")
+        return _check_labels(labels, "label")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_selector(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _check_labels(labels, "node_selector")
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, annotations: dict[str, str]) -> dict[str, str]:
+        for key in annotations:
+            _check_qualified_key(key, "annotation key")
+        return annotations
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[KubernetesEnvVar]) -> list[KubernetesEnvVar]:
+        names = [var.name for var in env]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"env sets {', '.join(twice)} more than once")
+        return env
+
+
+SpawnerConfig = Annotated[
+    LocalSpawnerConfig | SlurmSpawnerConfig | KubernetesSpawnerConfig,
+    Field(discriminator="kind"),
+]

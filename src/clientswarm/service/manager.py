@@ -169,7 +169,11 @@ class ClusterManager:
         )
         try:
             if spawner is None:
-                raise SpawnerError(f"no spawner of kind {state.config.spawner.kind!r} here")
+                raise SpawnerError(
+                    f"this service cannot start workers of kind {state.config.spawner.kind!r} "
+                    f"(it can: {', '.join(self.spawners)}); `clientswarm render` shows what "
+                    "would be submitted"
+                )
             submitted = await spawner.submit(launch)
         except SpawnerError as exc:
             await self._set_status(state, "failed", reason=str(exc))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 
 from clientswarm.config.models import ClusterConfig
+from clientswarm.config.spawners import KubernetesSpawnerConfig
 from clientswarm.spawners.base import ClusterLaunch, Spawner
+from clientswarm.spawners.kubernetes.render import render_submission as render_kubernetes
 from clientswarm.spawners.local import LocalSpawner
 from clientswarm.spawners.slurm import SlurmSpawner
 
@@ -30,7 +32,6 @@ def render_submission(
     python: str | None = None,
 ) -> str:
     """Exactly what the spawner of ``config`` would submit, with placeholders and no secrets."""
-    spawner = SPAWNERS[config.spawner.kind]()
     launch = ClusterLaunch(
         cluster_id=cluster_id,
         workers=config.spawner.workers,
@@ -40,4 +41,7 @@ def render_submission(
         python=python or sys.executable,
         options=config.spawner.model_dump(),
     )
-    return spawner.render(launch)
+    if isinstance(config.spawner, KubernetesSpawnerConfig):
+        # Rendered (and schema-checked) already; submitting them is the spawner still to come.
+        return render_kubernetes(launch, config.spawner)
+    return SPAWNERS[config.spawner.kind]().render(launch)
