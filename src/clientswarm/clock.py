@@ -20,11 +20,3 @@ class Clock:
     def now_ns(self) -> int:
         """Now, as Unix epoch nanoseconds on the monotonic timeline."""
         return time.perf_counter_ns() + self._offset_ns
-
-    def to_perf_ns(self, epoch_ns: int) -> int:
-        """The ``perf_counter_ns`` reading at which this clock shows ``epoch_ns``."""
-        return epoch_ns - self._offset_ns
-
-    def loop_time_at(self, epoch_ns: int, loop_now_s: float) -> float:
-        """The asyncio ``loop.time()`` value at which this clock will show ``epoch_ns``."""
-        return loop_now_s + (epoch_ns - self.now_ns()) / 1e9

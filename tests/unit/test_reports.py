@@ -16,13 +16,12 @@ from clientswarm.config.models import SLOConfig
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.stats import summarize
 from clientswarm.reports import (
-    JsonlSampleWriter,
-    ParquetSampleWriter,
-    open_sample_writer,
     read_samples,
     read_samples_jsonl,
     read_summary,
     render_summary,
+    stream_samples,
+    write_samples,
     write_summary,
 )
 from clientswarm.reports.export import (
@@ -30,7 +29,7 @@ from clientswarm.reports.export import (
     PARQUET_SCHEMA,
     SAMPLE_FIELDS,
     read_samples_parquet,
-    samples_to_bytes,
+    stream_parquet,
 )
 
 T0 = 1_700_000_000_000_000_000
@@ -123,10 +122,7 @@ def test_summary_has_no_nan(tmp_path: Path) -> None:
 
 def test_jsonl_writes_and_reads_back(tmp_path: Path) -> None:
     samples = make_samples()
-    path = tmp_path / "samples.jsonl"
-    with JsonlSampleWriter(path) as writer:
-        writer.write(samples[:2])
-        writer.write(samples[2:])
+    path = write_samples(tmp_path / "samples.jsonl", iter(samples), "jsonl")
     lines = path.read_bytes().splitlines()
     assert len(lines) == len(samples)
     first = orjson.loads(lines[0])
@@ -141,9 +137,7 @@ def test_jsonl_writes_and_reads_back(tmp_path: Path) -> None:
 
 
 def test_jsonl_resummarises_to_the_same_summary(tmp_path: Path) -> None:
-    path = tmp_path / "samples.jsonl"
-    with open_sample_writer(path, "jsonl") as writer:
-        writer.write(make_samples())
+    path = write_samples(tmp_path / "samples.jsonl", make_samples(), "jsonl")
     cluster = {"id": "c-42", "name": "quickstart", "status": "finished"}
     again = summarize(read_samples_jsonl(path), cluster=cluster, slo=SLOConfig(ttft_s=0.5))
     assert again == make_summary()
@@ -156,14 +150,12 @@ def test_jsonl_bad_line_names_the_line(tmp_path: Path) -> None:
         list(read_samples_jsonl(path))
 
 
-def test_parquet_writes_row_groups_and_reads_back(tmp_path: Path) -> None:
+def test_parquet_streams_one_row_group_per_chunk_and_reads_back(tmp_path: Path) -> None:
     samples = make_samples() * 3  # 12 rows
     path = tmp_path / "samples.parquet"
-    writer = ParquetSampleWriter(path, row_group_size=5)
-    writer.write(samples[:7])
-    writer.write(samples[7:])
-    writer.close()
-    writer.close()  # idempotent
+    chunks = list(stream_parquet(iter(samples), chunk=5))
+    assert len(chunks) >= 3  # handed on as each row group is written, not all at the end
+    path.write_bytes(b"".join(chunks))
     assert pq.ParquetFile(path).metadata.num_row_groups == 3  # 5 + 5 + 2
     table = pq.read_table(path)
     assert table.schema.equals(PARQUET_SCHEMA)
@@ -183,45 +175,25 @@ def test_parquet_writes_row_groups_and_reads_back(tmp_path: Path) -> None:
 
 
 def test_parquet_without_samples_is_a_valid_empty_file(tmp_path: Path) -> None:
-    path = tmp_path / "empty.parquet"
-    open_sample_writer(path, "parquet").close()
+    path = write_samples(tmp_path / "empty.parquet", [], "parquet")
     table = pq.read_table(path)
     assert table.num_rows == 0
     assert table.schema.equals(PARQUET_SCHEMA)
 
 
-def test_parquet_write_after_close_fails(tmp_path: Path) -> None:
-    writer = ParquetSampleWriter(tmp_path / "x.parquet")
-    writer.close()
-    with pytest.raises(ValueError, match="closed"):
-        writer.write(make_samples())
-
-
 def test_csv_has_a_header_and_one_row_per_sample(tmp_path: Path) -> None:
-    path = tmp_path / "samples.csv"
-    with open_sample_writer(path, "csv") as writer:
-        writer.write(make_samples())
+    path = write_samples(tmp_path / "samples.csv", make_samples(), "csv")
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*SAMPLE_FIELDS, *DERIVED_FIELDS]
     assert len(rows) == 4
     assert rows[0]["itl_s"] == "[0.1,0.09,0.11]"
     assert rows[1]["first_token_ns"] == ""
-    assert path.read_bytes() == samples_to_bytes(make_samples(), "csv")
 
 
-def test_samples_to_bytes_matches_the_writers(tmp_path: Path) -> None:
-    path = tmp_path / "s.jsonl"
-    with open_sample_writer(path, "jsonl") as writer:
-        writer.write(make_samples())
-    assert samples_to_bytes(make_samples(), "jsonl") == path.read_bytes()
-    parquet = tmp_path / "s.parquet"
-    parquet.write_bytes(samples_to_bytes(make_samples(), "parquet"))
-    assert list(read_samples_parquet(parquet)) == make_samples()
-
-
-def test_unknown_format_lists_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="jsonl, parquet, csv"):
-        open_sample_writer(tmp_path / "x", "xml")
+def test_unknown_format_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="jsonl, csv, parquet"):
+        stream_samples(make_samples(), "xml")
 
 
 # terminal table

@@ -1,24 +1,20 @@
 """reports: summary.json, the terminal table and raw-sample exports."""
 
 from clientswarm.reports.export import (
-    JsonlSampleWriter,
-    ParquetSampleWriter,
-    SampleWriter,
-    open_sample_writer,
     read_samples,
     read_samples_jsonl,
+    stream_samples,
+    write_samples,
 )
 from clientswarm.reports.summary import read_summary, write_summary
 from clientswarm.reports.table import render_summary
 
 __all__ = [
-    "JsonlSampleWriter",
-    "ParquetSampleWriter",
-    "SampleWriter",
-    "open_sample_writer",
     "read_samples",
     "read_samples_jsonl",
     "read_summary",
     "render_summary",
+    "stream_samples",
+    "write_samples",
     "write_summary",
 ]

@@ -1,6 +1,7 @@
-"""Streaming export of raw samples (JSONL, Parquet, CSV) and reading them back.
+"""Raw samples as files and downloads (JSONL, Parquet, CSV), and reading them back.
 
-Writers take samples batch by batch, so a run never holds them all in memory. Every row has
+Samples are encoded chunk by chunk (a Parquet row group per chunk), so neither a download nor a
+results file of millions of samples is ever built in memory. Every row has
 each :class:`~clientswarm.metrics.sample.Sample` field plus the derived ``ttft_s``, ``e2e_s``,
 ``tpot_s`` and ``schedule_lag_s`` (seconds; ``null`` where a sample has no such value).
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
@@ -84,108 +85,6 @@ def sample_from_row(row: dict[str, Any]) -> Sample:
     return Sample.from_dict(data)
 
 
-class SampleWriter(Protocol):
-    """A sink for raw samples, fed batch by batch."""
-
-    def write(self, batch: Sequence[Sample]) -> None:
-        """Append a batch of samples."""
-
-    def close(self) -> None:
-        """Flush everything and close the file; writing afterwards is an error."""
-
-
-class _Closing:
-    """Context-manager support for writers: ``with open_sample_writer(...) as w``."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class JsonlSampleWriter(_Closing):
-    """Samples as JSON Lines: one object per line."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._file = self.path.open("wb")
-
-    def write(self, batch: Sequence[Sample]) -> None:
-        """Append a batch of samples."""
-        self._file.write(b"".join(orjson.dumps(sample_row(s)) + b"\n" for s in batch))
-
-    def close(self) -> None:
-        """Flush and close the file (idempotent)."""
-        self._file.close()
-
-
-class CsvSampleWriter(_Closing):
-    """Samples as CSV with a header row; ``itl_s`` is a JSON array in its cell."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._file = self.path.open("w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._file)
-        self._csv.writerow(PARQUET_SCHEMA.names)
-
-    def write(self, batch: Sequence[Sample]) -> None:
-        """Append a batch of samples."""
-        self._csv.writerows(csv_cells(s) for s in batch)
-
-    def close(self) -> None:
-        """Flush and close the file (idempotent)."""
-        self._file.close()
-
-
-class ParquetSampleWriter(_Closing):
-    """Samples as Parquet with :data:`PARQUET_SCHEMA`, in row groups of ``row_group_size``.
-
-    Samples are held (not copied) until their row group is full, so memory stays bounded by
-    one row group; do not change a sample after writing it.
-    A writer closed without samples still leaves a valid, empty file with the schema.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, row_group_size: int = 10_000) -> None:
-        if row_group_size < 1:
-            raise ValueError(f"row_group_size must be at least 1, got {row_group_size}")
-        self.path = Path(path)
-        self.row_group_size = row_group_size
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.path, PARQUET_SCHEMA)
-        self._rows: list[Sample] = []
-
-    def write(self, batch: Sequence[Sample]) -> None:
-        """Append a batch of samples; full row groups are written at once."""
-        if self._writer is None:
-            raise ValueError(f"{self.path}: the writer is closed")
-        self._rows.extend(batch)
-        while len(self._rows) >= self.row_group_size:
-            self._flush(self._rows[: self.row_group_size])
-            del self._rows[: self.row_group_size]
-
-    def close(self) -> None:
-        """Write the buffered rows and close the file (idempotent)."""
-        if self._writer is None:
-            return
-        if self._rows:
-            self._flush(self._rows)
-            self._rows = []
-        self._writer.close()
-        self._writer = None
-
-    def _flush(self, rows: Sequence[Sample]) -> None:
-        assert self._writer is not None
-        self._writer.write_table(samples_table(rows), row_group_size=self.row_group_size)
-
-
 def samples_table(samples: Sequence[Sample]) -> pa.Table:
     """``samples`` as an Arrow table with :data:`PARQUET_SCHEMA`, built column by column."""
     columns: dict[str, list[Any]] = {
@@ -198,21 +97,94 @@ def samples_table(samples: Sequence[Sample]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=PARQUET_SCHEMA)
 
 
-def open_sample_writer(
-    path: str | os.PathLike[str], fmt: SampleFormat | str
-) -> JsonlSampleWriter | ParquetSampleWriter | CsvSampleWriter:
-    """A writer of ``fmt`` (``jsonl``, ``parquet`` or ``csv``) to ``path``."""
+MEDIA_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+}
+"""Content type of each download format."""
+
+
+def _chunks(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+    iterator = iter(samples)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def stream_jsonl(samples: Iterable[Sample], chunk: int = 2000) -> Iterator[bytes]:
+    """One JSON object per line."""
+    for part in _chunks(samples, chunk):
+        yield b"".join(orjson.dumps(sample_row(s)) + b"\n" for s in part)
+
+
+def stream_csv(samples: Iterable[Sample], chunk: int = 2000) -> Iterator[bytes]:
+    """A header row, then one row per sample (``itl_s`` as a JSON array)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*SAMPLE_FIELDS, *DERIVED_FIELDS])
+    for part in _chunks(samples, chunk):
+        writer.writerows(csv_cells(s) for s in part)
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+
+
+class _Pending(io.RawIOBase):
+    """A write-only file that keeps what was written until it is taken."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def stream_parquet(samples: Iterable[Sample], chunk: int = 10_000) -> Iterator[bytes]:
+    """A Parquet file written one row group per chunk, each handed on as soon as written."""
+    sink = _Pending()
+    writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), PARQUET_SCHEMA)
+    for part in _chunks(samples, chunk):
+        writer.write_table(samples_table(part))
+        if data := sink.take():
+            yield data
+    writer.close()
+    if data := sink.take():
+        yield data
+
+
+def stream_samples(samples: Iterable[Sample], fmt: str) -> Iterator[bytes]:
+    """The samples encoded as ``fmt`` (jsonl, csv or parquet)."""
     if fmt == "jsonl":
-        return JsonlSampleWriter(path)
-    if fmt == "parquet":
-        return ParquetSampleWriter(path)
+        return stream_jsonl(samples)
     if fmt == "csv":
-        return CsvSampleWriter(path)
-    raise ValueError(f"unknown samples format {fmt!r}; expected one of: jsonl, parquet, csv")
+        return stream_csv(samples)
+    if fmt == "parquet":
+        return stream_parquet(samples)
+    raise ValueError(f"unknown samples format {fmt!r}; expected one of: jsonl, csv, parquet")
+
+
+def write_samples(path: str | os.PathLike[str], samples: Iterable[Sample], fmt: str) -> Path:
+    """Write ``samples`` to ``path`` as ``fmt``, chunk by chunk (never all in memory)."""
+    target = Path(path)
+    with target.open("wb") as out:
+        for chunk in stream_samples(samples, fmt):
+            out.write(chunk)
+    return target
 
 
 def read_samples_jsonl(path: str | os.PathLike[str]) -> Iterator[Sample]:
-    """Samples of a JSONL file written by :class:`JsonlSampleWriter`, one at a time."""
+    """Samples of a JSONL file written by :func:`write_samples`, one at a time."""
     with Path(path).open("rb") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -224,7 +196,7 @@ def read_samples_jsonl(path: str | os.PathLike[str]) -> Iterator[Sample]:
 
 
 def read_samples_parquet(path: str | os.PathLike[str]) -> Iterator[Sample]:
-    """Samples of a Parquet file written by :class:`ParquetSampleWriter`, row group by row group."""
+    """Samples of a Parquet file written by :func:`write_samples`, row group by row group."""
     parquet = pq.ParquetFile(path)
     for batch in parquet.iter_batches(columns=list(SAMPLE_FIELDS)):
         for row in batch.to_pylist():
@@ -241,38 +213,19 @@ def read_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
     raise ValueError(f"{path}: cannot tell the samples format; expected a .jsonl or .parquet file")
 
 
-def samples_to_bytes(samples: Sequence[Sample], fmt: SampleFormat | str) -> bytes:
-    """``samples`` encoded as one file's bytes (for small downloads; large ones should stream)."""
-    if fmt == "jsonl":
-        return b"".join(orjson.dumps(sample_row(s)) + b"\n" for s in samples)
-    buffer = io.BytesIO()
-    if fmt == "parquet":
-        pq.write_table(samples_table(samples), buffer)
-        return buffer.getvalue()
-    if fmt == "csv":
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(PARQUET_SCHEMA.names)
-        writer.writerows(csv_cells(s) for s in samples)
-        return text.getvalue().encode()
-    raise ValueError(f"unknown samples format {fmt!r}; expected one of: jsonl, parquet, csv")
-
-
 __all__ = [
     "DERIVED_FIELDS",
+    "MEDIA_TYPES",
     "PARQUET_SCHEMA",
     "SAMPLE_FIELDS",
-    "CsvSampleWriter",
-    "JsonlSampleWriter",
-    "ParquetSampleWriter",
     "SampleFormat",
-    "SampleWriter",
-    "open_sample_writer",
+    "csv_cells",
     "read_samples",
     "read_samples_jsonl",
     "read_samples_parquet",
     "sample_from_row",
     "sample_row",
     "samples_table",
-    "samples_to_bytes",
+    "stream_samples",
+    "write_samples",
 ]

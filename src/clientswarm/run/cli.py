@@ -8,6 +8,7 @@ spawner starts the workers), follows it with a live progress line, and writes th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
 import sys
@@ -26,7 +27,7 @@ from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import group_end_s
-from clientswarm.reports.stream import stream_samples
+from clientswarm.reports.export import write_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.reports.table import render_summary, report_console
 from clientswarm.run.mock_target import mock_target
@@ -128,10 +129,7 @@ def write_results(store: Store, cluster_id: str, output_dir: Path, fmt: str) -> 
     summary: dict[str, Any] = orjson.loads(record.summary_json)
     if record.reason:
         summary["cluster"]["reason"] = record.reason
-    samples_path = output_dir / f"samples.{fmt}"
-    with samples_path.open("wb") as out:
-        for chunk in stream_samples(store.iter_samples(cluster_id), fmt):
-            out.write(chunk)
+    samples_path = write_samples(output_dir / f"samples.{fmt}", store.iter_samples(cluster_id), fmt)
     summary["samples_file"] = samples_path.name
     write_summary(output_dir / "summary.json", summary)
     (output_dir / "config.json").write_bytes(
@@ -196,21 +194,15 @@ def run_command(
         store.create_all()
 
         async def main() -> str:
-            if not mock:
+            async with contextlib.AsyncExitStack() as stack:
+                ran = config
+                if mock:
+                    url = await stack.enter_async_context(mock_target(mock_args))
+                    console.print(f"simulator target at {url}", style="dim")
+                    target = config.target.model_copy(update={"url": url})
+                    ran = config.model_copy(update={"target": target})
                 return await run_cluster(
-                    config,
-                    base_dir=base_dir,
-                    output_dir=output_dir,
-                    console=console,
-                    store=store,
-                    host=host,
-                    port=port,
-                )
-            async with mock_target(mock_args) as url:
-                console.print(f"simulator target at {url}", style="dim")
-                target = config.target.model_copy(update={"url": url})
-                return await run_cluster(
-                    config.model_copy(update={"target": target}),
+                    ran,
                     base_dir=base_dir,
                     output_dir=output_dir,
                     console=console,

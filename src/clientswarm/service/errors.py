@@ -39,6 +39,15 @@ def error_response(
     return JSONResponse(error_body(status, message, problems), status_code=status, headers=headers)
 
 
+PLAIN_STATUS: dict[type[Exception], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    SpawnerError: 502,
+}
+"""Errors whose message is the whole answer, and their HTTP status."""
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every failure to a JSON error with the right status."""
 
@@ -52,21 +61,12 @@ def install_error_handlers(app: FastAPI) -> None:
         lines = [_request_problem(err) for err in exc.errors()]
         return error_response(422, f"invalid request: {lines[0]}", lines)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return error_response(404, str(exc))
+    async def _plain(_: Request, exc: Exception) -> JSONResponse:
+        status = next(PLAIN_STATUS[k] for k in type(exc).__mro__ if k in PLAIN_STATUS)
+        return error_response(status, str(exc))
 
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return error_response(409, str(exc))
-
-    @app.exception_handler(Gone)
-    async def _gone(_: Request, exc: Gone) -> JSONResponse:
-        return error_response(410, str(exc))
-
-    @app.exception_handler(SpawnerError)
-    async def _spawner(_: Request, exc: SpawnerError) -> JSONResponse:
-        return error_response(502, str(exc))
+    for kind in PLAIN_STATUS:
+        app.add_exception_handler(kind, _plain)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

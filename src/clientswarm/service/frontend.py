@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from clientswarm.config.loader import config_json_schema, parse_config_text
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.registry import BUILTIN_INTERACTIONS
-from clientswarm.reports.stream import MEDIA_TYPES, stream_samples
+from clientswarm.reports.export import MEDIA_TYPES, stream_samples
 from clientswarm.service.manager import ClusterManager, NotFound
 from clientswarm.service.views import client_view, cluster_view, progress_view
 from clientswarm.store import ClusterRecord
