@@ -109,7 +109,6 @@ def validate_schema(obj: dict[str, Any], version: str) -> None:
     [
         ("minimal.yaml", {}),
         ("all_options.yaml", ALL_OPTIONS),
-        ("backoff_per_index.yaml", {"workers": 2, "backoff_limit_per_index": 1}),
     ],
 )
 def test_objects_match_golden_files(name: str, options: dict[str, Any]) -> None:
@@ -127,8 +126,8 @@ def test_render_submission_says_what_it_is_with_the_token_redacted() -> None:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize(
     "options",
-    [{}, ALL_OPTIONS, {"backoff_limit_per_index": 2}],
-    ids=["minimal", "all_options", "backoff_per_index"],
+    [{}, ALL_OPTIONS],
+    ids=["minimal", "all_options"],
 )
 def test_every_object_is_valid_against_the_kubernetes_schemas(
     options: dict[str, Any], version: str
@@ -156,14 +155,14 @@ def test_secret_first_then_an_indexed_job() -> None:
     secret, job = objects_of()
     assert (secret["kind"], secret["apiVersion"], secret["type"]) == ("Secret", "v1", "Opaque")
     assert secret["metadata"]["name"] == "clientswarm-abc123-token"
-    assert secret["metadata"]["namespace"] == "default"
+    assert "namespace" not in secret["metadata"]  # kubectl's (or the service's) namespace
     assert secret["stringData"] == {"token": TOKEN}
     assert (job["kind"], job["apiVersion"]) == ("Job", "batch/v1")
     assert job["metadata"]["name"] == "clientswarm-abc123"
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == spec["parallelism"] == 4
-    assert spec["backoffLimit"] == 0
+    assert spec["backoffLimitPerIndex"] == 0
     assert "ttlSecondsAfterFinished" not in spec and "activeDeadlineSeconds" not in spec
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -262,10 +261,10 @@ def test_all_options_reach_the_job() -> None:
     assert container["command"][4] == "http://clientswarm.loadtest.svc:8080"
 
 
-def test_backoff_limit_per_index_replaces_the_job_wide_limit() -> None:
-    spec = objects_of({"backoff_limit_per_index": 1})[1]["spec"]
-    assert spec["backoffLimitPerIndex"] == 1
-    assert "backoffLimit" not in spec
+def test_a_failed_worker_fails_its_own_index_only_and_is_never_retried() -> None:
+    spec = objects_of()[1]["spec"]
+    assert spec["backoffLimitPerIndex"] == 0
+    assert "backoffLimit" not in spec  # a Job-wide limit would stop the other workers
 
 
 def test_owner_reference_points_at_the_created_job() -> None:
@@ -293,7 +292,7 @@ MINIMAL: dict[str, Any] = {
 VALID_FIELDS = (
     "valid fields for kind 'kubernetes': kind, image, namespace, workers, resources, "
     "node_selector, tolerations, service_account, image_pull_secrets, env, labels, annotations, "
-    "ttl_seconds_after_finished, active_deadline_s, backoff_limit_per_index, advertise_url, python"
+    "ttl_seconds_after_finished, active_deadline_s, advertise_url, python"
 )
 
 

@@ -259,7 +259,13 @@ class KubernetesSpawnerConfig(StrictModel):
 
     kind: Literal["kubernetes"]
     image: str = Field(min_length=1, description="Container image with clientswarm installed")
-    namespace: str = Field(default="default", max_length=63, pattern=_DNS_LABEL)
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=_DNS_LABEL,
+        description="Namespace of the Job (default: the service's own when it runs in a pod, "
+        "else the kubeconfig context's, as kubectl does)",
+    )
     workers: int = Field(
         default=1, ge=1, le=10_000, description="Pods: completions = parallelism of the Job"
     )
@@ -284,13 +290,6 @@ class KubernetesSpawnerConfig(StrictModel):
     )
     active_deadline_s: int | None = Field(
         default=None, ge=1, description="activeDeadlineSeconds: the Job fails after this long"
-    )
-    backoff_limit_per_index: int | None = Field(
-        default=None,
-        ge=0,
-        le=10,
-        description="Retries of each worker on its own (Kubernetes >= 1.29); unset: no retry, "
-        "and the Job fails at the first failed pod",
     )
     advertise_url: str | None = Field(
         default=None, description="How the pods reach the service (default: its own URL)"

@@ -69,11 +69,10 @@ def _labels(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> dict[str,
 
 
 def _metadata(name: str, launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": config.namespace,
-        "labels": _labels(launch, config),
-    }
+    metadata: dict[str, Any] = {"name": name}
+    if config.namespace:  # unset: the namespace of the client (kubectl's or the spawner's)
+        metadata["namespace"] = config.namespace
+    metadata["labels"] = _labels(launch, config)
     if config.annotations:
         metadata["annotations"] = dict(config.annotations)
     return metadata
@@ -162,19 +161,16 @@ def _pod_spec(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> dict[st
 def render_job(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> dict[str, Any]:
     """The cluster's Indexed Job: one pod per worker, the token only by reference.
 
-    ``backoffLimit: 0`` (no retry; the Job fails at the first failed pod) unless
-    ``backoff_limit_per_index`` is set, which retries each index on its own and leaves the
-    other workers running.
+    ``backoffLimitPerIndex: 0`` (Kubernetes >= 1.29): a failed pod fails its own index only,
+    and the other workers carry on, as with every spawner; nothing is retried, since a worker
+    cannot rejoin a cluster that has started.
     """
     spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": launch.workers,
         "parallelism": launch.workers,
+        "backoffLimitPerIndex": 0,
     }
-    if config.backoff_limit_per_index is None:
-        spec["backoffLimit"] = 0
-    else:
-        spec["backoffLimitPerIndex"] = config.backoff_limit_per_index
     if config.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = config.ttl_seconds_after_finished
     if config.active_deadline_s is not None:
@@ -226,9 +222,10 @@ def render_yaml(objects: Iterable[Mapping[str, Any]], *, redact: bool = True) ->
 
 def render_submission(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> str:
     """What the spawner creates, for review: a comment header, then the redacted YAML."""
+    where = f"namespace {config.namespace}" if config.namespace else "the current namespace"
     head = [
         f"# clientswarm cluster {launch.cluster_id}: {launch.workers} worker(s) as one "
-        f"Indexed Job in namespace {config.namespace}, one pod per worker",
+        f"Indexed Job in {where}, one pod per worker",
         "# created in this order; the Job then becomes the Secret's owner",
         "# the token is redacted: put it in the Secret before 'kubectl apply -f' by hand",
     ]
