@@ -407,8 +407,10 @@ class ClusterManager:
                     continue
                 state.exits_noted.add(ended.index)
                 if worker.final:
-                    if ended.cancelled and worker.state == "cancelled":
-                        # It finished cleanly on the scheduler's SIGTERM: say who stopped it.
+                    outside = ended.cancelled or state.stop_requested_at is None
+                    if worker.state == "cancelled" and outside:
+                        # It finished cleanly on the scheduler's SIGTERM (scancel, a Job's
+                        # deadline) rather than the service's: say who stopped it.
                         await asyncio.to_thread(
                             self.store.update_worker, state.id, ended.index, error=ended.reason
                         )
@@ -439,21 +441,54 @@ class ClusterManager:
                 # SIGTERM (scancel on Slurm) is a graceful stop for a worker: it records its
                 # in-flight requests as cancelled and ships everything before it exits.
                 state.spawner_stopped = True
-                self._spawn(
-                    spawner.stop(state.id, state.spawner_state, grace_s=self.settings.stop_grace_s)
-                )
+                self._spawn(self._stop_workers(spawner, state))
             if state.start_ns is None:  # stopped before it started: nobody will finish
                 for index, worker in enumerate(state.workers):
                     if not worker.final:
                         await self._worker_ended(state, index, "cancelled", None)
-        if all(w.final for w in state.workers):
+        if all(w.final for w in state.workers) and not self._awaiting_explanation(state, spawner):
             await self._finalise(state)
+
+    def _awaiting_explanation(self, state: ClusterState, spawner: Spawner | None) -> bool:
+        """Whether a worker stopped by the scheduler, not the service, is still unexplained
+        by the spawner (and the wait for it has not run out)."""
+        if spawner is None or state.stop_requested_at is not None:
+            return False
+        unexplained = [
+            index
+            for index, worker in enumerate(state.workers)
+            if worker.state == "cancelled" and index not in state.exits_noted
+        ]
+        if not unexplained or not _submitted(state.spawner_state):
+            return False
+        now = time.monotonic()
+        if state.explain_until is None:
+            state.explain_until = now + self.settings.explain_wait_s
+        return now < state.explain_until
+
+    async def _stop_workers(self, spawner: Spawner, state: ClusterState) -> None:
+        try:
+            await spawner.stop(state.id, state.spawner_state, grace_s=self.settings.stop_grace_s)
+        except SpawnerError as exc:
+            log.warning("cluster %s: %s", state.id, exc)
+            await self._event(state.id, "spawner", str(exc))
+
+    async def _release(self, state: ClusterState) -> None:
+        spawner = self.spawners.get(state.config.spawner.kind)
+        if spawner is None or state.spawner_stopped or not _submitted(state.spawner_state):
+            return
+        try:
+            await spawner.release(state.id, state.spawner_state)
+        except SpawnerError as exc:
+            log.warning("cluster %s: %s", state.id, exc)
+            await self._event(state.id, "spawner", str(exc))
 
     async def _finalise(self, state: ClusterState) -> None:
         if state.id in self._finalising:
             return
         self._finalising.add(state.id)
         try:
+            await self._release(state)
             outcomes = [w.state for w in state.workers]
             if state.status == "failed":
                 status, reason = "failed", None
@@ -550,8 +585,11 @@ class ClusterManager:
 
 
 def _submitted(spawner_state: dict[str, Any]) -> bool:
-    """Whether a spawner has started something to follow (local pids, a Slurm job id)."""
-    return bool(spawner_state.get("pids") or spawner_state.get("job_id"))
+    """Whether a spawner has started something to follow (local pids, a Slurm job id, a
+    Kubernetes Job)."""
+    return bool(
+        spawner_state.get("pids") or spawner_state.get("job_id") or spawner_state.get("job")
+    )
 
 
 __all__ = ["ClusterManager", "Conflict", "Gone", "NotFound"]

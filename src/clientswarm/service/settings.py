@@ -18,6 +18,9 @@ class ServiceSettings:
     start_timeout_s: float = 120.0
     start_margin_s: float = 0.5
     stop_grace_s: float = 15.0
+    explain_wait_s: float = 6.0
+    """How long the end of a cluster waits for the spawner to explain a worker that the
+    scheduler stopped (scancel, a Job's deadline): a few of its query intervals."""
     watch_interval_s: float = 0.5
     python: str = sys.executable
     api_token: str | None = field(default=None, repr=False)

@@ -59,6 +59,8 @@ class ClusterState:
     stop_reason: str | None = None
     spawner_stopped: bool = False
     exits_noted: set[int] = field(default_factory=set)
+    explain_until: float | None = None
+    """Until when the end of the cluster waits for the spawner to say who stopped a worker."""
 
     def __post_init__(self) -> None:
         if not self.workers:

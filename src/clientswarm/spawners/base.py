@@ -73,3 +73,8 @@ class Spawner(Protocol):
     async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
         """Stop every worker still running: politely, then by force after ``grace_s``."""
         ...
+
+    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+        """The cluster is over (not stopped): remove what of it is left, e.g. pods that never
+        started. Forget it otherwise."""
+        ...

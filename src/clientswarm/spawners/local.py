@@ -139,6 +139,13 @@ class LocalSpawner:
             await asyncio.sleep(0.05)
         self._kill_now(pids)
 
+    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+        """Forget the worker processes of a finished cluster once they have been reaped."""
+        for pid in [int(pid) for pid in state.get("pids", {}).values()]:
+            child = self._children.get(pid)
+            if child is not None and child.poll() is not None:
+                del self._children[pid]
+
     def _kill_now(self, pids: list[int]) -> None:
         for pid in pids:
             if self._alive(pid):

@@ -5,15 +5,15 @@ from __future__ import annotations
 import sys
 
 from clientswarm.config.models import ClusterConfig
-from clientswarm.config.spawners import KubernetesSpawnerConfig
 from clientswarm.spawners.base import ClusterLaunch, Spawner
-from clientswarm.spawners.kubernetes.render import render_submission as render_kubernetes
+from clientswarm.spawners.kubernetes import KubernetesSpawner
 from clientswarm.spawners.local import LocalSpawner
 from clientswarm.spawners.slurm import SlurmSpawner
 
 SPAWNERS: dict[str, type[Spawner]] = {
     "local": LocalSpawner,
     "slurm": SlurmSpawner,
+    "kubernetes": KubernetesSpawner,
 }
 """Every spawner class, by the ``spawner.kind`` that selects it."""
 
@@ -41,7 +41,4 @@ def render_submission(
         python=python or sys.executable,
         options=config.spawner.model_dump(),
     )
-    if isinstance(config.spawner, KubernetesSpawnerConfig):
-        # Rendered (and schema-checked) already; submitting them is the spawner still to come.
-        return render_kubernetes(launch, config.spawner)
     return SPAWNERS[config.spawner.kind]().render(launch)

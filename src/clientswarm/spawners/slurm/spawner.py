@@ -179,3 +179,8 @@ class SlurmSpawner:
                 break
             await asyncio.sleep(STOP_POLL_S)
         self._views.pop(job_id, None)  # the next poll asks Slurm at once
+
+    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+        """Forget the array. A task Slurm starts after the cluster ended is refused by the
+        service and exits at once."""
+        self._views.pop(str(state.get("job_id") or ""), None)

@@ -1,0 +1,277 @@
+"""The kubernetes spawner end to end, against the FAKE Kubernetes API server of the tests.
+
+No Kubernetes API server can run on this machine, so the service (a real process) talks through
+lightkube, over HTTP, to :class:`fake_kubernetes_api.FakeKubernetesApi`: a stateful stand-in
+for the Secrets, Jobs, Pods and pod-log calls the spawner makes, whose "pods" are real
+``clientswarm worker`` processes driving the real simulator. What only a real cluster does
+(scheduling, images, the kubelet) is out of reach here and said so in the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fake_kubernetes_api import FakeKubernetesApi
+from service_process import CLI, ServiceProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+IMAGE = "registry.example/clientswarm:test"
+ROLE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "role.yaml"
+
+
+def granted_by_role() -> set[tuple[str, str]]:
+    """``(verb, resource)`` pairs the service's Role in deploy/kubernetes grants."""
+    role = yaml.safe_load(ROLE.read_text())
+    return {
+        (verb, resource)
+        for rule in role["rules"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def rbac_of(method: str, path: str) -> tuple[str, str]:
+    """The RBAC verb and resource of one API request (namespaced paths only)."""
+    parts = path.strip("/").split("/")
+    rest = parts[parts.index("namespaces") + 2 :]  # resource[/name[/subresource]]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    verbs = {"POST": "create", "PATCH": "patch", "DELETE": "delete"}
+    verb = verbs.get(method) or ("get" if len(rest) > 1 else "list")
+    return verb, resource
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [CLI, "mock-server", "--port", "0", "--ttft-ms", "5", "--itl-ms", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    yield proc.stdout.readline().split()[-1]
+    proc.terminate()
+    proc.wait(10)
+
+
+def cluster(
+    target: str, *, workers: int = 2, duration_s: float = 3, **spawner: Any
+) -> dict[str, Any]:
+    return {
+        "name": "on-kubernetes",
+        "target": {"url": target, "model": "mock-model", "timeout_s": 10},
+        "spawner": {"kind": "kubernetes", "image": IMAGE, "workers": workers, **spawner},
+        "groups": [
+            {
+                "name": "hello",
+                "clients": 4,
+                "interaction": {"kind": "hello"},
+                "load": {"kind": "open", "rate": 20, "arrival": "constant"},
+                "stop": {"duration_s": duration_s},
+            }
+        ],
+    }
+
+
+def start_service(tmp_path: Path, kube: FakeKubernetesApi, port: int = 0) -> ServiceProcess:
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="loadtest")
+    return ServiceProcess(
+        tmp_path / "svc",
+        port=port,
+        extra=("--lost-after-s", "5"),
+        env={"KUBECONFIG": str(kubeconfig)},
+    ).start()
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[FakeKubernetesApi]:
+    with FakeKubernetesApi(tmp_path / "kube", pull_backoff_after_s=0.2) as api:
+        yield api
+
+
+@pytest.fixture
+def service(tmp_path: Path, kube: FakeKubernetesApi) -> Iterator[ServiceProcess]:
+    svc = start_service(tmp_path, kube)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def submit(service: ServiceProcess, config: dict[str, Any]) -> str:
+    status, created = service.api("POST", "/clusters", config)
+    assert status == 201, created
+    return str(created["id"])
+
+
+def worker_pods(kube: FakeKubernetesApi, cluster_id: str) -> list[dict[str, Any]]:
+    return [
+        pod
+        for pod in kube.objects("pods", "loadtest")
+        if pod["metadata"]["labels"].get("clientswarm.io/cluster") == cluster_id
+    ]
+
+
+def test_a_cluster_runs_as_an_indexed_job_with_the_token_only_in_its_secret(
+    service: ServiceProcess, kube: FakeKubernetesApi, target: str
+) -> None:
+    cluster_id = submit(service, cluster(target, workers=2))
+    view = service.wait_status(cluster_id, timeout_s=60)
+    assert view["status"] == "completed", view
+    assert [w["state"] for w in view["workers"]] == ["completed", "completed"]
+    _, results = service.api("GET", f"/clusters/{cluster_id}/results")
+    assert results["total"]["requests"] == 60  # 3 s at 20/s, split across two pods
+    assert results["total"]["failed"] == 0
+
+    (job,) = kube.objects("jobs", "loadtest")
+    assert job["metadata"]["name"] == f"clientswarm-{cluster_id}"
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    kube.wait_until(lambda: _condition(kube.objects("jobs", "loadtest")[0]) == "Complete")
+    (secret,) = kube.objects("secrets", "loadtest")
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) > 20 and token not in json.dumps(job)  # only a secretKeyRef in the Job
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"])
+    seen = [(r.method, r.path) for r in kube.requests]
+    assert seen[:3] == [
+        ("POST", "/api/v1/namespaces/loadtest/secrets"),
+        ("POST", "/apis/batch/v1/namespaces/loadtest/jobs"),
+        ("PATCH", f"/api/v1/namespaces/loadtest/secrets/clientswarm-{cluster_id}-token"),
+    ]
+    lists = [r for r in kube.requests if r.method == "GET" and r.path.endswith("/pods")]
+    assert lists and all(
+        r.query.get("labelSelector") == f"clientswarm.io/cluster={cluster_id}" for r in lists
+    )
+    assert {rbac_of(r.method, r.path) for r in kube.requests} <= granted_by_role()
+
+
+def _condition(job: dict[str, Any]) -> str | None:
+    conditions = [c["type"] for c in job.get("status", {}).get("conditions", [])]
+    final = [c for c in conditions if c in ("Complete", "Failed")]
+    return final[-1] if final else None
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_workers_with_the_reason(
+    service: ServiceProcess, kube: FakeKubernetesApi, target: str
+) -> None:
+    cluster_id = submit(service, cluster(target, image="fake.invalid/clientswarm:nope"))
+    view = service.wait_status(cluster_id, timeout_s=30)
+    assert view["status"] == "failed"
+    for worker in view["workers"]:
+        assert worker["state"] == "failed"
+        assert "cannot start: ImagePullBackOff" in worker["error"]
+        assert "fake.invalid/clientswarm:nope" in worker["error"]
+    # Nothing is left pulling forever: the stuck Job (and with it its pods and Secret) is gone.
+    kube.wait_until(lambda: not kube.objects("jobs", "loadtest") and not kube.pod_names("loadtest"))
+    kube.wait_until(lambda: not kube.objects("secrets", "loadtest"))
+
+
+def test_an_oomkilled_pod_is_reported_with_its_reason_while_the_other_finishes(
+    service: ServiceProcess, kube: FakeKubernetesApi, target: str
+) -> None:
+    cluster_id = submit(service, cluster(target, workers=2, duration_s=6))
+    service.wait_status(cluster_id, ("running",), timeout_s=30)
+    time.sleep(1.0)
+    victim = next(
+        p["metadata"]["name"]
+        for p in worker_pods(kube, cluster_id)
+        if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+    )
+    kube.oom_kill("loadtest", victim)
+    view = service.wait_status(cluster_id, timeout_s=60)
+    assert view["status"] == "completed"  # worker 0 completed: a dead worker is reported
+    assert [w["state"] for w in view["workers"]] == ["completed", "lost"]
+    error = view["workers"][1]["error"]
+    assert f"pod {victim} was OOMKilled (exit code 137)" in error
+    assert "spawner.resources.limits.memory" in error
+    _, results = service.api("GET", f"/clusters/{cluster_id}/results")
+    assert any("worker 1 lost" in warning for warning in results["warnings"])
+
+
+def test_stop_deletes_the_job_in_the_foreground_and_keeps_what_was_measured(
+    service: ServiceProcess, kube: FakeKubernetesApi, target: str
+) -> None:
+    cluster_id = submit(service, cluster(target, workers=2, duration_s=60))
+    service.wait_status(cluster_id, ("running",), timeout_s=30)
+    time.sleep(1.5)
+    assert service.api("POST", f"/clusters/{cluster_id}/stop")[0] == 202
+    view = service.wait_status(cluster_id, timeout_s=30)
+    assert view["status"] == "cancelled" and view["reason"] == "stopped by the user"
+    assert [w["state"] for w in view["workers"]] == ["cancelled", "cancelled"]
+    _, results = service.api("GET", f"/clusters/{cluster_id}/results")
+    assert results["total"]["requests"] >= 20  # 1.5 s at 20/s, kept
+    deletes = [r for r in kube.requests if r.method == "DELETE" and "/jobs/" in r.path]
+    assert deletes and deletes[0].query.get("propagationPolicy") == "Foreground"
+    kube.wait_until(lambda: not kube.objects("jobs", "loadtest"))
+    assert kube.pod_names("loadtest") == [] and kube.objects("secrets", "loadtest") == []
+    assert {rbac_of(r.method, r.path) for r in kube.requests} <= granted_by_role()
+
+
+def test_a_restarted_service_reattaches_to_the_job_by_its_label(
+    tmp_path: Path, kube: FakeKubernetesApi, target: str
+) -> None:
+    svc = start_service(tmp_path, kube)
+    cluster_id = submit(svc, cluster(target, workers=1, duration_s=5))
+    svc.wait_status(cluster_id, ("running",), timeout_s=30)
+    time.sleep(1.0)
+    assert svc.stop(signal.SIGKILL) == -9
+    before = len(kube.requests)
+    time.sleep(0.5)
+    svc = start_service(tmp_path, kube, port=svc.port)
+    try:
+        view = svc.wait_status(cluster_id, timeout_s=60)
+        assert view["status"] == "completed", view
+        _, results = svc.api("GET", f"/clusters/{cluster_id}/results")
+        assert results["total"]["requests"] == 100  # 5 s at 20/s, none lost
+        _, events = svc.api("GET", f"/clusters/{cluster_id}/events")
+        assert "recovered" in [e["kind"] for e in events]
+        found = [
+            r
+            for r in kube.requests[before:]
+            if r.method == "GET" and r.path == "/apis/batch/v1/namespaces/loadtest/jobs"
+        ]
+        assert found and found[0].query["labelSelector"] == f"clientswarm.io/cluster={cluster_id}"
+    finally:
+        svc.stop()
+
+
+def test_rbac_refusal_fails_the_cluster_with_a_clear_reason_and_leaves_nothing(
+    tmp_path: Path, target: str
+) -> None:
+    with FakeKubernetesApi(tmp_path / "kube", forbidden=[("create", "jobs")]) as kube:
+        svc = start_service(tmp_path, kube)
+        try:
+            cluster_id = submit(svc, cluster(target))
+            view = svc.wait_status(cluster_id, timeout_s=30)
+        finally:
+            svc.stop()
+        assert view["status"] == "failed"
+        reason = view["reason"]
+        assert reason.startswith(
+            f"Kubernetes refused to create the Job clientswarm-{cluster_id} in namespace "
+            "loadtest: 403 Forbidden: jobs.batch is forbidden"
+        ), reason
+        assert "deploy/kubernetes/role.yaml" in reason
+        assert kube.objects("secrets", "loadtest") == []  # the Secret made first is removed
+
+
+def test_a_deadline_fails_the_workers_with_the_jobs_reason(
+    service: ServiceProcess, kube: FakeKubernetesApi, target: str
+) -> None:
+    cluster_id = submit(service, cluster(target, workers=1, duration_s=60, active_deadline_s=3))
+    view = service.wait_status(cluster_id, timeout_s=60)
+    assert view["status"] == "failed", view
+    (worker,) = view["workers"]
+    assert "DeadlineExceeded" in worker["error"], worker
+    _, results = service.api("GET", f"/clusters/{cluster_id}/results")
+    assert results["total"]["requests"] > 0  # what it measured before the deadline is kept
