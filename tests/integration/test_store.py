@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.stats import summarize
 from clientswarm.store import (
     ClientRecord,
     ClusterRecord,
@@ -175,6 +176,61 @@ def test_add_batch_round_trip_and_counters(store: Store) -> None:
         expected[s.client] = (ok + s.ok, failed + (not s.ok))
     assert clients == expected
     assert [w.samples for w in store.list_workers("c1")] == [0, 20]
+
+
+def step_of(s: Sample, name: str) -> Sample:
+    """``s`` as a step named ``name`` inside a user-defined interaction."""
+    s.name, s.step = name, True
+    return s
+
+
+def test_the_step_flag_round_trips_and_steps_are_not_client_requests(store: Store) -> None:
+    setup_cluster(store)
+    batch = [
+        step_of(sample(client=0, i=1), "retrieve"),
+        step_of(sample(client=0, i=2, ok=False), "chat"),
+        sample(client=0, i=3),
+        step_of(sample(client=2, i=4), "retrieve"),
+    ]
+    assert store.add_batch("c1", 0, 1, batch)
+    back = list(store.iter_samples("c1"))
+    assert back == batch
+    assert [type(s.step) for s in back] == [bool] * 4
+    assert [s.step for s in back] == [True, True, False, True]
+    assert store.count_samples("c1") == 4  # every stored row
+    clients = {c.id: (c.succeeded, c.failed) for c in store.list_clients("c1")}
+    assert clients == {0: (1, 0), 1: (0, 0), 2: (0, 0), 3: (0, 0)}  # interactions only
+    assert store.add_batch("c1", 1, 1, [step_of(sample(client=1, i=5), "retrieve")])  # steps only
+    assert store.get_client("c1", 1) == ClientRecord("c1", 1, "hello", 1)
+    assert [w.samples for w in store.list_workers("c1")] == [4, 1]
+    summary = summarize(store.iter_samples("c1"), cluster={"id": "c1"})  # as the service does
+    assert summary["groups"]["chat"]["requests"] == 1
+    assert list(summary["groups"]["chat"]["steps"]) == ["retrieve", "chat"]
+    assert summary["groups"]["hello"]["requests"] == 0
+    assert summary["groups"]["hello"]["steps"]["retrieve"]["requests"] == 1
+
+
+def test_a_store_without_the_step_column_gets_it_and_reads_interactions(store: Store) -> None:
+    setup_cluster(store)
+    old = [sample(client=i % 4, i=i, ok=i != 2) for i in range(4)]
+    assert store.add_batch("c1", 0, 1, old)
+    with store.engine.begin() as conn:  # as a store written before the step flag
+        conn.execute(text("ALTER TABLE samples DROP COLUMN step"))
+    columns = {c["name"] for c in inspect(store.engine).get_columns("samples")}
+    assert "step" not in columns
+    store.close()
+
+    reopened = Store(store.url)
+    reopened.create_all()
+    reopened.create_all()  # idempotent once the column is there
+    try:
+        assert list(reopened.iter_samples("c1")) == old
+        assert not any(s.step for s in reopened.iter_samples("c1"))
+        new = [step_of(sample(client=1, i=9), "retrieve"), sample(client=1, i=10)]
+        assert reopened.add_batch("c1", 1, 1, new)
+        assert [s.step for s in reopened.iter_samples("c1")] == [False] * 4 + [True, False]
+    finally:
+        reopened.close()
 
 
 def test_add_batch_is_idempotent(store: Store) -> None:

@@ -27,7 +27,9 @@ def _sample(
     error_kind: str | None = None,
     warmup: bool = False,
     lag_s: float = 0.0,
+    step: str | None = None,
 ) -> Sample:
+    """An interaction of ``group``, or (``step`` given) a step of that name inside one."""
     sent = round((t_s + lag_s) * 1e9)
     first = None if ttft_s is None else sent + round(ttft_s * 1e9)
     gaps = [] if ttft_s is None or tokens < 2 else [(e2e_s - ttft_s) / (tokens - 1)] * (tokens - 1)
@@ -36,7 +38,7 @@ def _sample(
         group=group,
         client=0,
         worker=0,
-        name="chat",
+        name="chat" if step is None else step,
         scheduled_ns=round(t_s * 1e9),
         sent_ns=sent,
         end_ns=sent + round(e2e_s * 1e9),
@@ -47,6 +49,7 @@ def _sample(
         itl_s=gaps if ok else [],
         error_kind=error_kind,
         warmup=warmup,
+        step=step is not None,
     )
 
 
@@ -210,3 +213,97 @@ def test_tpot_needs_two_tokens_and_itl_needs_gaps() -> None:
     s = live.snapshot(T0 + 1)["since_start"]["total"]
     assert (s["ttft_s"]["count"], s["tpot_s"]["count"], s["itl_s"]["count"]) == (2, 1, 2)
     assert s["tpot_s"]["p50"] == pytest.approx(0.2, rel=0.01)  # (0.5 - 0.1) / (3 - 1)
+
+
+def _journeys(t_s: float) -> list[Sample]:
+    """A rag interaction: a retrieve span, a chat call (the second one failed), the whole."""
+    return [
+        _sample(t_s, group="rag", step="retrieve", ttft_s=None, e2e_s=0.04),
+        _sample(t_s, group="rag", step="chat", e2e_s=0.5, tokens=5),
+        _sample(t_s, group="rag", e2e_s=0.6, ttft_s=None, tokens=0),
+        _sample(t_s + 1, group="rag", step="retrieve", ttft_s=None, e2e_s=0.06),
+        _sample(t_s + 1, group="rag", step="chat", status="error", error_kind="http_503"),
+        _sample(t_s + 1, group="rag", status="error", error_kind="client"),
+        _sample(t_s + 1, group="rag", step="chat", warmup=True),
+    ]
+
+
+def test_steps_are_not_requests_of_their_group() -> None:
+    live = LiveStats("c1", groups=["rag", "idle"])
+    samples = [*_journeys(T0), _sample(T0)]
+    live.add(samples, T0 + 2)
+    snap = live.snapshot(T0 + 2)
+    final = summarize(samples, cluster={"id": "c1"}, group_order=["rag", "idle"])
+    for view in ("since_start", "window_10s"):
+        groups, total = snap[view]["groups"], snap[view]["total"]
+        assert (groups["rag"]["requests"], groups["rag"]["failed"]) == (2, 1), view
+        assert groups["rag"]["errors"] == {"client": 1}
+        assert total["requests"] == final["total"]["requests"] == 3
+        assert "steps" not in groups["chat"] and "steps" not in groups["idle"]
+        assert "steps" not in total
+        steps = groups["rag"]["steps"]
+        assert list(steps) == list(final["groups"]["rag"]["steps"]) == ["retrieve", "chat"]
+        for name, want in final["groups"]["rag"]["steps"].items():
+            got = steps[name]
+            for key in ("requests", "succeeded", "failed", "errors", "output_tokens"):
+                assert got[key] == want[key], (view, name, key)
+            assert got["warmup_excluded"] == want["warmup_excluded"]
+            assert got["e2e_s"]["count"] == want["e2e_s"]["count"]
+            assert got["e2e_s"]["mean"] == pytest.approx(want["e2e_s"]["mean"])
+    assert snap["since_start"]["groups"]["rag"]["steps"]["chat"]["warmup_excluded"] == 1
+    since = live.steps_since_start()
+    assert (since["rag"]["chat"].requests, since["rag"]["retrieve"].requests) == (2, 2)
+    assert live.since_start()["rag"].requests == 2
+    # the steps leave the recent window with their slot, like the groups
+    later = live.snapshot(T0 + 2 + WINDOW_S)
+    assert "steps" in later["since_start"]["groups"]["rag"]
+    assert later["window_10s"]["groups"]["rag"]["steps"]["chat"]["requests"] == 0
+
+
+def test_a_batch_of_steps_only_shows_the_group_without_requests() -> None:
+    live = LiveStats("c1")
+    live.add([_sample(T0, group="rag", step="retrieve")], T0 + 1)
+    rag = live.snapshot(T0 + 1)["since_start"]["groups"]["rag"]
+    assert rag["requests"] == 0 and rag["duration_s"] == 0.0
+    assert rag["steps"]["retrieve"]["requests"] == 1
+    assert rag["steps"]["retrieve"]["request_rate"] == pytest.approx(1.0)  # over 1 s
+
+
+def test_prometheus_counts_steps_in_series_of_their_own() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from clientswarm.service.prometheus import LiveRegistry, render_metrics
+
+    registry = LiveRegistry()
+    live = registry.get_or_create("c1", "demo", groups=["rag"])
+    live.add(_journeys(T0), T0 + 2)
+    families = {
+        f.name: f for f in text_string_to_metric_families(render_metrics(registry).decode())
+    }
+
+    def values(name: str, **labels: str) -> dict[tuple[str, ...], float]:
+        return {
+            tuple(s.labels[k] for k in sorted(s.labels) if k not in ("cluster", "cluster_name")): (
+                s.value
+            )
+            for s in families[name].samples
+            if s.name == name + "_total" and all(s.labels[k] == v for k, v in labels.items())
+        }
+
+    assert values("clientswarm_requests") == {("rag", "ok"): 1.0, ("rag", "error"): 1.0}
+    assert values("clientswarm_errors") == {("rag", "client"): 1.0}
+    assert values("clientswarm_step_requests", outcome="ok") == {
+        ("rag", "ok", "retrieve"): 2.0,
+        ("rag", "ok", "chat"): 1.0,
+    }
+    assert values("clientswarm_step_errors") == {("rag", "http_503", "chat"): 1.0}
+    assert values("clientswarm_step_excluded_requests", reason="warmup") == {
+        ("rag", "warmup", "retrieve"): 0.0,
+        ("rag", "warmup", "chat"): 1.0,
+    }
+    e2e = families["clientswarm_step_e2e_seconds"].samples
+    counts = {s.labels["step"]: s.value for s in e2e if s.name.endswith("_count")}
+    assert counts == {"retrieve": 2.0, "chat": 1.0}
+    assert "clientswarm_step_schedule_lag_seconds" not in families
+    group_e2e = families["clientswarm_e2e_seconds"].samples
+    assert [s.value for s in group_e2e if s.name.endswith("_count")] == [1.0]

@@ -251,3 +251,124 @@ def test_table_says_what_was_excluded() -> None:
     console = Console(record=True, width=120)
     render_summary(summary, console)
     assert "excluded: 3 warm-up, 2 cut off by the stop" in console.export_text()
+
+
+# steps of user-defined interactions
+
+
+def make_journey() -> list[Sample]:
+    """One run of a ``rag`` interaction: a retrieve span, a streamed chat call, the whole."""
+    return [
+        Sample(
+            group="rag",
+            client=3,
+            worker=0,
+            name="retrieve",
+            scheduled_ns=T0,
+            sent_ns=T0,
+            end_ns=T0 + 40 * MS,
+            step=True,
+        ),
+        Sample(
+            group="rag",
+            client=3,
+            worker=0,
+            name="chat",
+            scheduled_ns=T0 + 40 * MS,
+            sent_ns=T0 + 40 * MS,
+            end_ns=T0 + 1040 * MS,
+            first_token_ns=T0 + 140 * MS,
+            output_tokens=10,
+            token_source="usage",
+            itl_s=[0.1, 0.1],
+            http_status=200,
+            step=True,
+        ),
+        Sample(
+            group="rag",
+            client=3,
+            worker=0,
+            name="rag",
+            scheduled_ns=T0,
+            sent_ns=T0,
+            end_ns=T0 + 1050 * MS,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_step_flag_round_trips_through_files(tmp_path: Path, fmt: str) -> None:
+    samples = make_journey() + make_samples()
+    path = write_samples(tmp_path / f"samples.{fmt}", samples, fmt)
+    back = list(read_samples(path))
+    assert back == samples
+    assert [s.step for s in back] == [True, True, False, False, False, False, False]
+    if fmt == "parquet":
+        assert pq.read_table(path).column("step").to_pylist()[:3] == [True, True, False]
+    else:
+        assert orjson.loads(path.read_bytes().splitlines()[0])["step"] is True
+
+
+def test_the_step_flag_is_a_csv_column(tmp_path: Path) -> None:
+    path = write_samples(tmp_path / "samples.csv", make_journey(), "csv")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert "step" in rows[0]
+    assert [r["step"] for r in rows] == ["True", "True", "False"]
+
+
+def test_files_written_before_the_step_flag_read_as_interactions(tmp_path: Path) -> None:
+    samples = make_samples()
+    jsonl = tmp_path / "old.jsonl"
+    jsonl.write_bytes(
+        b"".join(
+            orjson.dumps({k: v for k, v in orjson.loads(orjson.dumps(s)).items() if k != "step"})
+            + b"\n"
+            for s in samples
+        )
+    )
+    assert list(read_samples_jsonl(jsonl)) == samples
+    old = tmp_path / "old.parquet"
+    table = pq.read_table(write_samples(tmp_path / "new.parquet", samples, "parquet"))
+    pq.write_table(table.drop_columns(["step"]), old)
+    back = list(read_samples_parquet(old))
+    assert back == samples
+    assert not any(s.step for s in back)
+
+
+def test_the_step_flag_crosses_the_wire() -> None:
+    """The worker→service encoding: orjson of the dataclasses, ``Sample(**fields)`` back."""
+    samples = make_journey()
+    body = orjson.dumps({"seq": 1, "samples": samples})  # as ServiceSink.send_batch
+    raw = orjson.loads(body)
+    assert [s["step"] for s in raw["samples"]] == [True, True, False]
+    assert [Sample(**fields) for fields in raw["samples"]] == samples  # as the service decodes
+    for fields in raw["samples"]:
+        del fields["step"]  # an older worker: an interaction
+    assert not any(Sample(**fields).step for fields in raw["samples"])
+
+
+def test_table_shows_steps_under_their_group() -> None:
+    summary = summarize(
+        make_journey() + make_samples(), cluster={"id": "c", "name": "demo", "status": "finished"}
+    )
+    assert list(summary["groups"]["rag"]["steps"]) == ["retrieve", "chat"]
+    lines = render(summary).splitlines()
+    throughput = [line.split()[:3] for line in lines if line.lstrip().startswith(("rag", "↳"))]
+    assert throughput[:3] == [
+        ["rag", "1", "1"],  # one interaction, not three samples
+        ["↳", "retrieve", "1"],
+        ["↳", "chat", "1"],
+    ]
+    # indented under the group: in the throughput table and as a latency block of their own
+    assert [line.index("↳") for line in lines if "↳ retrieve" in line] == [4, 4]
+    assert [line.index("rag") for line in lines if line.lstrip().startswith("rag")] == [2, 2]
+    assert next(line for line in lines if line.lstrip().startswith("total")).split()[1] == "4"
+    assert max(len(line) for line in render(summary, width=100).splitlines()) <= 100
+
+
+def test_table_names_the_errors_of_steps() -> None:
+    journey = make_journey()
+    journey[1].status, journey[1].error_kind = "error", "http_503"
+    summary = summarize(journey, cluster={"id": "c", "name": "demo", "status": "finished"})
+    assert "errors: rag ↳ chat: http_503 x1" in render(summary)

@@ -323,3 +323,90 @@ def test_requests_cut_off_by_a_stop_are_excluded_not_failures() -> None:
     assert "cancelled" not in with_cut["errors"]
     for key in ("requests", "failed", "duration_s", "e2e_s"):
         assert with_cut[key] == without[key]
+
+
+# steps of user-defined interactions
+
+
+def as_step(s: Sample, name: str, group: str = "rag") -> Sample:
+    """``s`` as a step named ``name`` inside an interaction of ``group``."""
+    s.group, s.name, s.step = group, name, True
+    return s
+
+
+def journeys() -> list[Sample]:
+    """Two runs of a ``rag`` interaction, each a retrieve span then a chat call, in record order.
+
+    Steps end before their interaction, so they are recorded first; the second run's chat
+    failed, which failed the interaction too.
+    """
+    return [
+        as_step(sample("x", 0, 0, 40), "retrieve"),
+        as_step(sample("x", 40, 40, 1040, first=140, out=10, itl=[0.1, 0.1]), "chat"),
+        sample("rag", 0, 0, 1050),
+        as_step(sample("x", 500, 500, 580), "retrieve"),
+        as_step(sample("x", 580, 580, 900, error="http_503"), "chat"),
+        sample("rag", 500, 500, 910, error="client"),
+    ]
+
+
+def test_group_stats_count_interactions_and_steps_are_summarised_by_name() -> None:
+    samples = journeys() + chat()
+    summary = run(samples)
+    rag = summary["groups"]["rag"]
+    assert list(summary["groups"]) == ["rag", "chat"]
+    assert (rag["requests"], rag["succeeded"], rag["failed"]) == (2, 1, 1)
+    assert rag["errors"] == {"client": 1}
+    assert rag["output_tokens"] == 0
+    # the group's Stats are those of its interactions alone
+    interactions = [s for s in samples if not s.step]
+    without_steps = run(interactions)
+    assert {k: v for k, v in rag.items() if k != "steps"} == without_steps["groups"]["rag"]
+    assert summary["total"] == without_steps["total"]
+    assert summary["total"]["requests"] == 2 + 5
+
+    steps = rag["steps"]
+    assert list(steps) == ["retrieve", "chat"]  # order of first appearance
+    retrieve, llm = steps["retrieve"], steps["chat"]
+    assert (retrieve["requests"], retrieve["succeeded"]) == (2, 2)
+    assert_dist(retrieve["e2e_s"], dist(2, 0.06, 0.04, 0.06, 0.076, 0.078, 0.0796, 0.08))
+    assert (llm["requests"], llm["succeeded"], llm["failed"]) == (2, 1, 1)
+    assert llm["errors"] == {"http_503": 1}
+    assert llm["output_tokens"] == 10
+    assert llm["ttft_s"]["mean"] == pytest.approx(0.1)
+    assert llm["tpot_s"]["mean"] == pytest.approx(0.1)
+    assert llm["itl_s"]["count"] == 2
+    # a step's Stats have the shape of a group's, computed the same way
+    alone = [s for s in samples if s.step and s.name == "chat"]
+    for s in alone:
+        s.step = False
+    assert llm == run(alone)["groups"]["rag"]
+    assert "steps" not in summary["groups"]["chat"]  # a group without steps has no key
+    assert "steps" not in summary["total"]
+
+
+def test_steps_take_the_same_exclusions_and_slo() -> None:
+    samples = [
+        *journeys(),
+        as_step(sample("x", -500, -500, -300, first=-450, out=3, warmup=True), "chat"),
+        as_step(sample("x", 1000, 1000, 9000, first=1100, error="cancelled"), "chat"),
+    ]
+    summary = run(samples, slo=SLOConfig(ttft_s=0.05))
+    rag = summary["groups"]["rag"]
+    llm = rag["steps"]["chat"]
+    assert (llm["requests"], llm["warmup_excluded"], llm["cancelled_excluded"]) == (2, 1, 1)
+    assert (rag["warmup_excluded"], rag["cancelled_excluded"]) == (0, 0)
+    assert llm["goodput"] == 0  # TTFT of 100 ms misses the 50 ms objective
+    assert rag["steps"]["retrieve"]["goodput"] == 2  # tokenless: E2E alone judges it
+    assert rag["goodput"] == 1
+
+
+def test_a_group_whose_steps_come_first_keeps_its_place_and_empty_groups_have_no_steps() -> None:
+    steps_only = [as_step(sample("x", 0, 0, 10), "retrieve", group="early")]
+    summary = run(steps_only + chat(), group_order=["idle"])
+    assert list(summary["groups"]) == ["idle", "early", "chat"]
+    early = summary["groups"]["early"]
+    assert early["requests"] == 0
+    assert early["steps"]["retrieve"]["requests"] == 1
+    assert "steps" not in summary["groups"]["idle"]
+    assert summary["total"]["requests"] == 5

@@ -15,6 +15,11 @@ requests cut off by a stop (``error_kind == "cancelled"``) are only counted
 successful samples, schedule lag from every measured one. Percentiles are within
 :data:`~clientswarm.metrics.histogram.RELATIVE_ERROR` (0.8 %) of the exact ones.
 
+Steps of user-defined interactions (``sample.step``) are not requests of their group: they are
+tallied apart, per group and step name (:meth:`LiveStats.steps_since_start`,
+:meth:`LiveStats.steps_window`), and the snapshot shows them under their group's ``steps``
+(only for a group that has some), like the final statistics. Totals count interactions only.
+
 Rates are per second of the window's span: from the earlier of the group's first receive time and
 its first sample's scheduled or send time, or the window's start if later, up to ``now_s``. Pass
 ``now_s`` as Unix epoch seconds (``time.time()``), the clock of the samples' ``*_ns`` times.
@@ -166,12 +171,17 @@ def histogram_distribution(h: Histogram) -> Dist:
     )
 
 
+#: Tallies of steps: group → step name → tally.
+StepTallies = dict[str, dict[str, Tally]]
+
+
 @dataclass(slots=True)
 class _Slot:
     """One slot of the recent window: what arrived in ``[index, index + 1) * SLOT_S``."""
 
     index: int = -1
     groups: dict[str, Tally] = field(default_factory=dict)
+    steps: StepTallies = field(default_factory=dict)
 
 
 class LiveStats:
@@ -190,29 +200,48 @@ class LiveStats:
         self.status = status
         self._lock = threading.Lock()
         self._since: dict[str, Tally] = {g: Tally() for g in groups}
+        self._steps_since: StepTallies = {}
         self._ring = [_Slot() for _ in range(_SLOTS)]
         self._workers: dict[str, int] = {}
         self._active: dict[str, int] = {}
 
     def add(self, samples: Sequence[Sample], now_s: float) -> None:
-        """Count a batch of samples received at ``now_s`` (epoch seconds)."""
+        """Count a batch of samples received at ``now_s`` (epoch seconds).
+
+        Interactions count towards their group, steps towards their group's step of that name.
+        """
         by_group: dict[str, list[Sample]] = {}
+        by_step: dict[str, dict[str, list[Sample]]] = {}
         for s in samples:
-            by_group.setdefault(s.group, []).append(s)
+            if s.step:
+                by_group.setdefault(s.group, [])  # the group shows, with or without requests
+                by_step.setdefault(s.group, {}).setdefault(s.name, []).append(s)
+            else:
+                by_group.setdefault(s.group, []).append(s)
         tallies = {g: Tally.from_samples(batch) for g, batch in by_group.items()}
+        step_tallies = {
+            g: {name: Tally.from_samples(batch) for name, batch in named.items()}
+            for g, named in by_step.items()
+        }
         index = math.floor(now_s / SLOT_S)
         with self._lock:
             slot = self._ring[index % _SLOTS]
             if slot.index < index:  # a newer slot replaces an old one; a late one is kept
                 for t in slot.groups.values():
                     t.clear()
+                for named in slot.steps.values():
+                    for t in named.values():
+                        t.clear()
                 slot.index = index
             for g, t in tallies.items():
-                since = self._since.setdefault(g, Tally())
-                since.merge(t)
-                if t.requests:
-                    since.start_s = min(since.start_s, now_s)
+                _merge_into(self._since.setdefault(g, Tally()), t, now_s)
                 slot.groups.setdefault(g, Tally()).merge(t)
+            for g, named in step_tallies.items():
+                since_named = self._steps_since.setdefault(g, {})
+                slot_named = slot.steps.setdefault(g, {})
+                for name, t in named.items():
+                    _merge_into(since_named.setdefault(name, Tally()), t, now_s)
+                    slot_named.setdefault(name, Tally()).merge(t)
 
     def set_workers(self, states: Mapping[str, int]) -> None:
         """Set how many workers are in each state (e.g. ``{"running": 3, "lost": 1}``)."""
@@ -245,6 +274,14 @@ class LiveStats:
         with self._lock:
             return {g: t.copy() for g, t in self._since.items()}
 
+    def steps_since_start(self) -> StepTallies:
+        """A copy of every step's since-start tally, by group and step name."""
+        with self._lock:
+            return {
+                g: {name: t.copy() for name, t in named.items()}
+                for g, named in self._steps_since.items()
+            }
+
     def window(self, now_s: float) -> dict[str, Tally]:
         """Every group's tally over the recent window ending at ``now_s`` (merged slots)."""
         current = math.floor(now_s / SLOT_S)
@@ -256,11 +293,24 @@ class LiveStats:
                         out[g].merge(t)
         return out
 
+    def steps_window(self, now_s: float) -> StepTallies:
+        """Every step's tally over the recent window ending at ``now_s``, by group and name."""
+        current = math.floor(now_s / SLOT_S)
+        with self._lock:
+            out = {g: {name: Tally() for name in named} for g, named in self._steps_since.items()}
+            for slot in self._ring:
+                if current - _SLOTS < slot.index <= current:
+                    for g, named in slot.steps.items():
+                        for name, t in named.items():
+                            out[g][name].merge(t)
+        return out
+
     def snapshot(self, now_s: float) -> dict[str, Any]:
-        """The JSON live stats: both windows, per group and total, plus the gauges."""
+        """The JSON live stats: both windows, per group (and step) and total, plus the gauges."""
         since = self.since_start()
         recent = self.window(now_s)
-        starts = {g: t.start_s for g, t in since.items()}
+        steps_since = self.steps_since_start()
+        steps_recent = self.steps_window(now_s)
         window_start_s = (math.floor(now_s / SLOT_S) - _SLOTS + 1) * SLOT_S
         return {
             "cluster": self.cluster_id,
@@ -268,17 +318,32 @@ class LiveStats:
             "status": self.status,
             "now_s": now_s,
             "window_s": WINDOW_S,
-            "window_10s": _view(recent, starts, now_s, window_start_s),
-            "since_start": _view(since, starts, now_s, -math.inf),
+            "window_10s": _view(recent, steps_recent, since, steps_since, now_s, window_start_s),
+            "since_start": _view(since, steps_since, since, steps_since, now_s, -math.inf),
             "workers": self.workers,
             "active_clients": self.active_clients,
         }
 
 
+def _merge_into(since: Tally, t: Tally, now_s: float) -> None:
+    """Add a batch's tally to a since-start one, whose clock starts at its first request."""
+    since.merge(t)
+    if t.requests:
+        since.start_s = min(since.start_s, now_s)
+
+
 def _view(
-    tallies: Mapping[str, Tally], starts: Mapping[str, float], now_s: float, not_before_s: float
+    tallies: Mapping[str, Tally],
+    steps: Mapping[str, Mapping[str, Tally]],
+    since: Mapping[str, Tally],
+    steps_since: Mapping[str, Mapping[str, Tally]],
+    now_s: float,
+    not_before_s: float,
 ) -> dict[str, Any]:
-    """``{"total": S, "groups": {g: S}}`` of one window."""
+    """``{"total": S, "groups": {g: S}}`` of one window; ``S["steps"]`` for groups with steps.
+
+    Spans start at the since-start tallies' ``start_s`` (or the window's start, if later).
+    """
 
     def span(start_s: float) -> float:
         return 0.0 if math.isinf(start_s) else now_s - max(start_s, not_before_s)
@@ -286,11 +351,27 @@ def _view(
     total = Tally()
     for t in tallies.values():
         total.merge(t)
-    first = min(starts.values(), default=math.inf)
-    return {
-        "total": total.stats(span(first)),
-        "groups": {g: t.stats(span(starts.get(g, math.inf))) for g, t in tallies.items()},
-    }
+    first = min((t.start_s for t in since.values()), default=math.inf)
+    groups: dict[str, dict[str, Any]] = {}
+    for g, t in tallies.items():
+        start_s = since[g].start_s if g in since else math.inf
+        groups[g] = t.stats(span(start_s))
+        named = steps.get(g)
+        if named:
+            started = steps_since.get(g, {})
+            groups[g]["steps"] = {
+                name: st.stats(span(started[name].start_s if name in started else math.inf))
+                for name, st in named.items()
+            }
+    return {"total": total.stats(span(first)), "groups": groups}
 
 
-__all__ = ["METRICS", "SLOT_S", "WINDOW_S", "LiveStats", "Tally", "histogram_distribution"]
+__all__ = [
+    "METRICS",
+    "SLOT_S",
+    "WINDOW_S",
+    "LiveStats",
+    "StepTallies",
+    "Tally",
+    "histogram_distribution",
+]

@@ -29,7 +29,12 @@ def http_error_kind(status: int) -> str:
 
 @dataclass(slots=True)
 class Sample:
-    """One measured interaction."""
+    """One measured interaction, or one step inside a user-defined interaction (``step``).
+
+    A run of a user-defined interaction records one sample for the whole interaction (named
+    after it) plus one per step (``step=True``, named after the step). Group statistics count
+    interactions; steps are summarised by name.
+    """
 
     group: str
     client: int
@@ -50,6 +55,10 @@ class Sample:
     http_status: int | None = None
     stage: int = 0
     warmup: bool = False
+    #: A step inside a user-defined interaction (a ``ctx.measure`` span or a helper's LLM call),
+    #: ``name`` being the step's name. Group statistics count interactions; steps are
+    #: summarised by name, under their group's ``steps``.
+    step: bool = False
 
     @property
     def ok(self) -> bool:

@@ -26,6 +26,13 @@ Definitions (also printed under the terminal table):
   ``succeeded``. ``goodput_rate`` is goodput per second of ``duration_s``.
 - Rates are 0.0 when ``duration_s`` is 0 (no measured samples).
 
+Steps: a user-defined interaction records one sample for the whole interaction plus one per
+step inside it (``sample.step``, named after the step). Group and total statistics are over
+interactions only; each group with steps gets ``"steps": {name: Stats}``, in order of first
+appearance, each computed over that step's samples with the definitions above (same
+exclusions, same SLO). Steps never make a run untrustworthy on their own: the schedule lag
+that matters is the interactions'.
+
 A run whose p99 schedule lag exceeds ``lag_bound_s`` in any group is flagged: a warning that
 says what to change, and ``trustworthy: false``.
 """
@@ -203,14 +210,25 @@ def summarize(
     ``group_order`` come first, in that order, even without samples; others follow in order of
     first appearance. ``extra_warnings`` (e.g. worker event-loop lag) are reported and mark the
     run as not trustworthy, as does a p99 schedule lag above ``lag_bound_s`` in any group.
+    Step samples (``sample.step``) go to their group's ``steps`` entry, by name, never into the
+    group's or the total's Stats; a group without steps has no ``steps`` key.
     The samples are read once and never held: pass a generator for large runs. Besides the
     canonical keys, the result records the ``slo`` (objectives set) and ``lag_bound_s`` used.
     """
     columns: dict[str, _Columns] = {name: _Columns() for name in group_order or ()}
+    steps: dict[str, dict[str, _Columns]] = {}  # group → step name → its samples
     for s in samples:
         col = columns.get(s.group)
         if col is None:
             col = columns[s.group] = _Columns()
+        if s.step:
+            by_name = steps.get(s.group)
+            if by_name is None:
+                by_name = steps[s.group] = {}
+            step_col = by_name.get(s.name)
+            if step_col is None:
+                step_col = by_name[s.name] = _Columns()
+            col = step_col
         if s.warmup:
             col.warmup += 1
         elif s.error_kind == ERROR_CANCELLED:
@@ -221,6 +239,8 @@ def summarize(
     arrays = {name: col.arrays() for name, col in columns.items()}
     groups = {name: _stats(a, slo) for name, a in arrays.items()}
     total = _stats(_Arrays.concat(list(arrays.values())), slo)
+    for name, by_name in steps.items():
+        groups[name]["steps"] = {step: _stats(c.arrays(), slo) for step, c in by_name.items()}
 
     untrusted = [*extra_warnings]
     for name, stats in groups.items():

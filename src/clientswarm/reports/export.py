@@ -52,6 +52,7 @@ PARQUET_SCHEMA = pa.schema(
         ("http_status", pa.int64()),
         ("stage", pa.int64()),
         ("warmup", pa.bool_()),
+        ("step", pa.bool_()),
         ("ttft_s", pa.float64()),
         ("e2e_s", pa.float64()),
         ("tpot_s", pa.float64()),
@@ -78,7 +79,11 @@ def csv_cells(sample: Sample) -> list[Any]:
 
 
 def sample_from_row(row: dict[str, Any]) -> Sample:
-    """Rebuild a sample from an exported row (derived and unknown columns are ignored)."""
+    """Rebuild a sample from an exported row (derived and unknown columns are ignored).
+
+    A field missing from the row takes its default (files written before the field existed:
+    no ``step`` column reads as an interaction, ``step=False``).
+    """
     data = {name: row[name] for name in SAMPLE_FIELDS if name in row}
     if data.get("itl_s") is None:
         data["itl_s"] = []
@@ -198,7 +203,9 @@ def read_samples_jsonl(path: str | os.PathLike[str]) -> Iterator[Sample]:
 def read_samples_parquet(path: str | os.PathLike[str]) -> Iterator[Sample]:
     """Samples of a Parquet file written by :func:`write_samples`, row group by row group."""
     parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(columns=list(SAMPLE_FIELDS)):
+    present = set(parquet.schema_arrow.names)  # older files lack newer fields, e.g. ``step``
+    columns = [name for name in SAMPLE_FIELDS if name in present]
+    for batch in parquet.iter_batches(columns=columns):
         for row in batch.to_pylist():
             yield sample_from_row(row)
 

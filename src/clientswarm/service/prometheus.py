@@ -25,6 +25,15 @@ metric                                     type      labels besides cluster, clu
 ``clientswarm_clusters``                   gauge     status (only label)
 =========================================  ========  =======================================
 
+Steps of user-defined interactions (a ``ctx.measure`` span, a helper's LLM call) are not
+requests of their group: the series above count interactions only. Each step has series of its
+own, labelled by ``group`` and ``step`` (its name), with the same meaning:
+``clientswarm_step_requests_total``, ``clientswarm_step_errors_total``,
+``clientswarm_step_excluded_requests_total``, ``clientswarm_step_output_tokens_total``,
+``clientswarm_step_input_tokens_total`` and the histograms ``clientswarm_step_ttft_seconds``,
+``clientswarm_step_itl_seconds``, ``clientswarm_step_tpot_seconds``,
+``clientswarm_step_e2e_seconds`` (no schedule lag: that is the interaction's).
+
 Histogram buckets are fixed (:data:`LATENCY_BUCKETS_S`, :data:`LAG_BUCKETS_S`), filled from the
 live log-linear histograms, whose resolution (0.8 %) bounds how far a count at a bucket bound can
 be off. The requests, tokens and latencies count measured samples only (not warm-up, not
@@ -93,8 +102,12 @@ HISTOGRAMS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     ),
 }
 
+#: The histograms of steps: a step's schedule lag is its interaction's business.
+STEP_HISTOGRAMS: tuple[str, ...] = ("ttft_s", "itl_s", "tpot_s", "e2e_s")
+
 _CLUSTER = ("cluster", "cluster_name")
 _GROUP = (*_CLUSTER, "group")
+_STEP = (*_GROUP, "step")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -156,38 +169,9 @@ class LiveCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """One family per metric, with a series per cluster and group."""
-        requests = CounterMetricFamily(
-            "clientswarm_requests",
-            "Measured requests that completed, by outcome (warm-up and cancelled excluded).",
-            labels=(*_GROUP, "outcome"),
-        )
-        errors = CounterMetricFamily(
-            "clientswarm_errors",
-            "Failed measured requests by error kind (timeout, connection, http_<status>, ...).",
-            labels=(*_GROUP, "kind"),
-        )
-        excluded = CounterMetricFamily(
-            "clientswarm_excluded_requests",
-            "Requests left out of the statistics: during warm-up, or cut off by a stop.",
-            labels=(*_GROUP, "reason"),
-        )
-        output_tokens = CounterMetricFamily(
-            "clientswarm_output_tokens",
-            "Output tokens of successful measured requests.",
-            labels=_GROUP,
-            unit="tokens",
-        )
-        input_tokens = CounterMetricFamily(
-            "clientswarm_input_tokens",
-            "Input (prompt) tokens of successful measured requests.",
-            labels=_GROUP,
-            unit="tokens",
-        )
-        histograms = {
-            metric: HistogramMetricFamily(name, doc, labels=_GROUP, unit="seconds")
-            for metric, (name, doc, _) in HISTOGRAMS.items()
-        }
+        """One family per metric, with a series per cluster and group (and step)."""
+        groups = _TallyFamilies("clientswarm_", _GROUP, "requests", tuple(HISTOGRAMS))
+        steps = _TallyFamilies("clientswarm_step_", _STEP, "steps", STEP_HISTOGRAMS)
         active = GaugeMetricFamily(
             "clientswarm_active_clients", "Clients currently running.", labels=_GROUP
         )
@@ -199,16 +183,10 @@ class LiveCollector(Collector):
             cluster = [live.cluster_id, live.cluster_name or ""]
             statuses[live.status or "unknown"] += 1
             for group, t in live.since_start().items():
-                labels = [*cluster, group]
-                requests.add_metric([*labels, "ok"], t.succeeded)
-                requests.add_metric([*labels, "error"], t.failed)
-                for kind, n in sorted(t.errors.items()):
-                    errors.add_metric([*labels, kind], n)
-                excluded.add_metric([*labels, "warmup"], t.warmup)
-                excluded.add_metric([*labels, "cancelled"], t.cancelled)
-                output_tokens.add_metric(labels, t.output_tokens)
-                input_tokens.add_metric(labels, t.input_tokens)
-                _add_histograms(histograms, labels, t)
+                groups.add([*cluster, group], t)
+            for group, named in live.steps_since_start().items():
+                for step, t in named.items():
+                    steps.add([*cluster, group, step], t)
             for group, n in sorted(live.active_clients.items()):
                 active.add_metric([*cluster, group], n)
             for state, n in sorted(live.workers.items()):
@@ -218,15 +196,88 @@ class LiveCollector(Collector):
         )
         for status, n in sorted(statuses.items()):
             clusters.add_metric([status], n)
-        yield from (requests, errors, excluded, output_tokens, input_tokens)
-        yield from histograms.values()
+        yield from groups.families()
         yield from (active, workers, clusters)
+        yield from steps.families()
+
+
+class _TallyFamilies:
+    """The counter and histogram families of a set of tallies (groups, or steps).
+
+    ``prefix`` starts every family name (``clientswarm_``, ``clientswarm_step_``), ``labels``
+    name a series (the cluster's, then the group's, then the step's), ``noun`` says what is
+    counted in the help texts, ``histograms`` are the :data:`HISTOGRAMS` keys to export.
+    """
+
+    def __init__(
+        self, prefix: str, labels: tuple[str, ...], noun: str, histograms: Sequence[str]
+    ) -> None:
+        self.requests = CounterMetricFamily(
+            f"{prefix}requests",
+            f"Measured {noun} that completed, by outcome (warm-up and cancelled excluded).",
+            labels=(*labels, "outcome"),
+        )
+        self.errors = CounterMetricFamily(
+            f"{prefix}errors",
+            f"Failed measured {noun} by error kind (timeout, connection, http_<status>, ...).",
+            labels=(*labels, "kind"),
+        )
+        self.excluded = CounterMetricFamily(
+            f"{prefix}excluded_requests",
+            f"{noun.capitalize()} left out of the statistics: during warm-up, or cut off by a "
+            "stop.",
+            labels=(*labels, "reason"),
+        )
+        self.output_tokens = CounterMetricFamily(
+            f"{prefix}output_tokens",
+            f"Output tokens of successful measured {noun}.",
+            labels=labels,
+            unit="tokens",
+        )
+        self.input_tokens = CounterMetricFamily(
+            f"{prefix}input_tokens",
+            f"Input (prompt) tokens of successful measured {noun}.",
+            labels=labels,
+            unit="tokens",
+        )
+        self.histograms = {
+            metric: HistogramMetricFamily(
+                prefix + HISTOGRAMS[metric][0].removeprefix("clientswarm_"),
+                HISTOGRAMS[metric][1],
+                labels=labels,
+                unit="seconds",
+            )
+            for metric in histograms
+        }
+
+    def add(self, labels: list[str], t: Tally) -> None:
+        """Add the series of one tally (one group, or one step of a group)."""
+        self.requests.add_metric([*labels, "ok"], t.succeeded)
+        self.requests.add_metric([*labels, "error"], t.failed)
+        for kind, n in sorted(t.errors.items()):
+            self.errors.add_metric([*labels, kind], n)
+        self.excluded.add_metric([*labels, "warmup"], t.warmup)
+        self.excluded.add_metric([*labels, "cancelled"], t.cancelled)
+        self.output_tokens.add_metric(labels, t.output_tokens)
+        self.input_tokens.add_metric(labels, t.input_tokens)
+        _add_histograms(self.histograms, labels, t)
+
+    def families(self) -> Iterator[Metric]:
+        """Every family, counters first."""
+        yield from (
+            self.requests,
+            self.errors,
+            self.excluded,
+            self.output_tokens,
+            self.input_tokens,
+        )
+        yield from self.histograms.values()
 
 
 def _add_histograms(
     families: Mapping[str, HistogramMetricFamily], labels: list[str], t: Tally
 ) -> None:
-    """Add one group's histograms as cumulative ``le`` buckets."""
+    """Add one group's (or step's) histograms as cumulative ``le`` buckets."""
     for metric, family in families.items():
         h: Histogram = t.hist[metric]
         bounds = HISTOGRAMS[metric][2]
@@ -288,6 +339,7 @@ __all__ = [
     "HISTOGRAMS",
     "LAG_BUCKETS_S",
     "LATENCY_BUCKETS_S",
+    "STEP_HISTOGRAMS",
     "LiveCollector",
     "LiveRegistry",
     "http_sd_targets",

@@ -82,6 +82,7 @@ def sample_params(cluster_id: str, batch: Iterable[Sample]) -> list[tuple[Any, .
                 s.http_status,
                 s.stage,
                 s.warmup is True or bool(s.warmup),
+                s.step is True or bool(s.step),
             )
         )
     return rows
@@ -129,13 +130,16 @@ def sample_from_values(values: Sequence[Any]) -> Sample:
     fields[_ITL_POSITION] = unpack_itl(fields[_ITL_POSITION])
     sample = Sample(*fields)
     sample.warmup = bool(sample.warmup)
+    sample.step = bool(sample.step)
     return sample
 
 
 def client_counts(batch: Iterable[Sample]) -> dict[int, list[int]]:
-    """``{client: [succeeded, failed]}`` of one batch."""
+    """``{client: [succeeded, failed]}`` of one batch: interactions only, not their steps."""
     counts: dict[int, list[int]] = {}
     for s in batch:
+        if s.step:
+            continue
         pair = counts.get(s.client)
         if pair is None:
             pair = counts[s.client] = [0, 0]

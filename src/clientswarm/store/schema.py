@@ -27,10 +27,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 SCHEMA_VERSION = 1
-"""Bumped on every incompatible change of the tables below."""
+"""Bumped on every incompatible change of the tables below.
+
+Compatible additions (a new nullable or defaulted column) keep the version: they are listed
+in :data:`ADDED_COLUMNS` and added to an older database by ``Store.create_all``."""
 
 metadata = MetaData()
 
@@ -144,10 +148,17 @@ samples = Table(
     Column("http_status", Integer),
     Column("stage", Integer, nullable=False),
     Column("warmup", Boolean, nullable=False),
+    # Added after schema version 1 shipped: Store.create_all adds it to an older database
+    # (ADD COLUMN), whose rows read as interactions (false), hence the server default.
+    Column("step", Boolean, nullable=False, server_default=false()),
     # The one secondary index (each costs ingest speed): iter_samples' id windows, counts and
     # cascading deletes find a cluster's rows through it. Counting by group scans them.
     Index("ix_samples_cluster_id", "cluster_id", "id"),
 )
+
+#: Columns added since their table first shipped, as (table, column name): ``Store.create_all``
+#: adds each one that an existing database lacks (``ALTER TABLE … ADD COLUMN``).
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("samples", "step"),)
 
 events = Table(
     "events",
@@ -167,6 +178,7 @@ events = Table(
 )
 
 __all__ = [
+    "ADDED_COLUMNS",
     "SCHEMA_VERSION",
     "batches",
     "clients",

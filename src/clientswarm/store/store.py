@@ -15,9 +15,10 @@ from types import TracebackType
 from typing import Any, Self
 
 import orjson
-from sqlalchemy import Connection, Row, Table, bindparam, func, select
+from sqlalchemy import Connection, Row, Table, bindparam, func, inspect, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.schema import CreateColumn
 
 from clientswarm.metrics.sample import Sample
 from clientswarm.store import schema
@@ -66,9 +67,14 @@ class Store:
         return cls(url_from(value))
 
     def create_all(self) -> None:
-        """Create the tables that are missing (idempotent); refuse a database of another version."""
+        """Create the tables that are missing (idempotent); refuse a database of another version.
+
+        A database of this version that predates a compatible addition (a column of
+        :data:`~clientswarm.store.schema.ADDED_COLUMNS`) gets the column, with its default.
+        """
         with self._db.begin() as conn:
             schema.metadata.create_all(conn)
+            _add_missing_columns(conn)
             meta = schema.store_meta
             found = conn.execute(
                 select(meta.c.value).where(meta.c.key == "schema_version")
@@ -281,19 +287,20 @@ class Store:
         self, conn: Connection, cluster_id: str, worker: int, batch: Sequence[Sample]
     ) -> None:
         counts = client_counts(batch)
-        conn.execute(
-            _cl.update()
-            .where(_cl.c.cluster_id == cluster_id, _cl.c.id == bindparam("b_client"))
-            .values(
-                succeeded=_cl.c.succeeded + bindparam("b_ok"),
-                failed=_cl.c.failed + bindparam("b_failed"),
-            ),
-            # Ascending client ids: concurrent batches lock the rows in one order, never deadlock.
-            [
-                {"b_client": k, "b_ok": ok, "b_failed": bad}
-                for k, (ok, bad) in sorted(counts.items())
-            ],
-        )
+        if counts:  # none in a batch of steps only
+            conn.execute(
+                _cl.update()
+                .where(_cl.c.cluster_id == cluster_id, _cl.c.id == bindparam("b_client"))
+                .values(
+                    succeeded=_cl.c.succeeded + bindparam("b_ok"),
+                    failed=_cl.c.failed + bindparam("b_failed"),
+                ),
+                # Ascending client ids: concurrent batches lock rows in one order, never deadlock.
+                [
+                    {"b_client": k, "b_ok": ok, "b_failed": bad}
+                    for k, (ok, bad) in sorted(counts.items())
+                ],
+            )
         conn.execute(
             _w.update()
             .where(_w.c.cluster_id == cluster_id, _w.c.index == worker)
@@ -385,6 +392,19 @@ class Store:
         )
         with self._db.read() as conn:
             return [_event(row) for row in conn.execute(query)]
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add each column of ``schema.ADDED_COLUMNS`` that its (existing) table lacks."""
+    inspector = inspect(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    for table_name, column_name in schema.ADDED_COLUMNS:
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        if column_name in present:
+            continue
+        column = schema.metadata.tables[table_name].c[column_name]
+        ddl = CreateColumn(column).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {quote(table_name)} ADD COLUMN {ddl}")
 
 
 def _event(row: Row[Any]) -> EventRecord:
