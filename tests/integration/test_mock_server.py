@@ -194,6 +194,249 @@ async def test_bad_request_is_a_vllm_error(
     assert error["object"] == "error" and error["code"] == 400 and "max_tokens" in error["message"]
 
 
+# --- tool calls -------------------------------------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "note": {"type": "string"},
+            },
+            "required": ["city", "days", "unit"],
+        },
+    },
+}
+SEARCH = {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}
+WEATHER_ARGUMENTS = '{"city":"x","days":1,"unit":"celsius"}'
+WEATHER_TOKENS = 13  # { "city" : "x" , "days" : 1 , "unit" : "celsius" }
+
+
+def _tool_body(stream: bool, **extra: Any) -> dict[str, Any]:
+    body = _body("chat", stream, **extra)
+    body.setdefault("tools", [WEATHER, SEARCH])
+    return body
+
+
+async def _post_chat(
+    session: aiohttp.ClientSession, server: MockServer, body: dict[str, Any]
+) -> dict[str, Any]:
+    async with session.post(server.url + _path("chat"), json=body) as response:
+        assert response.status == 200, await response.text()
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+
+async def test_tool_call_answer(start: StartServer, session: aiohttp.ClientSession) -> None:
+    server = await start(**FAST)
+    answer = await _post_chat(session, server, _tool_body(False))
+    assert answer["object"] == "chat.completion"
+    (choice,) = answer["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    message = choice["message"]
+    assert message["role"] == "assistant" and message["content"] is None
+    (call,) = message["tool_calls"]
+    assert set(call) == {"id", "type", "function"}
+    assert re.fullmatch(r"call_[0-9a-f]{8,}", call["id"])
+    assert call["type"] == "function"
+    assert call["function"] == {"name": "get_weather", "arguments": WEATHER_ARGUMENTS}
+    assert orjson.loads(call["function"]["arguments"]) == {
+        "city": "x",
+        "days": 1,
+        "unit": "celsius",
+    }
+    assert answer["usage"] == {
+        "prompt_tokens": 6,
+        "completion_tokens": WEATHER_TOKENS,
+        "total_tokens": 6 + WEATHER_TOKENS,
+    }
+    again = await _post_chat(session, server, _tool_body(False))
+    assert again["choices"][0]["message"]["tool_calls"][0]["id"] != call["id"]
+    stats = await _stats(session, server)
+    assert stats["completion_tokens"] == 2 * WEATHER_TOKENS and stats["completed"] == 2
+    async with session.get(server.url + "/metrics") as response:
+        text = await response.text()
+    assert (
+        'vllm:request_success_total{finished_reason="tool_calls",model_name="mock-model"} 2.0'
+        in text
+    )
+
+
+async def test_streamed_tool_call_is_paced_like_tokens(
+    start: StartServer, session: aiohttp.ClientSession
+) -> None:
+    server = await start(ttft_ms=60.0, itl_ms=10.0)
+    body = _tool_body(True, stream_options={"include_usage": True})
+    sent = time.perf_counter()
+    async with session.post(server.url + _path("chat"), json=body) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = await _events(response)
+    assert events[-1][1] == "[DONE]"
+    chunks = [(at, orjson.loads(payload)) for at, payload in events[:-1]]
+    assert {chunk["object"] for _, chunk in chunks} == {"chat.completion.chunk"}
+    assert len({chunk["id"] for _, chunk in chunks}) == 1
+    role = chunks.pop(0)[1]
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    usage_chunk = chunks.pop()[1]
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"]["completion_tokens"] == WEATHER_TOKENS
+    final = chunks.pop()[1]["choices"][0]
+    assert final["delta"] == {} and final["finish_reason"] == "tool_calls"
+
+    calls = [chunk["choices"][0] for _, chunk in chunks]
+    assert all(choice["finish_reason"] is None for choice in calls)
+    deltas = [choice["delta"]["tool_calls"] for choice in calls]
+    assert all(len(delta) == 1 and delta[0]["index"] == 0 for delta in deltas)
+    first = deltas[0][0]
+    assert re.fullmatch(r"call_[0-9a-f]{8,}", first["id"]) and first["type"] == "function"
+    assert first["function"] == {"name": "get_weather", "arguments": ""}
+    pieces = [delta[0]["function"]["arguments"] for delta in deltas[1:]]
+    assert all(set(delta[0]) == {"index", "function"} for delta in deltas[1:])
+    assert all(set(delta[0]["function"]) == {"arguments"} for delta in deltas[1:])
+    assert len(pieces) == WEATHER_TOKENS and all(pieces)
+    assert "".join(pieces) == WEATHER_ARGUMENTS
+    # Lateness only ever delays a chunk: the pacing shows as lower bounds.
+    arrivals = [at for at, _ in chunks]
+    assert arrivals[0] - sent >= 0.055  # the call's name comes with the first token, after TTFT
+    assert arrivals[-1] - arrivals[1] >= 0.9 * (WEATHER_TOKENS - 1) * 0.010
+
+
+async def test_streamed_tool_call_packs_pieces_and_honours_max_tokens(
+    start: StartServer, session: aiohttp.ClientSession
+) -> None:
+    server = await start(**FAST, tokens_per_chunk=4)
+    body = _tool_body(True, max_tokens=6, stream_options={"include_usage": True})
+    async with session.post(server.url + _path("chat"), json=body) as response:
+        events = [orjson.loads(p) for _, p in await _events(response) if p != "[DONE]"]
+    deltas = [e["choices"][0]["delta"].get("tool_calls") for e in events if e["choices"]]
+    pieces = [d[0]["function"]["arguments"] for d in deltas if d]
+    assert pieces == ["", '{"city":"x"', ',"days"']  # the name chunk, then 4 + 2 tokens
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+    assert events[-1]["usage"]["completion_tokens"] == 6
+    answer = await _post_chat(session, server, _tool_body(False, max_tokens=3))
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["tool_calls"][0]["function"]["arguments"] == '{"city":'
+
+
+async def test_tool_choice_names_the_tool(
+    start: StartServer, session: aiohttp.ClientSession
+) -> None:
+    server = await start(**FAST)
+    choice = {"type": "function", "function": {"name": "search"}}
+    answer = await _post_chat(session, server, _tool_body(False, tool_choice=choice))
+    (call,) = answer["choices"][0]["message"]["tool_calls"]
+    assert call["function"] == {"name": "search", "arguments": "{}"}
+    assert answer["usage"]["completion_tokens"] == 2
+    for auto in ("auto", "required"):
+        answer = await _post_chat(session, server, _tool_body(False, tool_choice=auto))
+        assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == (
+            "get_weather"
+        )
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_tool_choice_none_and_no_tools_get_text(
+    start: StartServer, session: aiohttp.ClientSession, stream: bool
+) -> None:
+    server = await start(**FAST)
+    for body in (
+        _tool_body(stream, tool_choice="none", max_tokens=3),
+        _body("chat", stream, tools=[], max_tokens=3),
+    ):
+        async with session.post(server.url + _path("chat"), json=body) as response:
+            assert response.status == 200
+            if stream:
+                chunks = [orjson.loads(p) for _, p in await _events(response) if p != "[DONE]"]
+                text = "".join(_content("chat", c) for c in chunks)
+                reason = chunks[-1]["choices"][0]["finish_reason"]
+                assert not any("tool_calls" in c["choices"][0]["delta"] for c in chunks)
+            else:
+                choice = (await response.json())["choices"][0]
+                assert "tool_calls" not in choice["message"]
+                text, reason = choice["message"]["content"], choice["finish_reason"]
+        assert (text, reason) == ("tok0 tok1 tok2 ", "length")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_agent_loop_ends_with_text_after_the_tool_result(
+    start: StartServer, session: aiohttp.ClientSession, stream: bool
+) -> None:
+    server = await start(**FAST, output_tokens=4)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
+    body: dict[str, Any] = {"model": "mock-model", "messages": messages, "tools": [WEATHER]}
+    call = (await _post_chat(session, server, body))["choices"][0]["message"]["tool_calls"][0]
+    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+    messages.append({"role": "tool", "tool_call_id": call["id"], "content": "sunny and mild"})
+    async with session.post(
+        server.url + _path("chat"), json={**body, "stream": stream}
+    ) as response:
+        assert response.status == 200
+        if stream:
+            chunks = [orjson.loads(p) for _, p in await _events(response) if p != "[DONE]"]
+            text = "".join(_content("chat", chunk) for chunk in chunks)
+            reason = chunks[-1]["choices"][0]["finish_reason"]
+        else:
+            answer = await response.json()
+            choice = answer["choices"][0]
+            text, reason = choice["message"]["content"], choice["finish_reason"]
+            assert "tool_calls" not in choice["message"]
+            assert answer["usage"]["prompt_tokens"] == 3 + 3  # the tool's result counts too
+    assert (text, reason) == ("tok0 tok1 tok2 tok3 ", "stop")
+    messages.append({"role": "user", "content": "And tomorrow?"})
+    answer = await _post_chat(session, server, body)  # a user turn again: another call
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "message"),
+    [
+        (
+            {"tools": [{"type": "function", "function": {"parameters": {}}}]},
+            "tools",
+            "tools[0].function.name",
+        ),
+        ({"tools": [WEATHER, {"type": "function"}]}, "tools", "tools[1].function"),
+        ({"tools": {"type": "function"}}, "tools", "tools must be a list"),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+            "'nope'",
+        ),
+        ({"tool_choice": "sometimes"}, "tool_choice", "tool_choice must be"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"}]},
+            "messages",
+            "messages[1]: a tool message needs a tool_call_id",
+        ),
+    ],
+)
+async def test_malformed_tool_requests_are_400(
+    start: StartServer,
+    session: aiohttp.ClientSession,
+    change: dict[str, Any],
+    param: str,
+    message: str,
+) -> None:
+    server = await start(**FAST)
+    for stream in (False, True):
+        body = {**_tool_body(stream), **change}
+        async with session.post(server.url + _path("chat"), json=body) as response:
+            assert response.status == 400
+            error = await response.json()
+        assert error["object"] == "error" and error["type"] == "BadRequestError"
+        assert error["code"] == 400 and error["param"] == param
+        assert message in error["message"]
+    assert (await _stats(session, server))["completed"] == 0
+
+
 # --- timing truth -----------------------------------------------------------------------------
 
 

@@ -88,13 +88,13 @@ def error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "InternalServerError")
 
 
-def error_body(status: int, message: str) -> bytes:
+def error_body(status: int, message: str, param: str | None = None) -> bytes:
     """The vLLM JSON error body: ``{"object": "error", "message", "type", "param", "code"}``."""
     body: dict[str, Any] = {
         "object": "error",
         "message": message,
         "type": error_type(status),
-        "param": None,
+        "param": param,
         "code": status,
     }
     return orjson.dumps(body)

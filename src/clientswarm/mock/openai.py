@@ -5,11 +5,18 @@ once. Otherwise it queues for an engine slot, and its tokens leave at their abso
 (see :mod:`clientswarm.mock.engine`). A stream's headers go out on arrival, like vLLM's; chat's
 role chunk goes out on admission, before the first token is due, so a client that counts it as a
 token measures a wrong TTFT. Any model name is accepted and echoed back (default: ``--model``).
+
+A chat request answered with a tool call (see :mod:`clientswarm.mock.wire`) is paced the same
+way, its output tokens being the pieces of the call's arguments: at the first token's deadline a
+chunk names the call (index, id, type, function name, empty arguments) and carries the first
+piece; each later piece leaves at its own deadline; a last chunk with an empty delta carries
+``finish_reason: "tool_calls"`` (``"length"`` when ``max_tokens`` cut the arguments short).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -28,8 +35,10 @@ from clientswarm.mock.wire import (
     GenerationRequest,
     InvalidRequest,
     ResponseWriter,
+    ToolCallPlan,
     parse_generation,
     token_text,
+    tool_call_id,
 )
 
 MID_STREAM_FAULTS = frozenset({FaultKind.STREAM_ERROR, FaultKind.DROP})
@@ -41,10 +50,10 @@ FAULT_MESSAGES = {
 }
 
 
-def error_response(status: int, message: str) -> web.Response:
-    """A vLLM-shaped JSON error response."""
+def error_response(status: int, message: str, param: str | None = None) -> web.Response:
+    """A vLLM-shaped JSON error response (``param``: the request field at fault, if known)."""
     return web.Response(
-        status=status, body=error_body(status, message), content_type="application/json"
+        status=status, body=error_body(status, message, param), content_type="application/json"
     )
 
 
@@ -81,7 +90,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     try:
         spec = parse_generation(endpoint, await request.read())
     except InvalidRequest as exc:
-        return error_response(400, str(exc))
+        return error_response(400, str(exc), exc.param)
     fault = state.faults.draw(stream=spec.stream)
     if fault is not None and not (spec.stream and fault in MID_STREAM_FAULTS):
         return answer_fault_at_once(request, state, fault)
@@ -102,15 +111,40 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         state.answering.discard(task)
 
 
-def _plan(state: MockState, spec: GenerationRequest) -> tuple[int, str]:
-    """Output tokens and finish reason: ``max_tokens`` is a limit reached, the default a stop."""
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What an answer will hold: its output tokens, finish reason and tool call (if any)."""
+
+    tokens: int
+    finish_reason: str
+    tool_call: ToolCallPlan | None
+
+    def text(self, start: int, end: int) -> str:
+        """The text of output tokens ``start`` to ``end - 1`` (a tool call's arguments)."""
+        if self.tool_call is not None:
+            return self.tool_call.text(start, end)
+        return token_text(start, end)
+
+
+def _plan(state: MockState, spec: GenerationRequest) -> _Plan:
+    """Output tokens and finish reason: ``max_tokens`` is a limit reached, the default a stop.
+
+    A tool call's tokens are its arguments' pieces; it finishes with ``tool_calls`` unless
+    ``max_tokens`` cuts it short (``length``).
+    """
+    call = spec.tool_call
+    if call is not None:
+        if spec.max_tokens is not None and spec.max_tokens < len(call.pieces):
+            return _Plan(spec.max_tokens, "length", call)
+        return _Plan(len(call.pieces), "tool_calls", call)
     if spec.max_tokens is not None:
-        return spec.max_tokens, "length"
-    return state.settings.output_tokens, "stop"
+        return _Plan(spec.max_tokens, "length", None)
+    return _Plan(state.settings.output_tokens, "stop", None)
 
 
 async def _whole(state: MockState, spec: GenerationRequest, arrived: float) -> web.Response:
-    tokens, finish_reason = _plan(state, spec)
+    plan = _plan(state, spec)
+    tokens, finish_reason = plan.tokens, plan.finish_reason
     metrics = state.metrics
     async with state.engine.queue.slot():
         admitted = asyncio.get_running_loop().time()
@@ -118,7 +152,9 @@ async def _whole(state: MockState, spec: GenerationRequest, arrived: float) -> w
         deadlines = state.engine.token_deadlines(admitted, tokens)
         await sleep_until(deadlines[-1])
     writer = ResponseWriter(spec.endpoint, spec.model or state.settings.model)
-    body = writer.full_body(token_text(0, tokens), finish_reason, spec.prompt_tokens, tokens)
+    text = plan.text(0, tokens)
+    call = None if plan.tool_call is None else (tool_call_id(), plan.tool_call.name, text)
+    body = writer.full_body(text, finish_reason, spec.prompt_tokens, tokens, call)
     metrics.generated(tokens)
     metrics.first_token(deadlines[0] - arrived)
     metrics.success(asyncio.get_running_loop().time() - arrived, finish_reason)
@@ -133,7 +169,8 @@ async def _stream(
     arrived: float,
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
-    tokens, finish_reason = _plan(state, spec)
+    plan = _plan(state, spec)
+    tokens, finish_reason, call = plan.tokens, plan.finish_reason, plan.tool_call
     metrics = state.metrics
     writer = ResponseWriter(spec.endpoint, spec.model or state.settings.model)
     response = web.StreamResponse(
@@ -149,15 +186,21 @@ async def _stream(
         deadlines = state.engine.token_deadlines(admitted, tokens)
         for start, end in chunk_bounds(tokens, state.settings.tokens_per_chunk):
             await sleep_until(deadlines[end - 1])
-            last = end == tokens and fault is None
-            await response.write(
-                writer.content_chunk(token_text(start, end), finish_reason if last else None)
-            )
+            if call is not None:
+                head = writer.tool_call_chunk(tool_call_id(), call.name) if start == 0 else b""
+                await response.write(head + writer.tool_arguments_chunk(call.text(start, end)))
+            else:
+                last = end == tokens and fault is None
+                await response.write(
+                    writer.content_chunk(token_text(start, end), finish_reason if last else None)
+                )
             metrics.generated(end - start)
             if start == 0:
                 metrics.first_token(loop.time() - arrived)
             if end >= fault_at and fault is not None:
                 return await _strike_mid_stream(request, response, state, fault)
+    if call is not None:
+        await response.write(writer.finish_chunk(finish_reason))
     if spec.include_usage:
         await response.write(writer.usage_chunk(spec.prompt_tokens, tokens))
     await response.write(DONE_EVENT)
