@@ -232,3 +232,125 @@ def test_unknown_content_needs_a_format(tmp_path: Path) -> None:
 def test_invalid_utf8_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "u.jsonl").write_bytes(b'{"prompt": "\xff"}\n')
     assert "line 1" in config_error(tmp_path, "u.jsonl")
+
+
+def test_csv_prompt_column_and_output_tokens_column(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text(
+        'id,text,max_out\n1,"Hello, world",12\n2,"a ""quoted"" word",\n\n3,"two\nlines", 7 \n'
+    )
+    dataset = {"path": "d.csv", "column": "text", "output_tokens_column": "max_out"}
+    assert source(tmp_path, dataset=dataset).prompts == [
+        Prompt(text="Hello, world", input_tokens=2, output_tokens=12),
+        Prompt(text='a "quoted" word', input_tokens=3, output_tokens=None),  # empty: max_tokens
+        Prompt(text="two\nlines", input_tokens=2, output_tokens=7),
+    ]
+
+
+def test_csv_default_column_bom_and_limit(tmp_path: Path) -> None:
+    rows = "".join(f"p{i},x\n" for i in range(5))
+    (tmp_path / "d.csv").write_bytes(b"\xef\xbb\xbf" + f"prompt,other\n{rows}".encode())
+    src = source(tmp_path, dataset={"path": "d.csv", "limit": 3})
+    assert [p.text for p in src.prompts] == ["p0", "p1", "p2"]
+
+
+def test_tsv_is_tab_separated_and_format_csv_reads_any_name(tmp_path: Path) -> None:
+    (tmp_path / "d.tsv").write_text("prompt\tn\na, b c\t5\n")
+    dataset = {"path": "d.tsv", "output_tokens_column": "n"}
+    assert source(tmp_path, dataset=dataset).prompts == [
+        Prompt(text="a, b c", input_tokens=3, output_tokens=5)
+    ]
+    (tmp_path / "rows.txt").write_text("prompt\none two\n")
+    src = source(tmp_path, dataset={"path": "rows.txt", "format": "csv"})
+    assert [p.text for p in src.prompts] == ["one two"]
+
+
+def test_csv_missing_column_lists_the_columns(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("id, text ,n\n1,hi,2\n")
+    with pytest.raises(ConfigError) as info:
+        source(tmp_path, dataset={"path": "d.csv", "output_tokens_column": "max"})
+    assert info.value.source == f"dataset {tmp_path / 'd.csv'}"
+    assert info.value.problems == [
+        'no column "prompt" (set by column); the columns are "id", "text", "n"',
+        'no column "max" (set by output_tokens_column); the columns are "id", "text", "n"',
+    ]
+
+
+def test_csv_bad_cells_give_their_line_numbers(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text(
+        'prompt,n\nok,1\n"",2\n"multi\nline",x\n   ,4\nfine,0\nok,-3\n,,\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        source(tmp_path, dataset={"path": "d.csv", "output_tokens_column": "n"})
+    assert info.value.problems == [
+        'line 3: the "prompt" cell is empty',
+        'line 4: "n" must be a positive integer, got "x"',
+        'line 6: the "prompt" cell is empty',
+        'line 7: "n" must be a positive integer, got "0"',
+        'line 8: "n" must be a positive integer, got "-3"',
+    ]
+
+
+def test_csv_empty_file_and_bad_utf8(tmp_path: Path) -> None:
+    (tmp_path / "e.csv").write_text("\n\n")
+    assert "header row" in config_error(tmp_path, "e.csv")
+    (tmp_path / "h.csv").write_text("prompt\n")
+    assert "no prompts" in config_error(tmp_path, "h.csv")
+    (tmp_path / "u.csv").write_bytes(b"prompt\nok\n\xff\n")
+    assert "line 3: not valid UTF-8" in config_error(tmp_path, "u.csv")
+
+
+def test_csv_columns_only_apply_to_csv(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "x"}])
+    message = config_error(tmp_path, "d.jsonl", column="text")
+    assert "CSV files only" in message
+
+
+def test_jsonl_problems_each_with_their_line(tmp_path: Path) -> None:
+    lines = [
+        '{"prompt": "ok"}',
+        '{"prompt": "x" "output_tokens": 3}',
+        '{"text": "no prompt"}',
+        '{"prompt": "x", "output_tokens": "x"}',
+        "",
+        '{"prompt": 5}',
+    ]
+    (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        source(tmp_path, dataset={"path": "data.jsonl"})
+    assert info.value.source == f"dataset {tmp_path / 'data.jsonl'}"
+    assert info.value.problems == [
+        "line 2: not valid JSON (Expecting ',' delimiter: column 16)",
+        'line 3: needs "prompt" or "messages"',
+        'line 4: output_tokens must be a positive integer, got "x"',
+        'line 6: "prompt" must be a string, got 5',
+    ]
+
+
+def test_problems_are_capped_with_a_count_of_the_rest(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok"}] + [{"prompt": ""}] * 9)
+    with pytest.raises(ConfigError) as info:
+        source(tmp_path, dataset={"path": "d.jsonl"})
+    assert info.value.problems == [
+        *(f'line {n}: "prompt" is empty' for n in range(2, 7)),
+        "… and 4 more",
+    ]
+    (tmp_path / "s.json").write_text(json.dumps([{"conversations": []}] + [{"x": 1}] * 7))
+    with pytest.raises(ConfigError) as info:
+        source(tmp_path, dataset={"path": "s.json"})
+    assert info.value.problems == [
+        *(f'entry {n}: expected an object with a "conversations" list' for n in range(1, 6)),
+        "… and 2 more",
+    ]
+
+
+def test_invalid_sharegpt_json_says_why(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('[\n  {"conversations": []},\n  oops\n]')
+    assert info_problems(tmp_path, "s.json") == [
+        "line 3: not valid JSON (Expecting value: column 3)"
+    ]
+
+
+def info_problems(tmp_path: Path, name: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        source(tmp_path, dataset={"path": name})
+    return info.value.problems

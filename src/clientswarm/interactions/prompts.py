@@ -3,11 +3,25 @@
 Every source is built once, before a run, into a list of :class:`Prompt`; picking one during
 the run is O(1). Without a tokenizer a token is one whitespace-separated word, which is how the
 built-in simulator counts them; against a real model the server's ``usage`` gives the truth.
+With ``tokenizer:`` (a Hugging Face tokenizer.json, see :mod:`.tokenizer`) synthetic prompts
+encode to exactly the drawn lengths and dataset prompts are counted exactly.
+
+Datasets are JSONL (``prompt`` or ``messages`` per line, optional ``output_tokens``),
+ShareGPT-style JSON (the first human turn; the answer after it sets the output length) or CSV
+(``column`` holds the prompt, ``output_tokens_column`` the output length; ``.tsv`` is
+tab-separated). A bad file gives one problem per bad line or entry, at most
+:data:`_MAX_PROBLEMS` of them and then how many more there are.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import random
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,32 +31,22 @@ import orjson
 
 from clientswarm.config.interactions import DatasetPrompts, SyntheticPrompts, _PromptSource
 from clientswarm.errors import ConfigError
+from clientswarm.interactions.tokenizer import (
+    TokenCounter,
+    TokenLengths,
+    WordCounter,
+    load_token_counter,
+    resolve_path,
+)
 
 Message = dict[str, Any]
-
-# Short, common English words: most real tokenizers keep each (with its leading space) as one
-# token, so "N words" stays close to "N tokens" against real models too.
-_WORDS = (
-    "time year people way day man thing woman life child world school state family student "
-    "group country problem hand part place case week company system program question work "
-    "government number night point home water room mother area money story fact month lot "
-    "right study book eye job word business issue side kind head house service friend father "
-    "power hour game line end member law car city name team minute idea kid body back parent "
-    "face others level office door health person art war history party result change morning "
-    "reason research girl guy moment air teacher force education foot boy age policy music "
-    "market sense nation plan college interest death experience effect use class control care "
-    "field development role effort rate heart drug show leader light voice wife police mind "
-    "price report decision son view relationship town road arm difference value building action "
-    "model season society tax director position player record paper space ground form event "
-    "official matter center couple site project activity star table need court oil situation "
-    "cost industry figure street image phone data picture practice piece land product doctor "
-    "wall patient worker news test movie north love support technology step baby computer type "
-    "attention film tree source organization hair window evidence population truth song river"
-)
 
 _HUMAN_ROLES = frozenset({"human", "user"})
 _GPT_ROLES = frozenset({"gpt", "assistant", "chatgpt", "bard", "model"})
 _MAX_PROBLEMS = 5
+_CSV_FIELD_LIMIT = 2**31 - 1  # long prompts: the csv module's default cell limit is 128 KiB
+_POSITIVE_INT = re.compile(r"[0-9]+")
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def count_words(text: str) -> int:
@@ -83,15 +87,22 @@ class Prompt:
 
 
 class PromptSource:
-    """A fixed, non-empty list of prompts to pick from at random."""
+    """A fixed, non-empty list of prompts to pick from at random.
 
-    __slots__ = ("_n", "_prompts")
+    ``token_lengths`` says whether the prompts' ``input_tokens`` (and synthetic lengths) are a
+    real tokenizer's (``"exact"``) or words (``"approximate"``).
+    """
 
-    def __init__(self, prompts: list[Prompt]) -> None:
+    __slots__ = ("_n", "_prompts", "token_lengths")
+
+    def __init__(
+        self, prompts: list[Prompt], *, token_lengths: TokenLengths = "approximate"
+    ) -> None:
         if not prompts:
             raise ValueError("a prompt source needs at least one prompt")
         self._prompts = prompts
         self._n = len(prompts)
+        self.token_lengths: TokenLengths = token_lengths
 
     def __len__(self) -> int:
         return self._n
@@ -109,19 +120,46 @@ class PromptSource:
 def build_prompt_source(config: _PromptSource, *, seed: int, base_dir: Path) -> PromptSource:
     """Build the source an interaction config asks for; a bad dataset raises ConfigError.
 
-    The same ``seed`` gives the same synthetic prompts on every worker; a relative dataset
-    path is taken from ``base_dir`` (the folder of the configuration file).
+    The same ``seed`` gives the same synthetic prompts on every worker; a relative dataset or
+    tokenizer path is taken from ``base_dir`` (the folder of the configuration file).
     """
+    counter = load_token_counter(config.tokenizer, base_dir)
     if config.synthetic is not None:
-        return PromptSource(synthetic_prompts(config.synthetic, seed=seed))
-    if config.dataset is not None:
-        return PromptSource(load_dataset(config.dataset, base_dir=base_dir))
-    texts = config.prompts or []
-    return PromptSource([Prompt(text=t, input_tokens=count_words(t)) for t in texts])
+        prompts = synthetic_prompts(config.synthetic, seed=seed, counter=counter)
+    elif config.dataset is not None:
+        prompts = load_dataset(config.dataset, base_dir=base_dir, counter=counter)
+    else:
+        texts = config.prompts or []
+        prompts = [
+            Prompt(text=t, input_tokens=n)
+            for t, n in zip(texts, counter.count_batch(texts), strict=True)
+        ]
+    return PromptSource(prompts, token_lengths=counter.token_lengths)
 
 
-def synthetic_prompts(config: SyntheticPrompts, *, seed: int) -> list[Prompt]:
-    """``config.count`` prompts of random words with lengths drawn from the distributions."""
+def token_length_note(config: object) -> str | None:
+    """One line on how exact an interaction's input token lengths are; None without prompts.
+
+    ``config`` is an interaction's configuration; only those with prompts (completion, chat,
+    embedding) get a note.
+    """
+    if not isinstance(config, _PromptSource):
+        return None
+    if config.tokenizer is not None:
+        return f"input token lengths are exact (tokenizer {config.tokenizer})"
+    return (
+        "input token lengths are approximate (1 token = 1 word; set tokenizer: for exact lengths)"
+    )
+
+
+def synthetic_prompts(
+    config: SyntheticPrompts, *, seed: int, counter: TokenCounter | None = None
+) -> list[Prompt]:
+    """``config.count`` prompts of random words with lengths drawn from the distributions.
+
+    With a tokenizer ``counter`` each prompt encodes to exactly its drawn length; without one
+    (or with :class:`WordCounter`) a prompt of n tokens is n words.
+    """
     gen = np.random.default_rng(seed)
     inputs = config.input_tokens.sample(gen, config.count)
     outputs: list[int | None] = (
@@ -129,22 +167,21 @@ def synthetic_prompts(config: SyntheticPrompts, *, seed: int) -> list[Prompt]:
         if config.output_tokens is not None
         else [None] * config.count
     )
-    vocabulary = np.array(_WORDS.split())
-    words = vocabulary[gen.integers(0, len(vocabulary), size=sum(inputs))].tolist()
-    prompts: list[Prompt] = []
-    start = 0
-    for n_in, n_out in zip(inputs, outputs, strict=True):
-        text = " ".join(words[start : start + n_in])
-        start += n_in
-        prompts.append(Prompt(text=text, input_tokens=n_in, output_tokens=n_out))
-    return prompts
+    texts = (counter or WordCounter()).texts_of_lengths(inputs, gen)
+    return [
+        Prompt(text=text, input_tokens=n_in, output_tokens=n_out)
+        for text, n_in, n_out in zip(texts, inputs, outputs, strict=True)
+    ]
 
 
-def load_dataset(config: DatasetPrompts, *, base_dir: Path) -> list[Prompt]:
-    """Read a JSONL or ShareGPT-style JSON file into prompts (at most ``config.limit``)."""
-    path = Path(config.path).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
+def load_dataset(
+    config: DatasetPrompts, *, base_dir: Path, counter: TokenCounter | None = None
+) -> list[Prompt]:
+    """Read a JSONL, ShareGPT-style JSON or CSV file into prompts (at most ``config.limit``).
+
+    ``counter`` counts the input tokens (and ShareGPT answers' tokens); words by default.
+    """
+    path = resolve_path(config.path, base_dir)
     source = f"dataset {path}"
     if not path.is_file():
         raise ConfigError(
@@ -152,18 +189,25 @@ def load_dataset(config: DatasetPrompts, *, base_dir: Path) -> list[Prompt]:
         )
     try:
         fmt = config.format if config.format != "auto" else _sniff_format(path)
-        prompts = (
-            _read_jsonl(path, config.limit)
-            if fmt == "jsonl"
-            else _read_sharegpt(path, config.limit)
-        )
+        # By value, not by fields set: a worker gets the config back from its JSON, defaults
+        # and all.
+        if fmt != "csv" and (config.column != "prompt" or config.output_tokens_column):
+            raise _DatasetProblems(
+                [f"column and output_tokens_column apply to CSV files only, not {fmt}"]
+            )
+        if fmt == "csv":
+            rows = _read_csv(path, config)
+        elif fmt == "jsonl":
+            rows = _read_jsonl(path, config.limit)
+        else:
+            rows = _read_sharegpt(path, config.limit)
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source) from exc
     except _DatasetProblems as exc:
         raise ConfigError(exc.problems, source) from None
-    if not prompts:
+    if not rows:
         raise ConfigError(["no prompts in the file"], source)
-    return prompts
+    return _count_tokens(rows, counter or WordCounter())
 
 
 class _DatasetProblems(Exception):
@@ -172,60 +216,169 @@ class _DatasetProblems(Exception):
         self.problems = problems
 
 
-def _sniff_format(path: Path) -> Literal["jsonl", "sharegpt"]:
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
+class _Problems:
+    """Problems found in a file: the first :data:`_MAX_PROBLEMS` and how many in all."""
+
+    def __init__(self) -> None:
+        self.first: list[str] = []
+        self.total = 0
+
+    def add(self, problem: str) -> None:
+        self.total += 1
+        if len(self.first) < _MAX_PROBLEMS:
+            self.first.append(problem)
+
+    def raise_any(self) -> None:
+        """Raise _DatasetProblems when there are problems, ending with "… and N more"."""
+        if not self.total:
+            return
+        more = self.total - len(self.first)
+        raise _DatasetProblems(self.first + ([f"… and {more} more"] if more else []))
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A dataset entry before counting: its prompt and its output length or answer text."""
+
+    text: str | None = None
+    messages: tuple[Message, ...] | None = None
+    output_tokens: int | None = None
+    answer: str | None = None  # ShareGPT: the answer whose length is the output length
+
+    def input_texts(self) -> list[str]:
+        if self.text is not None:
+            return [self.text]
+        return [m["content"] for m in self.messages or () if isinstance(m["content"], str)]
+
+
+def _count_tokens(rows: list[_Row], counter: TokenCounter) -> list[Prompt]:
+    """The rows as prompts, their inputs (and answers) counted in one batch each."""
+    texts: list[str] = []
+    ends: list[int] = []
+    for row in rows:
+        texts.extend(row.input_texts())
+        ends.append(len(texts))
+    counts = counter.count_batch(texts)
+    answered = [i for i, row in enumerate(rows) if row.answer is not None]
+    answer_counts = dict(
+        zip(answered, counter.count_batch([rows[i].answer or "" for i in answered]), strict=True)
+    )
+    prompts: list[Prompt] = []
+    start = 0
+    for i, (row, end) in enumerate(zip(rows, ends, strict=True)):
+        output_tokens = row.output_tokens if row.answer is None else answer_counts[i] or None
+        prompts.append(
+            Prompt(
+                text=row.text,
+                messages=row.messages,
+                input_tokens=sum(counts[start:end]),
+                output_tokens=output_tokens,
+            )
+        )
+        start = end
+    return prompts
+
+
+def _sniff_format(path: Path) -> Literal["jsonl", "sharegpt", "csv"]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
     with path.open("rb") as f:
-        head = f.read(4096).lstrip()
+        head = f.read(4096).removeprefix(_UTF8_BOM).lstrip()
     if head.startswith(b"["):
         return "sharegpt"
     if head.startswith(b"{"):
         return "jsonl"
     raise _DatasetProblems(
-        ["cannot tell the format from the name or the content; set format: jsonl or sharegpt"]
+        ["cannot tell the format from the name or the content; set format: jsonl, sharegpt or csv"]
     )
 
 
-def _read_jsonl(path: Path, limit: int | None) -> list[Prompt]:
-    prompts: list[Prompt] = []
-    problems: list[str] = []
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as the file would show it, cut short."""
+    shown = orjson.dumps(value).decode()
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _json_problem(data: bytes, exc: orjson.JSONDecodeError, *, with_line: bool) -> str:
+    """Why ``data`` is not JSON, in the standard library's words (clearer than orjson's)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        lineno = data.count(b"\n", 0, bad.start) + 1
+        return f"line {lineno}: not valid UTF-8" if with_line else "not valid UTF-8"
+    msg, lineno, colno = exc.msg, exc.lineno, exc.colno
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as std:
+        msg, lineno, colno = std.msg, std.lineno, std.colno
+    except ValueError:
+        pass  # orjson is stricter (NaN, huge integers): keep its words
+    where = f"line {lineno}: " if with_line else ""
+    return f"{where}not valid JSON ({msg}: column {colno})"
+
+
+def _read_jsonl(path: Path, limit: int | None) -> list[_Row]:
+    rows: list[_Row] = []
+    problems = _Problems()
     with path.open("rb") as f:
         for lineno, line in enumerate(f, 1):
+            if lineno == 1:
+                line = line.removeprefix(_UTF8_BOM)
             if not line.strip():
                 continue
             try:
-                prompts.append(_jsonl_prompt(orjson.loads(line)))
-            except (orjson.JSONDecodeError, ValueError) as exc:
-                problems.append(f"line {lineno}: {exc}")
-                if len(problems) >= _MAX_PROBLEMS:
-                    break
-            if limit is not None and len(prompts) >= limit:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                problems.add(f"line {lineno}: {_json_problem(line, exc, with_line=False)}")
+                continue
+            try:
+                rows.append(_jsonl_row(entry))
+            except ValueError as exc:
+                problems.add(f"line {lineno}: {exc}")
+                continue
+            if limit is not None and len(rows) >= limit:
                 break
-    if problems:
-        raise _DatasetProblems(problems)
-    return prompts
+    problems.raise_any()
+    return rows
 
 
-def _jsonl_prompt(entry: Any) -> Prompt:
+def _jsonl_row(entry: Any) -> _Row:
     if not isinstance(entry, dict):
-        raise ValueError('expected an object with "prompt" (a string) or "messages" (a list)')
+        raise ValueError(f'expected an object with "prompt" or "messages", got {_json_kind(entry)}')
     output_tokens = entry.get("output_tokens")
     if output_tokens is not None and (
         not isinstance(output_tokens, int) or isinstance(output_tokens, bool) or output_tokens < 1
     ):
-        raise ValueError(f'"output_tokens" must be a positive integer, not {output_tokens!r}')
-    prompt = entry.get("prompt")
-    if isinstance(prompt, str):
-        return Prompt(text=prompt, input_tokens=count_words(prompt), output_tokens=output_tokens)
-    messages = entry.get("messages")
-    if prompt is None and isinstance(messages, list) and messages:
+        raise ValueError(f"output_tokens must be a positive integer, got {_shown(output_tokens)}")
+    if "prompt" in entry:
+        prompt = entry["prompt"]
+        if not isinstance(prompt, str):
+            raise ValueError(f'"prompt" must be a string, got {_shown(prompt)}')
+        if not prompt.strip():
+            raise ValueError('"prompt" is empty')
+        return _Row(text=prompt, output_tokens=output_tokens)
+    if "messages" in entry:
+        messages = entry["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ValueError('"messages" must be a non-empty list of chat messages')
         checked = tuple(_check_message(m, i) for i, m in enumerate(messages))
-        return Prompt(
-            messages=checked,
-            input_tokens=_count_message_words(checked),
-            output_tokens=output_tokens,
-        )
-    raise ValueError('expected "prompt" (a string) or "messages" (a non-empty list of messages)')
+        return _Row(messages=checked, output_tokens=output_tokens)
+    raise ValueError('needs "prompt" or "messages"')
 
 
 def _check_message(message: Any, index: int) -> Message:
@@ -238,47 +391,122 @@ def _check_message(message: Any, index: int) -> Message:
     return message
 
 
-def _count_message_words(messages: tuple[Message, ...]) -> int:
-    return sum(count_words(m["content"]) for m in messages if isinstance(m["content"], str))
-
-
-def _read_sharegpt(path: Path, limit: int | None) -> list[Prompt]:
+def _read_sharegpt(path: Path, limit: int | None) -> list[_Row]:
+    data = path.read_bytes()
     try:
-        entries = orjson.loads(path.read_bytes())
+        entries = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise _DatasetProblems([f"line {exc.lineno}: invalid JSON: {exc.msg}"]) from None
+        raise _DatasetProblems([_json_problem(data, exc, with_line=True)]) from None
     if not isinstance(entries, list):
         raise _DatasetProblems(['expected a JSON list of {"conversations": [...]} entries'])
-    prompts: list[Prompt] = []
+    rows: list[_Row] = []
+    problems = _Problems()
     for index, entry in enumerate(entries):
         conversations = entry.get("conversations") if isinstance(entry, dict) else None
         if not isinstance(conversations, list):
-            raise _DatasetProblems(
-                [f'entry {index}: expected an object with a "conversations" list']
-            )
-        prompt = _sharegpt_prompt(conversations)
-        if prompt is not None:
-            prompts.append(prompt)
-            if limit is not None and len(prompts) >= limit:
+            problems.add(f'entry {index}: expected an object with a "conversations" list')
+            continue
+        row = _sharegpt_row(conversations)
+        if row is not None:
+            rows.append(row)
+            if limit is not None and len(rows) >= limit:
                 break
-    return prompts
+    problems.raise_any()
+    return rows
 
 
-def _sharegpt_prompt(turns: list[Any]) -> Prompt | None:
-    """The first human turn, with the word count of the answer after it; None without one."""
+def _sharegpt_row(turns: list[Any]) -> _Row | None:
+    """The first human turn, with the answer after it; None without one."""
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or turn.get("from") not in _HUMAN_ROLES:
             continue
         text = turn.get("value")
         if not isinstance(text, str) or not text.strip():
             return None
-        output_tokens = None
-        for answer in turns[i + 1 :]:
-            if isinstance(answer, dict) and answer.get("from") in _GPT_ROLES:
-                value = answer.get("value")
-                output_tokens = count_words(value) if isinstance(value, str) else None
+        answer = ""  # no answer: no output length (max_tokens applies)
+        for reply in turns[i + 1 :]:
+            if isinstance(reply, dict) and reply.get("from") in _GPT_ROLES:
+                value = reply.get("value")
+                answer = value if isinstance(value, str) else ""
                 break
-        return Prompt(
-            text=text, input_tokens=count_words(text), output_tokens=output_tokens or None
-        )
+        return _Row(text=text, answer=answer)
     return None
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    old = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _read_csv(path: Path, config: DatasetPrompts) -> list[_Row]:
+    """A CSV (``.tsv``: tab-separated) file with a header row naming its columns."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # -sig: spreadsheets often start with a byte-order mark
+    except UnicodeDecodeError as bad:
+        lineno = data.count(b"\n", 0, bad.start) + 1
+        raise _DatasetProblems([f"line {lineno}: not valid UTF-8"]) from None
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[_Row] = []
+    problems = _Problems()
+    with _csv_field_limit(_CSV_FIELD_LIMIT):
+        try:
+            header = _csv_header(reader)
+            column, out_column = _csv_columns(header, config)
+            while config.limit is None or len(rows) < config.limit:
+                lineno = reader.line_num + 1  # where the row starts: a cell may span lines
+                cells = next(reader, None)
+                if cells is None:
+                    break
+                if not any(c.strip() for c in cells):
+                    continue  # a blank line, or only separators
+                try:
+                    rows.append(_csv_row(cells, column, out_column, config))
+                except ValueError as exc:
+                    problems.add(f"line {lineno}: {exc}")
+        except csv.Error as exc:
+            problems.add(f"line {reader.line_num}: not valid CSV ({exc})")
+    problems.raise_any()
+    return rows
+
+
+def _csv_header(reader: Iterator[list[str]]) -> list[str]:
+    for cells in reader:
+        if any(c.strip() for c in cells):
+            return [c.strip() for c in cells]
+    raise _DatasetProblems(["the file is empty (a CSV file needs a header row)"])
+
+
+def _csv_columns(header: list[str], config: DatasetPrompts) -> tuple[int, int | None]:
+    """Where the prompt and output-length columns are; a missing one lists the columns."""
+    wanted = {"column": config.column, "output_tokens_column": config.output_tokens_column}
+    missing = [
+        f'no column "{name}" (set by {field})'
+        for field, name in wanted.items()
+        if name is not None and name not in header
+    ]
+    if missing:
+        columns = ", ".join(f'"{c}"' for c in header)
+        raise _DatasetProblems([f"{m}; the columns are {columns}" for m in missing])
+    out = config.output_tokens_column
+    return header.index(config.column), header.index(out) if out is not None else None
+
+
+def _csv_row(cells: list[str], column: int, out_column: int | None, config: DatasetPrompts) -> _Row:
+    text = cells[column] if column < len(cells) else ""
+    if not text.strip():
+        raise ValueError(f'the "{config.column}" cell is empty')
+    output_tokens = None
+    if out_column is not None:
+        cell = cells[out_column].strip() if out_column < len(cells) else ""
+        if cell:
+            if not _POSITIVE_INT.fullmatch(cell) or int(cell) < 1:
+                name = config.output_tokens_column
+                raise ValueError(f'"{name}" must be a positive integer, got {_shown(cell)}')
+            output_tokens = int(cell)
+    return _Row(text=text, output_tokens=output_tokens)
