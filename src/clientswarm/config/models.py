@@ -6,10 +6,16 @@ setting that silently does nothing. Discriminators are short lowercase ``kind`` 
 
 from __future__ import annotations
 
+import copy
+import difflib
+import math
 import re
-from typing import Annotated, Literal
+import types
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from clientswarm.config.base import StrictModel
 from clientswarm.config.interactions import InteractionConfig
@@ -91,6 +97,244 @@ class OutputsConfig(StrictModel):
     )
 
 
+# -- vary: interaction parameters that differ between the clients of a group ----------------------
+
+InteractionModel = TypeVar("InteractionModel", bound=BaseModel)
+
+PROMPT_SOURCES = frozenset({"prompts", "synthetic", "dataset"})
+"""Built-in interaction parameters of which one is given: varying one replaces the others."""
+
+
+def _prompt_sources(interaction: BaseModel) -> frozenset[str]:
+    """The prompt source parameters of ``interaction`` (none for an interaction without them)."""
+    fields = type(interaction).model_fields
+    return PROMPT_SOURCES if PROMPT_SOURCES.issubset(fields) else frozenset()
+
+
+def _vary_bound(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+VaryBound = Annotated[int | float, BeforeValidator(_vary_bound)]
+
+
+class VaryRange(StrictModel):
+    """A number drawn per client, uniformly in [min, max]: an integer when both bounds are
+    integers, else a float. Each client's draw is seeded by (cluster seed, group name, client
+    index within the group, parameter name), so a seed gives every client the same value again."""
+
+    min: VaryBound = Field(description="Smallest value (inclusive)")
+    max: VaryBound = Field(description="Largest value (inclusive); at least min")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VaryRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+    @property
+    def integral(self) -> bool:
+        """Whether the drawn values are integers (both bounds are)."""
+        return isinstance(self.min, int) and isinstance(self.max, int)
+
+
+def _vary_shape(value: Any) -> Any:
+    if isinstance(value, VaryRange):
+        return value
+    if isinstance(value, dict):
+        return VaryRange.model_validate(value)  # its errors keep their place (…vary.x.min)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("empty list; give at least one value")
+        return list(value)
+    raise ValueError(
+        "expected a list of values (client i gets values[i % len(values)]) "
+        "or a range {min: number, max: number}"
+    )
+
+
+VaryValues = Annotated[
+    list[Any] | VaryRange,
+    BeforeValidator(_vary_shape),
+    Field(
+        description=(
+            "A non-empty list of values (client i of the group gets values[i % len(values)]) "
+            "or a range {min, max} drawn per client"
+        )
+    ),
+]
+"""The values one varied parameter takes across the clients of a group."""
+
+
+def is_builtin_interaction(interaction: BaseModel) -> bool:
+    """Whether ``interaction`` is a pre-built kind (its ``kind`` is a fixed literal).
+
+    A user-defined interaction (kind ``package.module:Name``) has parameters this model does
+    not know: ``vary`` checks only the shape of its names and values, not that they fit it.
+    """
+    kind = type(interaction).model_fields.get("kind")
+    return kind is not None and get_origin(kind.annotation) is Literal
+
+
+def _kind_of(interaction: BaseModel) -> str:
+    return str(getattr(interaction, "kind", type(interaction).__name__))
+
+
+def _set_path(data: dict[str, Any], name: str, value: Any) -> None:
+    head, *rest = name.split(".")
+    if not rest:
+        data[head] = value
+        return
+    node = data
+    for key in [head, *rest[:-1]]:
+        child = node.get(key)
+        if child is None:
+            child = {}
+        elif not isinstance(child, dict):
+            raise ValueError(f"{key!r} is not a mapping, so {name!r} cannot be set")
+        node[key] = child = dict(child)
+        node = child
+    node[rest[-1]] = value
+
+
+def with_varied_values(
+    interaction: InteractionModel, values: Mapping[str, Any]
+) -> InteractionModel:
+    """A validated copy of ``interaction`` with ``values`` applied.
+
+    Keys are parameter names or dotted paths into a mapping parameter (``extra_body.top_k``).
+    Raises ``pydantic.ValidationError`` for a value the interaction rejects and ``ValueError``
+    for a path through a value that is not a mapping.
+    """
+    data = interaction.model_dump()
+    sources = _prompt_sources(interaction)
+    if sources & set(values):  # a varied prompt source replaces the group's own
+        for other in sources - set(values):
+            data.pop(other, None)
+    for name, value in values.items():
+        _set_path(data, name, copy.deepcopy(value))
+    return type(interaction).model_validate(data)
+
+
+def _admits_mapping(annotation: Any) -> bool:
+    """Whether a field annotated so takes a mapping (``dict[...]``, possibly Optional)."""
+    if annotation is dict or get_origin(annotation) is dict:
+        return True
+    if get_origin(annotation) is Annotated:
+        return _admits_mapping(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_admits_mapping(arg) for arg in get_args(annotation))
+    return False
+
+
+def _mapping_parameters(interaction: BaseModel) -> list[str]:
+    fields = type(interaction).model_fields
+    return [
+        name
+        for name, info in fields.items()
+        if _admits_mapping(info.annotation) or isinstance(getattr(interaction, name, None), dict)
+    ]
+
+
+def _name_problem(interaction: BaseModel, name: str, names: list[str]) -> str | None:
+    """What is wrong with varying ``name`` (None: nothing)."""
+    parts = name.split(".")
+    if not all(parts):
+        return f"{name!r} is not a parameter name or a dotted path like extra_body.temperature"
+    head = parts[0]
+    if head == "kind":
+        return "the interaction kind cannot vary; put clients of another kind in their own group"
+    for other in names:
+        if other != name and name.startswith(other + "."):
+            return f"{other!r} varies as a whole already, so {name!r} cannot vary inside it"
+    sources = sorted(_prompt_sources(interaction) & set(names))
+    if head in sources and len(sources) > 1:
+        return f"only one prompt source can vary, not {' and '.join(sources)}"
+    if not is_builtin_interaction(interaction):
+        return None
+    kind = _kind_of(interaction)
+    fields = [field for field in type(interaction).model_fields if field != "kind"]
+    mappings = _mapping_parameters(interaction)
+    if head not in fields:
+        close = difflib.get_close_matches(head, fields, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        into = f" (dotted paths go into: {', '.join(mappings)})" if mappings else ""
+        return (
+            f"unknown parameter {head!r} of interaction kind {kind!r}{hint}; "
+            f"valid parameters: {', '.join(fields)}{into}"
+        )
+    if len(parts) > 1 and head not in mappings:
+        valid = f"dotted paths go into: {', '.join(mappings)}" if mappings else "none is a mapping"
+        return (
+            f"{head!r} of interaction kind {kind!r} is not a mapping, so {name!r} cannot vary "
+            f"inside it; {valid}"
+        )
+    return None
+
+
+def _value_problem(interaction: BaseModel, name: str, value: Any) -> str | None:
+    """What is wrong with the interaction taking ``value`` at ``name`` (None: nothing)."""
+    try:
+        with_varied_values(interaction, {name: value})
+    except ValidationError as exc:
+        from clientswarm.config.errors import describe_error  # it imports this module
+
+        lines = [
+            describe_error(err, type(interaction)).removeprefix(f"{name}: ")
+            for err in exc.errors(include_url=False)
+        ]
+        return f"not valid for interaction kind {_kind_of(interaction)!r}: {'; '.join(lines)}"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _vary_errors(interaction: BaseModel, vary: Mapping[str, Any]) -> list[InitErrorDetails]:
+    """One error per bad varied name or value, located under ``vary``."""
+    errors: list[InitErrorDetails] = []
+
+    def add(loc: tuple[str | int, ...], text: str, shown: dict[str, Any]) -> None:
+        # A mapping as input: the text already shows the bad value (or hides a secret one).
+        error = PydanticCustomError("value_error", "{error}", {"error": text})
+        errors.append(InitErrorDetails(type=error, loc=("vary", *loc), input=shown))
+
+    names = list(vary)
+    for name, spec in vary.items():
+        shown = {name: spec.model_dump() if isinstance(spec, VaryRange) else spec}
+        problem = _name_problem(interaction, name, names)
+        if problem is not None:
+            add((name,), problem, shown)
+            continue
+        # A user-defined interaction's model takes any parameter: this checks only the shape
+        # (a dotted path through a value that is not a mapping); its own Params model the rest.
+        where: list[tuple[str | int, Any]]
+        if isinstance(spec, VaryRange):
+            where = [("min", spec.min), ("max", spec.max)]
+        else:
+            where = list(enumerate(spec))
+        bad = False
+        for position, value in where:
+            problem = _value_problem(interaction, name, value)
+            if problem is not None:
+                add((name, position), problem, shown)
+                bad = True
+        if isinstance(spec, VaryRange) and not (bad or spec.integral) and spec.min < spec.max:
+            # Float bounds draw fractional numbers: an integer parameter accepts only the bounds.
+            fractional = math.nextafter(float(spec.min), float(spec.max))
+            if _value_problem(interaction, name, fractional) is not None:
+                text = (
+                    f"a range with a float bound draws fractional numbers, which {name!r} of "
+                    f"interaction kind {_kind_of(interaction)!r} does not take; "
+                    "give integer bounds"
+                )
+                add((name,), text, shown)
+    return errors
+
+
 class GroupConfig(StrictModel):
     """Clients of one cluster that share one client configuration."""
 
@@ -99,6 +343,22 @@ class GroupConfig(StrictModel):
     interaction: InteractionConfig
     load: LoadConfig = Field(default_factory=ClosedLoadConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
+    vary: dict[str, VaryValues] = Field(
+        default_factory=dict,
+        description=(
+            "Interaction parameters that differ between the clients of the group, by name "
+            "(e.g. max_tokens, system_prompt, stream, prompts) or by a dotted path into a "
+            "mapping parameter (e.g. extra_body.temperature); each takes a list of values "
+            "(client i gets values[i % len(values)]) or a range {min, max} drawn per client"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_vary(self) -> GroupConfig:
+        errors = _vary_errors(self.interaction, self.vary)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     @model_validator(mode="after")
     def _check_stop_and_stages(self) -> GroupConfig:
@@ -166,5 +426,9 @@ __all__ = [
     "SlurmSpawnerConfig",
     "SpawnerConfig",
     "TargetConfig",
+    "VaryRange",
+    "VaryValues",
     "coerce_length",
+    "is_builtin_interaction",
+    "with_varied_values",
 ]
