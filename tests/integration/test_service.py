@@ -289,7 +289,8 @@ def test_progress_events_catalogue_and_schema(service: ServiceProcess, target: s
     assert last["status"] == "completed"
     assert any('"status":"running"' in e for e in events)
     status, catalogue = service.api("GET", "/interactions")
-    assert {i["kind"] for i in catalogue} == {"hello", "http", "completion", "chat", "embedding"}
+    builtins = {"hello", "http", "completion", "chat", "embedding", "conversation"}
+    assert {i["kind"] for i in catalogue} == builtins
     chat_params = next(i for i in catalogue if i["kind"] == "chat")["parameters"]
     assert "max_tokens" in chat_params["properties"]
     status, schema = service.api("GET", "/schema")

@@ -187,8 +187,8 @@ def test_unknown_field_names_the_field_lists_valid_ones_and_suggests() -> None:
     line = one_problem(changed(["groups", 0, "interaction", "stremm"], True))
     assert line == (
         "groups[0].interaction.stremm: unknown field 'stremm' (did you mean 'stream'?); "
-        "valid fields for kind 'chat': kind, prompts, synthetic, dataset, stream, max_tokens, "
-        "model, extra_body, system_prompt"
+        "valid fields for kind 'chat': kind, prompts, synthetic, dataset, tokenizer, stream, "
+        "max_tokens, model, extra_body, system_prompt"
     )
 
 
@@ -204,7 +204,7 @@ def test_unknown_field_of_another_kind_says_which_kinds_have_it() -> None:
     line = one_problem(changed(["groups", 1, "interaction", "max_tokens"], 64))
     assert line == (
         "groups[1].interaction.max_tokens: unknown field 'max_tokens' ('max_tokens' is a field "
-        "of kind completion, chat); valid fields for kind 'hello': kind, path"
+        "of kind completion, chat, conversation); valid fields for kind 'hello': kind, path"
     )
 
 
@@ -248,7 +248,8 @@ def test_unknown_kind_lists_kinds_and_suggests() -> None:
     line = one_problem(changed(["groups", 0, "interaction", "kind"], "chatt"))
     assert line == (
         "groups[0].interaction.kind: unknown kind; got \"chatt\" (did you mean 'chat'?); "
-        "valid kinds: hello, http, completion, chat, embedding"
+        "valid kinds: hello, http, completion, chat, embedding, "
+        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
     )
 
 
@@ -267,7 +268,8 @@ def test_missing_kind() -> None:
     line = one_problem(changed(["groups", 0, "interaction"], {"stream": True}))
     assert line == (
         "groups[0].interaction.kind: required field missing; "
-        "valid kinds: hello, http, completion, chat, embedding"
+        "valid kinds: hello, http, completion, chat, embedding, "
+        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
     )
 
 
@@ -320,7 +322,8 @@ def test_interaction_given_as_a_bare_kind() -> None:
     line = one_problem(changed(["groups", 0, "interaction"], "chat"))
     assert line == (
         "groups[0].interaction: expected a mapping with a 'kind'; got \"chat\" "
-        "(did you mean {kind: chat}?); valid kinds: hello, http, completion, chat, embedding"
+        "(did you mean {kind: chat}?); valid kinds: hello, http, completion, chat, embedding, "
+        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
     )
 
 
@@ -446,7 +449,8 @@ def test_required_field_missing() -> None:
     )
     assert one_problem(changed(["groups", 0, "interaction"], ...)) == (
         "groups[0].interaction: required field missing; "
-        "valid kinds: hello, http, completion, chat, embedding"
+        "valid kinds: hello, http, completion, chat, embedding, "
+        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
     )
 
 
@@ -732,14 +736,22 @@ def test_json_schema_is_json_with_definitions_and_descriptions() -> None:
     target = defs["TargetConfig"]["properties"]
     assert "environment variable" in target["api_key_env"]["description"]
     interaction = defs["GroupConfig"]["properties"]["interaction"]
-    assert interaction["discriminator"]["propertyName"] == "kind"
-    assert set(interaction["discriminator"]["mapping"]) == {
-        "hello",
-        "http",
-        "completion",
-        "chat",
-        "embedding",
+    refs = [option["$ref"].rsplit("/", 1)[1] for option in interaction["oneOf"]]
+    assert refs == [
+        "HelloInteraction",
+        "HttpInteraction",
+        "CompletionInteraction",
+        "ChatInteraction",
+        "EmbeddingInteraction",
+        "ConversationInteraction",
+        "CustomInteraction",
+    ]
+    # A user kind is any other text, so exactly one option fits every interaction.
+    user_kind = defs["CustomInteraction"]["properties"]["kind"]
+    assert user_kind["not"] == {
+        "enum": ["hello", "http", "completion", "chat", "embedding", "conversation"]
     }
+    assert defs["CustomInteraction"]["additionalProperties"] is True
 
 
 def test_json_schema_accepts_the_number_shorthands() -> None:

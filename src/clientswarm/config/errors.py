@@ -211,6 +211,9 @@ def _by_tag(models: Sequence[Any]) -> dict[str, type[BaseModel]]:
 
 
 def _tags_of(model: type[BaseModel], discriminator: str = "kind") -> list[str]:
+    forms = getattr(model, "KIND_FORMS", None)  # a kind that is free text of these forms
+    if isinstance(forms, tuple):
+        return [str(form) for form in forms]
     kind = model.model_fields.get(discriminator)
     if kind is None or get_origin(kind.annotation) is not Literal:
         return []
@@ -270,6 +273,8 @@ def _nested_owner(model: type[BaseModel], name: str) -> str | None:
 
 def _bad_kind(where: _Where, kind: str, value: Any, ctx: dict[str, Any], secret: bool) -> str:
     discriminator = str(ctx.get("discriminator", "'kind'")).strip("'\"")
+    if not discriminator.isidentifier():  # a callable discriminator: it reads ``kind`` too
+        discriminator = "kind"
     path = f"{where.path}.{discriminator}" if where.path else discriminator
     kinds = _union_kinds(where) or re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
     valid = f"valid kinds: {', '.join(kinds)}" if kinds else ""

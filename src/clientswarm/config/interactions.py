@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+import importlib.metadata
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from clientswarm.config.base import StrictModel
 from clientswarm.config.lengths import LengthDist
@@ -21,17 +34,38 @@ class SyntheticPrompts(StrictModel):
 
 
 class DatasetPrompts(StrictModel):
-    """Prompts read from a file: JSONL (prompt or messages per line) or ShareGPT-style JSON."""
+    """Prompts read from a file: JSONL (prompt or messages per line), ShareGPT-style JSON or CSV.
 
-    path: str
-    format: Literal["auto", "jsonl", "sharegpt"] = "auto"
+    ``auto`` picks the format from the name (``.jsonl``/``.ndjson``, ``.csv``/``.tsv``) or else
+    the content. ``column`` and ``output_tokens_column`` apply to CSV (and TSV) files only.
+    """
+
+    path: str = Field(description="Dataset file; a relative path is from the config's folder")
+    format: Literal["auto", "jsonl", "sharegpt", "csv"] = Field(
+        default="auto", description="File format; auto picks it from the name or the content"
+    )
     limit: int | None = Field(default=None, ge=1, description="Use at most this many entries")
+    column: str = Field(
+        default="prompt", min_length=1, description="CSV: the column holding the prompt"
+    )
+    output_tokens_column: str | None = Field(
+        default=None,
+        min_length=1,
+        description="CSV: a column with each prompt's output length (max_tokens); empty cells "
+        "use max_tokens",
+    )
 
 
 class _PromptSource(StrictModel):
     prompts: list[str] | None = Field(default=None, min_length=1, description="Fixed prompts")
     synthetic: SyntheticPrompts | None = None
     dataset: DatasetPrompts | None = None
+    tokenizer: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Path to a Hugging Face tokenizer.json; token lengths are then exact, "
+        "otherwise approximate by words",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Any:
@@ -93,11 +127,141 @@ class EmbeddingInteraction(_PromptSource):
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
+class ConversationInteraction(_PromptSource):
+    """A multi-turn chat: each turn asks the next user message with the whole history so far.
+
+    The user messages of a conversation are the user turns of a dataset entry with
+    ``messages`` (up to ``turns``), else ``turns`` prompts drawn from the prompt source. Each
+    turn is a step ``turn-<n>`` (TTFT, ITL, tokens by turn number: how the growing history
+    weighs); the conversation is the interaction.
+    """
+
+    kind: Literal["conversation"] = "conversation"
+    turns: int = Field(default=3, ge=1, le=64, description="User turns per conversation")
+    stream: bool = True
+    max_tokens: int | None = Field(default=64, ge=1, description="Output tokens per turn")
+    model: str | None = Field(default=None, description="Override target.model")
+    system_prompt: str | None = None
+    turn_gap_s: float = Field(
+        default=0.0, ge=0, le=3600, description="Pause between turns (the user reading, typing)"
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra request body fields passed as-is"
+    )
+
+
+BUILTIN_KINDS = ("hello", "http", "completion", "chat", "embedding", "conversation")
+"""The kinds of the pre-built interactions."""
+
+ENTRY_POINT_GROUP = "clientswarm.interactions"
+"""Entry-point group under which installed packages offer interactions by name."""
+
+_MODULE_KIND = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_FILE_KIND = re.compile(r"^file:(?P<path>.+\.py):(?P<name>[A-Za-z_][\w.]*)$")
+
+
+@functools.cache
+def entry_point_names() -> frozenset[str]:
+    """Names of the interactions installed packages offer (``clientswarm.interactions``)."""
+    return frozenset(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def is_user_kind(kind: str) -> bool:
+    """Whether ``kind`` names a user-defined interaction rather than a pre-built one."""
+    return ":" in kind or kind in entry_point_names()
+
+
+class CustomInteraction(BaseModel):
+    """A user-defined interaction; every field besides kind, name and source is its parameter.
+
+    ``kind`` is ``package.module:Name``, ``file:path/to/file.py:Name`` (relative to the
+    configuration file) or the name of an installed entry point (group
+    ``clientswarm.interactions``). Its parameters are checked against the interaction's own
+    ``Params`` model when the configuration is validated.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    KIND_FORMS: ClassVar[tuple[str, ...]] = (
+        "package.module:Name",
+        "file:path/to/file.py:Name",
+        "an installed entry point",
+    )
+
+    kind: str = Field(
+        description="package.module:Name, file:path/to/file.py:Name or an entry point's name",
+        json_schema_extra={"not": {"enum": list(BUILTIN_KINDS)}},  # so oneOf picks one model
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Name of the samples of one run of it (default: the class or function name)",
+    )
+    source: str | None = Field(
+        default=None,
+        repr=False,
+        description="The source of a file: interaction, shipped inline to workers that do not "
+        "share the files (clientswarm submit fills it in); a service accepts it only when "
+        "started with --allow-inline-code",
+    )
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_form(cls, kind: str) -> str:
+        if kind.startswith("file:"):
+            if not _FILE_KIND.match(kind):
+                raise ValueError(
+                    f"{kind!r} is not file:PATH.py:NAME (e.g. file:journeys.py:Journey)"
+                )
+        elif ":" in kind and not _MODULE_KIND.match(kind):
+            raise ValueError(f"{kind!r} is not package.module:Name (e.g. mypkg.journeys:Journey)")
+        return kind
+
+    @model_validator(mode="after")
+    def _source_of_a_file(self) -> CustomInteraction:
+        if self.source is not None and not self.kind.startswith("file:"):
+            raise ValueError("source is the text of a file: interaction; this kind names none")
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The interaction's parameters: every field besides kind, name and source."""
+        return dict(self.model_extra or {})
+
+    def file_parts(self) -> tuple[str, str] | None:
+        """``(path, name)`` of a ``file:`` kind, else None."""
+        match = _FILE_KIND.match(self.kind)
+        return (match["path"], match["name"]) if match else None
+
+
+def _mapping_only(value: Any) -> Any:
+    """An interaction is a mapping with a ``kind`` (a bare ``chat`` gets a did-you-mean)."""
+    if isinstance(value, dict | BaseModel):
+        return value
+    raise PydanticCustomError(
+        "model_attributes_type",
+        "Input should be a valid dictionary or object to extract fields from",
+    )
+
+
+def _interaction_tag(value: Any) -> str | None:
+    """Pick the model of an interaction by its ``kind``: a built-in's, or the user one."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if not isinstance(kind, str):
+        return None
+    if kind in BUILTIN_KINDS:
+        return kind
+    return "user" if is_user_kind(kind) else kind
+
+
 InteractionConfig = Annotated[
-    HelloInteraction
-    | HttpInteraction
-    | CompletionInteraction
-    | ChatInteraction
-    | EmbeddingInteraction,
-    Field(discriminator="kind"),
+    Annotated[HelloInteraction, Tag("hello")]
+    | Annotated[HttpInteraction, Tag("http")]
+    | Annotated[CompletionInteraction, Tag("completion")]
+    | Annotated[ChatInteraction, Tag("chat")]
+    | Annotated[EmbeddingInteraction, Tag("embedding")]
+    | Annotated[ConversationInteraction, Tag("conversation")]
+    | Annotated[CustomInteraction, Tag("user")],
+    Discriminator(_interaction_tag),
+    BeforeValidator(_mapping_only),
 ]

@@ -1,6 +1,8 @@
 """The terminal report of a run: throughput and latency tables, errors, warnings, definitions.
 
-Two narrow tables rather than one wide one, so the report reads at 100-120 columns.
+Two narrow tables rather than one wide one, so the report reads at 100-120 columns. The steps of
+a user-defined interaction (a group's ``steps``) get rows of their own, indented under their
+group (``  ↳ retrieve``); the total counts interactions only, like the group rows.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
         console.print(
             Text("This run is NOT trustworthy: see the warnings above.", style="bold red")
         )
+    for note in summary.get("notes", []):
+        console.print(Text(f"note: {note}", style="dim"))
     console.print(Text(DEFINITIONS + _slo_text(summary.get("slo")), style="dim"))
 
 
@@ -74,6 +78,8 @@ def throughput_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str
         table.add_column(header, justify="right", no_wrap=True)
     for name, stats in groups.items():
         table.add_row(name, *_throughput_cells(stats))
+        for step, step_stats in _steps(stats).items():
+            table.add_row(_step_label(step), *_throughput_cells(step_stats), style="dim")
     table.add_section()
     table.add_row(Text(_TOTAL, style="bold"), *_throughput_cells(total), style="bold")
     return table
@@ -86,10 +92,13 @@ def latency_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str, A
     table.add_column("metric", no_wrap=True)
     for header in ("count", "mean", "p50", "p90", "p99", "max"):
         table.add_column(header, justify="right", no_wrap=True)
-    blocks = list(groups.items())
+    blocks: list[tuple[str, Mapping[str, Any], str | None]] = []
+    for name, stats in groups.items():
+        blocks.append((name, stats, None))
+        blocks.extend((_step_label(step), st, "dim") for step, st in _steps(stats).items())
     if len(groups) != 1:
-        blocks.append((_TOTAL, total))
-    for name, stats in blocks:
+        blocks.append((_TOTAL, total, "bold"))
+    for name, stats, style in blocks:
         for i, (label, key) in enumerate(LATENCY_METRICS):
             dist = stats.get(key) or {}
             table.add_row(
@@ -97,10 +106,21 @@ def latency_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str, A
                 label,
                 str(dist.get("count", 0)),
                 *(_ms(dist.get(k)) for k in ("mean", "p50", "p90", "p99", "max")),
-                style="bold" if name == _TOTAL else None,
+                style=style,
             )
         table.add_section()
     return table
+
+
+def _steps(stats: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """The Stats of a group's steps by name (none for a group without steps)."""
+    steps: Mapping[str, Mapping[str, Any]] = stats.get("steps") or {}
+    return steps
+
+
+def _step_label(step: str) -> str:
+    """A step's row label, indented under its group."""
+    return f"  ↳ {step}"
 
 
 def _title(cluster: Mapping[str, Any]) -> Text:
@@ -139,10 +159,18 @@ def _slo_text(slo: Mapping[str, float] | None) -> str:
 
 
 def _errors_line(groups: Mapping[str, Mapping[str, Any]]) -> Text | None:
-    parts = [
-        f"{name}: " + ", ".join(f"{kind} x{count}" for kind, count in errors.items())
+    labelled = [
+        (label, errors)
         for name, stats in groups.items()
-        if (errors := stats.get("errors"))
+        for label, errors in [
+            (name, stats.get("errors")),
+            *((f"{name} ↳ {step}", st.get("errors")) for step, st in _steps(stats).items()),
+        ]
+    ]
+    parts = [
+        f"{label}: " + ", ".join(f"{kind} x{count}" for kind, count in errors.items())
+        for label, errors in labelled
+        if errors
     ]
     if not parts:
         return None

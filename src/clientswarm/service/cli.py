@@ -88,6 +88,13 @@ def read_api_token(token_env: str, token_file: Path | None) -> str | None:
     type=click.FloatRange(min=1.0),
     help="A worker silent this long is marked lost.",
 )
+@click.option(
+    "--allow-inline-code",
+    is_flag=True,
+    help="Accept the Python source of file: interactions in submitted clusters and ship it "
+    "to workers that do not share this service's files (Kubernetes). Off by default: whoever "
+    "can submit a cluster can then run code in every worker.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(
     host: str,
@@ -101,6 +108,7 @@ def serve_command(
     cors_origin: tuple[str, ...],
     max_body_mb: int,
     lost_after_s: float,
+    allow_inline_code: bool,
     log_level: str,
 ) -> None:
     """Run the Client Microservice: REST APIs for frontend, monitor and workers."""
@@ -118,6 +126,7 @@ def serve_command(
         cors_origins=list(cors_origin),
         max_body_bytes=max_body_mb * 1024 * 1024,
         lost_after_s=lost_after_s,
+        allow_inline_code=allow_inline_code,
     )
     store = open_store(store_url or str(data_dir / "clientswarm.sqlite"), data_dir)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -128,13 +129,48 @@ def submit_command(file: Path, service: str, wait: bool, dry_run: bool) -> None:
         client.json("POST", "/validate", file.read_bytes(), content_type)
         click.echo(render_submission(load_config_file(file), service_url=service), nl=False)
         return
-    created = client.json("POST", "/clusters", file.read_bytes(), content_type)
+    body = file.read_bytes()
+    inlined = with_user_sources(body, file.parent)
+    if inlined is not None:
+        body, content_type = inlined, "application/json"
+    created = client.json("POST", "/clusters", body, content_type)
     click.echo(created["id"])
     if wait:
         console = Console(stderr=True)
         view = wait_for(client, created["id"], console)
         render_summary(client.json("GET", f"/clusters/{created['id']}/results"), report_console())
         sys.exit(0 if view["status"] == "completed" else 1)
+
+
+def with_user_sources(body: bytes, base_dir: Path) -> bytes | None:
+    """The config with the source of each readable ``file:`` interaction in it (as JSON), so a
+    service on another machine can run it; None when there is none to add.
+
+    The path becomes absolute: a service on this machine (or a shared filesystem) finds the
+    same file and need not accept inline code (see ``clientswarm serve --allow-inline-code``).
+    """
+    try:
+        data = yaml.safe_load(body)
+    except yaml.YAMLError:
+        return None  # the service reports the syntax error with its line
+    groups = data.get("groups") if isinstance(data, dict) else None
+    added = False
+    for group in groups if isinstance(groups, list) else []:
+        interaction = group.get("interaction") if isinstance(group, dict) else None
+        if not isinstance(interaction, dict) or "source" in interaction:
+            continue
+        kind = interaction.get("kind")
+        if not isinstance(kind, str) or not kind.startswith("file:") or kind.count(":") < 2:
+            continue
+        relative, name = kind[len("file:") :].rsplit(":", 1)
+        path = (base_dir / relative).resolve()
+        try:
+            interaction["source"] = path.read_text()
+        except OSError:
+            continue  # the service says what is missing
+        interaction["kind"] = f"file:{path}:{name}"
+        added = True
+    return json.dumps(data).encode() if added else None
 
 
 @click.command("status")

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from clientswarm.config.loader import config_json_schema, parse_config_text
 from clientswarm.config.models import ClusterConfig
+from clientswarm.interactions.journeys import params_model
+from clientswarm.interactions.loader import entry_point_interactions
 from clientswarm.interactions.registry import BUILTIN_INTERACTIONS
 from clientswarm.reports.export import MEDIA_TYPES, stream_samples
 from clientswarm.service.manager import ClusterManager, NotFound
@@ -83,18 +85,19 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         cluster_id: str, group: str | None = None, state: str | None = None
     ) -> list[dict[str, Any]]:
         """The cluster's clients (filter by group and state)."""
-        await record_of(cluster_id)
+        record = await record_of(cluster_id)
+        config = ClusterConfig.model_validate_json(record.config_json)
         clients = await asyncio.to_thread(store.list_clients, cluster_id, group=group, state=state)
-        return [client_view(c) for c in clients]
+        return [client_view(c, config) for c in clients]
 
     @router.get("/clusters/{cluster_id}/clients/{client_id}")
     async def show_client(cluster_id: str, client_id: int) -> dict[str, Any]:
         """One client."""
-        await record_of(cluster_id)
+        record = await record_of(cluster_id)
         client = await asyncio.to_thread(store.get_client, cluster_id, client_id)
         if client is None:
             raise NotFound(f"cluster {cluster_id} has no client {client_id}")
-        return client_view(client)
+        return client_view(client, ClusterConfig.model_validate_json(record.config_json))
 
     @router.post("/clusters/{cluster_id}/clients/{client_id}/stop")
     async def stop_client(cluster_id: str, client_id: int) -> dict[str, Any]:
@@ -170,15 +173,29 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
 
     @router.get("/interactions")
     async def interactions() -> list[dict[str, Any]]:
-        """The catalogue of interactions with their parameter JSON Schemas."""
-        return [
+        """The catalogue: the pre-built interactions and the installed entry points
+        (group ``clientswarm.interactions``), each with its parameters' JSON Schema."""
+        found = [
             {
                 "kind": kind,
                 "description": (cls.__doc__ or "").strip().splitlines()[0],
                 "parameters": cls.config_model.model_json_schema(),
+                "source": "built-in",
             }
             for kind, cls in BUILTIN_INTERACTIONS.items()
         ]
+        for name, obj in await asyncio.to_thread(entry_point_interactions):
+            found.append(
+                {
+                    "kind": name,
+                    "description": (obj.__doc__ or "").strip().splitlines()[0]
+                    if obj.__doc__
+                    else "",
+                    "parameters": params_model(obj).model_json_schema(),
+                    "source": "entry point",
+                }
+            )
+        return found
 
     @router.post("/validate", openapi_extra=_CONFIG_BODY)
     async def validate(request: Request) -> dict[str, Any]:

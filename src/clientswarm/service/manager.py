@@ -42,6 +42,7 @@ from clientswarm.service.protocol import (
 from clientswarm.service.results import finish_clients, summarise, worker_rows, worker_warnings
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import CLUSTER_FINAL, ClusterState, WorkerLive, hash_token
+from clientswarm.service.usercode import place_user_code
 from clientswarm.spawners.base import ClusterLaunch, Spawner
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClientRecord, ClusterRecord, Store
@@ -103,6 +104,9 @@ class ClusterManager:
     async def create(self, config: ClusterConfig, *, base_dir: Path | None = None) -> ClusterRecord:
         """Store a new cluster and launch its workers; returns at once (status ``pending``)."""
         base = base_dir or Path.cwd()
+        config = place_user_code(
+            config, base_dir=base, allow_inline=self.settings.allow_inline_code
+        )
         await asyncio.to_thread(build_group_interactions, config, base_dir=base)
         cluster_id = uuid.uuid4().hex[:12]
         token = secrets.token_urlsafe(32)

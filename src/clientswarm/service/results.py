@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
+from clientswarm.interactions.prompts import token_length_note
 from clientswarm.metrics.stats import summarize
 from clientswarm.store import ClusterRecord, Store
 
@@ -14,15 +15,32 @@ showed 21 ms of loop lag inflating TTFT p50 by 45 % (bench/RESULTS.md, 256 clien
 
 
 def summarise(store: Store, record: ClusterRecord, warnings: list[str]) -> dict[str, Any]:
-    """The summary.json of ``record``, exact from every stored sample (streamed, not held)."""
+    """The summary.json of ``record``, exact from every stored sample (streamed, not held).
+
+    Each group with prompts says whether its prompts' token lengths are ``exact`` (a tokenizer
+    was configured) or ``approximate`` (words), also as a line of ``notes``.
+    The store keeps each sample's ``step`` flag, so the steps of user-defined interactions
+    land in their group's ``steps`` entry, and the group and total Stats count interactions.
+    """
     config = ClusterConfig.model_validate_json(record.config_json)
-    return summarize(
+    summary = summarize(
         store.iter_samples(record.id),
         cluster={"id": record.id, "name": record.name, "status": record.status},
         slo=config.slo,
         group_order=[g.name for g in config.groups],
         extra_warnings=warnings,
     )
+    notes = []
+    for group in config.groups:
+        note = token_length_note(group.interaction)
+        if note is not None and group.name in summary["groups"]:
+            exact = getattr(group.interaction, "tokenizer", None) is not None
+            summary["groups"][group.name]["input_token_lengths"] = (
+                "exact" if exact else "approximate"
+            )
+            notes.append(f"{group.name}: {note}")
+    summary["notes"] = notes
+    return summary
 
 
 def worker_rows(store: Store, cluster_id: str) -> list[dict[str, Any]]:

@@ -26,6 +26,9 @@ class ServiceSettings:
     api_token: str | None = field(default=None, repr=False)
     cors_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = 64 * 1024 * 1024
+    allow_inline_code: bool = False
+    """Accept (and ship to workers) the source of ``file:`` interactions: off by default, since
+    whoever can submit a cluster then runs code in every worker."""
 
     def log_dir(self, cluster_id: str) -> Path:
         """Where the workers of ``cluster_id`` write their logs."""

@@ -7,6 +7,9 @@ from typing import Any
 
 import orjson
 
+from clientswarm.config.models import ClusterConfig
+from clientswarm.load.clients import first_client, group_of_client
+from clientswarm.load.vary import describe_variant
 from clientswarm.service.state import ClusterState
 from clientswarm.store import ClientRecord, ClusterRecord, WorkerRecord
 
@@ -78,9 +81,9 @@ def worker_view(worker: WorkerRecord) -> dict[str, Any]:
     }
 
 
-def client_view(client: ClientRecord) -> dict[str, Any]:
-    """One client's state and counts."""
-    return {
+def client_view(client: ClientRecord, config: ClusterConfig | None = None) -> dict[str, Any]:
+    """One client's state and counts, and its own parameter values when its group varies."""
+    view: dict[str, Any] = {
         "id": client.id,
         "group": client.group,
         "worker": client.worker,
@@ -88,6 +91,13 @@ def client_view(client: ClientRecord) -> dict[str, Any]:
         "succeeded": client.succeeded,
         "failed": client.failed,
     }
+    if config is not None:
+        group_index = group_of_client(config, client.id)
+        group = config.groups[group_index]
+        if group.vary:
+            index = client.id - first_client(config, group_index)
+            view["vary"] = describe_variant(group, index, config.seed)
+    return view
 
 
 def progress_view(record: ClusterRecord, state: ClusterState | None, now: float) -> dict[str, Any]:

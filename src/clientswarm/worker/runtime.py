@@ -29,7 +29,7 @@ from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
 from clientswarm.config.models import ClusterConfig, GroupConfig
 from clientswarm.errors import WorkerError
 from clientswarm.interactions.base import ClientContext, Interaction
-from clientswarm.interactions.registry import build_group_interactions
+from clientswarm.interactions.registry import ClusterInteractions
 from clientswarm.load import (
     ClosedPlan,
     StageSpan,
@@ -98,9 +98,7 @@ class WorkerRuntime:
         self.loop_lag = LoopLagMonitor()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
-        self._interactions = build_group_interactions(
-            self.config, base_dir=Path(assignment.base_dir)
-        )
+        self._interactions = ClusterInteractions(self.config, base_dir=Path(assignment.base_dir))
         hosted = clients_of_worker(self.config, assignment.worker, assignment.workers)
         self._hosted_ids = frozenset(c.client_id for c in hosted)
         if assignment.clients and set(assignment.clients) != self._hosted_ids:
@@ -215,11 +213,13 @@ class WorkerRuntime:
                 if not mine:
                     continue
                 contexts = {c.client_id: self._context(session, headers, group, c) for c in mine}
-                interaction = self._interactions[group_index]
+                interactions = {
+                    c.client_id: self._interactions.of(group_index, c.local_index) for c in mine
+                }
                 if isinstance(group.load, OpenLoadConfig):
                     if not self._group_clients[group_index] <= self._stopped_clients:
                         self._dispatchers[group_index] = tasks.create_task(
-                            self._open_group(group_index, interaction, contexts)
+                            self._open_group(group_index, interactions, contexts)
                         )
                     continue
                 plan = plan_for_group(self.config, group_index)
@@ -228,7 +228,11 @@ class WorkerRuntime:
                         continue
                     task = tasks.create_task(
                         self._closed_client(
-                            group.load, plan, client, interaction, contexts[client.client_id]
+                            group.load,
+                            plan,
+                            client,
+                            interactions[client.client_id],
+                            contexts[client.client_id],
                         )
                     )
                     self._client_tasks[client.client_id] = task
@@ -310,7 +314,7 @@ class WorkerRuntime:
     async def _open_group(
         self,
         group_index: int,
-        interaction: Interaction,
+        interactions: dict[int, Interaction],
         contexts: dict[int, ClientContext],
     ) -> None:
         a = self.assignment
@@ -330,7 +334,7 @@ class WorkerRuntime:
 
         async def one(ctx: ClientContext, at_ns: int) -> None:
             try:
-                await self._perform(interaction, ctx, at_ns)
+                await self._perform(interactions[ctx.client], ctx, at_ns)
             finally:
                 if slots is not None:
                     slots.release()
