@@ -398,7 +398,21 @@ def test_conversations_carry_their_history_from_turn_to_turn(
         {"kind": "conversation", "turns": 5, "max_tokens": 4, "dataset": {"path": str(dialogues)}},
         4,
     )
-    results = run_to_end(service, cluster(target, synthetic, from_data))
+    sharegpt = tmp_path / "sharegpt.json"
+    conversation = [
+        {"from": "human", "value": "one two three"},
+        {"from": "gpt", "value": "a b"},
+        {"from": "human", "value": "four five"},
+        {"from": "gpt", "value": "c"},
+        {"from": "human", "value": "six"},
+    ]
+    sharegpt.write_text(json.dumps([{"id": "x", "conversations": conversation}]))
+    shared = group(
+        "sharegpt",
+        {"kind": "conversation", "turns": 2, "max_tokens": 3, "dataset": {"path": str(sharegpt)}},
+        4,
+    )
+    results = run_to_end(service, cluster(target, synthetic, from_data, shared))
     talk = results["groups"]["synthetic"]
     assert talk["requests"] == talk["succeeded"] == 6  # conversations
     assert list(talk["steps"]) == ["turn-1", "turn-2", "turn-3"]
@@ -415,6 +429,11 @@ def test_conversations_carry_their_history_from_turn_to_turn(
     first, second = data["steps"]["turn-1"], data["steps"]["turn-2"]
     assert first["input_tokens"] == 2 * first["requests"]  # "Hello there"
     assert second["input_tokens"] == (2 + 4 + 6) * second["requests"]  # and the 4-token reply
+    shared_steps = results["groups"]["sharegpt"]["steps"]
+    assert list(shared_steps) == ["turn-1", "turn-2"]  # its human turns, up to turns: 2
+    first, second = shared_steps["turn-1"], shared_steps["turn-2"]
+    assert first["output_tokens"] == 2 * first["requests"]  # the dataset's answer length
+    assert second["input_tokens"] == (3 + 2 + 2) * second["requests"]  # "four five" after it
 
 
 def test_the_summary_says_whether_token_lengths_are_exact(

@@ -130,8 +130,9 @@ class EmbeddingInteraction(_PromptSource):
 class ConversationInteraction(_PromptSource):
     """A multi-turn chat: each turn asks the next user message with the whole history so far.
 
-    The user messages of a conversation are the user turns of a dataset entry with
-    ``messages`` (up to ``turns``), else ``turns`` prompts drawn from the prompt source. Each
+    The user messages of a conversation are the user turns of a dataset entry that has several
+    (ShareGPT's human turns, a JSONL line's user ``messages``; up to ``turns``), else ``turns``
+    prompts drawn from the prompt source. Each
     turn is a step ``turn-<n>`` (TTFT, ITL, tokens by turn number: how the growing history
     weighs); the conversation is the interaction.
     """

@@ -22,7 +22,10 @@ from clientswarm.interactions.user import Context, Interaction, NoParams
 
 def user_turns(first: Prompt, more: list[Prompt], turns: int) -> list[Prompt]:
     """The user messages of one conversation: a dataset entry's own user turns (if it has
-    several), else ``first`` and the prompts of ``more``, ``turns`` in all."""
+    several: chat ``messages``, or ShareGPT's human turns), else ``first`` and the prompts of
+    ``more``, ``turns`` in all."""
+    if first.later_turns:
+        return [first, *(Prompt(text=text) for text in first.later_turns)][:turns]
     if first.messages is not None:
         own = [m for m in first.messages if m.get("role") == "user"]
         if len(own) > 1:

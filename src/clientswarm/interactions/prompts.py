@@ -66,6 +66,9 @@ class Prompt:
     messages: tuple[Message, ...] | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    later_turns: tuple[str, ...] = ()
+    """The user turns after this one in a multi-turn dataset entry (ShareGPT); only the
+    ``conversation`` interaction uses them."""
 
     def as_text(self) -> str:
         """The prompt as one string (chat messages' text contents joined by newlines)."""
@@ -244,6 +247,7 @@ class _Row:
     messages: tuple[Message, ...] | None = None
     output_tokens: int | None = None
     answer: str | None = None  # ShareGPT: the answer whose length is the output length
+    later_turns: tuple[str, ...] = ()  # ShareGPT: the human turns after the first
 
     def input_texts(self) -> list[str]:
         if self.text is not None:
@@ -273,6 +277,7 @@ def _count_tokens(rows: list[_Row], counter: TokenCounter) -> list[Prompt]:
                 messages=row.messages,
                 input_tokens=sum(counts[start:end]),
                 output_tokens=output_tokens,
+                later_turns=row.later_turns,
             )
         )
         start = end
@@ -429,7 +434,15 @@ def _sharegpt_row(turns: list[Any]) -> _Row | None:
                 value = reply.get("value")
                 answer = value if isinstance(value, str) else ""
                 break
-        return _Row(text=text, answer=answer)
+        later = tuple(
+            str(t["value"])
+            for t in turns[i + 1 :]
+            if isinstance(t, dict)
+            and t.get("from") in _HUMAN_ROLES
+            and isinstance(t.get("value"), str)
+            and t["value"].strip()
+        )
+        return _Row(text=text, answer=answer, later_turns=later)
     return None
 
 
