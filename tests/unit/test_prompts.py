@@ -141,8 +141,8 @@ def sharegpt_entries() -> list[Any]:
 def test_sharegpt_first_human_turn_and_answer_length(tmp_path: Path) -> None:
     (tmp_path / "share.json").write_text(json.dumps(sharegpt_entries()))
     prompts = source(tmp_path, dataset={"path": "share.json"}).prompts
-    assert prompts == [
-        Prompt(text="What is a GPU?", input_tokens=4, output_tokens=7),
+    assert prompts == [  # the later human turns are kept for conversations
+        Prompt(text="What is a GPU?", input_tokens=4, output_tokens=7, later_turns=("And a TPU?",)),
         Prompt(text="Hi", input_tokens=1, output_tokens=None),
     ]
 
