@@ -60,6 +60,10 @@ async def test_poll_reports_exit_codes_with_log_tail_and_stop_escalates(tmp_path
         await asyncio.sleep(0.05)
     assert [(e.index, e.exit_code, e.reason) for e in ended] == [(0, 3, "exited with code 3")]
     assert "cannot reach the service" in ended[0].log_tail
+    for _ in range(200):  # worker 1 ignores SIGTERM only once it has said so
+        if "running" in log_path(spec.log_dir, 1).read_text():
+            break
+        await asyncio.sleep(0.05)
     await spawner.stop(spec.cluster_id, state, grace_s=0.3)  # SIGTERM ignored → SIGKILL
     ended = await spawner.poll(spec.cluster_id, state)
     assert {(e.index, e.exit_code) for e in ended} == {(0, 3), (1, -9)}
