@@ -23,6 +23,7 @@ from clientswarm.interactions.base import ClientContext
 from clientswarm.interactions.http import BuiltinInteraction, fail_http
 from clientswarm.interactions.prompts import Prompt, build_prompt_source
 from clientswarm.interactions.streaming import (
+    ContentMarkers,
     Measurement,
     TargetError,
     parse_json_body,
@@ -87,12 +88,17 @@ class _OpenAIInteraction(BuiltinInteraction):
             if response.status >= 400:
                 await fail_http(response, m, clock.now_ns)
             elif self.stream:
-                await read_sse_stream(response, m, clock.now_ns, self.has_content)
+                await read_sse_stream(
+                    response, m, clock.now_ns, self.has_content, self.content_markers
+                )
             else:
                 raw = await response.read()
                 m.end_ns = clock.now_ns()
                 self._check_answer(parse_json_body(raw, self.kind), m)
                 m.done = True
+
+    content_markers: ClassVar[ContentMarkers] = (b'"text":"',)
+    """How :meth:`has_content` looks in the bytes of an ordinary chunk (the fast path)."""
 
     def has_content(self, choice: dict[str, Any]) -> bool:
         """Whether one choice of a streamed chunk carries content."""
@@ -174,6 +180,9 @@ class Chat(_Generation):
     ) -> None:
         super().__init__(config, seed=seed, base_dir=base_dir)
         self._system_prompt = config.system_prompt
+
+    # ``content":"`` also matches ``"reasoning_content":"``.
+    content_markers: ClassVar[ContentMarkers] = (b'content":"', b'"reasoning":"')
 
     def has_content(self, choice: dict[str, Any]) -> bool:
         """Whether one choice of a streamed chunk carries content."""

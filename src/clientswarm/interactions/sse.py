@@ -55,28 +55,12 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Add the bytes of one read; return the events it completed, in order."""
-        if not data:
-            return []
-        if not self._started:
-            data = self._strip_bom(data)
-            if not data:
-                return []
-        if self._cr:
-            # The previous read ended with CR, already taken as a line ending: an LF that
-            # opens this read is the second half of that CRLF.
-            self._cr = False
-            if data[:1] == b"\n":
-                data = data[1:]
-        if b"\r" in data:
-            self._cr = data[-1:] == b"\r"
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf + data if self._buf else data
-        end = buf.find(b"\n\n")
-        if end < 0:
-            self._buf = buf
+        buf = self._take(data)
+        if buf is None:
             return []
         events: list[SSEEvent] = []
         start = 0
+        end = buf.find(b"\n\n")
         while end >= 0:
             if buf.startswith(b"data: ", start) and buf.find(b"\n", start, end) < 0:
                 # Fast path: the one-line ``data: {...}`` event that OpenAI servers send.
@@ -90,6 +74,64 @@ class SSEDecoder:
             end = buf.find(b"\n\n", start)
         self._buf = buf[start:]
         return events
+
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """Like :meth:`feed`, but only each event's data, as undecoded bytes.
+
+        The hot path of OpenAI streams, which use neither event types nor ids: no string and
+        no event object is made per token.
+        """
+        return self.events_of(self.feed_block(data))
+
+    def feed_block(self, data: bytes) -> bytes:
+        """Add the bytes of one read; return the complete events it ended, as one block of
+        LF-normalised bytes (each event ends with a blank line); ``b""`` when none."""
+        buf = self._take(data)
+        if buf is None:
+            return b""
+        end = buf.rfind(b"\n\n") + 2
+        self._buf = buf[end:]
+        return buf[:end]
+
+    def events_of(self, block: bytes) -> list[bytes]:
+        """The data of each event of a block from :meth:`feed_block`, undecoded."""
+        out: list[bytes] = []
+        start = 0
+        end = block.find(b"\n\n")
+        while end >= 0:
+            if block.startswith(b"data: ", start) and block.find(b"\n", start, end) < 0:
+                out.append(block[start + 6 : end])
+            else:
+                event = self._dispatch(block[start:end])
+                if event is not None:
+                    out.append(event.data.encode())
+            start = end + 2
+            end = block.find(b"\n\n", start)
+        return out
+
+    def _take(self, data: bytes) -> bytes | None:
+        """The pending bytes with ``data`` added, line endings normalised; None (and kept)
+        while they hold no complete event."""
+        if not data:
+            return None
+        if not self._started:
+            data = self._strip_bom(data)
+            if not data:
+                return None
+        if self._cr:
+            # The previous read ended with CR, already taken as a line ending: an LF that
+            # opens this read is the second half of that CRLF.
+            self._cr = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if b"\r" in data:
+            self._cr = data[-1:] == b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf + data if self._buf else data
+        if buf.find(b"\n\n") < 0:
+            self._buf = buf
+            return None
+        return buf
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: return the event still pending, if its data is complete lines."""
