@@ -43,9 +43,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import cpu_seconds, machine_cpu
+from harness import children, cmdline, cpu_seconds, machine_cpu
 from nginx_target import NGINX, NginxTarget, nginx_target
-from report import aggregate, machine_info, markdown_table, text_table
+from report import aggregate, machine_info, machine_lines, markdown_table, text_table
 
 HERE = Path(__file__).resolve().parent
 TIME = Path("/usr/bin/time")
@@ -91,29 +91,6 @@ def log(message: str) -> None:
 
 
 # -- processes ---------------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (walks /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def cmdline(pid: int) -> str:
-    """The command line of ``pid`` ('' once it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def rss_kb(pid: int) -> tuple[int, int] | None:
@@ -642,14 +619,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         "## Machine",
         "",
-        f"- command: `{info['command']}`",
-        f"- date (UTC): {info['date']}",
-        f"- platform: {info['platform']}",
-        f"- CPU: {info['cpu_model']}, {info['cores']} cores ({info['cores_usable']} usable)",
-        f"- load average at start: {', '.join(str(v) for v in info['load_average_at_start'])}",
-        f"- Python {info['python']} ({info['implementation']}); "
-        + ", ".join(f"{k} {v}" for k, v in info["packages"].items())
-        + f"; {info['nginx']}",
+        *machine_lines(info, f"; {info['nginx']}"),
         f"- whole-run CPU and max RSS: {info['time_tool']}",
         "",
         "## Against the issue's targets",

@@ -58,22 +58,32 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(ticks) - idle) / CLK_TCK, sum(ticks) / CLK_TCK
 
 
-def child_pids(module: str) -> list[int]:
-    """Children of this process whose command line names ``module``."""
-    me = os.getpid()
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (walks /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == me and module.encode() in cmdline:
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def child_pids(module: str) -> list[int]:
+    """Children of this process whose command line names ``module``."""
+    return [pid for pid in children(os.getpid()) if module in cmdline(pid).split()]
 
 
 @dataclass

@@ -125,6 +125,20 @@ def text_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def machine_lines(info: dict[str, Any], extra: str = "") -> list[str]:
+    """The "Machine" bullet lines of a results file: command, date, CPU, load, versions."""
+    return [
+        f"- command: `{info['command']}`",
+        f"- date (UTC): {info['date']}",
+        f"- platform: {info['platform']}",
+        f"- CPU: {info['cpu_model']}, {info['cores']} cores ({info['cores_usable']} usable)",
+        f"- load average at start: {', '.join(str(v) for v in info['load_average_at_start'])}",
+        f"- Python {info['python']} ({info['implementation']}); "
+        + ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+        + extra,
+    ]
+
+
 def markdown_table(rows: list[list[str]]) -> str:
     """Rows as a GitHub-flavoured Markdown table (numbers right-aligned)."""
     head, *body = rows
@@ -228,13 +242,7 @@ def render_markdown(
         "",
         "## Machine",
         "",
-        f"- command: `{info['command']}`",
-        f"- date (UTC): {info['date']}",
-        f"- platform: {info['platform']}",
-        f"- CPU: {info['cpu_model']}, {info['cores']} cores ({info['cores_usable']} usable)",
-        f"- load average at start: {', '.join(str(v) for v in info['load_average_at_start'])}",
-        f"- Python {info['python']} ({info['implementation']}); "
-        + ", ".join(f"{k} {v}" for k, v in info["packages"].items()),
+        *machine_lines(info),
         f"- settings: {', '.join(f'{k}={v}' for k, v in settings.items())}",
         "",
         "## Headlines",

@@ -6,6 +6,7 @@ with ServiceProcess(tmp_path) as svc:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -21,6 +23,20 @@ from typing import Any, Self
 CLI = str(Path(sys.executable).parent / "clientswarm")
 LISTENING = "clientswarm service listening on "
 FINAL = ("completed", "failed", "cancelled")
+
+
+@contextlib.contextmanager
+def simulator(*args: str) -> Iterator[str]:
+    """``clientswarm mock-server`` on a free port with ``args``; yields its URL."""
+    proc = subprocess.Popen(
+        [CLI, "mock-server", "--port", "0", *args], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout.readline().split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 class ServiceProcess:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service_process import CLI, ServiceProcess
+from service_process import CLI, ServiceProcess, simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -62,15 +62,8 @@ JOURNEYS = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [CLI, "mock-server", "--port", "0", "--ttft-ms", "20", "--itl-ms", "4"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    yield proc.stdout.readline().split()[-1]
-    proc.terminate()
-    proc.wait(10)
+    with simulator("--ttft-ms", "20", "--itl-ms", "4") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +143,8 @@ def test_a_module_an_entry_point_and_a_function_run_with_steps_measured(
         builtin["input_tokens"],
         builtin["output_tokens"],
     )
-    assert abs(chat["ttft_s"]["p50"] - builtin["ttft_s"]["p50"]) < 0.002
+    # Both against the simulator's 20 ms on a shared machine: equal within its noise.
+    assert abs(chat["ttft_s"]["p50"] - builtin["ttft_s"]["p50"]) < 0.005
     assert abs(chat["itl_s"]["p50"] - builtin["itl_s"]["p50"]) < 0.0005
     entry = results["groups"]["entry"]
     assert entry["succeeded"] == 12 and entry["steps"]["chat"]["output_tokens"] == 12 * 6
@@ -324,8 +318,9 @@ def test_the_custom_examples_run_against_the_simulator(
     assert stats["steps"][llm]["ttft_s"]["p50"] > 0 and stats["steps"][llm]["output_tokens"] > 0
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert {r["name"] for r in rows if not r["step"]} == {journey}
-    if journey == "Agent":  # the model called a tool, then answered: at least two thoughts each
-        assert stats["steps"]["think"]["requests"] >= 2 * stats["requests"]
+    if journey == "Agent":  # the model called tools, then answered: more thoughts than runs
+        assert stats["steps"]["tool"]["requests"] > 0
+        assert stats["steps"]["think"]["requests"] > stats["requests"]
 
 
 def test_clients_of_one_group_differ_by_vary(service: ServiceProcess, target: str) -> None:

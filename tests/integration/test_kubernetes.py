@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from fake_kubernetes_api import FakeKubernetesApi
-from service_process import CLI, ServiceProcess
+from service_process import ServiceProcess, simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -53,15 +52,8 @@ def rbac_of(method: str, path: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [CLI, "mock-server", "--port", "0", "--ttft-ms", "5", "--itl-ms", "1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    yield proc.stdout.readline().split()[-1]
-    proc.terminate()
-    proc.wait(10)
+    with simulator("--ttft-ms", "5", "--itl-ms", "1") as url:
+        yield url
 
 
 def cluster(

@@ -17,22 +17,15 @@ from typing import Any
 
 import pytest
 
-from service_process import CLI, ServiceProcess
+from service_process import ServiceProcess, simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [CLI, "mock-server", "--port", "0", "--ttft-ms", "10", "--itl-ms", "2"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    yield proc.stdout.readline().split()[-1]
-    proc.terminate()
-    proc.wait(10)
+    with simulator("--ttft-ms", "10", "--itl-ms", "2") as url:
+        yield url
 
 
 def cluster(target: str, slurm: dict[str, Any], duration_s: float = 3) -> dict[str, Any]:

@@ -189,6 +189,26 @@ def _generation_body(
     return {**head, **body}
 
 
+async def _generate(
+    ctx: Context,
+    path: str,
+    body: dict[str, Any],
+    *,
+    max_tokens: int | None,
+    stream: bool,
+    model: str | None,
+    name: str,
+    chat: bool,
+) -> tuple[Sample, dict[str, Any] | None, _Collected]:
+    """One generation request as a step: its sample, the JSON answer (not streamed) or what
+    the stream said."""
+    collected = _Collected()
+    request = _generation_body(ctx, body, max_tokens=max_tokens, stream=stream, model=model)
+    collect = collected.chat_choice if chat else collected.completion_choice
+    sample, answer = await _call(ctx, path, request, name=name, stream=stream, collect=collect)
+    return sample, answer, collected
+
+
 async def chat(
     ctx: Context,
     body: dict[str, Any],
@@ -199,15 +219,15 @@ async def chat(
     name: str,
 ) -> ChatResult:
     """One chat request as a step; the assistant's answer."""
-    collected = _Collected()
-    request = _generation_body(ctx, body, max_tokens=max_tokens, stream=stream, model=model)
-    sample, answer = await _call(
+    sample, answer, collected = await _generate(
         ctx,
         "/v1/chat/completions",
-        request,
-        name=name,
+        body,
+        max_tokens=max_tokens,
         stream=stream,
-        collect=collected.chat_choice,
+        model=model,
+        name=name,
+        chat=True,
     )
     if answer is not None:
         choice = _first_choice(answer)
@@ -245,15 +265,15 @@ async def completion(
     name: str,
 ) -> CompletionResult:
     """One completion request as a step; its text."""
-    collected = _Collected()
-    request = _generation_body(ctx, body, max_tokens=max_tokens, stream=stream, model=model)
-    sample, answer = await _call(
+    sample, answer, collected = await _generate(
         ctx,
         "/v1/completions",
-        request,
-        name=name,
+        body,
+        max_tokens=max_tokens,
         stream=stream,
-        collect=collected.completion_choice,
+        model=model,
+        name=name,
+        chat=False,
     )
     if answer is not None:
         choice = _first_choice(answer)

@@ -8,8 +8,11 @@ environment, never on a command line); everything else it pulls from the service
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from clientswarm.errors import SpawnerError
 from clientswarm.service.protocol import TOKEN_ENV
 
 
@@ -39,6 +42,23 @@ class ClusterLaunch:
             "--index",
             str(index),
         ]
+
+
+Options = TypeVar("Options", bound=BaseModel)
+
+
+def parse_options(launch: ClusterLaunch, model: type[Options], kind: str, what: str) -> Options:
+    """The spawner options of ``launch`` (a dump of ``model``); SpawnerError naming each bad one."""
+    options = {**launch.options, "kind": kind, "workers": launch.workers}
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spawner'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SpawnerError(
+            f"invalid {what} options for cluster {launch.cluster_id}: {problems}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from lightkube.models.meta_v1 import OwnerReference
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import CascadeType, PatchType
-from pydantic import ValidationError
 
 from clientswarm.config.spawners import KubernetesSpawnerConfig
 from clientswarm.errors import SpawnerError
 from clientswarm.spawners.base import ClusterLaunch, WorkerExit
+from clientswarm.spawners.base import parse_options as spawner_options
 from clientswarm.spawners.kubernetes.render import (
     CLUSTER_LABEL,
     CONTAINER_NAME,
@@ -56,16 +56,7 @@ T = TypeVar("T")
 
 def parse_options(launch: ClusterLaunch) -> KubernetesSpawnerConfig:
     """The Kubernetes options of ``launch`` (a dump of :class:`KubernetesSpawnerConfig`)."""
-    options = {**launch.options, "kind": "kubernetes", "workers": launch.workers}
-    try:
-        return KubernetesSpawnerConfig.model_validate(options)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spawner'}: {e['msg']}" for e in exc.errors()
-        )
-        raise SpawnerError(
-            f"invalid Kubernetes options for cluster {launch.cluster_id}: {problems}"
-        ) from None
+    return spawner_options(launch, KubernetesSpawnerConfig, "kubernetes", "Kubernetes")
 
 
 def api_problem(exc: BaseException, action: str) -> SpawnerError:

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from clientswarm.config.spawners import SlurmRestConfig, SlurmSpawnerConfig
 from clientswarm.errors import SpawnerError
 from clientswarm.spawners.base import ClusterLaunch, WorkerExit
+from clientswarm.spawners.base import parse_options as spawner_options
 from clientswarm.spawners.local import log_path, log_tail
 from clientswarm.spawners.slurm.cli import SlurmCli
 from clientswarm.spawners.slurm.render import (
@@ -56,16 +55,7 @@ class SlurmBackend(Protocol):
 
 def parse_options(launch: ClusterLaunch) -> SlurmSpawnerConfig:
     """The Slurm options of ``launch`` (a dump of :class:`SlurmSpawnerConfig`)."""
-    options = {"kind": "slurm", "workers": launch.workers, **launch.options}
-    try:
-        return SlurmSpawnerConfig.model_validate(options)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spawner'}: {e['msg']}" for e in exc.errors()
-        )
-        raise SpawnerError(
-            f"invalid Slurm options for cluster {launch.cluster_id}: {problems}"
-        ) from None
+    return spawner_options(launch, SlurmSpawnerConfig, "slurm", "Slurm")
 
 
 def _write_script(log_dir: Path, script: str) -> None:
