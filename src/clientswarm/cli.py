@@ -94,6 +94,7 @@ def schema() -> None:
 def _register_commands() -> None:
     """Commands that live next to the code they drive."""
     from clientswarm.mock.cli import mock_server_command
+    from clientswarm.run.calibrate import calibrate_command
     from clientswarm.run.cli import run_command
     from clientswarm.service.cli import serve_command
     from clientswarm.service.client_cli import (
@@ -108,6 +109,7 @@ def _register_commands() -> None:
     for command in (
         mock_server_command,
         run_command,
+        calibrate_command,
         serve_command,
         submit_command,
         status_command,

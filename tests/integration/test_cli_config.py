@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,22 @@ def test_schema_prints_json_schema() -> None:
     assert schema["title"] == "clientswarm cluster configuration"
     assert "GroupConfig" in schema["$defs"]
     assert "ChatInteraction" in schema["$defs"]
+
+
+def test_calibrate_measures_one_worker_and_sizes_workers_for_a_rate() -> None:
+    done = subprocess.run(
+        [
+            CLI,
+            "calibrate",
+            *("--interaction", "hello", "--clients", "4", "--seconds", "1.5"),
+            *("--rate", "100000", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    verdict = json.loads(done.stdout)
+    assert verdict["failed"] == 0 and verdict["reached_req_s"] > 50
+    assert verdict["per_worker_req_s"] == pytest.approx(0.7 * verdict["reached_req_s"])
+    assert verdict["workers"] == math.ceil(100000 / verdict["per_worker_req_s"])
