@@ -288,6 +288,8 @@ def test_progress_events_catalogue_and_schema(service: ServiceProcess, target: s
     last = json.loads(events[-1].split("data: ", 1)[1])
     assert last["status"] == "completed"
     assert any('"status":"running"' in e for e in events)
+    running = [json.loads(e.split("data: ", 1)[1]) for e in events if '"status":"running"' in e]
+    assert running and all(isinstance(view["trustworthy"], bool) for view in running)
     status, catalogue = service.api("GET", "/interactions")
     builtins = {"hello", "http", "completion", "chat", "embedding", "conversation"}
     assert {i["kind"] for i in catalogue} == builtins

@@ -27,12 +27,14 @@ from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import group_end_s
+from clientswarm.metrics.live import WINDOW_S
 from clientswarm.reports.export import write_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.reports.table import render_summary, report_console
 from clientswarm.run.mock_target import mock_target
 from clientswarm.run.progress import ProgressLine, show_progress
 from clientswarm.service.manager import ClusterManager
+from clientswarm.service.results import live_warnings
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.spawners.registry import render_submission
@@ -60,6 +62,9 @@ def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | Non
     tallies = state.live.since_start().values()
     elapsed = 0.0 if state.start_ns is None else max(0.0, time.time() - state.start_ns / 1e9)
     states = [w.state for w in state.workers]
+    now = time.time()
+    recent = {g: t.stats(WINDOW_S) for g, t in state.live.window(now).items()}
+    warnings = live_warnings([w.loop_lag_p99_s for w in state.workers], recent)
     return ProgressLine(
         status=state.status,
         elapsed_s=elapsed,
@@ -70,6 +75,7 @@ def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | Non
         workers_running=sum(s in ("registered", "running") for s in states),
         workers_total=len(states),
         workers_failed=sum(s in ("failed", "lost") for s in states),
+        warning=warnings[0] if warnings else None,
     )
 
 

@@ -25,6 +25,8 @@ class ProgressLine:
     workers_running: int
     workers_total: int
     workers_failed: int
+    warning: str | None = None
+    """Why the numbers are not trustworthy right now (the first reason), if they are not."""
 
 
 def progress_text(line: ProgressLine, rate_per_s: float) -> Text:
@@ -40,6 +42,8 @@ def progress_text(line: ProgressLine, rate_per_s: float) -> Text:
     text.append(f"  workers {line.workers_running}/{line.workers_total}")
     if line.workers_failed:
         text.append(f"  ({line.workers_failed} lost or failed)", style="bold red")
+    if line.warning:
+        text.append(f"\n  not trustworthy now: {line.warning}", style="yellow")
     return text
 
 

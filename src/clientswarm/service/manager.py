@@ -349,6 +349,7 @@ class ClusterManager:
         """Note the worker is alive; reply with what it should stop."""
         worker = state.workers[index]
         worker.last_seen, worker.in_flight = time.monotonic(), beat.in_flight
+        worker.loop_lag_p99_s = beat.loop_lag_p99_s
         if worker.state == "lost":  # it came back (e.g. after a long pause): follow it again
             worker.state = "running"
             await self._event(state.id, "worker_back", f"worker {index} is heard from again")

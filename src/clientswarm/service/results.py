@@ -6,7 +6,7 @@ from typing import Any
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.prompts import token_length_note
-from clientswarm.metrics.stats import summarize
+from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, summarize
 from clientswarm.store import ClusterRecord, Store
 
 LOOP_LAG_BOUND_S = 0.010
@@ -55,6 +55,31 @@ def worker_rows(store: Store, cluster_id: str) -> list[dict[str, Any]]:
         }
         for w in store.list_workers(cluster_id)
     ]
+
+
+def live_warnings(
+    lags_s: list[float], groups: dict[str, Any], lag_bound_s: float = DEFAULT_LAG_BOUND_S
+) -> list[str]:
+    """Why the numbers of a running cluster are not trustworthy right now (empty: they are).
+
+    ``lags_s`` are the workers' recent event-loop lags (p99, from their heartbeats) and
+    ``groups`` the last 10 s of live Stats by group: a lagging loop delays the timestamps it
+    takes, a late schedule means the load asked for is not the load sent.
+    """
+    lines = [
+        f"worker {index}: event-loop lag p99 {lag_s * 1e3:.0f} ms > "
+        f"{LOOP_LAG_BOUND_S * 1e3:.0f} ms: add workers or give it fewer clients"
+        for index, lag_s in enumerate(lags_s)
+        if lag_s > LOOP_LAG_BOUND_S
+    ]
+    for name, stats in groups.items():
+        lag = stats.get("schedule_lag_s", {}).get("p99")
+        if lag is not None and lag > lag_bound_s:
+            lines.append(
+                f"group {name}: schedule lag p99 {lag * 1e3:.0f} ms > {lag_bound_s * 1e3:.0f} ms "
+                "in the last 10 s: the workers cannot keep up; add workers"
+            )
+    return lines
 
 
 def worker_warnings(store: Store, cluster_id: str) -> list[str]:

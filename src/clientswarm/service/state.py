@@ -33,6 +33,8 @@ class WorkerLive:
     state: str = "pending"
     last_seen: float = field(default_factory=time.monotonic)
     in_flight: int = 0
+    loop_lag_p99_s: float = 0.0
+    """Its event loop's recent lag (p99), from its last heartbeat."""
     stop_all: bool = False
     stop_clients: set[int] = field(default_factory=set)
 

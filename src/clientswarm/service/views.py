@@ -10,6 +10,7 @@ import orjson
 from clientswarm.config.models import ClusterConfig
 from clientswarm.load.clients import first_client, group_of_client
 from clientswarm.load.vary import describe_variant
+from clientswarm.service.results import live_warnings
 from clientswarm.service.state import ClusterState
 from clientswarm.store import ClientRecord, ClusterRecord, WorkerRecord
 
@@ -112,4 +113,8 @@ def progress_view(record: ClusterRecord, state: ClusterState | None, now: float)
         view["workers"] = state.counts_by_state()
         view["in_flight"] = sum(w.in_flight for w in state.workers)
         view["live"] = state.live.snapshot(now)
+        view["warnings"] = live_warnings(
+            [w.loop_lag_p99_s for w in state.workers], view["live"]["window_10s"]["groups"]
+        )
+        view["trustworthy"] = not view["warnings"]
     return view
