@@ -205,9 +205,7 @@ def run_scale(
 # -- analysis ------------------------------------------------------------------------------------
 
 
-def analyse(
-    facts: dict[str, Any], rows: list[dict[str, Any]], streams: int, hold_s: float
-) -> dict[str, Any]:
+def analyse(facts: dict[str, Any], rows: list[dict[str, Any]], streams: int) -> dict[str, Any]:
     """Peak, RSS per stream (fit), drift over the hold, CPU per stream, the summary's counts."""
     m: dict[str, Any] = {"streams": streams, "returncode": facts["returncode"]}
     ok_rows = [r for r in rows if "open" in r and None not in r["worker_rss_kb"]]
@@ -248,6 +246,10 @@ def analyse(
         span = last["t"] - first["t"]
         m["hold_observed_s"] = span
         m["hold_rss_growth_mb"] = (sum(last["worker_rss_kb"]) - sum(first["worker_rss_kb"])) / 1024
+        # Each open stream keeps one timestamp per token until it ends (its sample's ITLs).
+        tokens_received = streams * span / (ITL_MS / 1000)
+        if tokens_received > 0:
+            m["hold_bytes_per_token"] = m["hold_rss_growth_mb"] * 2**20 / tokens_received
         if span > 0:
             hx = np.array([r["t"] for r in held])
             hy = np.array([sum(r["worker_rss_kb"]) / 1024 for r in held])
@@ -373,7 +375,10 @@ def verdict(m: dict[str, Any], settings: dict[str, Any]) -> list[str]:
             f"{fmt(m.get('fit_max_residual_mb'))} MB, intercept "
             f"{fmt(m.get('fit_intercept_mb'))} MB); while all streams were held the workers' RSS "
             f"moved {fmt(drift, '{:+.2f}')} MB/min "
-            f"({fmt(m.get('hold_rss_growth_mb'), '{:+.1f}')} MB over the hold)."
+            f"({fmt(m.get('hold_rss_growth_mb'), '{:+.1f}')} MB over the hold, "
+            f"{fmt(m.get('hold_bytes_per_token'), '{:.0f}')} bytes per token received: each "
+            "stream keeps a timestamp per token until it ends, so a stream's memory is bounded by "
+            "its length)."
         )
     return lines
 
@@ -382,6 +387,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     """RESULTS-scale.md."""
     info, s, m = doc["machine"], doc["settings"], doc["metrics"]
     lim = info["limits"]
+    errors = f" (errors: {m['errors']})" if m.get("errors") else ""
     out = [
         "# clientswarm: concurrent open streams and their memory (issue 7)",
         "",
@@ -410,7 +416,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         markdown_table(main_rows(m)),
         "",
         f"- RSS before: each worker's VmRSS just before the first request (its {s['streams']:,} "
-        "idle clients created); at peak: the sample with the most open streams.",
+        "clients created, start-up done); at peak: the sample with the most open streams.",
         "- bytes per stream: slope of the workers' total VmRSS against the target's open-stream "
         f"count, over the {fmt(m.get('fit_points'), '{:.0f}')} samples from the first request "
         "until the first stream ended (opening, then held).",
@@ -424,7 +430,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{fmt(m.get('hold_machine_cpu'), '{:.2f}')}.",
         f"- Summary: {fmt(m.get('summary_requests'), '{:,.0f}')} requests, "
         f"{fmt(m.get('succeeded'), '{:,.0f}')} succeeded, {fmt(m.get('failed'), '{:,.0f}')} "
-        f"failed {m.get('errors') or ''}, {fmt(m.get('output_tokens'), '{:,.0f}')} output "
+        f"failed{errors}, "
+        f"{fmt(m.get('output_tokens'), '{:,.0f}')} output "
         f"tokens; TTFT p50/p99 {fmt(m.get('ttft_p50_ms'))}/{fmt(m.get('ttft_p99_ms'))} ms, ITL "
         f"p50/p99 {fmt(m.get('itl_p50_ms'))}/{fmt(m.get('itl_p99_ms'))} ms, schedule lag p99 "
         f"{fmt(m.get('sched_lag_p99_ms'), '{:.2f}')} ms, run wall time {doc['wall_s']} s.",
@@ -475,7 +482,7 @@ def main(args: argparse.Namespace) -> int:
         ) as target:
             facts, rows = run_scale(target, tmp, args.streams, args.ramp_s, args.hold_s)
         target_err = (tmp / "target.err").read_text(errors="replace")[-2000:]
-    m = analyse(facts, rows, args.streams, args.hold_s)
+    m = analyse(facts, rows, args.streams)
     if not m.get("completed"):
         log(
             f"the run did not complete or had failures (exit {facts['returncode']}):\n"
