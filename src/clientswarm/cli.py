@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 run failed, 2 invalid input (config file or options).
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,19 @@ EXIT_INVALID = 2
 
 
 class _Group(click.Group):
-    """Turns clientswarm errors into one line and an exit code instead of a traceback."""
+    """Turns clientswarm errors into one line and an exit code instead of a traceback, and
+    imports the commands of :data:`LAZY_COMMANDS` only when they are needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -91,34 +104,17 @@ def schema() -> None:
     click.echo(json.dumps(config_json_schema(), indent=2))
 
 
-def _register_commands() -> None:
-    """Commands that live next to the code they drive."""
-    from clientswarm.mock.cli import mock_server_command
-    from clientswarm.run.calibrate import calibrate_command
-    from clientswarm.run.cli import run_command
-    from clientswarm.service.cli import serve_command
-    from clientswarm.service.client_cli import (
-        results_command,
-        samples_command,
-        status_command,
-        stop_command,
-        submit_command,
-    )
-    from clientswarm.worker.cli import worker_command
-
-    for command in (
-        mock_server_command,
-        run_command,
-        calibrate_command,
-        serve_command,
-        submit_command,
-        status_command,
-        stop_command,
-        results_command,
-        samples_command,
-        worker_command,
-    ):
-        main.add_command(command)
-
-
-_register_commands()
+LAZY_COMMANDS: dict[str, str] = {
+    "mock-server": "clientswarm.mock.cli:mock_server_command",
+    "run": "clientswarm.run.cli:run_command",
+    "calibrate": "clientswarm.run.calibrate:calibrate_command",
+    "serve": "clientswarm.service.cli:serve_command",
+    "submit": "clientswarm.service.client_cli:submit_command",
+    "status": "clientswarm.service.client_cli:status_command",
+    "stop": "clientswarm.service.client_cli:stop_command",
+    "results": "clientswarm.service.client_cli:results_command",
+    "samples": "clientswarm.service.client_cli:samples_command",
+    "worker": "clientswarm.worker.cli:worker_command",
+}
+"""Commands that live next to the code they drive, imported only when invoked (or listed):
+``clientswarm worker`` need not load the service, nor ``run`` the simulator."""
