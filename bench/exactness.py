@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +48,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import children, cmdline, cpu_seconds, machine_cpu
 from paced_target import PacedTarget, paced_target, raise_nofile
-from report import aggregate, machine_info, machine_lines, markdown_table, text_table
+from report import (
+    add_run_options,
+    aggregate,
+    check_run_options,
+    clientswarm_argv,
+    format_cell,
+    log,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    write_outcome,
+)
 
 HERE = Path(__file__).resolve().parent
 WORKERS = 2
@@ -71,32 +81,11 @@ PEERS_TTFT_P99_MS = 16.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=None, help="measured s (default 10)")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats (default 3)")
-    parser.add_argument("--quick", action="store_true", help="1 repeat of 4 s, *-quick.* files")
+    add_run_options(parser, HERE)
     parser.add_argument("--rate", type=float, default=RATE, help="req/s (default: the issue's 400)")
-    parser.add_argument("--out", type=Path, default=HERE, help="directory of the result files")
     args = parser.parse_args(argv)
-    if args.duration_s is None:
-        args.duration_s = 4.0 if args.quick else 10.0
-    if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    if args.duration_s < 1:
-        parser.error("--duration-s must be at least 1")
+    check_run_options(parser, args)
     return args
-
-
-def log(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def clientswarm_exe() -> str:
-    """The ``clientswarm`` command of this interpreter's environment."""
-    exe = Path(sys.executable).parent / "clientswarm"
-    return str(exe if exe.exists() else shutil.which("clientswarm") or exe)
 
 
 def tag(client: int) -> str:
@@ -277,7 +266,7 @@ def run_once(
     config = tmp / f"cluster-{tag_}.json"
     config.write_text(json.dumps(cluster_config(target.url, duration_s, rate), indent=2))
     out = tmp / f"out-{tag_}"
-    argv = [clientswarm_exe(), "run", str(config), "--output", str(out)]
+    argv = clientswarm_argv("run", str(config), "--output", str(out))
     stdout = tmp / f"stdout-{tag_}.txt"
     t0 = time.monotonic()
     with stdout.open("wb") as f:
@@ -343,18 +332,7 @@ def fmt(value: Any, spec: str = "{:.2f}") -> str:
 
 def cell(agg: dict[str, Any], key: str, spec: str = "{:.2f}", spread: bool = True) -> str:
     """``median (min…max)`` of an aggregated metric; flags as yes/no/k of n."""
-    entry = agg.get(key)
-    if entry is None:
-        return "-"
-    if "true" in entry:
-        true, of = entry["true"], entry["of"]
-        return "yes" if true == of else ("no" if true == 0 else f"{true}/{of}")
-    if entry["median"] is None:
-        return "-"
-    text = spec.format(entry["median"])
-    if spread and entry["min"] != entry["max"]:
-        text += f" ({spec.format(entry['min'])}…{spec.format(entry['max'])})"
-    return text
+    return format_cell(agg.get(key), spec, spread=spread)
 
 
 def main_rows(agg: dict[str, Any], spread: bool = True) -> list[list[str]]:
@@ -623,17 +601,13 @@ def main(args: argparse.Namespace) -> int:
         "runs": runs,
         "json_name": json_path.name,
     }
-    print()
-    print(text_table(main_rows(agg, spread=False)))
-    print()
-    print(text_table(run_rows(agg)))
-    print()
-    for line in doc["verdict"]:
-        print(f"- {line.replace('**', '')}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    md_path.write_text(render_markdown(doc))
-    log(f"\nwrote {json_path} and {md_path} ({info['wall_s']} s)")
+    write_outcome(
+        doc,
+        [main_rows(agg, spread=False), run_rows(agg)],
+        (json_path, md_path),
+        render_markdown,
+        info["wall_s"],
+    )
     return 0 if all(run["metrics"]["completed"] for run in runs) else 1
 
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +42,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import children, cmdline, cpu_seconds, machine_cpu
+from harness import children, cmdline, cpu_seconds, machine_cpu, rss_kb
 from nginx_target import NGINX, NginxTarget, nginx_target
-from report import aggregate, machine_info, machine_lines, markdown_table, text_table
+from report import (
+    add_run_options,
+    aggregate,
+    check_run_options,
+    clientswarm_argv,
+    format_cell,
+    log,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    write_outcome,
+)
 
 HERE = Path(__file__).resolve().parent
 TIME = Path("/usr/bin/time")
@@ -69,44 +79,13 @@ CASES = ("clientswarm", "bare loop")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=None, help="measured s (default 10)")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats (default 3)")
-    parser.add_argument("--quick", action="store_true", help="1 repeat of 4 s, *-quick.* files")
-    parser.add_argument("--out", type=Path, default=HERE, help="directory of the result files")
+    add_run_options(parser, HERE)
     args = parser.parse_args(argv)
-    if args.duration_s is None:
-        args.duration_s = 4.0 if args.quick else 10.0
-    if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    if args.duration_s < 1:
-        parser.error("--duration-s must be at least 1")
+    check_run_options(parser, args)
     return args
 
 
-def log(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
 # -- processes ---------------------------------------------------------------------------------
-
-
-def rss_kb(pid: int) -> tuple[int, int] | None:
-    """(VmRSS, VmHWM) of ``pid`` in kB; None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, value = line.split(":", 1)
-            values[key] = int(value.split()[0])
-    if "VmRSS" not in values:
-        return None  # a zombie
-    return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
 
 
 class AccessLog:
@@ -343,9 +322,7 @@ def run_clientswarm(
     config = tmp / f"cluster-{tag}.json"
     config.write_text(json.dumps(cluster_config(nginx.url, duration_s), indent=2))
     out = tmp / f"out-{tag}"
-    exe = Path(sys.executable).parent / "clientswarm"
-    argv = [str(exe if exe.exists() else shutil.which("clientswarm") or exe), "run", str(config)]
-    argv += ["--output", str(out)]
+    argv = clientswarm_argv("run", str(config), "--output", str(out))
     timing_file = tmp / f"time-{tag}.txt"
     timed = TIME.exists()
     if timed:
@@ -440,18 +417,8 @@ def run_bare(
 
 
 def cell(entry: dict[str, Any] | None, fmt: str, *, spread: bool = False) -> str:
-    """``median`` (or ``median (min…max)``) of an aggregated metric; flags as yes/no/k of n."""
-    if entry is None:
-        return "-"
-    if "true" in entry:
-        true, of = entry["true"], entry["of"]
-        return "yes" if true == of else ("no" if true == 0 else f"{true}/{of}")
-    if entry["median"] is None:
-        return "-"
-    text = fmt.format(entry["median"])
-    if spread and entry["min"] != entry["max"]:
-        text += f" ({fmt.format(entry['min'])}…{fmt.format(entry['max'])})"
-    return text
+    """One table cell (see :func:`report.format_cell`)."""
+    return format_cell(entry, fmt, spread=spread)
 
 
 def med(agg: dict[str, Any], case: str, metric: str) -> Any:
@@ -738,17 +705,13 @@ def main(args: argparse.Namespace) -> int:
         "runs": runs,
         "json_name": json_path.name,
     }
-    print()
-    print(text_table(main_rows(agg, spread=False)))
-    print()
-    print(text_table(share_rows(agg)))
-    print()
-    for line in doc["verdict"]:
-        print(f"- {line.replace('**', '')}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    md_path.write_text(render_markdown(doc))
-    log(f"\nwrote {json_path} and {md_path} ({info['wall_s']} s)")
+    write_outcome(
+        doc,
+        [main_rows(agg, spread=False), share_rows(agg)],
+        (json_path, md_path),
+        render_markdown,
+        info["wall_s"],
+    )
     return 0 if all(run["metrics"]["completed"] for run in runs) else 1
 
 

@@ -81,6 +81,22 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def rss_kb(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of ``pid`` in kB; None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, value = line.split(":", 1)
+            values[key] = int(value.split()[0])
+    if "VmRSS" not in values:
+        return None  # a zombie
+    return values["VmRSS"], values.get("VmHWM", values["VmRSS"])
+
+
 def child_pids(module: str) -> list[int]:
     """Children of this process whose command line names ``module``."""
     return [pid for pid in children(os.getpid()) if module in cmdline(pid).split()]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
+from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from cases import BENCHMARKS, Benchmark, Column, Metrics
@@ -83,8 +88,8 @@ def median(agg: dict[str, dict[str, dict[str, Any]]], case: str, metric: str) ->
     return None if entry is None else entry.get("median")
 
 
-def cell(entry: dict[str, Any] | None, column: Column, *, spread: bool) -> str:
-    """The text of one table cell."""
+def format_cell(entry: dict[str, Any] | None, fmt: str, *, spread: bool) -> str:
+    """``median`` (or ``median (min…max)``) of an aggregated metric; flags as yes/no/k of n."""
     if entry is None:
         return "-"
     if "true" in entry:
@@ -92,11 +97,15 @@ def cell(entry: dict[str, Any] | None, column: Column, *, spread: bool) -> str:
         return "yes" if true == of else ("no" if true == 0 else f"{true}/{of}")
     if entry["median"] is None:
         return "-"
-    text = column.fmt.format(entry["median"])
-    if spread and column.spread and entry["min"] != entry["max"]:
-        low, high = column.fmt.format(entry["min"]), column.fmt.format(entry["max"])
-        text += f" ({low}…{high})"
+    text = fmt.format(entry["median"])
+    if spread and entry["min"] != entry["max"]:
+        text += f" ({fmt.format(entry['min'])}…{fmt.format(entry['max'])})"
     return text
+
+
+def cell(entry: dict[str, Any] | None, column: Column, *, spread: bool) -> str:
+    """The text of one table cell."""
+    return format_cell(entry, column.fmt, spread=spread and column.spread)
 
 
 def table_rows(
@@ -123,6 +132,58 @@ def text_table(rows: list[list[str]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def log(message: str) -> None:
+    """A progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def clientswarm_argv(*args: str) -> list[str]:
+    """``clientswarm ARGS`` with the command of this interpreter's environment."""
+    exe = Path(sys.executable).parent / "clientswarm"
+    return [str(exe if exe.exists() else shutil.which("clientswarm") or exe), *args]
+
+
+def add_run_options(parser: argparse.ArgumentParser, out: Path) -> None:
+    """``--duration-s``, ``--repeats``, ``--quick`` and ``--out`` of a timed benchmark."""
+    parser.add_argument("--duration-s", type=float, default=None, help="measured s (default 10)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats (default 3)")
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 4 s, *-quick.* files")
+    parser.add_argument("--out", type=Path, default=out, help="directory of the result files")
+
+
+def check_run_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill in the defaults of :func:`add_run_options` (quick or not) and check them."""
+    if args.duration_s is None:
+        args.duration_s = 4.0 if args.quick else 10.0
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.duration_s < 1:
+        parser.error("--duration-s must be at least 1")
+
+
+def write_outcome(
+    doc: dict[str, Any],
+    tables: Sequence[list[list[str]]],
+    paths: tuple[Path, Path],
+    markdown: Callable[[dict[str, Any]], str],
+    wall_s: float,
+) -> None:
+    """Print ``tables`` and the verdict lines of ``doc``; write its JSON and Markdown files."""
+    for rows in tables:
+        print()
+        print(text_table(rows))
+    print()
+    for line in doc["verdict"]:
+        print(f"- {line.replace('**', '')}")
+    json_path, md_path = paths
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    md_path.write_text(markdown(doc))
+    log(f"\nwrote {json_path} and {md_path} ({wall_s} s)")
 
 
 def machine_lines(info: dict[str, Any], extra: str = "") -> list[str]:

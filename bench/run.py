@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cases import BENCHMARKS, Benchmark, Settings
 from harness import simulator
-from report import Raw, machine_info, print_tables, render_markdown, summarise
+from report import Raw, log, machine_info, print_tables, render_markdown, summarise
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,11 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
-
-
-def log(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 async def run_benchmark(

@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,10 +40,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fullpath import rss_kb
-from harness import children, cmdline, cpu_seconds, machine_cpu
+from harness import children, cmdline, cpu_seconds, machine_cpu, rss_kb
 from paced_target import PacedTarget, paced_target, raise_nofile
-from report import machine_info, machine_lines, markdown_table, text_table
+from report import (
+    clientswarm_argv,
+    log,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    write_outcome,
+)
 
 HERE = Path(__file__).resolve().parent
 WORKERS = 2
@@ -71,11 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.streams < WORKERS or args.ramp_s <= 0 or args.hold_s <= 0:
         parser.error("--streams must be at least 2, --ramp-s and --hold-s positive")
     return args
-
-
-def log(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def tokens_for(ramp_s: float, hold_s: float) -> int:
@@ -145,9 +145,7 @@ def run_scale(
     config = tmp / "cluster.json"
     config.write_text(json.dumps(cluster_config(target.url, streams, ramp_s, hold_s), indent=2))
     out = tmp / "out"
-    exe = Path(sys.executable).parent / "clientswarm"
-    argv = [str(exe if exe.exists() else shutil.which("clientswarm") or exe), "run", str(config)]
-    argv += ["--output", str(out)]
+    argv = clientswarm_argv("run", str(config), "--output", str(out))
     stdout_path = tmp / "stdout.txt"
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -505,15 +503,7 @@ def main(args: argparse.Namespace) -> int:
         "samples": rows,
         "json_name": json_path.name,
     }
-    print()
-    print(text_table(main_rows(m)))
-    print()
-    for line in doc["verdict"]:
-        print(f"- {line.replace('**', '')}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    md_path.write_text(render_markdown(doc))
-    log(f"\nwrote {json_path} and {md_path} ({facts['wall_s']} s)")
+    write_outcome(doc, [main_rows(m)], (json_path, md_path), render_markdown, facts["wall_s"])
     return 0 if m.get("completed") else 1
 
 

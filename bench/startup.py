@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import children, cmdline
 from paced_target import PacedTarget, paced_target
-from report import aggregate, machine_info, machine_lines, markdown_table, text_table
+from report import (
+    aggregate,
+    clientswarm_argv,
+    format_cell,
+    log,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    write_outcome,
+)
 
 HERE = Path(__file__).resolve().parent
 DURATION_S = 2.0
@@ -54,11 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
-
-
-def log(message: str) -> None:
-    """A progress line on stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def cluster_config(url: str) -> dict[str, Any]:
@@ -98,9 +101,7 @@ def run_once(target: PacedTarget, tmp: Path, tag: str) -> dict[str, Any]:
     target.reset()
     config = tmp / f"cluster-{tag}.json"
     config.write_text(json.dumps(cluster_config(target.url), indent=2))
-    exe = Path(sys.executable).parent / "clientswarm"
-    argv = [str(exe if exe.exists() else shutil.which("clientswarm") or exe), "run", str(config)]
-    argv += ["--output", str(tmp / f"out-{tag}")]
+    argv = clientswarm_argv("run", str(config), "--output", str(tmp / f"out-{tag}"))
     stdout = tmp / f"stdout-{tag}.txt"
     m: dict[str, Any] = {}
     worker_ns = first_ns = None
@@ -151,13 +152,7 @@ def run_once(target: PacedTarget, tmp: Path, tag: str) -> dict[str, Any]:
 
 def cell(agg: dict[str, Any], key: str, spec: str = "{:.3f}") -> str:
     """``median (min…max)``."""
-    entry = agg.get(key)
-    if entry is None or entry.get("median") is None:
-        return "-"
-    text = spec.format(entry["median"])
-    if entry["min"] != entry["max"]:
-        text += f" ({spec.format(entry['min'])}…{spec.format(entry['max'])})"
-    return text
+    return format_cell(agg.get(key), spec, spread=True)
 
 
 def main_rows(agg: dict[str, Any]) -> list[list[str]]:
@@ -274,15 +269,7 @@ def main(args: argparse.Namespace) -> int:
         "runs": runs,
         "json_name": json_path.name,
     }
-    print()
-    print(text_table(main_rows(agg)))
-    print()
-    for line in doc["verdict"]:
-        print(f"- {line.replace('**', '')}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    md_path.write_text(render_markdown(doc))
-    log(f"\nwrote {json_path} and {md_path} ({info['wall_s']} s)")
+    write_outcome(doc, [main_rows(agg)], (json_path, md_path), render_markdown, info["wall_s"])
     return 0 if all(run["metrics"]["completed"] for run in runs) else 1
 
 

@@ -9,11 +9,18 @@ from clientswarm.interactions.sse import SSEDecoder, SSEEvent
 
 
 def decode(*reads: bytes) -> list[SSEEvent]:
-    decoder = SSEDecoder()
+    """The events of ``reads``; the byte path of the stream reader must find the same data."""
+    decoder, fast = SSEDecoder(), SSEDecoder()
     events: list[SSEEvent] = []
+    data_of_blocks: list[bytes] = []
     for data in reads:
         events += decoder.feed(data)
-    return events + decoder.flush()
+        data_of_blocks += fast.events_of(fast.feed_block(data))
+    events += decoder.flush()
+    data_of_blocks += [e.data.encode() for e in fast.flush()]
+    # The byte path leaves decoding (and rejecting bad UTF-8) to the JSON parser.
+    assert [d.decode("utf-8", "replace") for d in data_of_blocks] == [e.data for e in events]
+    return events
 
 
 def datas(*reads: bytes) -> list[str]:

@@ -76,5 +76,4 @@ class Conversation(UserInteraction):
         self, config: ConversationInteraction, *, seed: int = 0, base_dir: Path = Path(".")
     ) -> None:
         prompts = build_prompt_source(config, seed=seed, base_dir=base_dir)
-        self.params = config
         self._setup(lambda: _Turns(config, prompts), "conversation")

@@ -86,7 +86,6 @@ class UserInteraction:
     def __init__(self, config: CustomInteraction, *, seed: int = 0, base_dir: Path = Path(".")):
         found = resolve(config, base_dir=base_dir)
         params = validate_params(found, config)
-        self.params = params
         if inspect.isclass(found):
             cls = cast(type[Interaction], found)
             self._setup(lambda: cls(params), config.name or found.__name__)

@@ -11,16 +11,17 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
-from clientswarm.interactions.http import classify_exception, fail_http
-from clientswarm.interactions.openai import chat_has_content, completion_has_content
+from clientswarm.interactions.http import classify_exception
+from clientswarm.interactions.openai import (
+    chat_has_content,
+    completion_has_content,
+    post_measured,
+)
 from clientswarm.interactions.streaming import (
     Measurement,
     TargetError,
-    parse_json_body,
-    read_sse_stream,
 )
 from clientswarm.interactions.user import StepFailed
 from clientswarm.metrics.sample import ERROR_CANCELLED, ERROR_PROTOCOL, Sample
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from clientswarm.interactions.user import Context
 
 _JSON = {"Content-Type": "application/json"}
-_STREAM_OPTIONS = {"include_usage": True}
 
 
 @dataclass
@@ -111,11 +111,10 @@ class _Collected:
 async def _call(
     ctx: Context,
     path: str,
-    body: dict[str, Any],
+    request: dict[str, Any],
     *,
     name: str,
-    stream: bool,
-    collect: Any,
+    collect: Any = None,
     answer_key: str = "choices",
 ) -> tuple[Sample, dict[str, Any] | None]:
     """Send one request as a step: the step sample, and the JSON answer when not streamed."""
@@ -123,34 +122,24 @@ async def _call(
     clock = base.clock
     m = Measurement(clock.now_ns())
     answer: dict[str, Any] | None = None
-    timeout = aiohttp.ClientTimeout(total=base.target.timeout_s)
     try:
-        m.sent_ns = clock.now_ns()
-        async with base.session.post(
+        answer = await post_measured(
+            base.session,
             ctx.http.url(path),
-            data=orjson.dumps(body),
-            headers={**_JSON, **base.headers},
-            timeout=timeout,
-        ) as response:
-            m.http_status = response.status
-            if response.status >= 400:
-                await fail_http(response, m, clock.now_ns)
-            elif stream:
-                await read_sse_stream(response, m, clock.now_ns, collect)
-            else:
-                raw = await response.read()
-                m.end_ns = clock.now_ns()
-                answer = parse_json_body(raw, name)
-                if "error" in answer:
-                    raise TargetError(ERROR_PROTOCOL, f"error in a successful answer: {answer}")
-                items = answer.get(answer_key)
-                if not isinstance(items, list) or not items or not isinstance(items[0], dict):
-                    raise TargetError(
-                        ERROR_PROTOCOL, f'the {name} answer has no "{answer_key}" list'
-                    )
-                if isinstance(answer.get("usage"), dict):
-                    m.usage = answer["usage"]
-                m.done = True
+            orjson.dumps(request),
+            {**_JSON, **base.headers},
+            ctx.http.timeout,
+            m,
+            clock.now_ns,
+            what=name,
+            answer_key=answer_key,
+            stream=bool(request.get("stream")),
+            content_of=collect,
+        )
+        if answer is not None and not (
+            answer[answer_key] and isinstance(answer[answer_key][0], dict)
+        ):
+            raise TargetError(ERROR_PROTOCOL, f'the {name} answer has an empty "{answer_key}" list')
     except asyncio.CancelledError:
         m.fail(ERROR_CANCELLED, "the run stopped while the request was in flight", clock.now_ns())
         ctx.record_step(_sample(ctx, m, name))
@@ -176,58 +165,11 @@ def _sample(ctx: Context, m: Measurement, name: str) -> Sample:
     )
 
 
-def _generation_body(
-    ctx: Context, body: dict[str, Any], *, max_tokens: int | None, stream: bool, model: str | None
-) -> dict[str, Any]:
-    chosen = model or ctx.target.model
-    head: dict[str, Any] = {"model": chosen} if chosen is not None else {}
-    if max_tokens is not None:
-        head["max_tokens"] = max_tokens
-    head["stream"] = stream
-    if stream:
-        head["stream_options"] = _STREAM_OPTIONS
-    return {**head, **body}
-
-
-async def _generate(
-    ctx: Context,
-    path: str,
-    body: dict[str, Any],
-    *,
-    max_tokens: int | None,
-    stream: bool,
-    model: str | None,
-    name: str,
-    chat: bool,
-) -> tuple[Sample, dict[str, Any] | None, _Collected]:
-    """One generation request as a step: its sample, the JSON answer (not streamed) or what
-    the stream said."""
-    collected = _Collected()
-    request = _generation_body(ctx, body, max_tokens=max_tokens, stream=stream, model=model)
-    collect = collected.chat_choice if chat else collected.completion_choice
-    sample, answer = await _call(ctx, path, request, name=name, stream=stream, collect=collect)
-    return sample, answer, collected
-
-
-async def chat(
-    ctx: Context,
-    body: dict[str, Any],
-    *,
-    max_tokens: int | None,
-    stream: bool,
-    model: str | None,
-    name: str,
-) -> ChatResult:
+async def chat(ctx: Context, request: dict[str, Any], *, name: str) -> ChatResult:
     """One chat request as a step; the assistant's answer."""
-    sample, answer, collected = await _generate(
-        ctx,
-        "/v1/chat/completions",
-        body,
-        max_tokens=max_tokens,
-        stream=stream,
-        model=model,
-        name=name,
-        chat=True,
+    collected = _Collected()
+    sample, answer = await _call(
+        ctx, "/v1/chat/completions", request, name=name, collect=collected.chat_choice
     )
     if answer is not None:
         choice = _first_choice(answer)
@@ -255,25 +197,11 @@ async def chat(
     )
 
 
-async def completion(
-    ctx: Context,
-    body: dict[str, Any],
-    *,
-    max_tokens: int | None,
-    stream: bool,
-    model: str | None,
-    name: str,
-) -> CompletionResult:
+async def completion(ctx: Context, request: dict[str, Any], *, name: str) -> CompletionResult:
     """One completion request as a step; its text."""
-    sample, answer, collected = await _generate(
-        ctx,
-        "/v1/completions",
-        body,
-        max_tokens=max_tokens,
-        stream=stream,
-        model=model,
-        name=name,
-        chat=False,
+    collected = _Collected()
+    sample, answer = await _call(
+        ctx, "/v1/completions", request, name=name, collect=collected.completion_choice
     )
     if answer is not None:
         choice = _first_choice(answer)
@@ -286,15 +214,9 @@ async def completion(
     return CompletionResult("".join(collected.text), collected.finish_reason, None, sample)
 
 
-async def embedding(
-    ctx: Context, body: dict[str, Any], *, model: str | None, name: str
-) -> EmbeddingResult:
+async def embedding(ctx: Context, request: dict[str, Any], *, name: str) -> EmbeddingResult:
     """One embedding request as a step; its vectors."""
-    chosen = model or ctx.target.model
-    request = {"model": chosen, **body} if chosen is not None else body
-    sample, answer = await _call(
-        ctx, "/v1/embeddings", request, name=name, stream=False, collect=None, answer_key="data"
-    )
+    sample, answer = await _call(ctx, "/v1/embeddings", request, name=name, answer_key="data")
     data: list[dict[str, Any]] = (answer or {})["data"]
     ordered = sorted(data, key=lambda item: int(item.get("index", 0)))
     return EmbeddingResult([list(item.get("embedding") or []) for item in ordered], None, sample)

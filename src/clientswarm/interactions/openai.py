@@ -9,9 +9,11 @@ or override anything above.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import aiohttp
 import orjson
 
 from clientswarm.config.interactions import (
@@ -24,6 +26,7 @@ from clientswarm.interactions.http import BuiltinInteraction, fail_http
 from clientswarm.interactions.prompts import Prompt, build_prompt_source
 from clientswarm.interactions.streaming import (
     ContentMarkers,
+    ContentOf,
     Measurement,
     TargetError,
     parse_json_body,
@@ -49,6 +52,67 @@ def chat_has_content(choice: dict[str, Any]) -> bool:
     if not delta:
         return False
     return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"))
+
+
+def generation_request(
+    model: str | None, body: dict[str, Any], *, max_tokens: int | None, stream: bool
+) -> dict[str, Any]:
+    """A chat or completion request: model, max_tokens, stream (with usage), then ``body``."""
+    head: dict[str, Any] = {"model": model} if model is not None else {}
+    if max_tokens is not None:
+        head["max_tokens"] = max_tokens
+    head["stream"] = stream
+    if stream:
+        head["stream_options"] = _STREAM_OPTIONS
+    return {**head, **body}
+
+
+def check_answer(answer: dict[str, Any], what: str, key: str, m: Measurement) -> None:
+    """Record the usage of a non-streamed answer; raise TargetError if it is malformed."""
+    if "error" in answer:
+        raise TargetError(ERROR_PROTOCOL, f"error in a successful answer: {answer['error']}")
+    if not isinstance(answer.get(key), list):
+        raise TargetError(ERROR_PROTOCOL, f'the {what} answer has no "{key}" list')
+    usage = answer.get("usage")
+    if isinstance(usage, dict):
+        m.usage = usage
+
+
+async def post_measured(
+    session: aiohttp.ClientSession,
+    url: str,
+    data: bytes,
+    headers: dict[str, str],
+    request_timeout: aiohttp.ClientTimeout,
+    m: Measurement,
+    now_ns: Callable[[], int],
+    *,
+    what: str,
+    answer_key: str,
+    stream: bool,
+    content_of: ContentOf,
+    markers: ContentMarkers = (),
+) -> dict[str, Any] | None:
+    """POST one OpenAI request, measured into ``m`` (the built-ins and the LLM helpers of
+    user-defined interactions alike): the checked JSON answer when not streamed, else None.
+
+    An error status is recorded in ``m``; a malformed answer raises TargetError.
+    """
+    m.sent_ns = now_ns()
+    async with session.post(url, data=data, headers=headers, timeout=request_timeout) as response:
+        m.http_status = response.status
+        if response.status >= 400:
+            await fail_http(response, m, now_ns)
+            return None
+        if stream:
+            await read_sse_stream(response, m, now_ns, content_of, markers)
+            return None
+        raw = await response.read()
+        m.end_ns = now_ns()
+    answer = parse_json_body(raw, what)
+    check_answer(answer, what, answer_key, m)
+    m.done = True
+    return answer
 
 
 class _OpenAIInteraction(BuiltinInteraction):
@@ -77,25 +141,20 @@ class _OpenAIInteraction(BuiltinInteraction):
     async def _post(self, ctx: ClientContext, m: Measurement, body: dict[str, Any]) -> None:
         if self._extra_body:
             body.update(self._extra_body)
-        data = orjson.dumps(body)
-        url = self.url(ctx, self.path)
-        headers = self.json_headers(ctx)
-        timeout = self.timeout(ctx)
-        clock = ctx.clock
-        m.sent_ns = clock.now_ns()
-        async with ctx.session.post(url, data=data, headers=headers, timeout=timeout) as response:
-            m.http_status = response.status
-            if response.status >= 400:
-                await fail_http(response, m, clock.now_ns)
-            elif self.stream:
-                await read_sse_stream(
-                    response, m, clock.now_ns, self.has_content, self.content_markers
-                )
-            else:
-                raw = await response.read()
-                m.end_ns = clock.now_ns()
-                self._check_answer(parse_json_body(raw, self.kind), m)
-                m.done = True
+        await post_measured(
+            ctx.session,
+            self.url(ctx, self.path),
+            orjson.dumps(body),
+            self.json_headers(ctx),
+            self.timeout(ctx),
+            m,
+            ctx.clock.now_ns,
+            what=self.kind,
+            answer_key=self.answer_key,
+            stream=self.stream,
+            content_of=self.has_content,
+            markers=self.content_markers,
+        )
 
     content_markers: ClassVar[ContentMarkers] = (b'"text":"',)
     """How :meth:`has_content` looks in the bytes of an ordinary chunk (the fast path)."""
@@ -103,17 +162,6 @@ class _OpenAIInteraction(BuiltinInteraction):
     def has_content(self, choice: dict[str, Any]) -> bool:
         """Whether one choice of a streamed chunk carries content."""
         return completion_has_content(choice)
-
-    def _check_answer(self, answer: dict[str, Any], m: Measurement) -> None:
-        """Record the usage of a non-streamed answer; raise TargetError if it is malformed."""
-        if "error" in answer:
-            raise TargetError(ERROR_PROTOCOL, f"error in a successful answer: {answer['error']}")
-        key = self.answer_key
-        if not isinstance(answer.get(key), list):
-            raise TargetError(ERROR_PROTOCOL, f'the {self.kind} answer has no "{key}" list')
-        usage = answer.get("usage")
-        if isinstance(usage, dict):
-            m.usage = usage
 
 
 class _Generation(_OpenAIInteraction):
@@ -138,15 +186,14 @@ class _Generation(_OpenAIInteraction):
 
     def body(self, ctx: ClientContext, prompt: Prompt) -> dict[str, Any]:
         """The request body for ``prompt`` (before ``extra_body`` is merged)."""
-        body = self._start_body(ctx)
+        body: dict[str, Any] = {}
         self._add_prompt(body, prompt)
-        max_tokens = prompt.output_tokens or self._max_tokens
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        body["stream"] = self.stream
-        if self.stream:
-            body["stream_options"] = _STREAM_OPTIONS
-        return body
+        return generation_request(
+            self._model or ctx.target.model,
+            body,
+            max_tokens=prompt.output_tokens or self._max_tokens,
+            stream=self.stream,
+        )
 
     def _add_prompt(self, body: dict[str, Any], prompt: Prompt) -> None:
         body["prompt"] = prompt.as_text()

@@ -148,11 +148,19 @@ def token_length_note(config: object) -> str | None:
     """
     if not isinstance(config, _PromptSource):
         return None
-    if config.tokenizer is not None:
+    if token_lengths_of(config) == "exact":
         return f"input token lengths are exact (tokenizer {config.tokenizer})"
     return (
         "input token lengths are approximate (1 token = 1 word; set tokenizer: for exact lengths)"
     )
+
+
+def token_lengths_of(config: object) -> Literal["exact", "approximate"] | None:
+    """``exact`` when an interaction's prompts are counted by a tokenizer, ``approximate``
+    when by words, None for an interaction without prompts."""
+    if not isinstance(config, _PromptSource):
+        return None
+    return "exact" if config.tokenizer is not None else "approximate"
 
 
 def synthetic_prompts(

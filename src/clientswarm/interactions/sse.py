@@ -61,6 +61,9 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         start = 0
         end = buf.find(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return events
         while end >= 0:
             if buf.startswith(b"data: ", start) and buf.find(b"\n", start, end) < 0:
                 # Fast path: the one-line ``data: {...}`` event that OpenAI servers send.
@@ -75,21 +78,16 @@ class SSEDecoder:
         self._buf = buf[start:]
         return events
 
-    def feed_data(self, data: bytes) -> list[bytes]:
-        """Like :meth:`feed`, but only each event's data, as undecoded bytes.
-
-        The hot path of OpenAI streams, which use neither event types nor ids: no string and
-        no event object is made per token.
-        """
-        return self.events_of(self.feed_block(data))
-
     def feed_block(self, data: bytes) -> bytes:
         """Add the bytes of one read; return the complete events it ended, as one block of
         LF-normalised bytes (each event ends with a blank line); ``b""`` when none."""
         buf = self._take(data)
         if buf is None:
             return b""
-        end = buf.rfind(b"\n\n") + 2
+        end = buf.rfind(b"\n\n") + 2  # 1 when there is none: nothing complete yet
+        if end < 2:
+            self._buf = buf
+            return b""
         self._buf = buf[end:]
         return buf[:end]
 
@@ -110,8 +108,8 @@ class SSEDecoder:
         return out
 
     def _take(self, data: bytes) -> bytes | None:
-        """The pending bytes with ``data`` added, line endings normalised; None (and kept)
-        while they hold no complete event."""
+        """The pending bytes with ``data`` added, line endings normalised (None: nothing yet);
+        the caller keeps what follows the last complete event in ``_buf``."""
         if not data:
             return None
         if not self._started:
@@ -127,11 +125,7 @@ class SSEDecoder:
         if b"\r" in data:
             self._cr = data[-1:] == b"\r"
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf + data if self._buf else data
-        if buf.find(b"\n\n") < 0:
-            self._buf = buf
-            return None
-        return buf
+        return self._buf + data if self._buf else data
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: return the event still pending, if its data is complete lines."""

@@ -38,6 +38,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from clientswarm.interactions.http import classify_exception
+from clientswarm.interactions.openai import generation_request
 from clientswarm.interactions.streaming import MAX_ERROR_MESSAGE, TargetError, error_message_of
 from clientswarm.metrics.sample import ERROR_CANCELLED, Sample, http_error_kind
 
@@ -125,7 +126,8 @@ class TargetHttp:
 
     def __init__(self, ctx: ClientContext) -> None:
         self._ctx = ctx
-        self._timeout = aiohttp.ClientTimeout(total=ctx.target.timeout_s)
+        self.timeout = aiohttp.ClientTimeout(total=ctx.target.timeout_s)
+        """The per-request timeout: ``target.timeout_s`` for the whole request."""
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on the target."""
@@ -153,7 +155,7 @@ class TargetHttp:
         if headers:
             merged.update(headers)
         async with self._ctx.session.request(
-            method, self.url(path), data=body, headers=merged, params=params, timeout=self._timeout
+            method, self.url(path), data=body, headers=merged, params=params, timeout=self.timeout
         ) as answer:
             raw = await answer.read()
             response = Response(answer.status, dict(answer.headers), raw)
@@ -317,7 +319,10 @@ class Context:
         body: dict[str, Any] = {"messages": list(messages), **extra_body}
         if tools:
             body["tools"] = list(tools)
-        return await chat(self, body, max_tokens=max_tokens, stream=stream, model=model, name=name)
+        model = model or self.target.model
+        return await chat(
+            self, generation_request(model, body, max_tokens=max_tokens, stream=stream), name=name
+        )
 
     async def completion(
         self,
@@ -333,9 +338,9 @@ class Context:
         from clientswarm.interactions.llm import completion
 
         body: dict[str, Any] = {"prompt": prompt, **extra_body}
-        return await completion(
-            self, body, max_tokens=max_tokens, stream=stream, model=model, name=name
-        )
+        model = model or self.target.model
+        request = generation_request(model, body, max_tokens=max_tokens, stream=stream)
+        return await completion(self, request, name=name)
 
     async def embedding(
         self,
@@ -349,8 +354,9 @@ class Context:
         from clientswarm.interactions.llm import embedding
 
         items = [inputs] if isinstance(inputs, str) else list(inputs)
-        body: dict[str, Any] = {"input": items, **extra_body}
-        return await embedding(self, body, model=model, name=name)
+        model = model or self.target.model
+        head: dict[str, Any] = {"model": model} if model is not None else {}
+        return await embedding(self, {**head, "input": items, **extra_body}, name=name)
 
     # -- for the runner --------------------------------------------------------------------
     @property

@@ -12,7 +12,6 @@ target that runs elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -24,12 +23,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from clientswarm import aio
 from clientswarm.config.loader import validate_config_data
-from clientswarm.run.cli import run_cluster, write_results
-from clientswarm.run.mock_target import mock_target
+from clientswarm.run.cli import run_locally
 from clientswarm.service.results import LOOP_LAG_BOUND_S
-from clientswarm.store import Store
 
 HEADROOM = 0.7
 """Share of a worker's saturated rate it can keep with a loop lag under the bound."""
@@ -126,38 +122,24 @@ def calibrate_command(
     as_json: bool,
 ) -> None:
     """Measure what one worker sustains here and suggest spawner.workers for --rate."""
-    console = Console(stderr=True)
-
+    config = validate_config_data(
+        calibration_config(
+            target or "http://127.0.0.1:8000",  # the simulator's URL replaces it
+            interaction=interaction,
+            max_tokens=max_tokens,
+            clients=clients,
+            seconds=seconds,
+        )
+    )
+    simulator = None if target else f"--ttft-ms 0 --itl-ms 0 --output-tokens {max_tokens}"
     with tempfile.TemporaryDirectory(prefix="clientswarm-calibrate-") as scratch:
-        store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
-        store.create_all()
-
-        async def main() -> str:
-            async with contextlib.AsyncExitStack() as stack:
-                url = target
-                if url is None:
-                    args = f"--ttft-ms 0 --itl-ms 0 --output-tokens {max_tokens}"
-                    url = await stack.enter_async_context(mock_target(args))
-                config = validate_config_data(
-                    calibration_config(
-                        url,
-                        interaction=interaction,
-                        max_tokens=max_tokens,
-                        clients=clients,
-                        seconds=seconds,
-                    )
-                )
-                return await run_cluster(
-                    config,
-                    base_dir=Path.cwd(),
-                    output_dir=Path(scratch),
-                    console=console,
-                    store=store,
-                )
-
-        cluster_id = aio.run(main())
-        summary = write_results(store, cluster_id, Path(scratch), "jsonl")
-        store.close()
+        summary = run_locally(
+            config,
+            base_dir=Path.cwd(),
+            output_dir=Path(scratch),
+            console=Console(stderr=True),
+            mock_args=simulator,
+        )
     result = suggestion(summary, rate, os.cpu_count() or 1)
     if as_json:
         click.echo(json.dumps(result, indent=2))

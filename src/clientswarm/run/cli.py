@@ -27,7 +27,6 @@ from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import group_end_s
-from clientswarm.metrics.live import WINDOW_S
 from clientswarm.reports.export import write_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.reports.table import render_summary, report_console
@@ -62,9 +61,11 @@ def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | Non
     tallies = state.live.since_start().values()
     elapsed = 0.0 if state.start_ns is None else max(0.0, time.time() - state.start_ns / 1e9)
     states = [w.state for w in state.workers]
-    now = time.time()
-    recent = {g: t.stats(WINDOW_S) for g, t in state.live.window(now).items()}
-    warnings = live_warnings([w.loop_lag_p99_s for w in state.workers], recent)
+    lags = {g: t.hist["schedule_lag_s"] for g, t in state.live.window(time.time()).items()}
+    warnings = live_warnings(
+        [w.loop_lag_p99_s for w in state.workers],
+        {g: h.quantiles([0.99])[0] for g, h in lags.items()},
+    )
     return ProgressLine(
         status=state.status,
         elapsed_s=elapsed,
@@ -144,6 +145,47 @@ def write_results(store: Store, cluster_id: str, output_dir: Path, fmt: str) -> 
     return summary
 
 
+def run_locally(
+    config: ClusterConfig,
+    *,
+    base_dir: Path,
+    output_dir: Path,
+    console: Console,
+    fmt: str = "jsonl",
+    mock_args: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> dict[str, Any]:
+    """Run ``config`` with a throw-away store (against the simulator started with
+    ``mock_args`` unless None), write the results to ``output_dir``; return the summary."""
+    with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
+        store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
+        store.create_all()
+
+        async def main() -> str:
+            async with contextlib.AsyncExitStack() as stack:
+                ran = config
+                if mock_args is not None:
+                    url = await stack.enter_async_context(mock_target(mock_args))
+                    console.print(f"simulator target at {url}", style="dim")
+                    target = config.target.model_copy(update={"url": url})
+                    ran = config.model_copy(update={"target": target})
+                return await run_cluster(
+                    ran,
+                    base_dir=base_dir,
+                    output_dir=output_dir,
+                    console=console,
+                    store=store,
+                    host=host,
+                    port=port,
+                )
+
+        try:
+            return write_results(store, aio.run(main()), output_dir, fmt)
+        finally:
+            store.close()
+
+
 @click.command("run")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Results directory.")
@@ -195,31 +237,16 @@ def run_command(
     output_dir.mkdir(parents=True, exist_ok=True)
     base_dir = file.parent.resolve()
 
-    with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
-        store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
-        store.create_all()
-
-        async def main() -> str:
-            async with contextlib.AsyncExitStack() as stack:
-                ran = config
-                if mock:
-                    url = await stack.enter_async_context(mock_target(mock_args))
-                    console.print(f"simulator target at {url}", style="dim")
-                    target = config.target.model_copy(update={"url": url})
-                    ran = config.model_copy(update={"target": target})
-                return await run_cluster(
-                    ran,
-                    base_dir=base_dir,
-                    output_dir=output_dir,
-                    console=console,
-                    store=store,
-                    host=host,
-                    port=port,
-                )
-
-        cluster_id = aio.run(main())
-        summary = write_results(store, cluster_id, output_dir, fmt)
-        store.close()
+    summary = run_locally(
+        config,
+        base_dir=base_dir,
+        output_dir=output_dir,
+        console=console,
+        fmt=fmt,
+        mock_args=mock_args if mock else None,
+        host=host,
+        port=port,
+    )
     render_summary(summary, console)
     console.print(f"results: {output_dir}/summary.json, {output_dir}/{summary['samples_file']}")
     status = summary["cluster"]["status"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
-from clientswarm.interactions.prompts import token_length_note
+from clientswarm.interactions.prompts import token_length_note, token_lengths_of
 from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, summarize
 from clientswarm.store import ClusterRecord, Store
 
@@ -32,13 +32,10 @@ def summarise(store: Store, record: ClusterRecord, warnings: list[str]) -> dict[
     )
     notes = []
     for group in config.groups:
-        note = token_length_note(group.interaction)
-        if note is not None and group.name in summary["groups"]:
-            exact = getattr(group.interaction, "tokenizer", None) is not None
-            summary["groups"][group.name]["input_token_lengths"] = (
-                "exact" if exact else "approximate"
-            )
-            notes.append(f"{group.name}: {note}")
+        lengths = token_lengths_of(group.interaction)
+        if lengths is not None and group.name in summary["groups"]:
+            summary["groups"][group.name]["input_token_lengths"] = lengths
+            notes.append(f"{group.name}: {token_length_note(group.interaction)}")
     summary["notes"] = notes
     return summary
 
@@ -58,13 +55,16 @@ def worker_rows(store: Store, cluster_id: str) -> list[dict[str, Any]]:
 
 
 def live_warnings(
-    lags_s: list[float], groups: dict[str, Any], lag_bound_s: float = DEFAULT_LAG_BOUND_S
+    lags_s: list[float],
+    schedule_lag_p99_s: dict[str, float | None],
+    lag_bound_s: float = DEFAULT_LAG_BOUND_S,
 ) -> list[str]:
     """Why the numbers of a running cluster are not trustworthy right now (empty: they are).
 
     ``lags_s`` are the workers' recent event-loop lags (p99, from their heartbeats) and
-    ``groups`` the last 10 s of live Stats by group: a lagging loop delays the timestamps it
-    takes, a late schedule means the load asked for is not the load sent.
+    ``schedule_lag_p99_s`` each group's schedule lag p99 over the last 10 s: a lagging loop
+    delays the timestamps it takes, a late schedule means the load asked for is not the load
+    sent.
     """
     lines = [
         f"worker {index}: event-loop lag p99 {lag_s * 1e3:.0f} ms > "
@@ -72,8 +72,7 @@ def live_warnings(
         for index, lag_s in enumerate(lags_s)
         if lag_s > LOOP_LAG_BOUND_S
     ]
-    for name, stats in groups.items():
-        lag = stats.get("schedule_lag_s", {}).get("p99")
+    for name, lag in schedule_lag_p99_s.items():
         if lag is not None and lag > lag_bound_s:
             lines.append(
                 f"group {name}: schedule lag p99 {lag * 1e3:.0f} ms > {lag_bound_s * 1e3:.0f} ms "

@@ -113,8 +113,10 @@ def progress_view(record: ClusterRecord, state: ClusterState | None, now: float)
         view["workers"] = state.counts_by_state()
         view["in_flight"] = sum(w.in_flight for w in state.workers)
         view["live"] = state.live.snapshot(now)
+        recent = view["live"]["window_10s"]["groups"]
         view["warnings"] = live_warnings(
-            [w.loop_lag_p99_s for w in state.workers], view["live"]["window_10s"]["groups"]
+            [w.loop_lag_p99_s for w in state.workers],
+            {g: stats["schedule_lag_s"]["p99"] for g, stats in recent.items()},
         )
         view["trustworthy"] = not view["warnings"]
     return view
