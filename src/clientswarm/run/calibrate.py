@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clientswarm.config.loader import validate_config_data
-from clientswarm.run.cli import run_locally
+from clientswarm.run.local import run_locally
 from clientswarm.service.results import LOOP_LAG_BOUND_S
 
 HEADROOM = 0.7

@@ -1,43 +1,23 @@
 """``clientswarm run FILE``: run a cluster on this machine and report its statistics.
 
-One code path: ``run`` starts the very service ``clientswarm serve`` runs, in this process, on
-an ephemeral loopback port with a throw-away store, submits the cluster to it (the ``local``
-spawner starts the workers), follows it with a live progress line, and writes the report.
+One code path: ``run`` starts the very service ``clientswarm serve`` runs, in this process
+(see :mod:`clientswarm.run.local`). This module stays light: once the configuration is valid it
+starts the local workers as standbys, so their start-up overlaps the service's (the first
+request goes out about a second sooner).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import secrets
-import signal
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
-import orjson
-from rich.console import Console
 
-from clientswarm import aio
 from clientswarm.config.loader import load_config_file
 from clientswarm.config.models import ClusterConfig
-from clientswarm.interactions.registry import build_group_interactions
-from clientswarm.load import group_end_s
-from clientswarm.reports.export import write_samples
-from clientswarm.reports.summary import write_summary
-from clientswarm.reports.table import render_summary, report_console
-from clientswarm.run.mock_target import mock_target
-from clientswarm.run.progress import ProgressLine, show_progress
-from clientswarm.service.manager import ClusterManager
-from clientswarm.service.results import live_warnings
-from clientswarm.service.server import running_service
-from clientswarm.service.settings import ServiceSettings
-from clientswarm.spawners.registry import render_submission
-from clientswarm.store import Store
+from clientswarm.spawners.standby import StandbyWorkers
 
 
 def default_output_dir(config: ClusterConfig) -> Path:
@@ -45,145 +25,6 @@ def default_output_dir(config: ClusterConfig) -> Path:
     if config.outputs.dir:
         return Path(config.outputs.dir)
     return Path("results") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def planned_duration_s(config: ClusterConfig) -> float | None:
-    """Seconds the cluster runs by its schedule; None when a request count alone bounds it."""
-    ends = [group_end_s(group, config.warmup_s) for group in config.groups]
-    return None if any(end is None for end in ends) else max(e for e in ends if e is not None)
-
-
-def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | None) -> ProgressLine:
-    """The progress line of a cluster the in-process service follows."""
-    state = manager.active.get(cluster_id)
-    if state is None:
-        return ProgressLine("finishing", 0.0, planned_s, 0, 0, 0, 0, 0, 0)
-    tallies = state.live.since_start().values()
-    elapsed = 0.0 if state.start_ns is None else max(0.0, time.time() - state.start_ns / 1e9)
-    states = [w.state for w in state.workers]
-    lags = {g: t.hist["schedule_lag_s"] for g, t in state.live.window(time.time()).items()}
-    warnings = live_warnings(
-        [w.loop_lag_p99_s for w in state.workers],
-        {g: h.quantiles([0.99])[0] for g, h in lags.items()},
-    )
-    return ProgressLine(
-        status=state.status,
-        elapsed_s=elapsed,
-        planned_s=planned_s,
-        succeeded=sum(t.succeeded for t in tallies),
-        failed=sum(t.failed for t in tallies),
-        in_flight=sum(w.in_flight for w in state.workers),
-        workers_running=sum(s in ("registered", "running") for s in states),
-        workers_total=len(states),
-        workers_failed=sum(s in ("failed", "lost") for s in states),
-        warning=warnings[0] if warnings else None,
-    )
-
-
-async def run_cluster(
-    config: ClusterConfig,
-    *,
-    base_dir: Path,
-    output_dir: Path,
-    console: Console,
-    store: Store,
-    host: str = "127.0.0.1",
-    port: int = 0,
-) -> str:
-    """Run ``config`` through an in-process service; return the cluster id once it finished.
-
-    The service's frontend API gets a random token nobody is told: only the workers (with
-    their cluster token) have business with it, even when it listens beyond loopback.
-    """
-    settings = ServiceSettings(
-        data_dir=output_dir, lost_after_s=10.0, api_token=secrets.token_urlsafe(24)
-    )
-    advertise = getattr(config.spawner, "advertise_url", None)
-    if advertise:
-        settings.advertise_url = advertise
-    async with running_service(store, settings, host=host, port=port) as service:
-        manager = service.manager
-        record = await manager.create(config, base_dir=base_dir)
-        loop = asyncio.get_running_loop()
-
-        stopping: list[asyncio.Task[None]] = []
-
-        def stop() -> None:
-            stopping.append(
-                asyncio.create_task(manager.stop_cluster(record.id, "stopped with Ctrl-C"))
-            )
-
-        loop.add_signal_handler(signal.SIGINT, stop)
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        planned = planned_duration_s(config)
-        display = asyncio.create_task(
-            show_progress(lambda: progress_of(manager, record.id, planned), console)
-        )
-        try:
-            async with manager.changed:
-                await manager.changed.wait_for(lambda: record.id not in manager.active)
-        finally:
-            display.cancel()
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-    return record.id
-
-
-def write_results(store: Store, cluster_id: str, output_dir: Path, fmt: str) -> dict[str, Any]:
-    """Write summary.json, the raw samples and the config that ran; return the summary."""
-    record = store.get_cluster(cluster_id)
-    assert record is not None and record.summary_json is not None
-    summary: dict[str, Any] = orjson.loads(record.summary_json)
-    if record.reason:
-        summary["cluster"]["reason"] = record.reason
-    samples_path = write_samples(output_dir / f"samples.{fmt}", store.iter_samples(cluster_id), fmt)
-    summary["samples_file"] = samples_path.name
-    write_summary(output_dir / "summary.json", summary)
-    (output_dir / "config.json").write_bytes(
-        orjson.dumps(orjson.loads(record.config_json), option=orjson.OPT_INDENT_2)
-    )
-    return summary
-
-
-def run_locally(
-    config: ClusterConfig,
-    *,
-    base_dir: Path,
-    output_dir: Path,
-    console: Console,
-    fmt: str = "jsonl",
-    mock_args: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-) -> dict[str, Any]:
-    """Run ``config`` with a throw-away store (against the simulator started with
-    ``mock_args`` unless None), write the results to ``output_dir``; return the summary."""
-    with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
-        store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
-        store.create_all()
-
-        async def main() -> str:
-            async with contextlib.AsyncExitStack() as stack:
-                ran = config
-                if mock_args is not None:
-                    url = await stack.enter_async_context(mock_target(mock_args))
-                    console.print(f"simulator target at {url}", style="dim")
-                    target = config.target.model_copy(update={"url": url})
-                    ran = config.model_copy(update={"target": target})
-                return await run_cluster(
-                    ran,
-                    base_dir=base_dir,
-                    output_dir=output_dir,
-                    console=console,
-                    store=store,
-                    host=host,
-                    port=port,
-                )
-
-        try:
-            return write_results(store, aio.run(main()), output_dir, fmt)
-        finally:
-            store.close()
 
 
 @click.command("run")
@@ -227,29 +68,62 @@ def run_command(
         config = config.model_copy(
             update={"spawner": config.spawner.model_copy(update={"workers": workers})}
         )
+    with tempfile.TemporaryDirectory(prefix="clientswarm-standby-") as scratch:
+        standby = None
+        if config.spawner.kind == "local" and not dry_run:
+            standby = StandbyWorkers.start(sys.executable, config.spawner.workers, Path(scratch))
+        try:
+            status = run_config(
+                config, file, output, samples_format, mock, mock_args, dry_run, host, port, standby
+            )
+        finally:
+            if standby is not None:
+                standby.close()
+    if status is not None:
+        sys.exit(0 if status == "completed" else 1)
+
+
+def run_config(
+    config: ClusterConfig,
+    file: Path,
+    output: Path | None,
+    samples_format: str | None,
+    mock: bool,
+    mock_args: str,
+    dry_run: bool,
+    host: str,
+    port: int,
+    standby: StandbyWorkers | None,
+) -> str | None:
+    """The body of ``clientswarm run`` once the workers are starting: the cluster's final
+    status (``None`` after a dry run)."""
+    from clientswarm.interactions.registry import build_group_interactions
+    from clientswarm.reports.table import render_summary, report_console
+    from clientswarm.run.local import run_locally
+    from clientswarm.spawners.registry import render_submission
+
     build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
     if dry_run:
         click.echo(render_submission(config, service_url="<in-process service URL>"), nl=False)
-        return
+        return None
     output_dir = output or default_output_dir(config)
     fmt = samples_format or config.outputs.samples_format
     console = report_console()
     output_dir.mkdir(parents=True, exist_ok=True)
-    base_dir = file.parent.resolve()
-
     summary = run_locally(
         config,
-        base_dir=base_dir,
+        base_dir=file.parent.resolve(),
         output_dir=output_dir,
         console=console,
         fmt=fmt,
         mock_args=mock_args if mock else None,
         host=host,
         port=port,
+        standby=standby,
     )
     render_summary(summary, console)
     console.print(f"results: {output_dir}/summary.json, {output_dir}/{summary['samples_file']}")
-    status = summary["cluster"]["status"]
+    status: str = summary["cluster"]["status"]
     if status == "failed":
         console.print(f"the run failed: {summary['cluster'].get('reason')}", style="bold red")
-    sys.exit(0 if status == "completed" else 1)
+    return status

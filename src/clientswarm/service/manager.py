@@ -204,6 +204,7 @@ class ClusterManager:
         if state.stop_requested_at is None:
             state.stop_requested_at = time.monotonic()
             state.stop_reason = reason
+            state.settled.set()
             for worker in state.workers:
                 worker.stop_all = True
             await self._event(cluster_id, "stopping", reason)
@@ -287,8 +288,14 @@ class ClusterManager:
             waiting = [i for i, w in enumerate(state.workers) if w.state == "pending"]
             timed_out = time.monotonic() - state.created_mono > self.settings.start_timeout_s
             if waiting and not timed_out:
-                return NotYet(retry_after_s=0.1, reason=f"waiting for workers {waiting}")
-            await self._start(state, late=waiting)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.settled.wait(), self.settings.assignment_hold_s)
+                if state.stop_requested_at is not None or worker.final:
+                    raise Gone(f"cluster {state.id} no longer needs worker {index}")
+                if state.start_ns is None:
+                    return NotYet(retry_after_s=0.1, reason=f"waiting for workers {waiting}")
+            else:
+                await self._start(state, late=waiting)
         worker.state, worker.last_seen = "running", time.monotonic()
         await asyncio.to_thread(self.store.update_worker, state.id, index, state="running")
         assert state.start_ns is not None
@@ -308,6 +315,7 @@ class ClusterManager:
 
     async def _start(self, state: ClusterState, late: list[int]) -> None:
         state.start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
+        state.settled.set()
         for index in late:
             await self._worker_ended(
                 state, index, "failed", f"did not register within {self.settings.start_timeout_s} s"
@@ -574,6 +582,7 @@ class ClusterManager:
         if stopping:
             state.stop_requested_at = time.monotonic()
             state.stop_reason = stopping[-1].message
+            state.settled.set()
             for worker in state.workers:
                 worker.stop_all = True
 

@@ -15,6 +15,7 @@ import uvicorn
 from clientswarm.service.app import create_app
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.settings import ServiceSettings
+from clientswarm.spawners.base import Spawner
 from clientswarm.store import Store
 
 
@@ -53,18 +54,21 @@ async def running_service(
     host: str = "127.0.0.1",
     port: int = 0,
     log_level: str = "warning",
+    spawners: dict[str, Spawner] | None = None,
 ) -> AsyncIterator[RunningService]:
-    """Serve on ``host:port`` in this event loop until the block exits."""
+    """Serve on ``host:port`` in this event loop until the block exits (with ``spawners``
+    instead of one of each kind, when given)."""
     sock = bind(host, port)
     url = url_of(sock)
     if not settings.advertise_url:
         settings.advertise_url = url
-    manager = ClusterManager(store, settings)
+    manager = ClusterManager(store, settings, spawners=spawners)
     config = uvicorn.Config(
         create_app(manager),
         log_level=log_level,
         access_log=False,
         lifespan="on",
+        ws="none",  # no WebSocket routes: skip loading a WebSocket library
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)

@@ -16,7 +16,12 @@ class ServiceSettings:
     heartbeat_interval_s: float = 1.0
     lost_after_s: float = 10.0
     start_timeout_s: float = 120.0
-    start_margin_s: float = 0.5
+    start_margin_s: float = 0.2
+    """From the moment the last worker asked for its assignment to the shared start time:
+    the held assignment calls of the others return at once, so this only covers building
+    the clients (and the network to the nodes)."""
+    assignment_hold_s: float = 5.0
+    """How long ``GET assignment`` waits for the start before answering 202 "not yet"."""
     stop_grace_s: float = 15.0
     explain_wait_s: float = 6.0
     """How long the end of a cluster waits for the spawner to explain a worker that the

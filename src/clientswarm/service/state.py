@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -63,6 +64,9 @@ class ClusterState:
     exits_noted: set[int] = field(default_factory=set)
     explain_until: float | None = None
     """Until when the end of the cluster waits for the spawner to say who stopped a worker."""
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the start time is fixed or a stop is requested: wakes the workers' held
+    ``GET assignment`` calls, so every worker learns the start time at once."""
 
     def __post_init__(self) -> None:
         if not self.workers:

@@ -2,7 +2,8 @@
 
 Each worker runs ``python -m clientswarm.worker --service URL --cluster ID --index N`` in its
 own session, with the cluster token in its environment and its output in
-``<log_dir>/worker-<N>.log``. Workers outlive a restart of the service (they keep retrying
+``<log_dir>/worker-<N>.log`` (or takes a standby worker that has already loaded its code, see
+:mod:`clientswarm.spawners.standby`). Workers outlive a restart of the service (they keep retrying
 their batches until it is back); the service then follows them by pid and by heartbeat.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from clientswarm.errors import SpawnerError
 from clientswarm.spawners.base import ClusterLaunch, WorkerExit
+from clientswarm.spawners.standby import StandbyWorkers
 
 LOG_TAIL_LINES = 20
 
@@ -61,9 +63,10 @@ class LocalSpawner:
 
     kind = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, standby: StandbyWorkers | None = None) -> None:
         # Processes this service instance started; after a restart only pids remain.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._standby = standby
 
     def argv(self, launch: ClusterLaunch, index: int) -> list[str]:
         """The command line of worker ``index``."""
@@ -88,6 +91,12 @@ class LocalSpawner:
         env = {**os.environ, **launch.worker_env()}
         pids: dict[str, int] = {}
         for index in range(launch.workers):
+            if self._standby is not None:
+                ready = self._standby.hand_off(launch, index, log_path(launch.log_dir, index))
+                if ready is not None:
+                    self._children[ready.pid] = ready
+                    pids[str(index)] = ready.pid
+                    continue
             try:
                 with log_path(launch.log_dir, index).open("ab") as log:
                     process = subprocess.Popen(

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
-from typing import NoReturn
+import time
+from typing import Any, NoReturn
 
 import click
+import orjson
 
 from clientswarm import aio
 from clientswarm.errors import WorkerError
@@ -92,6 +95,13 @@ async def serve(endpoint: WorkerEndpoint, options: ServiceWorkerOptions) -> Work
     help="Give up once the service has been unreachable this many seconds "
     "(default: never, so nothing measured is lost while the service restarts).",
 )
+@click.option(
+    "--standby",
+    is_flag=True,
+    hidden=True,
+    help="Load everything, then read the other options as one JSON line on stdin "
+    "(how `clientswarm run` has its local workers ready before its service is).",
+)
 @click.pass_context
 def worker_command(
     ctx: click.Context,
@@ -100,11 +110,19 @@ def worker_command(
     index: int | None,
     register_timeout: float,
     outage_limit: float | None,
+    standby: bool,
 ) -> None:
     """Run one worker: its clients drive the target and its samples go to the service.
 
     The cluster token is read from the CLIENTSWARM_WORKER_TOKEN environment variable.
     """
+    if standby:
+        orders = wait_for_orders()
+        if orders is None:
+            return  # not needed after all
+        with worker_command.make_context(ctx.info_name, list(orders["args"])) as handed:
+            worker_command.invoke(handed)
+        return
     if service is None or cluster is None or index is None:
         _fail("--service, --cluster and --index are required", EXIT_INVALID)
     if not service.startswith(("http://", "https://")):
@@ -128,4 +146,29 @@ def worker_command(
         _fail(f"worker {index} failed: {report.error or 'no reason given'}", EXIT_FAILED)
 
 
-__all__ = ["TOKEN_ENV", "serve", "worker_command"]
+def wait_for_orders() -> dict[str, Any] | None:
+    """A standby worker's wait: load the code a run needs, then read the orders the local
+    spawner writes on stdin (see :mod:`clientswarm.spawners.standby`), take its environment
+    and send all output to its log from then on. ``None`` when stdin closes without orders."""
+    import clientswarm.config.models
+    import clientswarm.interactions.registry
+    import clientswarm.interactions.user  # noqa: F401  (what a run loads first; now, not then)
+
+    loaded_mono = time.monotonic()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return None
+    orders: dict[str, Any] = orjson.loads(line)
+    os.environ.update(orders["env"])
+    log_fd = os.open(orders["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    waited_s = time.monotonic() - loaded_mono
+    print(f"standby worker pid {os.getpid()} took these orders after {waited_s:.2f} s", flush=True)
+    return orders
+
+
+__all__ = ["TOKEN_ENV", "serve", "wait_for_orders", "worker_command"]
