@@ -25,8 +25,10 @@ test: $(STAMP) lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py && $(BIN)/python bench/fullpath.py && $(BIN)/python bench/exactness.py \
-	&& $(BIN)/python bench/scale.py --hold-s 66 && $(BIN)/python bench/startup.py
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python bench/run.py && $(BIN)/python bench/http_layers.py && $(BIN)/python bench/fullpath.py \
+	&& $(BIN)/python bench/exactness.py && $(BIN)/python bench/scale.py --hold-s 66 \
+	&& $(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

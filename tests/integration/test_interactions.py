@@ -37,6 +37,7 @@ from clientswarm.config.models import TargetConfig
 from clientswarm.errors import ConfigError
 from clientswarm.interactions import BUILTIN_INTERACTIONS, Hello, build_interaction
 from clientswarm.interactions.base import ClientContext, Interaction
+from clientswarm.interactions.http1 import Http1Client
 from clientswarm.interactions.streaming import Measurement, split_itl
 from clientswarm.metrics.sample import (
     ERROR_CANCELLED,
@@ -76,6 +77,7 @@ class Run:
         self.url = url
         self.samples: list[Sample] = []
         self.clock = Clock()
+        self.http1 = Http1Client(self.clock.now_ns)
 
     def ctx(self, **target: Any) -> ClientContext:
         config = TargetConfig.model_validate({"url": self.url, "model": "mock-model", **target})
@@ -89,6 +91,7 @@ class Run:
             rng=random.Random(0),
             clock=self.clock,
             emit=self.samples.append,
+            http1=self.http1,
         )
 
     async def once(self, interaction: Interaction, **target: Any) -> Sample:

@@ -11,6 +11,7 @@ import aiohttp
 
 from clientswarm.clock import Clock
 from clientswarm.config.models import TargetConfig
+from clientswarm.interactions.http1 import Http1Client
 from clientswarm.metrics.sample import Sample
 
 
@@ -18,6 +19,7 @@ from clientswarm.metrics.sample import Sample
 class ClientContext:
     """What one client hands its interaction: the HTTP session bound to the target and more.
 
+    ``http1`` carries the built-ins' OpenAI requests (the hot path); ``session`` the rest.
     ``emit`` records a finished (or, on cancellation, partial) sample; the worker fills in
     ``stage`` and ``warmup`` and ships it.
     """
@@ -31,6 +33,7 @@ class ClientContext:
     rng: random.Random
     clock: Clock
     emit: Callable[[Sample], None]
+    http1: Http1Client
     state: dict[str, object] = field(default_factory=dict)
 
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from clientswarm.config.interactions import HelloInteraction, HttpInteraction
 from clientswarm.interactions.base import ClientContext
+from clientswarm.interactions.http1 import Http1Error
 from clientswarm.interactions.streaming import Measurement, TargetError, error_message_of
 from clientswarm.metrics.sample import (
     ERROR_CANCELLED,
@@ -119,6 +120,10 @@ def classify_exception(exc: Exception, timeout_s: float) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):  # before ClientConnectionError: ServerTimeoutError is both
         return ERROR_TIMEOUT, f"no complete answer within target.timeout_s={timeout_s:g} s"
     description = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, Http1Error):
+        return ERROR_PROTOCOL, str(exc)
+    if isinstance(exc, OSError):  # refused, reset, closed, DNS, TLS (the hot path's errors)
+        return ERROR_CONNECTION, description
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return ERROR_CONNECTION, description
     if isinstance(exc, aiohttp.ClientResponseError):
@@ -136,8 +141,13 @@ async def fail_http(
         body = await response.read()
     except aiohttp.ClientError:
         body = b""
-    message = error_message_of(body) if body else (response.reason or "")
-    m.fail(http_error_kind(response.status), f"HTTP {response.status}: {message}", now_ns())
+    fail_status(response.status, response.reason or "", body, m, now_ns())
+
+
+def fail_status(status: int, reason: str, body: bytes, m: Measurement, end_ns: int) -> None:
+    """Record an HTTP error status with the message of its body (else its reason phrase)."""
+    message = error_message_of(body) if body else reason
+    m.fail(http_error_kind(status), f"HTTP {status}: {message}", end_ns)
 
 
 class Hello(BuiltinInteraction):

@@ -124,11 +124,11 @@ async def _call(
     answer: dict[str, Any] | None = None
     try:
         answer = await post_measured(
-            base.session,
+            base.http1,
             ctx.http.url(path),
             orjson.dumps(request),
             {**_JSON, **base.headers},
-            ctx.http.timeout,
+            base.target.timeout_s,
             m,
             clock.now_ns,
             what=name,

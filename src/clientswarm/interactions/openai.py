@@ -9,11 +9,11 @@ or override anything above.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import aiohttp
 import orjson
 
 from clientswarm.config.interactions import (
@@ -22,7 +22,8 @@ from clientswarm.config.interactions import (
     EmbeddingInteraction,
 )
 from clientswarm.interactions.base import ClientContext
-from clientswarm.interactions.http import BuiltinInteraction, fail_http
+from clientswarm.interactions.http import BuiltinInteraction, fail_status
+from clientswarm.interactions.http1 import Http1Client
 from clientswarm.interactions.prompts import Prompt, build_prompt_source
 from clientswarm.interactions.streaming import (
     ContentMarkers,
@@ -79,11 +80,11 @@ def check_answer(answer: dict[str, Any], what: str, key: str, m: Measurement) ->
 
 
 async def post_measured(
-    session: aiohttp.ClientSession,
+    client: Http1Client,
     url: str,
     data: bytes,
     headers: dict[str, str],
-    request_timeout: aiohttp.ClientTimeout,
+    timeout_s: float,
     m: Measurement,
     now_ns: Callable[[], int],
     *,
@@ -96,19 +97,26 @@ async def post_measured(
     """POST one OpenAI request, measured into ``m`` (the built-ins and the LLM helpers of
     user-defined interactions alike): the checked JSON answer when not streamed, else None.
 
-    An error status is recorded in ``m``; a malformed answer raises TargetError.
+    An error status is recorded in ``m``; a malformed answer raises TargetError; no complete
+    answer within ``timeout_s`` raises TimeoutError.
     """
-    m.sent_ns = now_ns()
-    async with session.post(url, data=data, headers=headers, timeout=request_timeout) as response:
-        m.http_status = response.status
-        if response.status >= 400:
-            await fail_http(response, m, now_ns)
-            return None
-        if stream:
-            await read_sse_stream(response, m, now_ns, content_of, markers)
-            return None
-        raw = await response.read()
-        m.end_ns = now_ns()
+    pool, target = client.route(url)
+    async with asyncio.timeout(timeout_s):
+        m.sent_ns = now_ns()
+        conn = await pool.post(target, data, headers)
+        try:
+            m.http_status = conn.status
+            if conn.status >= 400:
+                body = await conn.read()
+                fail_status(conn.status, conn.reason, body, m, now_ns())
+                return None
+            if stream:
+                await read_sse_stream(conn, m, content_of, markers)
+                return None
+            raw = await conn.read()
+            m.end_ns = now_ns()
+        finally:
+            pool.release(conn)
     answer = parse_json_body(raw, what)
     check_answer(answer, what, answer_key, m)
     m.done = True
@@ -142,11 +150,11 @@ class _OpenAIInteraction(BuiltinInteraction):
         if self._extra_body:
             body.update(self._extra_body)
         await post_measured(
-            ctx.session,
+            ctx.http1,
             self.url(ctx, self.path),
             orjson.dumps(body),
             self.json_headers(ctx),
-            self.timeout(ctx),
+            ctx.target.timeout_s,
             m,
             ctx.clock.now_ns,
             what=self.kind,

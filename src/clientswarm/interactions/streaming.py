@@ -11,9 +11,9 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
+from clientswarm.interactions.http1 import Http1Connection, Http1Error
 from clientswarm.interactions.sse import SSEDecoder
 from clientswarm.metrics.sample import (
     ERROR_PROTOCOL,
@@ -224,15 +224,14 @@ def bulk_content(block: bytes, markers: ContentMarkers) -> tuple[int, int] | Non
 
 
 async def read_sse_stream(
-    response: aiohttp.ClientResponse,
+    conn: Http1Connection,
     m: Measurement,
-    now_ns: Callable[[], int],
     content_of: ContentOf,
     markers: ContentMarkers = (),
 ) -> None:
     """Read an OpenAI stream into ``m`` until ``[DONE]``; raise TargetError on a bad stream.
 
-    Every event of one read shares that read's receive time: it is when the client saw them.
+    Every event of one read shares that read's receive time, taken as it came off the socket.
     With ``markers``, ordinary content chunks are recognised from their bytes — a whole run of
     them at once (:func:`bulk_content`), else one by one (:func:`content_from_bytes`) — and
     only the others are parsed as JSON.
@@ -241,8 +240,9 @@ async def read_sse_stream(
     decoder = SSEDecoder()
     finished = False
     chunk_ns = m.chunk_ns
-    async for data in response.content.iter_any():
-        now = now_ns()
+    now = m.sent_ns
+    while (read := await conn.next_block()) is not None:
+        data, now = read
         block = decoder.feed_block(data)
         if not block:
             continue
@@ -264,9 +264,8 @@ async def read_sse_stream(
                 break
             finished |= _handle_chunk(event, m, now, content_of)
         if m.done:
-            await _drain(response)
+            await _drain(conn)
             return
-    now = now_ns()
     for last in decoder.flush():
         if last.is_done:
             m.done = True
@@ -305,15 +304,13 @@ def _handle_chunk(data: bytes, m: Measurement, now: int, content_of: ContentOf) 
     return finished
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def _drain(conn: Http1Connection) -> None:
     """Read what follows ``[DONE]`` so the connection can be reused; never fail for it."""
-    if response.content.is_eof():
-        return
     try:
         async with asyncio.timeout(_DRAIN_TIMEOUT_S):
-            await response.content.read()
-    except (TimeoutError, aiohttp.ClientError):
-        pass  # the answer is complete; aiohttp closes this connection instead of reusing it
+            await conn.drain()
+    except (TimeoutError, OSError, Http1Error):
+        pass  # the answer is complete; the pool closes this connection instead of reusing it
 
 
 def parse_json_body(body: bytes, what: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
 from clientswarm.config.models import ClusterConfig, GroupConfig
 from clientswarm.errors import WorkerError
 from clientswarm.interactions.base import ClientContext, Interaction
+from clientswarm.interactions.http1 import Http1Client
 from clientswarm.interactions.registry import ClusterInteractions
 from clientswarm.load import (
     ClosedPlan,
@@ -176,8 +177,9 @@ class WorkerRuntime:
         outcome: WorkerOutcome = "completed"
         error: str | None = None
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        http1 = Http1Client(self.clock.now_ns)
         async with aiohttp.ClientSession(connector=connector) as session:
-            self._main = asyncio.create_task(self._run_clients(session))
+            self._main = asyncio.create_task(self._run_clients(session, http1))
             if self._stopped:  # stopped before the clients even started
                 self._main.cancel()
             try:
@@ -189,6 +191,8 @@ class WorkerRuntime:
             except Exception as exc:  # a bug must not lose the samples already taken
                 log.exception("worker %d failed", self.assignment.worker)
                 outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+            finally:
+                http1.close()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -203,7 +207,7 @@ class WorkerRuntime:
             extra=extra,
         )
 
-    async def _run_clients(self, session: aiohttp.ClientSession) -> None:
+    async def _run_clients(self, session: aiohttp.ClientSession, http1: Http1Client) -> None:
         a = self.assignment
         hosted = clients_of_worker(self.config, a.worker, a.workers)
         headers = target_headers(self.config)
@@ -212,7 +216,9 @@ class WorkerRuntime:
                 mine = [c for c in hosted if c.group_index == group_index]
                 if not mine:
                     continue
-                contexts = {c.client_id: self._context(session, headers, group, c) for c in mine}
+                contexts = {
+                    c.client_id: self._context(session, http1, headers, group, c) for c in mine
+                }
                 interactions = {
                     c.client_id: self._interactions.of(group_index, c.local_index) for c in mine
                 }
@@ -244,12 +250,14 @@ class WorkerRuntime:
     def _context(
         self,
         session: aiohttp.ClientSession,
+        http1: Http1Client,
         headers: dict[str, str],
         group: GroupConfig,
         client: WorkerClient,
     ) -> ClientContext:
         return ClientContext(
             session=session,
+            http1=http1,
             target=self.config.target,
             headers=headers,
             group=group.name,
