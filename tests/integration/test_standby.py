@@ -138,7 +138,9 @@ async def test_a_held_assignment_returns_when_the_last_worker_arrives(tmp_path: 
     manager, state = await held_manager(tmp_path)
     try:
         hello = RegisterRequest(pid=1, host="h", version="0")
+        assert state.live.workers == {"pending": 2}  # the monitor sees workers from the start
         await manager.register(state, 0, hello)
+        assert state.live.workers == {"registered": 1, "pending": 1}
         first = asyncio.create_task(manager.assignment(state, 0))
         await asyncio.sleep(0.2)
         assert not first.done()  # held, not answered "not yet"
@@ -147,6 +149,7 @@ async def test_a_held_assignment_returns_when_the_last_worker_arrives(tmp_path: 
         held = await asyncio.wait_for(first, 1.0)
         assert isinstance(held, Assignment) and isinstance(second, Assignment)
         assert held.start_ns == second.start_ns == state.start_ns
+        assert state.live.workers == {"running": 2}
     finally:
         await manager.close()
 

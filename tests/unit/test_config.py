@@ -307,9 +307,9 @@ def test_bad_literal_lists_valid_values() -> None:
         "groups[1].load.arrival: not a valid choice; got \"pois\" (did you mean 'poisson'?); "
         "valid values: poisson, constant"
     )
-    line = one_problem(changed(["outputs"], {"samples_format": "csv"}))
+    line = one_problem(changed(["outputs"], {"samples_format": "xlsx"}))
     assert line == (
-        'outputs.samples_format: not a valid choice; got "csv"; valid values: jsonl, parquet'
+        'outputs.samples_format: not a valid choice; got "xlsx"; valid values: jsonl, parquet, csv'
     )
 
 

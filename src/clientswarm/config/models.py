@@ -92,8 +92,8 @@ class OutputsConfig(StrictModel):
     """Where and how `clientswarm run` writes its results."""
 
     dir: str | None = Field(default=None, description="Directory for summary.json and samples")
-    samples_format: Literal["jsonl", "parquet"] = Field(
-        default="jsonl", description="Format of the raw samples file"
+    samples_format: Literal["jsonl", "parquet", "csv"] = Field(
+        default="jsonl", description="Format of the raw samples file (as `run --samples-format`)"
     )
 
 

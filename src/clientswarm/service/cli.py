@@ -89,6 +89,14 @@ def read_api_token(token_env: str, token_file: Path | None) -> str | None:
     help="A worker silent this long is marked lost.",
 )
 @click.option(
+    "--start-timeout-s",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="How long a cluster waits for all its workers to register before it starts without "
+    "the missing ones (marked failed). Raise it when a batch queue may hold the workers longer.",
+)
+@click.option(
     "--allow-inline-code",
     is_flag=True,
     help="Accept the Python source of file: interactions in submitted clusters and ship it "
@@ -108,6 +116,7 @@ def serve_command(
     cors_origin: tuple[str, ...],
     max_body_mb: int,
     lost_after_s: float,
+    start_timeout_s: float,
     allow_inline_code: bool,
     log_level: str,
 ) -> None:
@@ -126,6 +135,7 @@ def serve_command(
         cors_origins=list(cors_origin),
         max_body_bytes=max_body_mb * 1024 * 1024,
         lost_after_s=lost_after_s,
+        start_timeout_s=start_timeout_s,
         allow_inline_code=allow_inline_code,
     )
     store = open_store(store_url or str(data_dir / "clientswarm.sqlite"), data_dir)

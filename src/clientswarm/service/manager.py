@@ -145,6 +145,7 @@ class ClusterManager:
         state = ClusterState(cluster_id, config, record.token_hash, live)
         state.spawner_state = {"base_dir": str(base)}
         self.active[cluster_id] = state
+        self._count_workers(state)
         await self._event(cluster_id, "created", f"cluster {config.name!r} created")
         self._spawn(self._launch(state, token))
         return record
@@ -264,6 +265,7 @@ class ClusterManager:
         if state.start_ns is not None and worker.state in ("pending", "failed"):
             raise Gone(f"worker {index} registered after the cluster started")
         worker.state, worker.last_seen = "registered", time.monotonic()
+        self._count_workers(state)
         await asyncio.to_thread(
             self.store.update_worker,
             state.id,
@@ -297,6 +299,7 @@ class ClusterManager:
             else:
                 await self._start(state, late=waiting)
         worker.state, worker.last_seen = "running", time.monotonic()
+        self._count_workers(state)
         await asyncio.to_thread(self.store.update_worker, state.id, index, state="running")
         assert state.start_ns is not None
         base_dir = str(state.spawner_state.get("base_dir", "."))
@@ -398,9 +401,13 @@ class ClusterManager:
         await asyncio.to_thread(self.store.update_worker, state.id, index, **fields)
         if outcome != "completed":
             await self._event(state.id, f"worker_{outcome}", f"worker {index}: {error or outcome}")
-        self.live.get_or_create(state.id, state.config.name).set_workers(state.counts_by_state())
+        self._count_workers(state)
         async with self.changed:
             self.changed.notify_all()
+
+    def _count_workers(self, state: ClusterState) -> None:
+        """Workers by state for the monitor (``clientswarm_workers``), after every change."""
+        self.live.get_or_create(state.id, state.config.name).set_workers(state.counts_by_state())
 
     async def _watch(self) -> None:
         while True:
@@ -572,6 +579,7 @@ class ClusterManager:
         await asyncio.to_thread(self._replay_live, record.id, live)
         await asyncio.to_thread(self._replay_stops, state)
         self.active[record.id] = state
+        self._count_workers(state)
         await self._event(record.id, "recovered", "the service restarted and follows it again")
 
     def _replay_stops(self, state: ClusterState) -> None:
