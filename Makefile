@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py && $(BIN)/python bench/http_layers.py && $(BIN)/python bench/fullpath.py \
 	&& $(BIN)/python bench/exactness.py && $(BIN)/python bench/scale.py --hold-s 66 \
 	&& $(BIN)/python bench/startup.py
+
+# The documentation site, offline (no CDN): regenerate docs/reference/ from the code, then build
+# site/ (open site/index.html from disk, or serve it). Warnings (broken links/anchors, pages
+# missing from the nav) fail the build.
+docs: $(STAMP)
+	$(BIN)/python scripts/docs_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -1,6 +1,6 @@
 """clientswarm: spawn many clients that load-test an AI inference service, measure everything.
 
-The public API for writing interactions (see docs/write-your-own-interaction.md):
+The public API for writing interactions (see docs/guides/write-your-own-interaction.md):
 :class:`Interaction`, :class:`Context`, :class:`StepFailed`, :class:`Response`. They are
 imported on first use, so that ``import clientswarm.<module>`` (every command, every worker)
 does not pay for the HTTP client and the models it may not need.
