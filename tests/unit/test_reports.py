@@ -31,6 +31,7 @@ from clientswarm.reports.export import (
     read_samples_parquet,
     stream_parquet,
 )
+from clientswarm.worker.service_client import encode_batch
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -336,10 +337,17 @@ def test_files_written_before_the_step_flag_read_as_interactions(tmp_path: Path)
     assert not any(s.step for s in back)
 
 
-def test_the_step_flag_crosses_the_wire() -> None:
+async def test_batches_are_encoded_a_slice_at_a_time_into_one_json_document() -> None:
+    samples = make_journey() * 100  # 300: three slices
+    for batch in (samples, samples[:1], []):
+        body = await encode_batch(7, batch)
+        assert orjson.loads(body) == orjson.loads(orjson.dumps({"seq": 7, "samples": batch}))
+
+
+async def test_the_step_flag_crosses_the_wire() -> None:
     """The worker→service encoding: orjson of the dataclasses, ``Sample(**fields)`` back."""
     samples = make_journey()
-    body = orjson.dumps({"seq": 1, "samples": samples})  # as ServiceSink.send_batch
+    body = await encode_batch(1, samples)  # as ServiceSink.send_batch
     raw = orjson.loads(body)
     assert [s["step"] for s in raw["samples"]] == [True, True, False]
     assert [Sample(**fields) for fields in raw["samples"]] == samples  # as the service decodes
