@@ -7,7 +7,11 @@ The server is a plain ``asyncio`` stream server so each test decides every byte 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +239,49 @@ async def test_refused_is_a_connection_error(unused_tcp_port: int) -> None:
     with pytest.raises(OSError) as refused:
         await post(client, f"http://127.0.0.1:{unused_tcp_port}/")
     assert classify_exception(refused.value, 1.0)[0] == ERROR_CONNECTION
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_targets_are_verified_against_the_trusted_certificates(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        w.write(ok(b"over tls"))
+
+    server = RawServer(answer)
+    server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://127.0.0.1:{server.server.sockets[0].getsockname()[1]}/v1/x"
+    try:
+        untrusting = Http1Client(Clock().now_ns)  # the system's CAs: this certificate fails
+        with pytest.raises(ssl.SSLCertVerificationError) as failed:
+            await post(untrusting, url)
+        assert classify_exception(failed.value, 1.0)[0] == ERROR_CONNECTION
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # how a user trusts a private CA
+        trusting = Http1Client(Clock().now_ns)
+        assert await post(trusting, url) == (200, b"over tls")
+        assert await post(trusting, url) == (200, b"over tls")
+        assert server.connections == 1  # kept alive (the refused handshake never got that far)
+        trusting.close()
+    finally:
+        server.server.close()
