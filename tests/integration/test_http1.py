@@ -285,3 +285,33 @@ async def test_https_targets_are_verified_against_the_trusted_certificates(
         trusting.close()
     finally:
         server.server.close()
+
+
+async def test_reads_of_one_burst_are_taken_together_with_the_first_ones_time(
+    serve: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    now_ns = [0]  # the client's clock, moved by the test: one burst at 0, the next 1 s later
+    second_burst = asyncio.Event()
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in (b"a", b"b", b"c"):
+            w.write(b"1\r\n%s\r\n" % part)
+            await w.drain()
+            await asyncio.sleep(0.01)  # separate reads on the client's side
+        await second_burst.wait()
+        w.write(b"1\r\nd\r\n0\r\n\r\n")
+
+    server = await serve(answer)
+    client = Http1Client(lambda: now_ns[0])
+    pool, target = client.route(server.url + "/")
+    conn = await pool.post(target, b"{}", {})
+    await asyncio.sleep(0.2)  # the reader falls behind: the first burst's reads queue up
+    now_ns[0] = 1_000_000_000
+    second_burst.set()
+    await asyncio.sleep(0.1)
+    blocks = []
+    while (block := await conn.next_block()) is not None:
+        blocks.append(block)
+    pool.release(conn)
+    assert blocks == [(b"abc", 0), (b"d", 1_000_000_000)]

@@ -33,6 +33,9 @@ from clientswarm import __version__
 _HIGH_WATER = 1 << 20
 """Bytes of answer waiting for the reader before the connection stops reading the socket."""
 _USER_AGENT = f"clientswarm/{__version__}".encode()
+MERGE_NS = 100_000
+"""Reads this close together count as one when the reader takes them (their tokens get the
+first one's time: at most 0.1 ms early, a third of the exactness bound of a TTFT p50)."""
 
 
 class Http1Error(Exception):
@@ -171,6 +174,8 @@ class Http1Connection(asyncio.Protocol):
         while True:
             if self._blocks:
                 block = self._blocks.popleft()
+                if self._blocks and self._blocks[0][1] - block[1] <= MERGE_NS:
+                    block = self._merged(block)
                 self._buffered -= len(block[0])
                 if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport:
                     self._paused = False
@@ -185,6 +190,16 @@ class Http1Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def _merged(self, first: tuple[bytes, int]) -> tuple[bytes, int]:
+        """``first`` and the blocks queued behind it that arrived within :data:`MERGE_NS`
+        of it, as one block with its time: a reader that fell behind a fast stream catches
+        up a burst at a time instead of a read at a time."""
+        parts, at = [first[0]], first[1]
+        blocks = self._blocks
+        while blocks and blocks[0][1] - at <= MERGE_NS:
+            parts.append(blocks.popleft()[0])
+        return b"".join(parts), at
 
     async def read(self) -> bytes:
         """The rest of the body."""
