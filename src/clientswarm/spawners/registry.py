@@ -2,25 +2,67 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 from clientswarm.config.models import ClusterConfig
-from clientswarm.spawners.base import ClusterLaunch, Spawner
-from clientswarm.spawners.kubernetes import KubernetesSpawner
-from clientswarm.spawners.local import LocalSpawner
-from clientswarm.spawners.slurm import SlurmSpawner
+from clientswarm.spawners.base import ClusterLaunch, Spawner, WorkerExit
 
-SPAWNERS: dict[str, type[Spawner]] = {
-    "local": LocalSpawner,
-    "slurm": SlurmSpawner,
-    "kubernetes": KubernetesSpawner,
+SPAWNERS: dict[str, str] = {
+    "local": "clientswarm.spawners.local:LocalSpawner",
+    "slurm": "clientswarm.spawners.slurm:SlurmSpawner",
+    "kubernetes": "clientswarm.spawners.kubernetes:KubernetesSpawner",
 }
-"""Every spawner class, by the ``spawner.kind`` that selects it."""
+"""Every spawner class, by the ``spawner.kind`` that selects it (imported when first used:
+the Kubernetes client library alone takes a tenth of a second to load)."""
+
+
+def spawner_class(kind: str) -> type[Spawner]:
+    """The spawner class of ``kind`` (a key of :data:`SPAWNERS`)."""
+    module, name = SPAWNERS[kind].split(":")
+    cls: type[Spawner] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+class LazySpawner:
+    """A spawner of ``kind`` that is built, and its module imported, on first use."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._spawner: Spawner | None = None
+
+    @property
+    def spawner(self) -> Spawner:
+        """The real spawner."""
+        if self._spawner is None:
+            self._spawner = spawner_class(self.kind)()
+        return self._spawner
+
+    def render(self, launch: ClusterLaunch) -> str:
+        """See :class:`Spawner`."""
+        return self.spawner.render(launch)
+
+    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
+        """See :class:`Spawner`."""
+        return await self.spawner.submit(launch)
+
+    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
+        """See :class:`Spawner`."""
+        return await self.spawner.poll(cluster_id, state)
+
+    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
+        """See :class:`Spawner`."""
+        await self.spawner.stop(cluster_id, state, grace_s)
+
+    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+        """See :class:`Spawner`."""
+        await self.spawner.release(cluster_id, state)
 
 
 def default_spawners() -> dict[str, Spawner]:
-    """One instance of every spawner, for a service."""
-    return {kind: cls() for kind, cls in SPAWNERS.items()}
+    """One spawner of every kind, for a service (each imported when first used)."""
+    return {kind: LazySpawner(kind) for kind in SPAWNERS}
 
 
 def render_submission(
@@ -41,4 +83,4 @@ def render_submission(
         python=python or sys.executable,
         options=config.spawner.model_dump(),
     )
-    return SPAWNERS[config.spawner.kind]().render(launch)
+    return spawner_class(config.spawner.kind)().render(launch)
