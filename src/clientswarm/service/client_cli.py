@@ -143,24 +143,32 @@ def submit_command(file: Path, service: str, wait: bool, dry_run: bool) -> None:
 
 
 def with_user_sources(body: bytes, base_dir: Path) -> bytes | None:
-    """The config with the source of each readable ``file:`` interaction in it (as JSON), so a
-    service on another machine can run it; None when there is none to add.
+    """The config as the service should get it (as JSON), or None when nothing needs changing.
 
-    The path becomes absolute: a service on this machine (or a shared filesystem) finds the
-    same file and need not accept inline code (see ``clientswarm serve --allow-inline-code``).
+    Paths the config gives relative to its own folder become absolute, so a service on this
+    machine (or on a shared filesystem, like a Slurm login node) finds the same files: a
+    dataset's ``path`` and a ``tokenizer``. A readable ``file:`` interaction also travels with
+    its source, so a service on another machine can run it; a service that finds the same file
+    at that absolute path runs it without accepting inline code (see ``clientswarm serve
+    --allow-inline-code``).
     """
     try:
         data = yaml.safe_load(body)
     except yaml.YAMLError:
         return None  # the service reports the syntax error with its line
     groups = data.get("groups") if isinstance(data, dict) else None
-    added = False
+    changed = False
     for group in groups if isinstance(groups, list) else []:
         interaction = group.get("interaction") if isinstance(group, dict) else None
-        if not isinstance(interaction, dict) or "source" in interaction:
+        if not isinstance(interaction, dict):
             continue
+        changed |= _absolute(interaction, "tokenizer", base_dir)
+        if isinstance(interaction.get("dataset"), dict):
+            changed |= _absolute(interaction["dataset"], "path", base_dir)
         kind = interaction.get("kind")
-        if not isinstance(kind, str) or not kind.startswith("file:") or kind.count(":") < 2:
+        if "source" in interaction or not isinstance(kind, str):
+            continue
+        if not kind.startswith("file:") or kind.count(":") < 2:
             continue
         relative, name = kind[len("file:") :].rsplit(":", 1)
         path = (base_dir / relative).resolve()
@@ -169,8 +177,17 @@ def with_user_sources(body: bytes, base_dir: Path) -> bytes | None:
         except OSError:
             continue  # the service says what is missing
         interaction["kind"] = f"file:{path}:{name}"
-        added = True
-    return json.dumps(data).encode() if added else None
+        changed = True
+    return json.dumps(data).encode() if changed else None
+
+
+def _absolute(fields: dict[str, Any], key: str, base_dir: Path) -> bool:
+    """Make ``fields[key]``, a path relative to ``base_dir``, absolute; True if it changed."""
+    value = fields.get(key)
+    if not isinstance(value, str) or not value or Path(value).is_absolute():
+        return False
+    fields[key] = str((base_dir / value).resolve())
+    return True
 
 
 @click.command("status")
