@@ -31,6 +31,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from markdown_blocks import code_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "clientswarm"
@@ -46,7 +47,6 @@ ARCHITECTURE_PAGES = (
 )
 MAX_NODES = 12
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*mermaid\s*$")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 # A class reference: a name, optional generics, optional ["label"], optional :::cssClass.
 _CLASS_REF = rf"`?(?P<{{g}}>{_IDENT})`?(?:~[^~]*~)?(?:\[\"[^\"]*\"\])?(?::::{_IDENT})?"
@@ -121,22 +121,7 @@ def defined_classes() -> frozenset[str]:
 
 def mermaid_blocks(text: str, page: str) -> list[Diagram]:
     """The Mermaid blocks of a Markdown page, in order."""
-    blocks: list[Diagram] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        opened = _FENCE.match(lines[i])
-        if opened is None:
-            i += 1
-            continue
-        fence = opened.group("fence")
-        start = i + 1
-        i = start
-        while i < len(lines) and not lines[i].strip().startswith(fence):
-            i += 1
-        blocks.append(Diagram(page, start, "\n".join(lines[start:i])))
-        i += 1
-    return blocks
+    return [Diagram(b.page, b.line, b.text) for b in code_blocks(text, page) if b.lang == "mermaid"]
 
 
 def _statements(text: str) -> list[str]:

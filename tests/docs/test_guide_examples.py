@@ -31,13 +31,14 @@ import re
 import shlex
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import markdown_blocks
 import pytest
 import yaml
+from markdown_blocks import FENCE, Block
 
 from clientswarm.cli import main
 from clientswarm.config.loader import validate_config_data
@@ -69,55 +70,22 @@ BASE_CONFIG: dict[str, Any] = {
 }
 """What a fragment is laid over: each top-level key of the fragment replaces this one's."""
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 _SEPARATORS = re.compile(r"\s*(?:&&|\|\||;|\||&|\$\(|\))\s*")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _OPTION = re.compile(r"^(--?[A-Za-z][A-Za-z0-9-]*)(=.*)?$")
 
 
-@dataclass(frozen=True)
-class Block:
-    """One fenced code block of a guide."""
-
-    page: str
-    line: int
-    lang: str
-    text: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.page}:{self.line}"
-
-
 def code_blocks(page: Path) -> Iterator[Block]:
-    """The fenced code blocks of ``page`` (also inside admonitions and tabs), dedented."""
-    lines = page.read_text(encoding="utf-8").splitlines()
-    i = 0
-    while i < len(lines):
-        match = _FENCE.match(lines[i])
-        if match is None:
-            i += 1
-            continue
-        indent, fence = match["indent"], match["fence"]
-        lang = (match["info"].split() or [""])[0].lstrip(".").lower()
-        body: list[str] = []
-        start = i + 1
-        i += 1
-        while i < len(lines) and not (
-            lines[i].strip().startswith(fence) and lines[i].strip().strip(fence[0]) == ""
-        ):
-            body.append(lines[i].removeprefix(indent))
-            i += 1
-        i += 1
-        yield Block(page.name, start, lang, "\n".join(body) + "\n")
+    """The fenced code blocks of a guide page (also inside admonitions and tabs), dedented."""
+    return markdown_blocks.code_blocks(page.read_text(encoding="utf-8"), page.name)
 
 
 def prose_without_blocks(page: Path) -> Iterator[tuple[int, str]]:
     """``(line number, line)`` of ``page`` outside fenced code blocks."""
     inside: str | None = None
     for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
-        match = _FENCE.match(line)
+        match = FENCE.match(line)
         if match is not None:
             if inside is None:
                 inside = match["fence"]
