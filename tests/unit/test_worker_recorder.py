@@ -91,3 +91,36 @@ async def test_a_cancelled_send_is_resent_by_the_final_flush() -> None:
     gate.set()
     await rec.flush()
     assert [(seq, len(batch)) for seq, batch in sink.batches] == [(1, 1)]
+
+
+async def test_the_periodic_flush_ships_one_batch_a_tick() -> None:
+    """What arrives while a batch ships waits for the next tick: a busy worker sends a few
+    large batches, not a stream of small ones."""
+    gate = asyncio.Event()
+    sink = FlakySink(block=gate)
+    rec = SampleRecorder(
+        sink,
+        start_ns=START_NS,
+        warmup_s=0.0,
+        stage_of=lambda group, offset_s: 0,
+        interval_s=0.2,
+        batch_max=100,
+    )
+    rec.record(sample(1.0))
+    running = asyncio.create_task(rec.run())
+    await asyncio.sleep(0.25)  # the first tick: one sample in flight, blocked in the sink
+    for offset in (2.0, 3.0, 4.0):
+        rec.record(sample(offset))  # arrive while it ships
+    gate.set()
+    await asyncio.sleep(0.05)  # the send returns well before the next tick
+    assert [len(batch) for _, batch in sink.batches] == [1]
+    await asyncio.sleep(0.3)  # the next tick takes all three at once
+    assert [len(batch) for _, batch in sink.batches] == [1, 3]
+    for offset in range(5, 5 + 150):
+        rec.record(sample(offset))  # a full batch does not wait for the tick
+    await asyncio.sleep(0.05)
+    assert [len(batch) for _, batch in sink.batches] == [1, 3, 100]
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    await rec.flush()
+    assert [len(batch) for _, batch in sink.batches] == [1, 3, 100, 50]

@@ -66,7 +66,7 @@ class SampleRecorder:
             self._full.set()
 
     async def flush(self) -> None:
-        """Ship everything buffered now.
+        """Ship everything buffered, including what arrives while earlier batches ship.
 
         A batch keeps its sequence number until the sink has taken it: when a send is
         interrupted (cancelled, or the sink raised), the next flush sends the same batch with
@@ -74,19 +74,31 @@ class SampleRecorder:
         and counts nothing twice.
         """
         while self._pending is not None or self._buffer:
-            if self._pending is None:
-                batch = self._buffer[: self._batch_max]
-                del self._buffer[: self._batch_max]
-                self._seq += 1
-                self._pending = (self._seq, batch)
-            seq, batch = self._pending
-            await self._sink.send_batch(seq, batch)
-            self._pending = None
+            await self._ship_one()
+
+    async def _ship_one(self) -> None:
+        """Ship the pending batch, else the next one cut from the buffer."""
+        if self._pending is None:
+            batch = self._buffer[: self._batch_max]
+            del self._buffer[: self._batch_max]
+            self._seq += 1
+            self._pending = (self._seq, batch)
+        seq, batch = self._pending
+        await self._sink.send_batch(seq, batch)
+        self._pending = None
 
     async def run(self) -> None:
-        """Flush periodically until cancelled; the caller flushes once more at the end."""
+        """Ship one batch per tick (every ``interval_s``, or as soon as ``batch_max`` samples
+        wait) until cancelled; the caller flushes once more at the end.
+
+        One batch per tick, not everything buffered: what arrives while a batch ships waits
+        for the next tick, so a busy worker sends a few large batches a second rather than a
+        stream of small ones, each of which costs the service a request and a transaction.
+        """
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), self._interval_s)
+            if len(self._buffer) < self._batch_max:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._interval_s)
             self._full.clear()
-            await self.flush()
+            if self._pending is not None or self._buffer:
+                await self._ship_one()
