@@ -61,6 +61,14 @@ def test_bucket_edges_hold_their_values() -> None:
     assert bucket_index(HIGHEST) == bucket_index(1e9) == vector.max()
 
 
+def test_the_vectorised_buckets_agree_below_and_above_the_tracked_range() -> None:
+    """bucket_indices reads the float's bits: zero, negatives, subnormals and huge values
+    must land where bucket_index puts them."""
+    odd = [0.0, -0.0, -1.0, -1e-300, -1e300, 5e-324, 1e-310, LOWEST / 2, 1e300, 1e9]
+    values = np.array([*odd, float(np.nextafter(LOWEST, 0)), LOWEST, HIGHEST])
+    assert bucket_indices(values).tolist() == [bucket_index(v) for v in values.tolist()]
+
+
 def test_record_and_record_many_agree_and_skip_non_finite() -> None:
     values = [0.0, -0.002, 1e-7, 0.0123, 0.5, 7.0, 5000.0, math.nan, math.inf, -math.inf]
     one, many = Histogram(), Histogram()

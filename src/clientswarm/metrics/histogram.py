@@ -70,14 +70,24 @@ def bucket_index(value_s: float) -> int:
     return 1 + (exp - 1 - MIN_EXP) * SUB_BUCKETS + int((2.0 * mantissa - 1.0) * SUB_BUCKETS)
 
 
+_SUB_BITS = SUB_BUCKETS.bit_length() - 1  # 6: the mantissa bits that pick the sub-bucket
+if 1 << _SUB_BITS != SUB_BUCKETS:  # pragma: no cover - guards a layout change
+    raise RuntimeError("SUB_BUCKETS must be a power of two")
+_SHIFT = 52 - _SUB_BITS  # float64: 52 mantissa bits below the 11 exponent bits
+_FIRST = (MIN_EXP + 1023) << _SUB_BITS  # (biased exponent, sub-bucket) of 2**MIN_EXP
+
+
 def bucket_indices(values_s: _F64) -> _I64:
-    """The bucket of each value (finite values only)."""
-    mantissa, exp = np.frexp(values_s)
-    idx = 1 + (exp.astype(np.int64) - 1 - MIN_EXP) * SUB_BUCKETS
-    idx += ((2.0 * mantissa - 1.0) * SUB_BUCKETS).astype(np.int64)
-    idx[values_s < _LOWEST] = 0
-    idx[values_s >= _HIGHEST] = _OVERFLOW
-    return idx
+    """The bucket of each value (finite values only).
+
+    Straight from the bits: a positive float64's bits shifted right by 46 are its biased
+    exponent and the top 6 bits of its mantissa — the octave and the sub-bucket, what
+    :func:`bucket_index` computes with ``frexp``. Negative values (sign bit set) come out
+    negative and, like zero and values below 2**MIN_EXP, land in the underflow bucket.
+    """
+    idx = np.ascontiguousarray(values_s, dtype=np.float64).view(np.int64) >> _SHIFT
+    idx += 1 - _FIRST
+    return np.clip(idx, 0, _OVERFLOW, out=idx)
 
 
 class Histogram:
