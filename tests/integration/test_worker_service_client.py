@@ -25,6 +25,7 @@ from aiohttp import web
 from clientswarm.config.loader import validate_config_data
 from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
+from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, decode_batch
 from clientswarm.mock import MockSettings, start_mock_server
 from clientswarm.service.protocol import (
     INTERNAL_PREFIX,
@@ -35,7 +36,6 @@ from clientswarm.service.protocol import (
     NotYet,
     RegisterReply,
     RegisterRequest,
-    SampleBatch,
 )
 from clientswarm.worker.assignment import Assignment, WorkerReport
 from clientswarm.worker.service_client import (
@@ -147,23 +147,24 @@ class InternalApiStub:
         return web.json_response(text=assignment.model_dump_json())
 
     async def _samples(self, request: web.Request) -> web.Response:
-        batch = SampleBatch.model_validate_json(await request.read())
-        self.posted_seqs.append(batch.seq)
+        assert request.content_type == PACKED_MEDIA_TYPE
+        seq, samples = decode_batch(await request.read(), request.content_type)
+        self.posted_seqs.append(seq)
         self.batch_posted.set()
         if self.hold_samples is not None:
             await self.hold_samples.wait()
         if self.fail_samples > 0:
             self.fail_samples -= 1
             return web.json_response({"detail": "store unavailable"}, status=503)
-        key = (self._index(request), batch.seq)
+        key = (self._index(request), seq)
         duplicate = key in self.committed
         if not duplicate:
-            self.committed[key] = [Sample(**s) for s in batch.samples]
-            self.events.append(f"samples {batch.seq}")
+            self.committed[key] = samples
+            self.events.append(f"samples {seq}")
         if self.lose_acks > 0 and not duplicate:
             self.lose_acks -= 1
             return web.json_response({"detail": "answer lost"}, status=503)
-        ack = BatchAck(seq=batch.seq, duplicate=duplicate)
+        ack = BatchAck(seq=seq, duplicate=duplicate)
         return web.json_response(text=ack.model_dump_json())
 
     async def _heartbeat(self, request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from rich.console import Console
 from clientswarm.config.models import SLOConfig
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.stats import summarize
+from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, decode_batch
 from clientswarm.reports import (
     read_samples,
     read_samples_jsonl,
@@ -337,23 +338,24 @@ def test_files_written_before_the_step_flag_read_as_interactions(tmp_path: Path)
     assert not any(s.step for s in back)
 
 
-async def test_batches_are_encoded_a_slice_at_a_time_into_one_json_document() -> None:
-    samples = make_journey() * 100  # 300: three slices
+async def test_batches_are_encoded_a_slice_at_a_time_into_one_packed_body() -> None:
+    samples = make_journey() * 200  # 600: three slices
     for batch in (samples, samples[:1], []):
         body = await encode_batch(7, batch)
-        assert orjson.loads(body) == orjson.loads(orjson.dumps({"seq": 7, "samples": batch}))
+        assert decode_batch(body, PACKED_MEDIA_TYPE) == (7, batch)
 
 
 async def test_the_step_flag_crosses_the_wire() -> None:
-    """The worker→service encoding: orjson of the dataclasses, ``Sample(**fields)`` back."""
+    """The worker→service encoding, decoded as the service does."""
     samples = make_journey()
     body = await encode_batch(1, samples)  # as ServiceSink.send_batch
-    raw = orjson.loads(body)
-    assert [s["step"] for s in raw["samples"]] == [True, True, False]
-    assert [Sample(**fields) for fields in raw["samples"]] == samples  # as the service decodes
-    for fields in raw["samples"]:
-        del fields["step"]  # an older worker: an interaction
-    assert not any(Sample(**fields).step for fields in raw["samples"])
+    line, _, itl = body.partition(b"\n")
+    head = orjson.loads(line)
+    assert head["columns"]["step"] == [True, True, False]
+    assert decode_batch(body, PACKED_MEDIA_TYPE)[1] == samples
+    del head["columns"]["step"]  # an older worker: interactions
+    older = orjson.dumps(head) + b"\n" + itl
+    assert not any(s.step for s in decode_batch(older, PACKED_MEDIA_TYPE)[1])
 
 
 def test_table_shows_steps_under_their_group() -> None:

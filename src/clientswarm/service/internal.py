@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.wire import (
+    PACKED_DESCRIPTION,
+    PACKED_MEDIA_TYPE,
+    BatchFormatError,
+    decode_batch,
+)
 from clientswarm.service.auth import BEARER_CHALLENGE, bearer_token
 from clientswarm.service.manager import ClusterManager, Gone, NotFound
 from clientswarm.service.protocol import (
@@ -75,7 +79,16 @@ def internal_router(manager: ClusterManager) -> APIRouter:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": SampleBatch.model_json_schema()}},
+                "content": {
+                    "application/json": {"schema": SampleBatch.model_json_schema()},
+                    PACKED_MEDIA_TYPE: {
+                        "schema": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": PACKED_DESCRIPTION,
+                        }
+                    },
+                },
             }
         },
     )
@@ -88,13 +101,10 @@ def internal_router(manager: ClusterManager) -> APIRouter:
         state = await authorised(request, cluster_id, index)
         try:
             # orjson + dataclasses, not pydantic: this is the service's hottest path.
-            raw = orjson.loads(await request.body())
-            seq = int(raw["seq"])
-            samples = [Sample(**fields) for fields in raw["samples"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            media_type = request.headers.get("content-type", "application/json")
+            seq, samples = decode_batch(await request.body(), media_type.split(";")[0].strip())
+        except BatchFormatError as exc:
             raise HTTPException(422, f"invalid sample batch: {exc}") from None
-        if seq < 1:
-            raise HTTPException(422, f"invalid sample batch: seq must be >= 1, got {seq}")
         return await manager.add_batch(state, index, seq, samples)
 
     @router.post(base + "/heartbeat", response_model=Control)

@@ -19,8 +19,10 @@ POST       /finish      :class:`WorkerReport`      ``{}``
 =========  ===========  =========================  ==========================================
 
 A worker that sends no heartbeat for ``RegisterReply.lost_after_s`` is marked lost; the cluster
-carries on with the others. Samples travel as JSON objects with the fields of
-:class:`clientswarm.metrics.sample.Sample`.
+carries on with the others. Workers send a sample batch in the packed form of
+:mod:`clientswarm.metrics.wire` (a JSON line with one list per field of
+:class:`clientswarm.metrics.sample.Sample`, then the inter-token latencies as float64); the
+service also takes it as JSON rows, one object per sample (:class:`SampleBatch`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class NotYet(BaseModel):
 
 
 class SampleBatch(BaseModel):
-    """One batch of samples, idempotent by ``(worker, seq)``."""
+    """One batch of samples as rows (one object with the fields of ``Sample`` each),
+    idempotent by ``(worker, seq)``. Workers send the packed form of
+    :mod:`clientswarm.metrics.wire` instead."""
 
     seq: int = Field(ge=1)
     samples: list[dict[str, Any]]

@@ -1,0 +1,198 @@
+"""The wire form of a sample batch, from a worker to the service: columns, ITLs packed.
+
+A busy worker ships a few thousand streamed samples a second, each with a hundred or more
+inter-token latencies. Sent as JSON rows, formatting those floats on the worker and parsing
+them on the service cost more than anything else the sample does on its way to the store.
+The packed form (media type :data:`PACKED_MEDIA_TYPE`) is one line of JSON with one list per
+:class:`~clientswarm.metrics.sample.Sample` field, a newline, then every ITL of the batch as
+little-endian float64 seconds (the store's own format), ``itl_counts[i]`` values for sample
+``i``::
+
+    {"seq":7,"count":2,"columns":{"group":["chat","chat"],"client":[0,1],...},"itl_counts":[127,0]}
+    <127 x 8 bytes>
+
+Every field but ``itl_s`` is a column; a column of a field with a default (``step``,
+``stage``, …) may be left out. The row form, a JSON body ``{"seq": 7, "samples": [{...}]}``
+with one object per sample, is accepted as well: it is what a hand-written client sends most
+easily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import sys
+from array import array
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from operator import attrgetter
+from typing import Any
+
+import orjson
+
+from clientswarm.metrics.sample import Sample
+
+_FIELDS = dataclasses.fields(Sample)
+_ITL_AT = [f.name for f in _FIELDS].index("itl_s")
+_HEAD = tuple(f.name for f in _FIELDS[:_ITL_AT])  # the fields before itl_s, in order
+_TAIL = tuple(f.name for f in _FIELDS[_ITL_AT + 1 :])  # and after it
+
+COLUMNS: tuple[str, ...] = _HEAD + _TAIL
+"""The columns of the columnar form: every Sample field but ``itl_s``, in field order."""
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING
+}
+_row_of = attrgetter(*COLUMNS)
+_new_sample: Callable[..., Sample] = Sample  # positional: head fields, itl_s, tail fields
+_BIG_ENDIAN = sys.byteorder == "big"
+
+PACKED_MEDIA_TYPE = "application/x-clientswarm-samples"
+"""The media type of the packed form (a JSON line, then the packed ITLs)."""
+
+PACKED_DESCRIPTION = (
+    "The packed form workers send: one line of JSON, "
+    '{"seq": n, "count": N, "columns": {<Sample field>: [N values], ...}, '
+    '"itl_counts": [N integers]} (every Sample field but itl_s is a column; one with a default '
+    "may be left out), a newline, then sum(itl_counts) little-endian float64 values: the "
+    "samples' inter-token latencies in seconds, in sample order."
+)
+"""How the packed form looks, for the API reference."""
+
+
+class BatchFormatError(ValueError):
+    """A sample batch that is neither a valid columnar nor a valid row form."""
+
+
+class ColumnarBatch:
+    """A batch in the making: add samples a slice at a time, then :meth:`encode` it once.
+
+    Adding copies each sample's field values and packs its ITLs, so the samples may change
+    afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[Any, ...]] = []
+        self._counts: list[int] = []
+        self._packed: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        """Take the values of ``samples``."""
+        self._rows.extend(map(_row_of, samples))
+        counts, packed = self._counts, self._packed
+        for s in samples:
+            itl = s.itl_s
+            counts.append(len(itl))
+            if itl:
+                packed.append(_float64s(len(itl)).pack(*itl))
+
+    def encode(self, seq: int) -> bytes:
+        """The body of this batch as batch number ``seq``, in the packed form."""
+        if self._rows:
+            columns = dict(zip(COLUMNS, map(list, zip(*self._rows, strict=True)), strict=True))
+        else:
+            columns = {name: [] for name in COLUMNS}
+        head = {"seq": seq, "count": len(self._rows), "columns": columns}
+        head["itl_counts"] = self._counts
+        return orjson.dumps(head) + b"\n" + b"".join(self._packed)
+
+
+def decode_batch(body: bytes, media_type: str = "application/json") -> tuple[int, list[Sample]]:
+    """``(seq, samples)`` of a batch body of ``media_type``: the packed form, or the row form
+    as JSON. BatchFormatError says what is wrong (the field, the value, what is valid)."""
+    packed = media_type == PACKED_MEDIA_TYPE
+    line_end = body.find(b"\n") if packed else len(body)
+    if line_end < 0:
+        raise BatchFormatError("the packed form is a JSON line, a newline, then the ITLs")
+    try:
+        raw = orjson.loads(body[:line_end])
+    except orjson.JSONDecodeError as exc:
+        raise BatchFormatError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BatchFormatError(f"a batch is a JSON object, got {type(raw).__name__}")
+    seq = raw.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise BatchFormatError(f"seq must be an integer >= 1, got {seq!r}")
+    if packed:
+        return seq, _from_columns(raw, memoryview(body)[line_end + 1 :])
+    rows = raw.get("samples")
+    if not isinstance(rows, list):
+        raise BatchFormatError(
+            f"a JSON batch needs 'samples', one object per sample (or send {PACKED_MEDIA_TYPE})"
+        )
+    try:
+        return seq, [Sample(**fields) for fields in rows]
+    except TypeError as exc:
+        raise BatchFormatError(f"samples: {exc}") from None
+
+
+def _from_columns(raw: dict[str, Any], itl_bytes: memoryview) -> list[Sample]:
+    count, columns = raw.get("count"), raw.get("columns")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise BatchFormatError(f"count must be an integer >= 0, got {count!r}")
+    if not isinstance(columns, dict):
+        raise BatchFormatError("columns must be an object of one list per Sample field")
+    unknown = sorted(set(columns) - set(COLUMNS))
+    if unknown:
+        raise BatchFormatError(f"unknown columns {unknown}; valid: {', '.join(COLUMNS)}")
+    head, tail = _lists(columns, _HEAD, count), _lists(columns, _TAIL, count)
+    counts = _itl_counts(raw.get("itl_counts"), count, len(itl_bytes))
+    floats = array("d")
+    floats.frombytes(itl_bytes)
+    if _BIG_ENDIAN:  # pragma: no cover - no big-endian machine here
+        floats.byteswap()
+    values = memoryview(floats)
+    samples: list[Sample] = []
+    append, at = samples.append, 0
+    for h, t, k in zip(zip(*head, strict=True), zip(*tail, strict=True), counts, strict=True):
+        append(_new_sample(*h, values[at : at + k].tolist(), *t))
+        at += k
+    return samples
+
+
+def _lists(columns: dict[str, Any], names: tuple[str, ...], count: int) -> list[list[Any]]:
+    out = []
+    for name in names:
+        column = columns.get(name)
+        if column is None:
+            if name not in _DEFAULTS:
+                raise BatchFormatError(f"columns.{name} is missing; it has no default")
+            column = [_DEFAULTS[name]] * count
+        if not isinstance(column, list) or len(column) != count:
+            got = len(column) if isinstance(column, list) else type(column).__name__
+            raise BatchFormatError(f"columns.{name} must be a list of {count} values, got {got}")
+        out.append(column)
+    return out
+
+
+def _itl_counts(counts: Any, count: int, size: int) -> list[int]:
+    if (
+        not isinstance(counts, list)
+        or len(counts) != count
+        or any(not isinstance(k, int) or isinstance(k, bool) or k < 0 for k in counts)
+    ):
+        raise BatchFormatError(f"itl_counts must be a list of {count} integers >= 0")
+    if sum(counts) * 8 != size:
+        raise BatchFormatError(
+            f"{size} bytes of ITLs follow the JSON line; itl_counts say {sum(counts)} float64 "
+            f"values ({sum(counts) * 8} bytes)"
+        )
+    return counts
+
+
+@lru_cache(maxsize=4096)
+def _float64s(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}d")
+
+
+__all__ = [
+    "COLUMNS",
+    "PACKED_DESCRIPTION",
+    "PACKED_MEDIA_TYPE",
+    "BatchFormatError",
+    "ColumnarBatch",
+    "decode_batch",
+]
