@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from clientswarm import __version__
+from clientswarm.interactions.deadlines import Deadlines
 
 _HIGH_WATER = 1 << 20
 """Bytes of answer waiting for the reader before the connection stops reading the socket."""
@@ -208,6 +209,15 @@ class Http1Connection(asyncio.Protocol):
             parts.append(block[0])
         return b"".join(parts)
 
+    def drain_received(self) -> bool:
+        """Drop what of the answer has arrived; True when that was all of it (no waiting)."""
+        self._blocks.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return self._complete and self._error is None
+
     async def drain(self) -> None:
         """Read and drop the rest of the answer (what follows ``[DONE]``), so the connection
         can be reused."""
@@ -324,6 +334,8 @@ class Http1Client:
 
     def __init__(self, now_ns: Callable[[], int]) -> None:
         self._now_ns = now_ns
+        self.deadlines = Deadlines()
+        """The requests' timeouts (``async with client.deadlines.within(timeout_s)``)."""
         self._pools: dict[str, Http1Pool] = {}
         self._routes: dict[str, tuple[Http1Pool, str]] = {}
 

@@ -9,7 +9,6 @@ or override anything above.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,7 +100,7 @@ async def post_measured(
     answer within ``timeout_s`` raises TimeoutError.
     """
     pool, target = client.route(url)
-    async with asyncio.timeout(timeout_s):
+    async with client.deadlines.within(timeout_s):
         m.sent_ns = now_ns()
         conn = await pool.post(target, data, headers)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -131,8 +132,8 @@ def split_itl(chunk_ns: list[int], tokens: int) -> list[float]:
     after its first token arrived with it: each adds a gap of 0.
     """
     m = len(chunk_ns)
-    if tokens <= m:
-        return [(b - a) / 1e9 for a, b in itertools.pairwise(chunk_ns)]
+    if tokens <= m:  # map(sub) over two slices: half the time of a loop over pairwise()
+        return [gap / 1e9 for gap in map(operator.sub, chunk_ns[1:], chunk_ns[:-1])]
     base, extra = divmod(tokens, m)
     first_bigger = m - extra  # chunks from this index carry base + 1 tokens
     itl = [0.0] * (base - 1)
@@ -306,6 +307,8 @@ def _handle_chunk(data: bytes, m: Measurement, now: int, content_of: ContentOf) 
 
 async def _drain(conn: Http1Connection) -> None:
     """Read what follows ``[DONE]`` so the connection can be reused; never fail for it."""
+    if conn.drain_received():  # the end of the body came with [DONE]: the usual case
+        return
     try:
         async with asyncio.timeout(_DRAIN_TIMEOUT_S):
             await conn.drain()
