@@ -540,7 +540,9 @@ def _body_type(schema: Schema, link: Linker) -> str:
     if not schema:
         return "any"
     if "$ref" in schema or "properties" not in schema:
-        return type_of(schema, link)
+        described = schema.get("description")
+        kind = type_of(schema, link)
+        return f"{kind}: {text(described)}" if described and "$ref" not in schema else kind
     fields = ", ".join(code(name) for name in schema["properties"])
     title = schema.get("title", "object")
     return f"{text(title)}: object with {fields}"
