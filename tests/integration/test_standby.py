@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,12 +19,12 @@ import pytest
 from rich.console import Console
 
 from clientswarm.config.loader import validate_config_data
-from clientswarm.run.local import run_locally
+from clientswarm.run.local import local_start_margin_s, run_locally
 from clientswarm.service.manager import ClusterManager, Gone
 from clientswarm.service.protocol import NotYet, RegisterRequest
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.spawners.base import ClusterLaunch, WorkerExit
-from clientswarm.spawners.standby import StandbyWorkers
+from clientswarm.spawners.standby import StandbyWorkers, planned_local_workers
 from clientswarm.store import Store
 from clientswarm.worker.assignment import Assignment
 
@@ -168,3 +169,34 @@ async def test_a_held_assignment_answers_not_yet_then_gone_on_stop(tmp_path: Pat
             await asyncio.wait_for(held, 1.0)
     finally:
         await manager.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "override", "expected"),
+    [
+        ("c.yaml", "name: x\nspawner: {kind: local, workers: 3}\n", None, 3),
+        ("c.yaml", "name: x\ngroups: []\n", None, 1),  # local with 1 worker is the default
+        ("c.json", '{"spawner": {"workers": 2}}', None, 2),
+        ("c.yaml", "spawner: {kind: local, workers: 3}\n", 1, 1),  # --workers
+        ("c.yaml", "spawner: {kind: slurm, workers: 3}\n", None, 0),
+        ("c.yaml", "spawner: {workers: zero}\n", None, 0),
+        ("c.yaml", "spawner: [1, 2]\n", None, 0),
+        ("c.yaml", "- not a mapping\n", None, 0),
+        ("c.yaml", "spawner: {workers: 3\n", None, 0),  # invalid YAML: validation reports it
+        ("c.json", '{"spawner": ', None, 0),
+        ("c.yaml", "spawner: {workers: 100000}\n", None, 2 * (os.cpu_count() or 1)),
+    ],
+)
+def test_the_standbys_to_start_are_read_before_validation(
+    tmp_path: Path, name: str, text: str, override: int | None, expected: int
+) -> None:
+    (tmp_path / name).write_text(text)
+    assert planned_local_workers(tmp_path / name, override) == expected
+    assert planned_local_workers(tmp_path / "missing.yaml") == 0
+
+
+def test_a_local_run_starts_soon_after_the_last_worker_asks() -> None:
+    few, many = config(1), config(2)
+    assert local_start_margin_s(few) == pytest.approx(0.05 + 2 * 20e-6)
+    assert local_start_margin_s(many) == pytest.approx(0.05 + 2 * 20e-6)  # 4 clients on 2
+    assert local_start_margin_s(few) < ServiceSettings().start_margin_s

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BeforeValidator, Discriminator, Field, model_validator
 
 from clientswarm.config.base import StrictModel
+
+if TYPE_CHECKING:  # numpy is imported where lengths are drawn: validation does not need it
+    import numpy as np
 
 
 class FixedLength(StrictModel):
@@ -52,6 +54,8 @@ class NormalLength(StrictModel):
     def sample(self, rng: np.random.Generator, n: int) -> list[int]:
         """Draw ``n`` lengths."""
         hi = self.max if self.max is not None else 2**31 - 1
+        import numpy as np
+
         return [int(x) for x in np.clip(np.rint(rng.normal(self.mean, self.std, n)), self.min, hi)]
 
 
@@ -70,6 +74,8 @@ class LognormalLength(StrictModel):
         mu = math.log(self.mean) - sigma2 / 2.0
         hi = self.max if self.max is not None else 2**31 - 1
         raw = rng.lognormal(mu, math.sqrt(sigma2), n)
+        import numpy as np
+
         return [int(x) for x in np.clip(np.rint(raw), self.min, hi)]
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Protocol
 
 from clientswarm.clock import Clock
 from clientswarm.config.models import TargetConfig
 from clientswarm.interactions.http1 import Http1Client
 from clientswarm.metrics.sample import Sample
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(slots=True)

@@ -33,7 +33,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict
 
@@ -125,6 +124,8 @@ class TargetHttp:
     """
 
     def __init__(self, ctx: ClientContext) -> None:
+        import aiohttp  # here, not at the top: the service validates interactions without it
+
         self._ctx = ctx
         self.timeout = aiohttp.ClientTimeout(total=ctx.target.timeout_s)
         """The per-request timeout: ``target.timeout_s`` for the whole request."""

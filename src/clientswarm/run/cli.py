@@ -1,9 +1,9 @@
 """``clientswarm run FILE``: run a cluster on this machine and report its statistics.
 
 One code path: ``run`` starts the very service ``clientswarm serve`` runs, in this process
-(see :mod:`clientswarm.run.local`). This module stays light: once the configuration is valid it
-starts the local workers as standbys, so their start-up overlaps the service's (the first
-request goes out about a second sooner).
+(see :mod:`clientswarm.run.local`). This module stays light: before it even validates the
+configuration it starts the local workers it asks for as standbys, so their start-up overlaps
+the validation and the service's own (the first request goes out about a second sooner).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from clientswarm.config.loader import load_config_file
-from clientswarm.config.models import ClusterConfig
-from clientswarm.spawners.standby import StandbyWorkers
+from clientswarm.spawners.standby import StandbyWorkers, planned_local_workers
+
+if TYPE_CHECKING:
+    from clientswarm.config.models import ClusterConfig
 
 
 def default_output_dir(config: ClusterConfig) -> Path:
@@ -63,16 +65,17 @@ def run_command(
     port: int,
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
-    config = load_config_file(file)
-    if workers is not None:
-        config = config.model_copy(
-            update={"spawner": config.spawner.model_copy(update={"workers": workers})}
-        )
     with tempfile.TemporaryDirectory(prefix="clientswarm-standby-") as scratch:
-        standby = None
-        if config.spawner.kind == "local" and not dry_run:
-            standby = StandbyWorkers.start(sys.executable, config.spawner.workers, Path(scratch))
+        early = 0 if dry_run else planned_local_workers(file, workers)
+        standby = StandbyWorkers.start(sys.executable, early, Path(scratch)) if early else None
         try:
+            from clientswarm.config.loader import load_config_file
+
+            config = load_config_file(file)
+            if workers is not None:
+                config = config.model_copy(
+                    update={"spawner": config.spawner.model_copy(update={"workers": workers})}
+                )
             status = run_config(
                 config, file, output, samples_format, mock, mock_args, dry_run, host, port, standby
             )

@@ -15,12 +15,46 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from clientswarm.spawners.base import ClusterLaunch
+if TYPE_CHECKING:
+    from clientswarm.spawners.base import ClusterLaunch
 
 STANDBY_FLAG = "--standby"
+
+EARLY_STANDBYS_PER_CPU = 2
+"""At most this many standbys per CPU are started before the configuration is validated."""
+
+
+def planned_local_workers(path: Path, override: int | None = None) -> int:
+    """How many local workers the configuration file at ``path`` asks for, read without
+    validating it (that takes the configuration models, a few tenths of a second to import):
+    0 when it is not a local cluster or cannot be read. Only a guess to start standbys early;
+    a wrong one costs nothing, since unneeded standbys are dismissed and missing workers are
+    started fresh. At most :data:`EARLY_STANDBYS_PER_CPU` per CPU."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        data: Any = orjson.loads(text) if path.suffix.lower() == ".json" else _yaml(text)
+        spawner = data.get("spawner") or {}
+        if spawner.get("kind", "local") != "local":
+            return 0
+        workers = override if override is not None else spawner.get("workers", 1)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        return 0
+    return min(workers, EARLY_STANDBYS_PER_CPU * (os.cpu_count() or 1))
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def handoff_line(launch: ClusterLaunch, index: int, log_path: Path) -> bytes:
