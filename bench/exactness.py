@@ -4,9 +4,10 @@ Target: "against a paced target at open-loop 400 req/s, client-measured TTFT and
 0.3 ms (p50) and 1 ms (p99) of what the server itself measured; schedule lag p99 ≤ 1 ms"
 (peers' best: TTFT p99 ~16 ms above the server's own p99).
 
-The target is ``paced_target.py`` (aiohttp on uvloop, one process): first token 50 ms after a
-request's arrival, then one token every 5 ms, 32 tokens, each written at its absolute deadline,
-and ``time.time_ns()`` recorded right after each write. ``clientswarm run`` drives it with
+The target is ``paced_target.py`` (an asyncio protocol with httptools on uvloop, one process):
+first token 50 ms after a request's arrival (the read that starts it, taken before parsing),
+then one token every 5 ms, 32 tokens, each written at its absolute deadline, and
+``time.time_ns()`` recorded right after each write. ``clientswarm run`` drives it with
 ``spawner.workers: 2``, one open-loop group (Poisson arrivals at 400 req/s, 200 clients, no
 ``max_concurrency``), streamed chats of ``max_tokens: 32``, 1 s warm-up then ``--duration-s``
 measured.
@@ -497,8 +498,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"`spawner.workers: {WORKERS}`, one open-loop group of {CLIENTS} clients, Poisson "
         f"arrivals at {settings['rate']:g} req/s (no `max_concurrency`), streamed chats of "
         f"`max_tokens: {TOKENS}`, {WARMUP_S:g} s warm-up then {settings['duration_s']:g} s "
-        "measured, against `bench/paced_target.py` (aiohttp on uvloop, one process) answering "
-        f"every request with its first token {TTFT_MS:g} ms after the request's arrival and one "
+        "measured, against `bench/paced_target.py` (an asyncio protocol with httptools on "
+        "uvloop, one process) answering every request with its first token "
+        f"{TTFT_MS:g} ms after the request's arrival (the socket read that starts it) and one "
         f"token every {ITL_MS:g} ms, {TOKENS} tokens, on absolute deadlines, recording "
         "`time.time_ns()` after each write. Same machine, loopback. Every measured client "
         "sample is paired with the server's record of the same request (each client has its own "
@@ -519,8 +521,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         markdown_table(main_rows(agg)),
         "",
         "- `client`: TTFT from the send to the first content token, ITL the gaps between tokens, "
-        "as `samples.jsonl` has them; `server`: from the handler's first line to the first "
-        "token's write returning, and the gaps between the token writes.",
+        "as `samples.jsonl` has them; `server`: from the socket read that starts the request "
+        "to the first token's write returning, and the gaps between the token writes.",
         "- `client - server`: the client's percentile less the server's (what the target "
         "speaks of); `paired diff`: the same percentile of the per-request (TTFT) or per-gap "
         "(ITL) differences, client minus server.",

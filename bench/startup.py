@@ -3,7 +3,8 @@
 Target: "first request on the wire ≤ 1 s after ``clientswarm run`` starts (locally)".
 
 The target is ``paced_target.py`` (first token after 50 ms, a token every 5 ms, 32 tokens), which
-records each request's arrival with ``time.time_ns()`` in its handler's first line. Each repeat
+records each request's arrival with ``time.time_ns()`` as the read that starts it comes off the
+socket. Each repeat
 takes ``time.time_ns()`` just before ``Popen(["clientswarm", "run", FILE, ...])`` of a cluster of
 one local worker and one closed-loop client streaming chats for 2 s, and reports the time to the
 target's first arrival. Polling ``/proc`` every few ms also gives when the worker process
@@ -203,7 +204,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "Produced by `bench/startup.py` (see `bench/README.md`). `time.time_ns()` just before "
         "`Popen(['clientswarm', 'run', FILE, '--output', DIR])` (1 local worker, 1 closed-loop "
         f"client streaming chats for {DURATION_S:g} s), against the first request's arrival as "
-        "`bench/paced_target.py` records it (`time.time_ns()` in its handler's first line), on "
+        "`bench/paced_target.py` records it (`time.time_ns()` at the socket read), on "
         f"the same machine. Cells are medians over {doc['settings']['repeats']} repeat(s), "
         f"brackets min…max. Raw values: `{doc['json_name']}`.",
         "",
