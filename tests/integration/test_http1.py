@@ -315,3 +315,53 @@ async def test_reads_of_one_burst_are_taken_together_with_the_first_ones_time(
         blocks.append(block)
     pool.release(conn)
     assert blocks == [(b"abc", 0), (b"d", 1_000_000_000)]
+
+
+async def test_consume_hands_each_read_over_as_it_arrives_and_stops_when_told(
+    serve: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    """The stream reader's path: ``feed(block, received_ns)`` runs in ``data_received``; True
+    stops it and leaves the rest for ``drain``; an error in ``feed`` is raised by ``consume``."""
+    parts = (b"data: 1\n\n", b"data: 2\n\n", b"data: stop\n\n", b"data: after\n\n")
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in parts:
+            w.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await w.drain()
+            await asyncio.sleep(0.03)
+        w.write(b"0\r\n\r\n")
+
+    server = await serve(answer)
+    client = Http1Client(Clock().now_ns)
+    pool, target = client.route(server.url + "/")
+
+    fed: list[tuple[bytes, int]] = []
+
+    def until_stop(block: bytes, received_ns: int) -> bool:
+        fed.append((block, received_ns))
+        return block == b"data: stop\n\n"
+
+    conn = await pool.post(target, b"{}", {})
+    await conn.consume(until_stop)
+    assert [b for b, _ in fed] == list(parts[:3])
+    assert fed[1][1] - fed[0][1] >= 20_000_000  # each stamped on its own arrival
+    await conn.drain()  # what followed the stop
+    pool.release(conn)
+    assert conn.reusable
+
+    def refuse(block: bytes, received_ns: int) -> bool:
+        raise ValueError(f"not a stream: {block!r}")
+
+    conn = await pool.post(target, b"{}", {})
+    with pytest.raises(ValueError, match="not a stream"):
+        await conn.consume(refuse)
+    pool.release(conn)
+    assert not conn.reusable  # read only in part: closed, not reused
+
+    conn = await pool.post(target, b"{}", {})
+    everything: list[bytes] = []
+    await conn.consume(lambda block, _: everything.append(block) is not None)  # never stops
+    pool.release(conn)
+    assert b"".join(everything) == b"".join(parts) and conn.reusable
+    client.close()

@@ -74,6 +74,8 @@ class Http1Connection(asyncio.Protocol):
         self._keep_alive = False
         self._received = False
         self._error: BaseException | None = None
+        self._feed: Callable[[bytes, int], bool] | None = None
+        self._feed_error: BaseException | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -95,6 +97,18 @@ class Http1Connection(asyncio.Protocol):
         if pending:
             block = pending[0] if len(pending) == 1 else b"".join(pending)
             pending.clear()
+            feed = self._feed
+            if feed is not None:  # :meth:`consume`: the block is read here, now
+                try:
+                    if not feed(block, now):
+                        if self._complete:
+                            self._wake()
+                        return
+                except Exception as exc:  # the reader's verdict on the stream: raised there
+                    self._feed_error = exc
+                self._feed = None
+                self._wake()
+                return
             self._blocks.append((block, now))
             self._buffered += len(block)
             if self._buffered > _HIGH_WATER and not self._paused and self.transport:
@@ -191,6 +205,42 @@ class Http1Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+
+    async def consume(self, feed: Callable[[bytes, int], bool]) -> None:
+        """Hand the body to ``feed(block, received_ns)`` as it arrives, from ``data_received``
+        itself: a stream of small reads costs no task wake-up per read, and each block is
+        handled the moment it comes off the socket.
+
+        Returns once ``feed`` returns True (it wants no more: what follows stays for
+        :meth:`drain`) or the body is complete; raises what ``feed`` raised, or the
+        connection's error.
+        """
+        while self._blocks:  # what arrived before this call (e.g. with the head)
+            block = self._blocks.popleft()
+            if self._blocks and self._blocks[0][1] - block[1] <= MERGE_NS:
+                block = self._merged(block)
+            self._buffered -= len(block[0])
+            if feed(*block):
+                return
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        if self._error is not None:
+            raise self._error
+        if self._complete:
+            return
+        self._feed, self._feed_error = feed, None
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            stopped, self._feed = self._feed is None, None
+        if self._feed_error is not None:
+            error, self._feed_error = self._feed_error, None
+            raise error
+        if self._error is not None and not stopped:
+            raise self._error
 
     def _merged(self, first: tuple[bytes, int]) -> tuple[bytes, int]:
         """``first`` and the blocks queued behind it that arrived within :data:`MERGE_NS`

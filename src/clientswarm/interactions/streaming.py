@@ -224,6 +224,46 @@ def bulk_content(block: bytes, markers: ContentMarkers) -> tuple[int, int] | Non
     return (end, content) if content <= events else None
 
 
+class _StreamReader:
+    """What :func:`read_sse_stream` has read of one stream; :meth:`feed` takes one read."""
+
+    __slots__ = ("content_of", "decoder", "finished", "m", "markers", "now")
+
+    def __init__(self, m: Measurement, content_of: ContentOf, markers: ContentMarkers) -> None:
+        self.m = m
+        self.content_of = content_of
+        self.markers = markers
+        self.decoder = SSEDecoder()
+        self.finished = False  # a chunk with a finish_reason came
+        self.now = m.sent_ns
+
+    def feed(self, data: bytes, now: int) -> bool:
+        """Take the bytes of one read, received at ``now``; True once ``[DONE]`` came."""
+        self.now = now
+        decoder, m, markers = self.decoder, self.m, self.markers
+        block = decoder.feed_block(data)
+        if not block:
+            return False
+        if markers:
+            bulk = bulk_content(block, markers)
+            if bulk is not None:
+                m.chunk_ns.extend(itertools.repeat(now, bulk[1]))
+                block = block[bulk[0] :]
+        for event in decoder.events_of(block):
+            if markers:
+                fast = content_from_bytes(event, markers)
+                if fast is not None:
+                    if fast:
+                        m.chunk_ns.append(now)
+                    continue
+            if event == _DONE:
+                m.end_ns = now
+                m.done = True
+                return True
+            self.finished |= _handle_chunk(event, m, now, self.content_of)
+        return False
+
+
 async def read_sse_stream(
     conn: Http1Connection,
     m: Measurement,
@@ -232,48 +272,26 @@ async def read_sse_stream(
 ) -> None:
     """Read an OpenAI stream into ``m`` until ``[DONE]``; raise TargetError on a bad stream.
 
-    Every event of one read shares that read's receive time, taken as it came off the socket.
-    With ``markers``, ordinary content chunks are recognised from their bytes — a whole run of
-    them at once (:func:`bulk_content`), else one by one (:func:`content_from_bytes`) — and
-    only the others are parsed as JSON.
+    The stream is read as it arrives, inside the connection's ``data_received``
+    (:meth:`Http1Connection.consume`): every event of one read shares that read's receive
+    time, and a token costs no task wake-up. With ``markers``, ordinary content chunks are
+    recognised from their bytes — a whole run of them at once (:func:`bulk_content`), else one
+    by one (:func:`content_from_bytes`) — and only the others are parsed as JSON.
     """
     m.streamed = True
-    decoder = SSEDecoder()
-    finished = False
-    chunk_ns = m.chunk_ns
-    now = m.sent_ns
-    while (read := await conn.next_block()) is not None:
-        data, now = read
-        block = decoder.feed_block(data)
-        if not block:
-            continue
-        if markers:
-            bulk = bulk_content(block, markers)
-            if bulk is not None:
-                chunk_ns.extend(itertools.repeat(now, bulk[1]))
-                block = block[bulk[0] :]
-        for event in decoder.events_of(block):
-            if markers:
-                fast = content_from_bytes(event, markers)
-                if fast is not None:
-                    if fast:
-                        chunk_ns.append(now)
-                    continue
-            if event == _DONE:
-                m.end_ns = now
-                m.done = True
-                break
-            finished |= _handle_chunk(event, m, now, content_of)
-        if m.done:
-            await _drain(conn)
-            return
-    for last in decoder.flush():
+    reader = _StreamReader(m, content_of, markers)
+    await conn.consume(reader.feed)
+    if m.done:
+        await _drain(conn)
+        return
+    now = reader.now
+    for last in reader.decoder.flush():
         if last.is_done:
             m.done = True
             break
-        finished |= _handle_chunk(last.data.encode(), m, now, content_of)
+        reader.finished |= _handle_chunk(last.data.encode(), m, now, content_of)
     m.end_ns = now
-    if not (m.done or finished):
+    if not (m.done or reader.finished):
         raise TargetError(ERROR_PROTOCOL, "the stream ended without [DONE] or a finish_reason")
     m.done = True
 
