@@ -365,3 +365,30 @@ async def test_consume_hands_each_read_over_as_it_arrives_and_stops_when_told(
     pool.release(conn)
     assert b"".join(everything) == b"".join(parts) and conn.reusable
     client.close()
+
+
+async def test_consume_waits_through_reads_that_carry_no_body_bytes(
+    serve: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    """A read may end inside a chunk's size line: it carries no body bytes, and must not be
+    taken for the end of the answer."""
+    part = b"data: 1\n\n"
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b"%x\r\n%s\r\n" % (len(part), part), b"%x" % len(part), b"\r\n"):
+            w.write(piece)
+            await w.drain()
+            await asyncio.sleep(0.03)  # separate reads
+        w.write(part + b"\r\n0\r\n\r\n")
+
+    server = await serve(answer)
+    client = Http1Client(Clock().now_ns)
+    pool, target = client.route(server.url + "/")
+    conn = await pool.post(target, b"{}", {})
+    fed: list[bytes] = []
+    await conn.consume(lambda block, _: fed.append(block) is not None)
+    pool.release(conn)
+    assert b"".join(fed) == part + part
+    assert conn.reusable
+    client.close()

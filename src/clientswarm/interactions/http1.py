@@ -100,14 +100,13 @@ class Http1Connection(asyncio.Protocol):
             feed = self._feed
             if feed is not None:  # :meth:`consume`: the block is read here, now
                 try:
-                    if not feed(block, now):
-                        if self._complete:
-                            self._wake()
-                        return
+                    stop = feed(block, now)
                 except Exception as exc:  # the reader's verdict on the stream: raised there
-                    self._feed_error = exc
-                self._feed = None
-                self._wake()
+                    self._feed_error, stop = exc, True
+                if stop:
+                    self._feed = None
+                if stop or self._complete:
+                    self._wake()
                 return
             self._blocks.append((block, now))
             self._buffered += len(block)
@@ -188,14 +187,7 @@ class Http1Connection(asyncio.Protocol):
         """The next body block and the epoch ns it arrived at; None once the answer is complete."""
         while True:
             if self._blocks:
-                block = self._blocks.popleft()
-                if self._blocks and self._blocks[0][1] - block[1] <= MERGE_NS:
-                    block = self._merged(block)
-                self._buffered -= len(block[0])
-                if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport:
-                    self._paused = False
-                    self.transport.resume_reading()
-                return block
+                return self._take_block()
             if self._error is not None:
                 raise self._error
             if self._complete:
@@ -205,6 +197,22 @@ class Http1Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def _take_block(self) -> tuple[bytes, int]:
+        """The first queued block, with those that arrived within :data:`MERGE_NS` of it."""
+        block = self._blocks.popleft()
+        if self._blocks and self._blocks[0][1] - block[1] <= MERGE_NS:
+            block = self._merged(block)
+        self._buffered -= len(block[0])
+        if self._buffered <= _HIGH_WATER // 4:
+            self._resume()
+        return block
+
+    def _resume(self) -> None:
+        """Read the socket again if a full buffer paused it."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     async def consume(self, feed: Callable[[bytes, int], bool]) -> None:
         """Hand the body to ``feed(block, received_ns)`` as it arrives, from ``data_received``
@@ -216,23 +224,16 @@ class Http1Connection(asyncio.Protocol):
         connection's error.
         """
         while self._blocks:  # what arrived before this call (e.g. with the head)
-            block = self._blocks.popleft()
-            if self._blocks and self._blocks[0][1] - block[1] <= MERGE_NS:
-                block = self._merged(block)
-            self._buffered -= len(block[0])
-            if feed(*block):
+            if feed(*self._take_block()):
                 return
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-        if self._error is not None:
-            raise self._error
-        if self._complete:
-            return
+        self._resume()
         self._feed, self._feed_error = feed, None
-        self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await self._waiter
+            # A read that carries no body bytes (it ended inside a chunk's size line) wakes
+            # this too: wait again until the feed stopped, the body ended, or an error came.
+            while self._feed is not None and not self._complete and self._error is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
         finally:
             self._waiter = None
             stopped, self._feed = self._feed is None, None
@@ -263,9 +264,7 @@ class Http1Connection(asyncio.Protocol):
         """Drop what of the answer has arrived; True when that was all of it (no waiting)."""
         self._blocks.clear()
         self._buffered = 0
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
+        self._resume()
         return self._complete and self._error is None
 
     async def drain(self) -> None:
