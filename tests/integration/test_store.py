@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
+from clientswarm.metrics.itl import pack_itl, unpack_itl
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.stats import summarize
 from clientswarm.store import (
@@ -20,7 +21,6 @@ from clientswarm.store import (
     WorkerRecord,
 )
 from clientswarm.store import store as store_module
-from clientswarm.store.samples import pack_itl, unpack_itl
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

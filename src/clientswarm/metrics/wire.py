@@ -5,8 +5,8 @@ inter-token latencies. Sent as JSON rows, formatting those floats on the worker 
 them on the service cost more than anything else the sample does on its way to the store.
 The packed form (media type :data:`PACKED_MEDIA_TYPE`) is one line of JSON with one list per
 :class:`~clientswarm.metrics.sample.Sample` field, a newline, then every ITL of the batch as
-little-endian float64 seconds (the store's own format), ``itl_counts[i]`` values for sample
-``i``::
+little-endian float64 seconds (the store's own format, :mod:`clientswarm.metrics.itl`),
+``itl_counts[i]`` values for sample ``i``::
 
     {"seq":7,"count":2,"columns":{"group":["chat","chat"],"client":[0,1],...},"itl_counts":[127,0]}
     <127 x 8 bytes>
@@ -20,16 +20,13 @@ easily.
 from __future__ import annotations
 
 import dataclasses
-import struct
-import sys
-from array import array
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
 import orjson
 
+from clientswarm.metrics.itl import float64s, pack_itl
 from clientswarm.metrics.sample import Sample
 
 _FIELDS = dataclasses.fields(Sample)
@@ -45,7 +42,6 @@ _DEFAULTS: dict[str, Any] = {
 }
 _row_of = attrgetter(*COLUMNS)
 _new_sample: Callable[..., Sample] = Sample  # positional: head fields, itl_s, tail fields
-_BIG_ENDIAN = sys.byteorder == "big"
 
 PACKED_MEDIA_TYPE = "application/x-clientswarm-samples"
 """The media type of the packed form (a JSON line, then the packed ITLs)."""
@@ -82,12 +78,9 @@ class ColumnarBatch:
     def add(self, samples: Sequence[Sample]) -> None:
         """Take the values of ``samples``."""
         self._rows.extend(map(_row_of, samples))
-        counts, packed = self._counts, self._packed
         for s in samples:
-            itl = s.itl_s
-            counts.append(len(itl))
-            if itl:
-                packed.append(_float64s(len(itl)).pack(*itl))
+            self._counts.append(len(s.itl_s))
+            self._packed.append(pack_itl(s.itl_s))
 
     def encode(self, seq: int) -> bytes:
         """The body of this batch as batch number ``seq``, in the packed form."""
@@ -95,8 +88,12 @@ class ColumnarBatch:
             columns = dict(zip(COLUMNS, map(list, zip(*self._rows, strict=True)), strict=True))
         else:
             columns = {name: [] for name in COLUMNS}
-        head = {"seq": seq, "count": len(self._rows), "columns": columns}
-        head["itl_counts"] = self._counts
+        head = {
+            "seq": seq,
+            "count": len(self._rows),
+            "columns": columns,
+            "itl_counts": self._counts,
+        }
         return orjson.dumps(head) + b"\n" + b"".join(self._packed)
 
 
@@ -140,16 +137,11 @@ def _from_columns(raw: dict[str, Any], itl_bytes: memoryview) -> list[Sample]:
         raise BatchFormatError(f"unknown columns {unknown}; valid: {', '.join(COLUMNS)}")
     head, tail = _lists(columns, _HEAD, count), _lists(columns, _TAIL, count)
     counts = _itl_counts(raw.get("itl_counts"), count, len(itl_bytes))
-    floats = array("d")
-    floats.frombytes(itl_bytes)
-    if _BIG_ENDIAN:  # pragma: no cover - no big-endian machine here
-        floats.byteswap()
-    values = memoryview(floats)
     samples: list[Sample] = []
     append, at = samples.append, 0
     for h, t, k in zip(zip(*head, strict=True), zip(*tail, strict=True), counts, strict=True):
-        append(_new_sample(*h, values[at : at + k].tolist(), *t))
-        at += k
+        append(_new_sample(*h, list(float64s(k).unpack_from(itl_bytes, at)), *t))
+        at += 8 * k
     return samples
 
 
@@ -181,11 +173,6 @@ def _itl_counts(counts: Any, count: int, size: int) -> list[int]:
             f"values ({sum(counts) * 8} bytes)"
         )
     return counts
-
-
-@lru_cache(maxsize=4096)
-def _float64s(count: int) -> struct.Struct:
-    return struct.Struct(f"<{count}d")
 
 
 __all__ = [

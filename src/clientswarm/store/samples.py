@@ -1,7 +1,6 @@
-"""Samples to rows and back; the ITL codec.
+"""Samples to rows and back.
 
-``itl_s`` is stored as packed little-endian float64 (``struct`` format ``<Nd``): exact, 8 bytes
-per gap (a third of JSON text), and packed or unpacked in about a microsecond for 64 gaps.
+``itl_s`` is stored as packed little-endian float64 (:mod:`clientswarm.metrics.itl`).
 
 The columns of ``samples`` after ``cluster_id`` are the fields of
 :class:`~clientswarm.metrics.sample.Sample` in declaration order, so a row maps to a sample
@@ -11,13 +10,12 @@ positionally.
 from __future__ import annotations
 
 import dataclasses
-import struct
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Dialect
 
+from clientswarm.metrics.itl import float64s, unpack_itl
 from clientswarm.metrics.sample import Sample
 from clientswarm.store import schema
 
@@ -33,25 +31,6 @@ if _table_fields != SAMPLE_FIELDS:  # pragma: no cover - guards a Sample change
         f"the samples table {_table_fields} does not match the Sample fields {SAMPLE_FIELDS}; "
         "update clientswarm.store.schema and bump SCHEMA_VERSION"
     )
-
-
-@lru_cache(maxsize=4096)
-def _float64s(count: int) -> struct.Struct:
-    return struct.Struct(f"<{count}d")
-
-
-def pack_itl(itl_s: Sequence[float]) -> bytes:
-    """Inter-token latencies as little-endian float64 bytes."""
-    return _float64s(len(itl_s)).pack(*itl_s) if itl_s else b""
-
-
-def unpack_itl(data: bytes | None) -> list[float]:
-    """The inverse of :func:`pack_itl` (``None`` or empty → ``[]``)."""
-    if not data:
-        return []
-    if len(data) % 8:
-        raise ValueError(f"itl_s must be packed float64 values, got {len(data)} bytes")
-    return list(_float64s(len(data) // 8).unpack(data))
 
 
 def sample_params(cluster_id: str, batch: Iterable[Sample]) -> list[tuple[Any, ...]]:
@@ -76,7 +55,7 @@ def sample_params(cluster_id: str, batch: Iterable[Sample]) -> list[tuple[Any, .
                 s.input_tokens,
                 s.output_tokens,
                 s.token_source,
-                _float64s(len(itl)).pack(*itl) if itl else b"",  # = pack_itl, inlined
+                float64s(len(itl)).pack(*itl) if itl else b"",  # = pack_itl, inlined
                 s.error_kind,
                 s.error_message,
                 s.http_status,
@@ -152,8 +131,6 @@ __all__ = [
     "SAMPLE_FIELDS",
     "SampleInserter",
     "client_counts",
-    "pack_itl",
     "sample_from_values",
     "sample_params",
-    "unpack_itl",
 ]
