@@ -41,7 +41,7 @@ class Deadline:
         self._task = task
         self._cancelling = task.cancelling()
         self._state = _ENTERED
-        self._owner._add(self, self._timeout_s)
+        self._owner._add(self)
         return self
 
     async def __aexit__(
@@ -50,21 +50,13 @@ class Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        owner = self._owner
-        owner.live -= 1
-        if self._state == _EXPIRING:
-            self._state = _EXITED
+        self._owner.live -= 1
+        expired, self._state = self._state == _EXPIRING, _EXITED
+        if expired:
             assert self._task is not None
             if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
-        else:
-            self._state = _EXITED
         return None
-
-    @property
-    def expired(self) -> bool:
-        """Whether the deadline passed while the block ran."""
-        return self._state == _EXPIRING
 
     def _expire(self) -> None:
         if self._state == _ENTERED and self._task is not None:
@@ -90,9 +82,9 @@ class Deadlines:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def _add(self, deadline: Deadline, timeout_s: float) -> None:
+    def _add(self, deadline: Deadline) -> None:
         loop = asyncio.get_running_loop()
-        when = loop.time() + timeout_s
+        when = loop.time() + deadline._timeout_s
         heap = self._heap
         self.live += 1
         if len(heap) > 2 * self.live + 64:  # mostly ended entries: keep the live ones
