@@ -39,9 +39,16 @@ from clientswarm.service.protocol import (
     RegisterRequest,
     WorkerReport,
 )
+from clientswarm.service.recovery import launched, recovered_state, replay_live, replay_stops
 from clientswarm.service.results import finish_clients, summarise, worker_rows, worker_warnings
 from clientswarm.service.settings import ServiceSettings
-from clientswarm.service.state import CLUSTER_FINAL, ClusterState, WorkerLive, hash_token
+from clientswarm.service.state import (
+    CLUSTER_FINAL,
+    ClusterState,
+    WorkerLive,
+    hash_token,
+    submitted,
+)
 from clientswarm.service.usercode import place_user_code
 from clientswarm.spawners.base import ClusterLaunch, Spawner
 from clientswarm.spawners.registry import default_spawners
@@ -420,7 +427,7 @@ class ClusterManager:
 
     async def _check(self, state: ClusterState) -> None:
         spawner = self.spawners.get(state.config.spawner.kind)
-        if spawner is not None and _submitted(state.spawner_state):
+        if spawner is not None and submitted(state.spawner_state):
             for ended in await spawner.poll(state.id, state.spawner_state):
                 worker = state.workers[ended.index]
                 if ended.index in state.exits_noted:
@@ -457,7 +464,7 @@ class ClusterManager:
                     f"no heartbeat for {self.settings.lost_after_s:.0f} s",
                 )
         if state.stop_requested_at is not None and not state.spawner_stopped:
-            if spawner is not None and _submitted(state.spawner_state):
+            if spawner is not None and submitted(state.spawner_state):
                 # SIGTERM (scancel on Slurm) is a graceful stop for a worker: it records its
                 # in-flight requests as cancelled and ships everything before it exits.
                 state.spawner_stopped = True
@@ -479,7 +486,7 @@ class ClusterManager:
             for index, worker in enumerate(state.workers)
             if worker.state == "cancelled" and index not in state.exits_noted
         ]
-        if not unexplained or not _submitted(state.spawner_state):
+        if not unexplained or not submitted(state.spawner_state):
             return False
         now = time.monotonic()
         if state.explain_until is None:
@@ -495,7 +502,7 @@ class ClusterManager:
 
     async def _release(self, state: ClusterState) -> None:
         spawner = self.spawners.get(state.config.spawner.kind)
-        if spawner is None or state.spawner_stopped or not _submitted(state.spawner_state):
+        if spawner is None or state.spawner_stopped or not submitted(state.spawner_state):
             return
         try:
             await spawner.release(state.id, state.spawner_state)
@@ -562,56 +569,19 @@ class ClusterManager:
         await asyncio.to_thread(self.store.add_event, cluster_id, kind, message, data)
 
     async def _recover(self, record: ClusterRecord) -> None:
-        config = ClusterConfig.model_validate_json(record.config_json)
-        live = self.live.get_or_create(record.id, config.name)
-        state = ClusterState(record.id, config, record.token_hash, live, status=record.status)
-        state.start_ns = record.start_ns
-        state.spawner_state = orjson.loads(record.spawner_state_json or "{}")
+        state = recovered_state(record, self.live)
         workers = await asyncio.to_thread(self.store.list_workers, record.id)
         state.workers = [WorkerLive(state=w.state) for w in workers]
-        if record.status == "pending" or (
-            record.status == "starting" and not _submitted(state.spawner_state)
-        ):
+        if not launched(record.status, state.spawner_state):
             self.active[record.id] = state
             await self._set_status(state, "failed", reason="the service restarted while launching")
             await self._finalise(state)
             return
-        await asyncio.to_thread(self._replay_live, record.id, live)
-        await asyncio.to_thread(self._replay_stops, state)
+        await asyncio.to_thread(replay_live, self.store, record.id, state.live)
+        await asyncio.to_thread(replay_stops, self.store, state)
         self.active[record.id] = state
         self._count_workers(state)
         await self._event(record.id, "recovered", "the service restarted and follows it again")
-
-    def _replay_stops(self, state: ClusterState) -> None:
-        """Stops asked for before a restart still reach the workers after it."""
-        for client in self.store.list_clients(state.id, state="stopped"):
-            state.workers[client.worker].stop_clients.add(client.id)
-        stopping = [e for e in self.store.list_events(state.id) if e.kind == "stopping"]
-        if stopping:
-            state.stop_requested_at = time.monotonic()
-            state.stop_reason = stopping[-1].message
-            state.settled.set()
-            for worker in state.workers:
-                worker.stop_all = True
-
-    def _replay_live(self, cluster_id: str, live: Any) -> None:
-        """Rebuild the live statistics of a recovered cluster from its stored samples."""
-        batch: list[Sample] = []
-        for sample in self.store.iter_samples(cluster_id):
-            batch.append(sample)
-            if len(batch) >= 5000:
-                live.add(batch, batch[-1].end_ns / 1e9)
-                batch = []
-        if batch:
-            live.add(batch, batch[-1].end_ns / 1e9)
-
-
-def _submitted(spawner_state: dict[str, Any]) -> bool:
-    """Whether a spawner has started something to follow (local pids, a Slurm job id, a
-    Kubernetes Job)."""
-    return bool(
-        spawner_state.get("pids") or spawner_state.get("job_id") or spawner_state.get("job")
-    )
 
 
 __all__ = ["ClusterManager", "Conflict", "Gone", "NotFound"]

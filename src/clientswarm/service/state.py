@@ -22,6 +22,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def submitted(spawner_state: dict[str, Any]) -> bool:
+    """Whether a spawner has started something to follow (local pids, a Slurm job id, a
+    Kubernetes Job)."""
+    return bool(
+        spawner_state.get("pids") or spawner_state.get("job_id") or spawner_state.get("job")
+    )
+
+
 def token_matches(token: str, token_hash: str) -> bool:
     """Constant-time check of a presented token against a stored hash."""
     return hmac.compare_digest(hash_token(token), token_hash)
