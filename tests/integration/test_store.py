@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -448,6 +449,14 @@ def test_sqlite_wal_stays_bounded_and_is_emptied_on_close(
 
     monkeypatch.setattr(checkpoint, "INTERVAL_S", 0.01)
     monkeypatch.setattr(checkpoint, "RESTART_FRAMES", 64)  # 256 KiB
+    restarts: list[None] = []
+    restart = checkpoint.Checkpointer.restart
+
+    def counted(self: checkpoint.Checkpointer, connection: sqlite3.Connection) -> None:
+        restarts.append(None)
+        restart(self, connection)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "restart", counted)
     path = tmp_path / "s.db"
     wal = Path(f"{path}-wal")
     store = Store.from_url_or_path(path)
@@ -462,5 +471,8 @@ def test_sqlite_wal_stays_bounded_and_is_emptied_on_close(
     assert store.count_samples("c1") == 60_000
     store.close()
     assert not wal.exists() or wal.stat().st_size == 0
-    # The WAL started over again and again instead of holding every page written.
-    assert largest < path.stat().st_size / 4, (largest, path.stat().st_size)
+    # The WAL started over again and again instead of holding every page written. How far it
+    # grows between two restarts depends on how long a checkpoint's fsyncs take on this disk
+    # (a quarter of the file on a slow CI disk, a twelfth here), so the bound is loose.
+    assert len(restarts) >= 3, len(restarts)
+    assert largest < path.stat().st_size / 2, (largest, path.stat().st_size)
