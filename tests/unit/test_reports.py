@@ -16,22 +16,17 @@ from clientswarm.config.models import SLOConfig
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.stats import summarize
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, decode_batch
-from clientswarm.reports import (
-    read_samples,
-    read_samples_jsonl,
-    read_summary,
-    render_summary,
-    stream_samples,
-    write_samples,
-    write_summary,
-)
 from clientswarm.reports.export import (
     DERIVED_FIELDS,
-    PARQUET_SCHEMA,
     SAMPLE_FIELDS,
-    read_samples_parquet,
-    stream_parquet,
+    read_samples,
+    read_samples_jsonl,
+    stream_samples,
+    write_samples,
 )
+from clientswarm.reports.parquet import PARQUET_SCHEMA, read_samples_parquet, stream_parquet
+from clientswarm.reports.summary import read_summary, write_summary
+from clientswarm.reports.table import render_summary
 from clientswarm.worker.service_client import encode_batch
 
 T0 = 1_700_000_000_000_000_000

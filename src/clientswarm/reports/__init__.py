@@ -1,20 +1,6 @@
-"""reports: summary.json, the terminal table and raw-sample exports."""
+"""reports: summary.json (:mod:`.summary`), the terminal tables (:mod:`.table`), raw-sample
+files and downloads (:mod:`.export`, Parquet in :mod:`.parquet`).
 
-from clientswarm.reports.export import (
-    read_samples,
-    read_samples_jsonl,
-    stream_samples,
-    write_samples,
-)
-from clientswarm.reports.summary import read_summary, write_summary
-from clientswarm.reports.table import render_summary
-
-__all__ = [
-    "read_samples",
-    "read_samples_jsonl",
-    "read_summary",
-    "render_summary",
-    "stream_samples",
-    "write_samples",
-    "write_summary",
-]
+Import the submodule you need: each loads only its own libraries (rich, pyarrow), which keeps
+them off the start-up path of the service and of ``clientswarm run``.
+"""

@@ -13,13 +13,11 @@ import dataclasses
 import io
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from clientswarm.metrics.sample import Sample
 
@@ -29,36 +27,6 @@ SampleFormat = Literal["jsonl", "parquet", "csv"]
 SAMPLE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Sample))
 #: Derived columns added to every exported row.
 DERIVED_FIELDS: tuple[str, ...] = ("ttft_s", "e2e_s", "tpot_s", "schedule_lag_s")
-
-#: The fixed Parquet schema: one column per sample field, then the derived ones.
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("group", pa.string()),
-        ("client", pa.int64()),
-        ("worker", pa.int64()),
-        ("name", pa.string()),
-        ("scheduled_ns", pa.int64()),
-        ("sent_ns", pa.int64()),
-        ("end_ns", pa.int64()),
-        ("status", pa.string()),
-        ("first_token_ns", pa.int64()),
-        ("last_token_ns", pa.int64()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("token_source", pa.string()),
-        ("itl_s", pa.list_(pa.float64())),
-        ("error_kind", pa.string()),
-        ("error_message", pa.string()),
-        ("http_status", pa.int64()),
-        ("stage", pa.int64()),
-        ("warmup", pa.bool_()),
-        ("step", pa.bool_()),
-        ("ttft_s", pa.float64()),
-        ("e2e_s", pa.float64()),
-        ("tpot_s", pa.float64()),
-        ("schedule_lag_s", pa.float64()),
-    ]
-)
 
 
 def sample_row(sample: Sample) -> dict[str, Any]:
@@ -90,18 +58,6 @@ def sample_from_row(row: dict[str, Any]) -> Sample:
     return Sample.from_dict(data)
 
 
-def samples_table(samples: Sequence[Sample]) -> pa.Table:
-    """``samples`` as an Arrow table with :data:`PARQUET_SCHEMA`, built column by column."""
-    columns: dict[str, list[Any]] = {
-        name: [getattr(s, name) for s in samples] for name in SAMPLE_FIELDS
-    }
-    columns["ttft_s"] = [s.ttft_s for s in samples]
-    columns["e2e_s"] = [s.e2e_s for s in samples]
-    columns["tpot_s"] = [s.tpot_s for s in samples]
-    columns["schedule_lag_s"] = [s.schedule_lag_s for s in samples]
-    return pa.Table.from_pydict(columns, schema=PARQUET_SCHEMA)
-
-
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
@@ -110,7 +66,7 @@ MEDIA_TYPES = {
 """Content type of each download format."""
 
 
-def _chunks(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+def chunks(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
     iterator = iter(samples)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
@@ -118,7 +74,7 @@ def _chunks(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
 
 def stream_jsonl(samples: Iterable[Sample], chunk: int = 2000) -> Iterator[bytes]:
     """One JSON object per line."""
-    for part in _chunks(samples, chunk):
+    for part in chunks(samples, chunk):
         yield b"".join(orjson.dumps(sample_row(s)) + b"\n" for s in part)
 
 
@@ -127,45 +83,13 @@ def stream_csv(samples: Iterable[Sample], chunk: int = 2000) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([*SAMPLE_FIELDS, *DERIVED_FIELDS])
-    for part in _chunks(samples, chunk):
+    for part in chunks(samples, chunk):
         writer.writerows(csv_cells(s) for s in part)
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
     if buffer.tell():
         yield buffer.getvalue().encode()
-
-
-class _Pending(io.RawIOBase):
-    """A write-only file that keeps what was written until it is taken."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def take(self) -> bytes:
-        data = b"".join(self.parts)
-        self.parts.clear()
-        return data
-
-
-def stream_parquet(samples: Iterable[Sample], chunk: int = 10_000) -> Iterator[bytes]:
-    """A Parquet file written one row group per chunk, each handed on as soon as written."""
-    sink = _Pending()
-    writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), PARQUET_SCHEMA)
-    for part in _chunks(samples, chunk):
-        writer.write_table(samples_table(part))
-        if data := sink.take():
-            yield data
-    writer.close()
-    if data := sink.take():
-        yield data
 
 
 def stream_samples(samples: Iterable[Sample], fmt: str) -> Iterator[bytes]:
@@ -175,6 +99,8 @@ def stream_samples(samples: Iterable[Sample], fmt: str) -> Iterator[bytes]:
     if fmt == "csv":
         return stream_csv(samples)
     if fmt == "parquet":
+        from clientswarm.reports.parquet import stream_parquet  # pyarrow loads when needed
+
         return stream_parquet(samples)
     raise ValueError(f"unknown samples format {fmt!r}; expected one of: jsonl, csv, parquet")
 
@@ -200,22 +126,14 @@ def read_samples_jsonl(path: str | os.PathLike[str]) -> Iterator[Sample]:
                 raise ValueError(f"{path}:{number}: not a sample: {exc}") from exc
 
 
-def read_samples_parquet(path: str | os.PathLike[str]) -> Iterator[Sample]:
-    """Samples of a Parquet file written by :func:`write_samples`, row group by row group."""
-    parquet = pq.ParquetFile(path)
-    present = set(parquet.schema_arrow.names)  # older files lack newer fields, e.g. ``step``
-    columns = [name for name in SAMPLE_FIELDS if name in present]
-    for batch in parquet.iter_batches(columns=columns):
-        for row in batch.to_pylist():
-            yield sample_from_row(row)
-
-
 def read_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
     """Samples of a ``.jsonl`` or ``.parquet`` file, chosen by the file's suffix."""
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return read_samples_jsonl(path)
     if suffix in (".parquet", ".pq"):
+        from clientswarm.reports.parquet import read_samples_parquet
+
         return read_samples_parquet(path)
     raise ValueError(f"{path}: cannot tell the samples format; expected a .jsonl or .parquet file")
 
@@ -223,16 +141,14 @@ def read_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
 __all__ = [
     "DERIVED_FIELDS",
     "MEDIA_TYPES",
-    "PARQUET_SCHEMA",
     "SAMPLE_FIELDS",
     "SampleFormat",
+    "chunks",
     "csv_cells",
     "read_samples",
     "read_samples_jsonl",
-    "read_samples_parquet",
     "sample_from_row",
     "sample_row",
-    "samples_table",
     "stream_samples",
     "write_samples",
 ]
