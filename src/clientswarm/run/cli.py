@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from clientswarm.imports import collections_paused
 from clientswarm.spawners.standby import StandbyWorkers, planned_local_workers
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ def run_command(
         early = 0 if dry_run else planned_local_workers(file, workers)
         standby = StandbyWorkers.start(sys.executable, early, Path(scratch)) if early else None
         try:
-            from clientswarm.config.loader import load_config_file
+            with collections_paused():
+                from clientswarm.config.loader import load_config_file
 
             config = load_config_file(file)
             if workers is not None:
@@ -100,10 +102,10 @@ def run_config(
 ) -> str | None:
     """The body of ``clientswarm run`` once the workers are starting: the cluster's final
     status (``None`` after a dry run)."""
-    from clientswarm.interactions.registry import build_group_interactions
-    from clientswarm.reports.table import render_summary, report_console
-    from clientswarm.run.local import run_locally
-    from clientswarm.spawners.registry import render_submission
+    with collections_paused():
+        from clientswarm.interactions.registry import build_group_interactions
+        from clientswarm.run.local import run_locally  # the service's whole stack
+        from clientswarm.spawners.registry import render_submission
 
     build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
     if dry_run:
@@ -111,19 +113,20 @@ def run_config(
         return None
     output_dir = output or default_output_dir(config)
     fmt = samples_format or config.outputs.samples_format
-    console = report_console()
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = run_locally(
         config,
         base_dir=file.parent.resolve(),
         output_dir=output_dir,
-        console=console,
         fmt=fmt,
         mock_args=mock_args if mock else None,
         host=host,
         port=port,
         standby=standby,
     )
+    from clientswarm.reports.table import render_summary, report_console  # after the run: rich
+
+    console = report_console()
     render_summary(summary, console)
     console.print(f"results: {output_dir}/summary.json, {output_dir}/{summary['samples_file']}")
     status: str = summary["cluster"]["status"]

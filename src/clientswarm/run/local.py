@@ -15,10 +15,9 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console
 
 from clientswarm import aio
 from clientswarm.config.models import ClusterConfig
@@ -36,6 +35,15 @@ from clientswarm.spawners.local import LocalSpawner
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.spawners.standby import StandbyWorkers
 from clientswarm.store import Store
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _console() -> Console:
+    from clientswarm.reports.table import report_console  # rich: off the start-up path
+
+    return report_console()
 
 
 def planned_duration_s(config: ClusterConfig) -> float | None:
@@ -58,6 +66,11 @@ def local_start_margin_s(config: ClusterConfig) -> float:
     workers = config.spawner.workers
     clients = sum(group.clients for group in config.groups)
     return LOCAL_MARGIN_S + LOCAL_MARGIN_PER_CLIENT_S * -(-clients // workers)
+
+
+PROGRESS_DELAY_S = 0.3
+"""Seconds between submitting the cluster and drawing the progress line: local workers have
+sent their first requests by then (about 0.15 s), unhindered by the line's drawing."""
 
 
 def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | None) -> ProgressLine:
@@ -92,7 +105,7 @@ async def run_cluster(
     *,
     base_dir: Path,
     output_dir: Path,
-    console: Console,
+    console: Console | None,
     store: Store,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -102,6 +115,8 @@ async def run_cluster(
 
     The service's frontend API gets a random token nobody is told: only the workers (with
     their cluster token) have business with it, even when it listens beyond loopback.
+    ``console`` shows the progress line; ``None``: the report console, made once the cluster
+    is submitted (rich loads after the workers have their orders, off the start-up path).
     """
     settings = ServiceSettings(
         data_dir=output_dir, lost_after_s=10.0, api_token=secrets.token_urlsafe(24)
@@ -127,9 +142,14 @@ async def run_cluster(
         loop.add_signal_handler(signal.SIGINT, stop)
         loop.add_signal_handler(signal.SIGTERM, stop)
         planned = planned_duration_s(config)
-        display = asyncio.create_task(
-            show_progress(lambda: progress_of(manager, record.id, planned), console)
-        )
+
+        async def display_progress() -> None:
+            await asyncio.sleep(PROGRESS_DELAY_S)  # rich loads and draws once workers have sent
+            await show_progress(
+                lambda: progress_of(manager, record.id, planned), console or _console()
+            )
+
+        display = asyncio.create_task(display_progress())
         try:
             async with manager.changed:
                 await manager.changed.wait_for(lambda: record.id not in manager.active)
@@ -161,7 +181,7 @@ def run_locally(
     *,
     base_dir: Path,
     output_dir: Path,
-    console: Console,
+    console: Console | None = None,
     fmt: str = "jsonl",
     mock_args: str | None = None,
     host: str = "127.0.0.1",
@@ -170,7 +190,8 @@ def run_locally(
 ) -> dict[str, Any]:
     """Run ``config`` with a throw-away store (against the simulator started with
     ``mock_args`` unless None), write the results to ``output_dir``; return the summary.
-    ``standby`` workers, when given, are taken before fresh processes are started."""
+    ``standby`` workers, when given, are taken before fresh processes are started; ``console``
+    as for :func:`run_cluster`."""
     with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
         store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
         store.create_all()
@@ -180,7 +201,7 @@ def run_locally(
                 ran = config
                 if mock_args is not None:
                     url = await stack.enter_async_context(mock_target(mock_args))
-                    console.print(f"simulator target at {url}", style="dim")
+                    (console or _console()).print(f"simulator target at {url}", style="dim")
                     target = config.target.model_copy(update={"url": url})
                     ran = config.model_copy(update={"target": target})
                 return await run_cluster(

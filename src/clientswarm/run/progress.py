@@ -1,4 +1,8 @@
-"""The live progress line of ``clientswarm run`` (and ``submit --wait``)."""
+"""The live progress line of ``clientswarm run`` (and ``submit --wait``).
+
+rich loads when the line is first drawn, not with this module: ``clientswarm run`` imports it
+on its start-up path, and the line is drawn only once the cluster is submitted.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class ProgressLine:
 
 def progress_text(line: ProgressLine, rate_per_s: float) -> Text:
     """One line: elapsed / planned, outcomes, in flight, current rate, live workers."""
+    from rich.text import Text
+
     planned = f" / {line.planned_s:.0f} s" if line.planned_s is not None else ""
     text = Text()
     text.append(f"{line.status:<9}", style="cyan")
@@ -51,6 +58,8 @@ async def show_progress(
     read: Callable[[], ProgressLine], console: Console, interval_s: float = 0.25
 ) -> None:
     """Refresh the progress line until cancelled; plain lines every 5 s when not a terminal."""
+    from rich.live import Live
+
     plain = not console.is_terminal
     period = 5.0 if plain else interval_s
     line = read()

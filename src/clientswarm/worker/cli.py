@@ -22,6 +22,7 @@ import orjson
 
 from clientswarm import aio
 from clientswarm.errors import WorkerError
+from clientswarm.imports import collections_paused
 from clientswarm.service.protocol import TOKEN_ENV
 from clientswarm.worker.assignment import WorkerReport
 from clientswarm.worker.service_client import (
@@ -150,9 +151,10 @@ def wait_for_orders() -> dict[str, Any] | None:
     """A standby worker's wait: load the code a run needs, then read the orders the local
     spawner writes on stdin (see :mod:`clientswarm.spawners.standby`), take its environment
     and send all output to its log from then on. ``None`` when stdin closes without orders."""
-    import clientswarm.config.models
-    import clientswarm.interactions.registry
-    import clientswarm.interactions.user  # noqa: F401  (what a run loads first; now, not then)
+    with collections_paused():
+        import clientswarm.config.models
+        import clientswarm.interactions.registry
+        import clientswarm.interactions.user  # noqa: F401  (what a run loads first; now, not then)
 
     loaded_mono = time.monotonic()
     line = sys.stdin.buffer.readline()
