@@ -18,6 +18,7 @@ from clientswarm.service.frontend import frontend_router
 from clientswarm.service.internal import internal_router
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.monitor import monitor_router
+from clientswarm.service.protocol import INTERNAL_PREFIX
 
 
 def create_app(manager: ClusterManager) -> FastAPI:
@@ -42,9 +43,12 @@ def create_app(manager: ClusterManager) -> FastAPI:
         lifespan=lifespan,
     )
     guard = api_token_guard(settings.api_token)
+    # FastAPI prepares a router's routes on the first request that reaches it, in the order
+    # routers were included. The workers' router comes first so that their first requests, on
+    # the start-up path of every cluster, prepare only its few routes, not all of the service's.
+    app.include_router(internal_router(manager))
     app.include_router(frontend_router(manager, guard))
     app.include_router(monitor_router(manager, guard))
-    app.include_router(internal_router(manager))
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -65,13 +69,20 @@ def create_app(manager: ClusterManager) -> FastAPI:
 
 
 def _register_config_schema(app: FastAPI) -> None:
-    """Put ClusterConfig into the OpenAPI components (the create/validate bodies refer to it)."""
+    """Put ClusterConfig into the OpenAPI components (the create/validate bodies refer to it),
+    and list the workers' paths last: their router is included first only for speed."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = original()
+        paths: dict[str, Any] = schema.get("paths", {})
+        internal = {path for path in paths if path.startswith(INTERNAL_PREFIX)}
+        schema["paths"] = {
+            **{path: item for path, item in paths.items() if path not in internal},
+            **{path: item for path, item in paths.items() if path in internal},
+        }
         config = ClusterConfig.model_json_schema(ref_template="#/components/schemas/{model}")
         definitions = config.pop("$defs", {})
         components = schema.setdefault("components", {}).setdefault("schemas", {})
