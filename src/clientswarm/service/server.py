@@ -78,7 +78,7 @@ async def running_service(
             if task.done():
                 task.result()  # raises what stopped it
                 raise RuntimeError("the service stopped while starting")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.002)  # uvicorn offers no event; it starts in ~50 ms
         yield RunningService(url, manager, server)
     finally:
         server.should_exit = True
