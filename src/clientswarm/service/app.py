@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,13 +21,20 @@ from clientswarm.service.monitor import monitor_router
 from clientswarm.service.protocol import INTERNAL_PREFIX
 
 
-def create_app(manager: ClusterManager) -> FastAPI:
-    """The service around ``manager``; its lifespan starts and stops the manager."""
+def create_app(
+    manager: ClusterManager,
+    *,
+    before_serving: Callable[[ClusterManager], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The service around ``manager``; its lifespan starts and stops the manager (and runs
+    ``before_serving`` after the start, before uvicorn accepts the first request)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await manager.start()
         try:
+            if before_serving is not None:
+                await before_serving(manager)
             yield
         finally:
             await manager.close()

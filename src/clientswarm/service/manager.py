@@ -44,6 +44,7 @@ from clientswarm.service.results import finish_clients, summarise, worker_rows, 
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import (
     CLUSTER_FINAL,
+    ClusterPreset,
     ClusterState,
     WorkerLive,
     hash_token,
@@ -108,15 +109,22 @@ class ClusterManager:
                 await self._watchdog
 
     # -- frontend ---------------------------------------------------------------------------
-    async def create(self, config: ClusterConfig, *, base_dir: Path | None = None) -> ClusterRecord:
-        """Store a new cluster and launch its workers; returns at once (status ``pending``)."""
+    async def create(
+        self,
+        config: ClusterConfig,
+        *,
+        base_dir: Path | None = None,
+        preset: ClusterPreset | None = None,
+    ) -> ClusterRecord:
+        """Store a new cluster and launch its workers; returns at once (status ``pending``,
+        or ``running`` when ``preset`` has the start time)."""
         base = base_dir or Path.cwd()
         config = place_user_code(
             config, base_dir=base, allow_inline=self.settings.allow_inline_code
         )
         await asyncio.to_thread(build_group_interactions, config, base_dir=base)
-        cluster_id = uuid.uuid4().hex[:12]
-        token = secrets.token_urlsafe(32)
+        cluster_id = preset.cluster_id if preset else uuid.uuid4().hex[:12]
+        token = preset.token if preset else secrets.token_urlsafe(32)
         record = ClusterRecord(
             id=cluster_id,
             name=config.name,
@@ -154,6 +162,9 @@ class ClusterManager:
         self.active[cluster_id] = state
         self._count_workers(state)
         await self._event(cluster_id, "created", f"cluster {config.name!r} created")
+        if preset is not None and preset.start_ns is not None:
+            state.started_early = True
+            await self._start(state, late=[], start_ns=preset.start_ns)
         self._spawn(self._launch(state, token))
         return record
 
@@ -269,7 +280,8 @@ class ClusterManager:
     ) -> RegisterReply:
         """A worker announced itself."""
         worker = state.workers[index]
-        if state.start_ns is not None and worker.state in ("pending", "failed"):
+        late = worker.state == "failed" or (worker.state == "pending" and not state.started_early)
+        if state.start_ns is not None and late:
             raise Gone(f"worker {index} registered after the cluster started")
         worker.state, worker.last_seen = "registered", time.monotonic()
         self._count_workers(state)
@@ -323,8 +335,13 @@ class ClusterManager:
             base_dir=base_dir,
         )
 
-    async def _start(self, state: ClusterState, late: list[int]) -> None:
-        state.start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
+    async def _start(
+        self, state: ClusterState, late: list[int], start_ns: int | None = None
+    ) -> None:
+        """Fix the start time (``start_ns``, or now plus the margin); fail the ``late`` workers."""
+        if start_ns is None:
+            start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
+        state.start_ns = start_ns
         state.settled.set()
         for index in late:
             await self._worker_ended(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,26 +15,9 @@ import uvicorn
 from clientswarm.service.app import create_app
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.settings import ServiceSettings
+from clientswarm.service.sockets import bind, url_of
 from clientswarm.spawners.base import Spawner
 from clientswarm.store import Store
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    """The http URL of a bound socket (brackets around IPv6 hosts)."""
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
 
 
 @dataclass
@@ -55,16 +38,22 @@ async def running_service(
     port: int = 0,
     log_level: str = "warning",
     spawners: dict[str, Spawner] | None = None,
+    sock: socket.socket | None = None,
+    before_serving: Callable[[ClusterManager], Awaitable[None]] | None = None,
 ) -> AsyncIterator[RunningService]:
-    """Serve on ``host:port`` in this event loop until the block exits (with ``spawners``
-    instead of one of each kind, when given)."""
-    sock = bind(host, port)
+    """Serve on ``host:port`` (or on ``sock``, bound already) in this event loop until the
+    block exits, with ``spawners`` instead of one of each kind when given.
+
+    ``before_serving`` runs once the manager has started and before the first request is
+    accepted: what it creates is there for requests already waiting on the socket.
+    """
+    sock = sock if sock is not None else bind(host, port)
     url = url_of(sock)
     if not settings.advertise_url:
         settings.advertise_url = url
     manager = ClusterManager(store, settings, spawners=spawners)
     config = uvicorn.Config(
-        create_app(manager),
+        create_app(manager, before_serving=before_serving),
         log_level=log_level,
         access_log=False,
         lifespan="on",

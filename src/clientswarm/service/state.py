@@ -35,6 +35,17 @@ def token_matches(token: str, token_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token), token_hash)
 
 
+@dataclass(frozen=True)
+class ClusterPreset:
+    """What ``clientswarm run`` fixed before its service was up (:mod:`clientswarm.run.early`):
+    the id and token its standby workers were given, and the start time their clients run
+    from (``None``: the workers register and wait for the service's start time as usual)."""
+
+    cluster_id: str
+    token: str
+    start_ns: int | None = None
+
+
 @dataclass
 class WorkerLive:
     """The service's live view of one worker."""
@@ -72,6 +83,9 @@ class ClusterState:
     exits_noted: set[int] = field(default_factory=set)
     explain_until: float | None = None
     """Until when the end of the cluster waits for the spawner to say who stopped a worker."""
+    started_early: bool = False
+    """Its workers were given the start time before the service was up (``clientswarm run``'s
+    standbys): they register after their clients have started."""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the start time is fixed or a stop is requested: wakes the workers' held
     ``GET assignment`` calls, so every worker learns the start time at once."""
