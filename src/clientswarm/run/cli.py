@@ -104,25 +104,42 @@ def run_config(
     status (``None`` after a dry run)."""
     with collections_paused():
         from clientswarm.interactions.registry import build_group_interactions
-        from clientswarm.run.local import run_locally  # the service's whole stack
-        from clientswarm.spawners.registry import render_submission
+        from clientswarm.run.early import start_early
 
     build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
     if dry_run:
+        from clientswarm.spawners.registry import render_submission
+
         click.echo(render_submission(config, service_url="<in-process service URL>"), nl=False)
         return None
     output_dir = output or default_output_dir(config)
     fmt = samples_format or config.outputs.samples_format
     output_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = file.parent.resolve()
+    # The clients start while the service loads (below), unless the simulator is the target.
+    early = None
+    if not mock:
+        early = start_early(
+            config,
+            base_dir=base_dir,
+            output_dir=output_dir,
+            host=host,
+            port=port,
+            standby=standby,
+        )
+    with collections_paused():
+        from clientswarm.run.local import run_locally  # the service's whole stack
+
     summary = run_locally(
         config,
-        base_dir=file.parent.resolve(),
+        base_dir=base_dir,
         output_dir=output_dir,
         fmt=fmt,
         mock_args=mock_args if mock else None,
         host=host,
         port=port,
         standby=standby,
+        early=early,
     )
     from clientswarm.reports.table import render_summary, report_console  # after the run: rich
 

@@ -24,6 +24,7 @@ from clientswarm.config.models import ClusterConfig
 from clientswarm.load import group_end_s
 from clientswarm.reports.export import write_samples
 from clientswarm.reports.summary import write_summary
+from clientswarm.run.early import EarlyPlan, local_start_margin_s
 from clientswarm.run.mock_target import mock_target
 from clientswarm.run.progress import ProgressLine, show_progress
 from clientswarm.service.manager import ClusterManager
@@ -34,7 +35,7 @@ from clientswarm.spawners.base import Spawner
 from clientswarm.spawners.local import LocalSpawner
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.spawners.standby import StandbyWorkers
-from clientswarm.store import Store
+from clientswarm.store import ClusterRecord, Store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,22 +51,6 @@ def planned_duration_s(config: ClusterConfig) -> float | None:
     """Seconds the cluster runs by its schedule; None when a request count alone bounds it."""
     ends = [group_end_s(group, config.warmup_s) for group in config.groups]
     return None if any(end is None for end in ends) else max(e for e in ends if e is not None)
-
-
-LOCAL_MARGIN_S = 0.05
-"""The start margin of a cluster whose workers run on this machine, before client set-up."""
-
-LOCAL_MARGIN_PER_CLIENT_S = 20e-6
-"""What a worker takes to set up one client, added to the margin for the busiest worker."""
-
-
-def local_start_margin_s(config: ClusterConfig) -> float:
-    """The shared start time's margin when every worker runs here: the held assignment calls
-    answer every worker at once over loopback, so the margin only has to cover setting up
-    the clients (0.2 s, the service's default, is for workers on other nodes)."""
-    workers = config.spawner.workers
-    clients = sum(group.clients for group in config.groups)
-    return LOCAL_MARGIN_S + LOCAL_MARGIN_PER_CLIENT_S * -(-clients // workers)
 
 
 PROGRESS_DELAY_S = 0.3
@@ -110,6 +95,7 @@ async def run_cluster(
     host: str = "127.0.0.1",
     port: int = 0,
     standby: StandbyWorkers | None = None,
+    early: EarlyPlan | None = None,
 ) -> str:
     """Run ``config`` through an in-process service; return the cluster id once it finished.
 
@@ -117,6 +103,8 @@ async def run_cluster(
     their cluster token) have business with it, even when it listens beyond loopback.
     ``console`` shows the progress line; ``None``: the report console, made once the cluster
     is submitted (rich loads after the workers have their orders, off the start-up path).
+    With ``early`` (:mod:`clientswarm.run.early`) the service serves on its socket and
+    creates the cluster it started before the first request is accepted.
     """
     settings = ServiceSettings(
         data_dir=output_dir, lost_after_s=10.0, api_token=secrets.token_urlsafe(24)
@@ -127,9 +115,24 @@ async def run_cluster(
     if advertise:
         settings.advertise_url = advertise
     spawners: dict[str, Spawner] = {**default_spawners(), "local": LocalSpawner(standby)}
-    async with running_service(store, settings, host=host, port=port, spawners=spawners) as service:
+    created: list[ClusterRecord] = []
+
+    async def create_early(manager: ClusterManager) -> None:
+        assert early is not None
+        preset = await asyncio.to_thread(early.preset)  # the handshake is over by now, mostly
+        created.append(await manager.create(config, base_dir=base_dir, preset=preset))
+
+    async with running_service(
+        store,
+        settings,
+        host=host,
+        port=port,
+        spawners=spawners,
+        sock=None if early is None else early.sock,
+        before_serving=None if early is None else create_early,
+    ) as service:
         manager = service.manager
-        record = await manager.create(config, base_dir=base_dir)
+        record = created[0] if created else await manager.create(config, base_dir=base_dir)
         loop = asyncio.get_running_loop()
 
         stopping: list[asyncio.Task[None]] = []
@@ -187,11 +190,14 @@ def run_locally(
     host: str = "127.0.0.1",
     port: int = 0,
     standby: StandbyWorkers | None = None,
+    early: EarlyPlan | None = None,
 ) -> dict[str, Any]:
     """Run ``config`` with a throw-away store (against the simulator started with
     ``mock_args`` unless None), write the results to ``output_dir``; return the summary.
     ``standby`` workers, when given, are taken before fresh processes are started; ``console``
-    as for :func:`run_cluster`."""
+    and ``early`` as for :func:`run_cluster` (``early`` is not for a simulator run)."""
+    if early is not None and mock_args is not None:
+        raise ValueError("an early start needs the target's URL before the simulator is up")
     with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
         store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
         store.create_all()
@@ -213,6 +219,7 @@ def run_locally(
                     host=host,
                     port=port,
                     standby=standby,
+                    early=early,
                 )
 
         try:

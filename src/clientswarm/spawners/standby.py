@@ -7,13 +7,23 @@ service loads its own. When the :class:`~clientswarm.spawners.local.LocalSpawner
 cluster, it hands each standby its orders as one JSON line on stdin (:func:`handoff_line`)
 instead of starting a fresh interpreter. A standby that is not needed sees its stdin close
 and exits; one that died while loading is skipped and a fresh process started instead.
+
+An early start (:meth:`StandbyWorkers.start_early`, used by :mod:`clientswarm.run.early`) goes
+further: the orders go out as soon as the configuration is valid, with each worker's
+assignment, and :class:`EarlyStart` gives them the start time once all have loaded, so
+their clients start before the service is up. Each then registers with the service and has it
+confirm that start time; the service creates the cluster with it before it accepts a request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +33,9 @@ if TYPE_CHECKING:
     from clientswarm.spawners.base import ClusterLaunch
 
 STANDBY_FLAG = "--standby"
+
+EARLY_READY = b"ready\n"
+"""What a standby with an early assignment writes on stdout once it can start."""
 
 EARLY_STANDBYS_PER_CPU = 2
 """At most this many standbys per CPU are started before the configuration is validated."""
@@ -57,15 +70,78 @@ def _yaml(text: str) -> Any:
         raise ValueError(str(exc)) from None
 
 
-def handoff_line(launch: ClusterLaunch, index: int, log_path: Path) -> bytes:
+def handoff_line(
+    launch: ClusterLaunch, index: int, log_path: Path, early: dict[str, Any] | None = None
+) -> bytes:
     """The orders a standby worker reads from stdin: what a fresh one gets as arguments and
-    environment, plus the log file its output goes to from then on."""
-    orders = {
+    environment, plus the log file its output goes to from then on (and its ``early``
+    assignment, all but the start time, for an early start)."""
+    orders: dict[str, Any] = {
         "args": launch.worker_args(index),
         "env": launch.worker_env(),
         "log": str(log_path),
     }
+    if early is not None:
+        orders["early"] = early
     return orjson.dumps(orders) + b"\n"
+
+
+class EarlyStart:
+    """Gives standby workers with early orders their start time once every one is ready.
+
+    A thread waits for each standby's ``ready`` line on its stdout; when all have come, it
+    fixes the start time ``margin_s`` from then and writes ``start <ns>`` to every standby.
+    If one dies first, or not all are ready within ``timeout_s``, every one gets ``wait``
+    instead: they register and wait for the service's start time, as without an early start.
+    """
+
+    def __init__(
+        self, processes: dict[int, subprocess.Popen[bytes]], margin_s: float, timeout_s: float
+    ) -> None:
+        self._processes = dict(processes)
+        self._margin_ns = int(margin_s * 1e9)
+        self._timeout_s = timeout_s
+        self._start_ns: int | None = None
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="clientswarm-early-start", daemon=True
+        )
+        self._thread.start()
+
+    def start_ns(self) -> int | None:
+        """The start time the workers were given (waits for the handshake); ``None`` if none."""
+        self._thread.join()
+        return self._start_ns
+
+    def cancel(self) -> None:
+        """Give up waiting (the run is over before it began); idempotent."""
+        self._cancelled.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        waiting: dict[int, subprocess.Popen[bytes]] = {}
+        for process in self._processes.values():
+            assert process.stdout is not None
+            waiting[process.stdout.fileno()] = process
+        deadline = time.monotonic() + self._timeout_s
+        ready = True
+        while waiting and ready:
+            if self._cancelled.is_set() or time.monotonic() > deadline:
+                ready = False
+                break
+            readable, _, _ = select.select(list(waiting), [], [], 0.05)
+            for fd in readable:
+                del waiting[fd]
+                ready = ready and os.read(fd, len(EARLY_READY)) == EARLY_READY  # b"": it died
+        start_ns = time.time_ns() + self._margin_ns
+        line = f"start {start_ns}\n" if ready else "wait\n"
+        for process in self._processes.values():
+            assert process.stdin is not None
+            with contextlib.suppress(OSError, ValueError):
+                process.stdin.write(line.encode())
+                process.stdin.close()
+        if ready:
+            self._start_ns = start_ns
 
 
 class StandbyWorkers:
@@ -74,6 +150,9 @@ class StandbyWorkers:
     def __init__(self, python: str, processes: list[subprocess.Popen[bytes]]) -> None:
         self.python = python
         self._waiting = processes
+        self._early: dict[int, subprocess.Popen[bytes]] = {}  # given early orders, by index
+        self._early_cluster: str | None = None
+        self._early_start: EarlyStart | None = None
 
     @classmethod
     def start(cls, python: str, count: int, log_dir: Path) -> StandbyWorkers:
@@ -87,8 +166,8 @@ class StandbyWorkers:
                         subprocess.Popen(
                             [python, "-m", "clientswarm.worker", STANDBY_FLAG],
                             stdin=subprocess.PIPE,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
+                            stdout=subprocess.PIPE,  # "ready" for an early start, then the log
+                            stderr=log,
                             start_new_session=True,
                         )
                     )
@@ -99,10 +178,40 @@ class StandbyWorkers:
     def __len__(self) -> int:
         return len(self._waiting)
 
+    def start_early(
+        self,
+        launch: ClusterLaunch,
+        assignments: list[dict[str, Any]],
+        log_paths: list[Path],
+        margin_s: float,
+        timeout_s: float = 30.0,
+    ) -> EarlyStart | None:
+        """Give every worker of ``launch`` its orders and its assignment now (start time
+        pending) and start the handshake; ``None`` (nothing done) without a standby each."""
+        if launch.python != self.python or len(self._waiting) < launch.workers:
+            return None
+        for index in range(launch.workers):
+            process = self._waiting.pop(0)
+            assert process.stdin is not None
+            line = handoff_line(launch, index, log_paths[index], early=assignments[index])
+            with contextlib.suppress(OSError, ValueError):  # a dead one: the handshake sees it
+                process.stdin.write(line)
+                process.stdin.flush()
+            self._early[index] = process
+        self._early_cluster = launch.cluster_id
+        self._early_start = EarlyStart(self._early, margin_s, timeout_s)
+        return self._early_start
+
     def hand_off(
         self, launch: ClusterLaunch, index: int, log_path: Path
     ) -> subprocess.Popen[bytes] | None:
         """A live standby given worker ``index`` of ``launch``; ``None`` when none is left."""
+        if launch.cluster_id == self._early_cluster and index in self._early:
+            process = self._early.pop(index)  # it has its orders already
+            if process.poll() is None:
+                return process
+            _reap(process)
+            return None
         if launch.python != self.python:
             return None
         while self._waiting:
@@ -120,7 +229,13 @@ class StandbyWorkers:
         return None
 
     def close(self) -> None:
-        """Dismiss the standbys nobody took: their stdin closes and they exit."""
+        """Dismiss the standbys nobody took: their stdin closes and they exit. Those given
+        early orders that no spawner took (the run ended before its service was up) may be
+        running already: they are terminated."""
+        if self._early_start is not None:
+            self._early_start.cancel()
+        early, self._early = self._early, {}
+        _terminate(list(early.values()))
         waiting, self._waiting = self._waiting, []
         for process in waiting:
             _reap(process)
@@ -136,3 +251,19 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, 9)
         process.wait()
+
+
+def _terminate(processes: list[subprocess.Popen[bytes]], grace_s: float = 1.0) -> None:
+    """SIGTERM (a worker's graceful stop) to all, then SIGKILL to those alive after ``grace_s``:
+    with no service to take their samples, they cannot finish cleanly anyway."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()

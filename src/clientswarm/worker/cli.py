@@ -24,7 +24,8 @@ from clientswarm import aio
 from clientswarm.errors import WorkerError
 from clientswarm.imports import collections_paused
 from clientswarm.service.protocol import TOKEN_ENV
-from clientswarm.worker.assignment import WorkerReport
+from clientswarm.spawners.standby import EARLY_READY
+from clientswarm.worker.assignment import Assignment, WorkerReport
 from clientswarm.worker.service_client import (
     ServiceWorkerOptions,
     WorkerEndpoint,
@@ -117,11 +118,14 @@ def worker_command(
 
     The cluster token is read from the CLIENTSWARM_WORKER_TOKEN environment variable.
     """
+    root = ctx.find_root().obj or {}
+    debug = bool(root.get("debug"))
     if standby:
         orders = wait_for_orders()
         if orders is None:
             return  # not needed after all
-        with worker_command.make_context(ctx.info_name, list(orders["args"])) as handed:
+        obj = {"debug": debug, "early_assignment": orders.get("early_assignment")}
+        with worker_command.make_context(ctx.info_name, list(orders["args"]), obj=obj) as handed:
             worker_command.invoke(handed)
         return
     if service is None or cluster is None or index is None:
@@ -135,8 +139,11 @@ def worker_command(
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s worker {index} %(levelname)s %(message)s"
     )
-    options = ServiceWorkerOptions(register_timeout_s=register_timeout, outage_limit_s=outage_limit)
-    debug = bool(ctx.find_root().obj and ctx.find_root().obj.get("debug"))
+    options = ServiceWorkerOptions(
+        register_timeout_s=register_timeout,
+        outage_limit_s=outage_limit,
+        early_assignment=root.get("early_assignment"),
+    )
     try:
         report = aio.run(serve(endpoint, options))
     except WorkerError as exc:
@@ -150,7 +157,11 @@ def worker_command(
 def wait_for_orders() -> dict[str, Any] | None:
     """A standby worker's wait: load the code a run needs, then read the orders the local
     spawner writes on stdin (see :mod:`clientswarm.spawners.standby`), take its environment
-    and send all output to its log from then on. ``None`` when stdin closes without orders."""
+    and send all output to its log from then on. ``None`` when stdin closes without orders.
+
+    Orders with an ``early`` assignment (all but its start time) are answered ``ready`` on
+    stdout; the next line on stdin is ``start <ns>``, which puts the assignment with that start
+    time under ``early_assignment``, or ``wait`` (register and wait for the service's start)."""
     with collections_paused():
         import clientswarm.config.models
         import clientswarm.interactions.registry
@@ -162,6 +173,13 @@ def wait_for_orders() -> dict[str, Any] | None:
         return None
     orders: dict[str, Any] = orjson.loads(line)
     os.environ.update(orders["env"])
+    early = orders.pop("early", None)
+    if early is not None:
+        assignment = Assignment.model_validate(early)  # now, not after the start
+        os.write(sys.stdout.fileno(), EARLY_READY)
+        answer = sys.stdin.buffer.readline().split()
+        if len(answer) == 2 and answer[0] == b"start":
+            orders["early_assignment"] = assignment.model_copy(update={"start_ns": int(answer[1])})
     log_fd = os.open(orders["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -170,6 +188,8 @@ def wait_for_orders() -> dict[str, Any] | None:
     os.close(log_fd)
     waited_s = time.monotonic() - loaded_mono
     print(f"standby worker pid {os.getpid()} took these orders after {waited_s:.2f} s", flush=True)
+    if early is not None and "early_assignment" not in orders:
+        print("no early start: registering and waiting for the service's start time", flush=True)
     return orders
 
 
