@@ -1,6 +1,9 @@
 """``python -m clientswarm.worker``: the ``clientswarm worker`` command, for spawners."""
 
-from clientswarm.worker.cli import worker_command
+from clientswarm.imports import collections_paused
+
+with collections_paused():  # a worker's imports are on the path to its first request
+    from clientswarm.worker.cli import worker_command
 
 if __name__ == "__main__":
     worker_command(prog_name="python -m clientswarm.worker")
