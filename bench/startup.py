@@ -222,10 +222,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         f"- `worker process seen`: when polling `/proc` (every {POLL_S * 1000:g} ms or so) first "
         "found the `clientswarm.worker` child of the run process: the run process's own "
-        "start-up (interpreter, imports, configuration, the in-process service) until it spawns "
-        "the worker. `worker seen → first request`: the worker's start-up (interpreter, imports, "
-        "registration with the service, its assignment) until its first request reaches the "
-        "target.",
+        "start-up until it spawns the worker as a standby (interpreter, its command's imports, "
+        "reading the worker count from the file). `worker seen → first request`: the standby's "
+        "start-up (interpreter, imports), its orders once the configuration is valid, the "
+        "start-time handshake and the start margin (50 ms) until its first request reaches the "
+        "target: an early start, while the in-process service is still loading "
+        "(`clientswarm.run.early`).",
         "- `python -c pass`, `import clientswarm.cli`: a bare interpreter, and one importing the "
         "command's module, timed once per repeat: the floor under both phases.",
         "",
