@@ -13,7 +13,8 @@ to its first send"). For scale, each repeat also times a bare ``python -c pass``
 'import clientswarm.cli'`` (the interpreter and the command's imports).
 
 Writes ``RESULTS-startup.md`` and ``results-startup.json`` beside this file (``--quick``: 1
-repeat, ``*-startup-quick.*``). Median of 5 repeats by default.
+repeat, ``*-startup-quick.*``; ``--against SRC``: every repeat also launched from another
+checkout's ``src/``, interleaved, ``*-startup-ab.*``). Median of 5 repeats by default.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="repeats (default 5)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, *-quick.* files")
     parser.add_argument("--out", type=Path, default=HERE, help="directory of the result files")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="SRC",
+        help="also launch every repeat with PYTHONPATH=SRC (the src/ of another checkout, e.g. "
+        "a `git worktree` of an older commit), interleaved, and report both",
+    )
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 5
@@ -97,8 +105,9 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def run_once(target: PacedTarget, tmp: Path, tag: str) -> dict[str, Any]:
-    """Launch ``clientswarm run``; time the worker's appearance and the first arrival."""
+def run_once(target: PacedTarget, tmp: Path, tag: str, src: Path | None = None) -> dict[str, Any]:
+    """Launch ``clientswarm run`` (from ``src`` when given); time the worker's appearance and
+    the first arrival."""
     target.reset()
     config = tmp / f"cluster-{tag}.json"
     config.write_text(json.dumps(cluster_config(target.url), indent=2))
@@ -108,7 +117,10 @@ def run_once(target: PacedTarget, tmp: Path, tag: str) -> dict[str, Any]:
     worker_ns = first_ns = None
     with stdout.open("wb") as out:
         launch_ns = time.time_ns()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        env = None if src is None else {**os.environ, "PYTHONPATH": str(src.resolve())}
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
@@ -195,6 +207,20 @@ def verdict(agg: dict[str, Any]) -> list[str]:
     ]
 
 
+def comparison(doc: dict[str, Any]) -> list[str]:
+    """The interleaved A/B line, when ``--against`` was given."""
+    against = doc["settings"].get("against")
+    other = doc["metrics"].get("against_first_request_s")
+    this = doc["metrics"].get("first_request_s")
+    if not against or not other or not this or other.get("median") is None:
+        return []
+    return [
+        f"- Interleaved with launches from `{against}` (`--against`): first request "
+        f"{other['median']:.3f} s there ({other['min']:.3f}…{other['max']:.3f}) against "
+        f"{this['median']:.3f} s here, {this['median'] / other['median']:.2f}x."
+    ]
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     """RESULTS-startup.md."""
     info, agg = doc["machine"], doc["metrics"]
@@ -215,6 +241,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "## Against the issue's target",
         "",
         *(f"- {line}" for line in verdict(agg)),
+        *comparison(doc),
         "",
         "## Results",
         "",
@@ -246,6 +273,9 @@ def main(args: argparse.Namespace) -> int:
         with paced_target(50, 5, 32, stderr_path=tmp / "target.err") as target:
             for r in range(args.repeats):
                 m = run_once(target, tmp, str(r))
+                if args.against is not None:
+                    other = run_once(target, tmp, f"{r}-against", args.against)
+                    m["against_first_request_s"] = other["first_request_s"]
                 runs.append({"repeat": r + 1, "metrics": m})
                 for key, value in m.items():
                     if value is None or isinstance(value, bool | int | float):
@@ -259,12 +289,17 @@ def main(args: argparse.Namespace) -> int:
                 )
     info["wall_s"] = round(time.monotonic() - started, 1)
     agg = {k: aggregate(v) for k, v in raw.items()}
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + ("-ab" if args.against is not None else "")
     json_path = args.out / f"results-startup{suffix}.json"
     md_path = args.out / f"RESULTS-startup{suffix}.md"
     doc = {
         "machine": info,
-        "settings": {"repeats": args.repeats, "duration_s": DURATION_S, "poll_s": POLL_S},
+        "settings": {
+            "repeats": args.repeats,
+            "duration_s": DURATION_S,
+            "poll_s": POLL_S,
+            "against": None if args.against is None else str(args.against),
+        },
         "cluster_config": cluster_config("http://127.0.0.1:PORT"),
         "targets": {"first_request_s": TARGET_S},
         "verdict": verdict(agg),
