@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.errors import ConfigError
+from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.sockets import bind, url_of
 from clientswarm.service.usercode import place_user_code
 from clientswarm.spawners.base import ClusterLaunch
@@ -90,14 +91,15 @@ def start_early(
     workers = config.spawner.workers
     if standby is None or config.spawner.kind != "local" or len(standby) < workers:
         return None
+    settings = ServiceSettings(data_dir=output_dir)  # what run's service has, where it matters
     try:  # what the service will do to the configuration when it creates the cluster
-        placed = place_user_code(config, base_dir=base_dir, allow_inline=False)
+        placed = place_user_code(config, base_dir=base_dir, allow_inline=settings.allow_inline_code)
     except ConfigError:
         return None  # the service says why
     sock = bind(host, port)
     cluster_id = uuid.uuid4().hex[:12]
     token = secrets.token_urlsafe(32)
-    log_dir = output_dir / "logs" / cluster_id  # ServiceSettings(data_dir=output_dir).log_dir
+    log_dir = settings.log_dir(cluster_id)
     log_dir.mkdir(parents=True, exist_ok=True)
     launch = ClusterLaunch(
         cluster_id=cluster_id,
@@ -105,7 +107,7 @@ def start_early(
         service_url=url_of(sock),
         token=token,
         log_dir=str(log_dir),
-        python=standby.python,
+        python=settings.python,
         options=config.spawner.model_dump(),
     )
     assignments = [

@@ -103,8 +103,9 @@ async def run_cluster(
     their cluster token) have business with it, even when it listens beyond loopback.
     ``console`` shows the progress line; ``None``: the report console, made once the cluster
     is submitted (rich loads after the workers have their orders, off the start-up path).
-    With ``early`` (:mod:`clientswarm.run.early`) the service serves on its socket and
-    creates the cluster it started before the first request is accepted.
+    The cluster is created before the service accepts its first request; with ``early``
+    (:mod:`clientswarm.run.early`) on the socket the early workers were given, with their
+    id, token and start time.
     """
     settings = ServiceSettings(
         data_dir=output_dir, lost_after_s=10.0, api_token=secrets.token_urlsafe(24)
@@ -117,9 +118,9 @@ async def run_cluster(
     spawners: dict[str, Spawner] = {**default_spawners(), "local": LocalSpawner(standby)}
     created: list[ClusterRecord] = []
 
-    async def create_early(manager: ClusterManager) -> None:
-        assert early is not None
-        preset = await asyncio.to_thread(early.preset)  # the handshake is over by now, mostly
+    async def create(manager: ClusterManager) -> None:
+        # Before the service accepts a request: early workers' calls wait on its socket.
+        preset = None if early is None else await asyncio.to_thread(early.preset)
         created.append(await manager.create(config, base_dir=base_dir, preset=preset))
 
     async with running_service(
@@ -129,10 +130,10 @@ async def run_cluster(
         port=port,
         spawners=spawners,
         sock=None if early is None else early.sock,
-        before_serving=None if early is None else create_early,
+        before_serving=create,
     ) as service:
         manager = service.manager
-        record = created[0] if created else await manager.create(config, base_dir=base_dir)
+        (record,) = created
         loop = asyncio.get_running_loop()
 
         stopping: list[asyncio.Task[None]] = []

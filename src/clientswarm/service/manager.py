@@ -28,6 +28,7 @@ from clientswarm.errors import ClientswarmError, SpawnerError
 from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import clients_of_worker
 from clientswarm.metrics.sample import Sample
+from clientswarm.service.creation import new_cluster_rows
 from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.protocol import (
     Assignment,
@@ -47,7 +48,6 @@ from clientswarm.service.state import (
     ClusterPreset,
     ClusterState,
     WorkerLive,
-    hash_token,
     submitted,
 )
 from clientswarm.service.usercode import place_user_code
@@ -125,34 +125,9 @@ class ClusterManager:
         await asyncio.to_thread(build_group_interactions, config, base_dir=base)
         cluster_id = preset.cluster_id if preset else uuid.uuid4().hex[:12]
         token = preset.token if preset else secrets.token_urlsafe(32)
-        record = ClusterRecord(
-            id=cluster_id,
-            name=config.name,
-            status="pending",
-            reason=None,
-            config_json=config.model_dump_json(),
-            token_hash=hash_token(token),
-            spawner_kind=config.spawner.kind,
-            spawner_state_json=orjson.dumps({"base_dir": str(base)}).decode(),
-            created_at=_now(),
-            started_at=None,
-            finished_at=None,
-            start_ns=None,
-            summary_json=None,
+        record, clients = new_cluster_rows(
+            config, cluster_id=cluster_id, token=token, base_dir=base
         )
-        clients = [
-            ClientRecord(
-                cluster_id=cluster_id,
-                id=c.client_id,
-                group=config.groups[c.group_index].name,
-                worker=w,
-                state="pending",
-                succeeded=0,
-                failed=0,
-            )
-            for w in range(config.spawner.workers)
-            for c in clients_of_worker(config, w, config.spawner.workers)
-        ]
         await asyncio.to_thread(self._store_new, record, clients, config.spawner.workers)
         live = self.live.get_or_create(
             cluster_id, config.name, groups=[g.name for g in config.groups], status="pending"

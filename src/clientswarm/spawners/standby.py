@@ -119,20 +119,7 @@ class EarlyStart:
         self._thread.join()
 
     def _run(self) -> None:
-        waiting: dict[int, subprocess.Popen[bytes]] = {}
-        for process in self._processes.values():
-            assert process.stdout is not None
-            waiting[process.stdout.fileno()] = process
-        deadline = time.monotonic() + self._timeout_s
-        ready = True
-        while waiting and ready:
-            if self._cancelled.is_set() or time.monotonic() > deadline:
-                ready = False
-                break
-            readable, _, _ = select.select(list(waiting), [], [], 0.05)
-            for fd in readable:
-                del waiting[fd]
-                ready = ready and os.read(fd, len(EARLY_READY)) == EARLY_READY  # b"": it died
+        ready = self._all_ready()
         start_ns = time.time_ns() + self._margin_ns
         line = f"start {start_ns}\n" if ready else "wait\n"
         for process in self._processes.values():
@@ -142,6 +129,23 @@ class EarlyStart:
                 process.stdin.close()
         if ready:
             self._start_ns = start_ns
+
+    def _all_ready(self) -> bool:
+        """Whether every standby said ``ready`` in time (False at the first that died)."""
+        waiting = set()
+        for process in self._processes.values():
+            assert process.stdout is not None
+            waiting.add(process.stdout.fileno())
+        deadline = time.monotonic() + self._timeout_s
+        while waiting:
+            if self._cancelled.is_set() or time.monotonic() > deadline:
+                return False
+            readable, _, _ = select.select(list(waiting), [], [], 0.05)
+            for fd in readable:
+                waiting.discard(fd)
+                if os.read(fd, len(EARLY_READY)) != EARLY_READY:  # b"": it died
+                    return False
+        return True
 
 
 class StandbyWorkers:

@@ -6,25 +6,12 @@
     register ─▶ GET assignment (202: wait retry_after_s · 410: cancelled) ─▶ run ─▶ flush ─▶ finish
                 └──────────── heartbeat every heartbeat_interval_s: Control ─────────┘
 
-Retries (:class:`RetryPolicy`: 0.2 s doubling to at most 5 s, each delay jittered down by up to
-half so a restarted service is not hit by the whole fleet at once). Connection errors, timeouts
-and HTTP 408, 425, 429 and 5xx are transient:
-
-- ``register`` retries for ``register_timeout_s`` (120 s), then fails: the URL is probably wrong;
-- assignment polls, sample batches and ``/finish`` retry indefinitely (or for
-  ``outage_limit_s`` when set), because the service may be restarting and nothing
-  unacknowledged may be dropped; a batch keeps its ``seq`` until acknowledged;
-- a heartbeat that fails is logged and the next one goes out one interval later: never fatal.
+Each call goes through :class:`~clientswarm.worker.internal_api.InternalApiClient`, which
+retries what is transient and says which errors are fatal.
 
 HTTP 410 (the cluster is no longer running, or no longer needs this worker): on ``register``
 and ``assignment`` the worker ends cleanly as ``cancelled``; on a heartbeat it stops like
 ``stop_all``; on ``finish`` it is done; on a batch it fails (the service refuses the samples).
-
-Errors, all :class:`~clientswarm.errors.WorkerError`::
-
-    ServiceAuthError         401/403: the token is missing or wrong (fatal, on any call)
-    ServiceRejectedError     any other refusal or a malformed answer (fatal, except heartbeats)
-    ServiceUnreachableError  still unreachable after the allowed time
 """
 
 from __future__ import annotations
@@ -33,231 +20,42 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
-from collections.abc import Collection, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
 
 from clientswarm import __version__
 from clientswarm.errors import WorkerError
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
 from clientswarm.service.protocol import (
-    TOKEN_ENV,
     BatchAck,
     Control,
     Heartbeat,
     NotYet,
     RegisterReply,
     RegisterRequest,
-    worker_path,
 )
 from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.worker.internal_api import (
+    InternalApiClient,
+    RetryPolicy,
+    ServiceAuthError,
+    ServiceRejectedError,
+    ServiceUnreachableError,
+    ServiceWorkerOptions,
+    WorkerEndpoint,
+    parse_reply,
+    tail,
+)
 from clientswarm.worker.runtime import WorkerRuntime
 
 log = logging.getLogger("clientswarm.worker")
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
-
-TRANSIENT_STATUSES = frozenset({408, 425, 429})
-_BODY_TAIL_CHARS = 300
-
-
-class ServiceAuthError(WorkerError):
-    """The service refused the worker's token (HTTP 401 or 403)."""
-
-
-class ServiceRejectedError(WorkerError):
-    """The service refused a call for good, or answered something the protocol does not allow."""
-
-
-class ServiceUnreachableError(WorkerError):
-    """The service could not be reached (or kept failing) for longer than allowed."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Capped exponential backoff: ``initial_s * factor**(attempt-1)``, at most ``max_s``.
-
-    Each delay is shortened by a random fraction of up to ``jitter``.
-    """
-
-    initial_s: float = 0.2
-    max_s: float = 5.0
-    factor: float = 2.0
-    jitter: float = 0.5
-
-    def delay_s(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        delay = min(self.max_s, self.initial_s * self.factor ** max(0, attempt - 1))
-        return delay * (1.0 - self.jitter * rng.random())
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerEndpoint:
-    """Who this worker is to the service: its URL, cluster, index and the cluster's token."""
-
-    service_url: str
-    cluster_id: str
-    index: int
-    token: str = field(repr=False)  # never in logs
-
-    def url(self, action: str) -> str:
-        """The absolute URL of one internal call, e.g. ``…/workers/0/register``."""
-        return self.service_url.rstrip("/") + worker_path(self.cluster_id, self.index, action)
-
-    @classmethod
-    def from_env(cls, service_url: str, cluster_id: str, index: int) -> WorkerEndpoint:
-        """An endpoint whose token comes from :data:`TOKEN_ENV`; a WorkerError when unset."""
-        token = os.environ.get(TOKEN_ENV, "")
-        if not token:
-            raise WorkerError(
-                f"{TOKEN_ENV} is not set: the worker needs its cluster's token in that "
-                "environment variable (the spawner sets it)"
-            )
-        return cls(service_url, cluster_id, index, token)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceWorkerOptions:
-    """How patient the worker is with the service (see the module docstring).
-
-    ``request_timeout_s`` bounds one HTTP call (a heartbeat: twice the interval, 2 s at least);
-    ``outage_limit_s`` ``None`` retries batches, polls and ``/finish`` for as long as it takes.
-    """
-
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    register_timeout_s: float = 120.0
-    request_timeout_s: float = 30.0
-    outage_limit_s: float | None = None
-    early_assignment: Assignment | None = None
-    """The assignment, start time included, handed over before the service was up (a standby
-    worker of ``clientswarm run``, :mod:`clientswarm.spawners.standby`): the clients start from
-    it while the worker registers and has the service confirm it."""
-
-
-class InternalApiClient:
-    """Calls of the internal API with retries; remembers the first fatal error.
-
-    Once :attr:`failure` is set (by an auth error here, or by a caller through :meth:`fail`)
-    every later call raises it at once and :attr:`failed` is set, so the worker stops.
-    """
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        endpoint: WorkerEndpoint,
-        options: ServiceWorkerOptions,
-    ) -> None:
-        self._session = session
-        self._endpoint = endpoint
-        self._options = options
-        self._rng = random.Random()
-        self.failure: WorkerError | None = None
-        self.failed = asyncio.Event()
-
-    def fail(self, exc: WorkerError) -> WorkerError:
-        """Record ``exc`` as the worker's fatal error (the first one wins); return it."""
-        if self.failure is None:
-            self.failure = exc
-            self.failed.set()
-        return self.failure
-
-    async def call(
-        self,
-        method: str,
-        action: str,
-        body: bytes | None = None,
-        *,
-        accept: Collection[int] = (200,),
-        retry: bool = True,
-        limit_s: float | None = None,
-        timeout_s: float | None = None,
-        media_type: str = "application/json",
-    ) -> tuple[int, bytes]:
-        """One call; return ``(status, body)`` for a status in ``accept``.
-
-        Transient failures are retried per the policy while ``retry`` (for ``limit_s``, by
-        default the options' ``outage_limit_s``; ``None`` is forever); without ``retry`` the
-        first one raises :class:`ServiceUnreachableError`.
-        """
-        url = self._endpoint.url(action)
-        what = f"{method} {url}"
-        limit_s = self._options.outage_limit_s if limit_s is None else limit_s
-        timeout = aiohttp.ClientTimeout(total=timeout_s or self._options.request_timeout_s)
-        first_failure: float | None = None
-        attempt = 0
-        while True:
-            if self.failure is not None:
-                raise self.failure
-            attempt += 1
-            try:
-                async with self._session.request(
-                    method, url, data=body, headers=self._headers(body, media_type), timeout=timeout
-                ) as response:
-                    status, data = response.status, await response.read()
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if status in accept:
-                    if attempt > 1:
-                        log.info("%s succeeded after %d attempts", what, attempt)
-                    return status, data
-                if status in (401, 403):
-                    raise self.fail(_auth_error(status, what, data))
-                if status < 500 and status not in TRANSIENT_STATUSES:
-                    raise ServiceRejectedError(
-                        f"the service refused {what}: HTTP {status} {_tail(data)}"
-                    )
-                problem = f"HTTP {status} {_tail(data)}"
-            now = time.monotonic()
-            first_failure = now if first_failure is None else first_failure
-            if not retry or (limit_s is not None and now - first_failure >= limit_s):
-                waited = f" for {now - first_failure:.0f} s" if retry else ""
-                raise ServiceUnreachableError(
-                    f"the service did not answer {what}{waited} ({attempt} attempt(s); last "
-                    f"error: {problem}); check that it runs and that the worker can reach it"
-                )
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning("%s failed (attempt %d: %s); retrying", what, attempt, problem)
-            await asyncio.sleep(self._options.retry.delay_s(attempt, self._rng))
-
-    def _headers(self, body: bytes | None, media_type: str) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._endpoint.token}"}
-        if body is not None:
-            headers["Content-Type"] = media_type
-        return headers
-
-
-def parse_reply(model: type[M], data: bytes, what: str) -> M:
-    """Validate a reply of the service; a malformed one is a :class:`ServiceRejectedError`."""
-    try:
-        return model.model_validate_json(data)
-    except ValidationError as exc:
-        raise ServiceRejectedError(
-            f"the service's answer to {what} is not a valid {model.__name__}: "
-            f"{exc.errors()[0]['msg']} {_tail(data)}"
-        ) from exc
-
-
-def _tail(data: bytes) -> str:
-    text = data.decode(errors="replace").strip()
-    return text if len(text) <= _BODY_TAIL_CHARS else text[:_BODY_TAIL_CHARS] + "…"
-
-
-def _auth_error(status: int, what: str, data: bytes) -> ServiceAuthError:
-    reason = "no token reached it" if status == 401 else "the token is not this cluster's"
-    return ServiceAuthError(
-        f"the service refused the worker's token on {what} (HTTP {status}: {reason}) "
-        f"{_tail(data)}; {TOKEN_ENV} must hold the token the service gave this cluster"
-    )
-
 
 ENCODE_SLICE = 256
 """Samples taken into a batch between two yields to the event loop (well under 1 ms here)."""
@@ -471,7 +269,7 @@ class _ServiceWorker:
                 limit_s=self._options.register_timeout_s,
             )
             if status == 410:
-                log.info("the cluster is stopped or started without this worker: %s", _tail(data))
+                log.info("the cluster is stopped or started without this worker: %s", tail(data))
                 self._gone = True
                 return None
             reply = parse_reply(RegisterReply, data, "POST register")
@@ -591,9 +389,7 @@ class _ServiceWorker:
                     log.info("heartbeat answered again after %d failure(s)", failures)
                     failures = 0
                 if status == 410 and not self._stop.is_set():
-                    log.warning(
-                        "the service says the cluster is no longer running: %s", _tail(data)
-                    )
+                    log.warning("the service says the cluster is no longer running: %s", tail(data))
                 self._apply(control)
             await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 
@@ -617,3 +413,16 @@ class _ServiceWorker:
         if control.stop_all and not self._stop.is_set():
             log.info("the service asked this worker to stop")
             self._stop.set()
+
+
+__all__ = [
+    "RetryPolicy",
+    "ServiceAuthError",
+    "ServiceRejectedError",
+    "ServiceSink",
+    "ServiceUnreachableError",
+    "ServiceWorkerOptions",
+    "WorkerEndpoint",
+    "encode_batch",
+    "run_service_worker",
+]
