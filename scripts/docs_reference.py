@@ -444,8 +444,10 @@ def rest_api_page() -> str:
         f"OpenAPI {document['openapi']}, service version {code(info['version'])}. The raw "
         "document is [openapi.json](openapi.json); a running service also serves it at "
         "`/openapi.json`, with an interactive view at `/docs`.\n",
-        "Errors answer a JSON body with a `detail`; a request that does not validate answers "
-        "422 with the field path of each problem.\n",
+        "Every error answers an [ErrorBody](#errorbody), "
+        '`{"error": {"status", "message", "problems"}}`; input that does not validate answers '
+        "422 with one line per problem in `problems`, naming the field. Each route lists every "
+        "status it may answer.\n",
     ]
     for tag, title, intro in API_GROUPS:
         ops = operations.get(tag, [])

@@ -67,10 +67,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 def validate(file: Path) -> None:
     """Check a cluster configuration FILE (YAML or JSON); one line per problem."""
     from clientswarm.config.loader import load_config_file
+    from clientswarm.config.paths import FileScope
     from clientswarm.interactions.registry import build_group_interactions
 
     config = load_config_file(file)
-    build_group_interactions(config, base_dir=file.parent)  # datasets, prompt sources
+    build_group_interactions(config, files=FileScope.anywhere(file.parent))  # datasets, prompts
     groups = ", ".join(
         f"{g.name} ({g.clients} client{'s' if g.clients != 1 else ''}, {g.interaction.kind})"
         for g in config.groups

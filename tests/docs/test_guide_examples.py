@@ -42,6 +42,7 @@ from markdown_blocks import FENCE, Block
 
 from clientswarm.cli import main
 from clientswarm.config.loader import validate_config_data
+from clientswarm.config.paths import FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.interactions.tokenizer import WORDS
@@ -124,7 +125,7 @@ def config_problems(data: dict[str, Any], base_dir: Path) -> list[str]:
     """What ``clientswarm validate`` would say about ``data`` in ``base_dir`` (empty: valid)."""
     try:
         config = validate_config_data(data, source="snippet")
-        build_group_interactions(config, base_dir=base_dir)
+        build_group_interactions(config, files=FileScope.anywhere(base_dir))
     except ConfigError as exc:
         return list(exc.problems)
     return []

@@ -102,7 +102,11 @@ def group(name: str, interaction: dict[str, Any], requests: int = 12) -> dict[st
 
 @pytest.fixture
 def service(tmp_path: Path, plugins: Path) -> Iterator[ServiceProcess]:
-    with ServiceProcess(tmp_path / "svc", env={"PYTHONPATH": str(plugins)}) as svc:
+    # The operator lets configurations use the plugins' module and the test's folder, and
+    # passes PYTHONPATH on to the workers (and to the process that checks user code).
+    extra = ("--allow-module", "cs_journeys", "--worker-env", "PYTHONPATH")
+    extra += ("--allow-path", str(tmp_path))
+    with ServiceProcess(tmp_path / "svc", env={"PYTHONPATH": str(plugins)}, extra=extra) as svc:
         yield svc
 
 

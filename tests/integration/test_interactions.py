@@ -34,6 +34,7 @@ from clientswarm.config.interactions import (
     InteractionConfig,
 )
 from clientswarm.config.models import TargetConfig
+from clientswarm.config.paths import FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions import BUILTIN_INTERACTIONS, Hello, build_interaction
 from clientswarm.interactions.base import ClientContext, Interaction
@@ -107,7 +108,7 @@ def run(server: ScriptedServer, session: aiohttp.ClientSession) -> Run:
 
 
 def build(config: Any, base_dir: Path = Path(".")) -> Interaction:
-    return build_interaction(config, seed=0, base_dir=base_dir)
+    return build_interaction(config, seed=0, files=FileScope.anywhere(base_dir))
 
 
 def chat(**fields: Any) -> Interaction:
@@ -242,7 +243,7 @@ async def test_dataset_output_tokens_override_max_tokens(
     (tmp_path / "d.jsonl").write_text('{"prompt": "p q", "output_tokens": 33}\n')
     config = CompletionInteraction.model_validate({"dataset": {"path": "d.jsonl"}, "stream": False})
     server.script(COMPLETIONS, Script([(0.0, b'{"choices": []}')], content_type="application/json"))
-    sample = await run.once(build(config, base_dir=tmp_path), model=None)
+    sample = await run.once(build(config, tmp_path), model=None)
     assert sample.ok
     assert sample.input_tokens == 2  # no usage: the prompt's known length
     assert server.requests[-1].body == {"prompt": "p q", "max_tokens": 33, "stream": False}
@@ -478,7 +479,7 @@ def test_registry_builds_every_builtin(tmp_path: Path) -> None:
         EmbeddingInteraction(),
     ]
     for config in configs:
-        interaction = build_interaction(config, seed=1, base_dir=tmp_path)
+        interaction = build_interaction(config, seed=1, files=FileScope.anywhere(tmp_path))
         assert isinstance(interaction, BUILTIN_INTERACTIONS[config.kind])
         assert interaction.kind == config.kind
 
@@ -486,4 +487,4 @@ def test_registry_builds_every_builtin(tmp_path: Path) -> None:
 def test_registry_surfaces_dataset_errors(tmp_path: Path) -> None:
     config = ChatInteraction.model_validate({"dataset": {"path": "missing.jsonl"}})
     with pytest.raises(ConfigError, match=r"missing\.jsonl"):
-        build_interaction(config, seed=0, base_dir=tmp_path)
+        build_interaction(config, seed=0, files=FileScope.anywhere(tmp_path))

@@ -57,12 +57,13 @@ def target() -> Iterator[str]:
 
 
 def cluster(
-    target: str, *, workers: int = 2, duration_s: float = 3, **spawner: Any
+    target: str, *, workers: int = 2, duration_s: float = 3, preset: str = "main", **spawner: Any
 ) -> dict[str, Any]:
     return {
         "name": "on-kubernetes",
         "target": {"url": target, "model": "mock-model", "timeout_s": 10},
-        "spawner": {"kind": "kubernetes", "image": IMAGE, "workers": workers, **spawner},
+        # The image comes from the operator's preset: a shared service takes no posted one.
+        "spawner": {"kind": "kubernetes", "preset": preset, "workers": workers, **spawner},
         "groups": [
             {
                 "name": "hello",
@@ -77,10 +78,15 @@ def cluster(
 
 def start_service(tmp_path: Path, kube: FakeKubernetesApi, port: int = 0) -> ServiceProcess:
     kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="loadtest")
+    presets = []
+    for name, image in [("main", IMAGE), ("unpullable", "fake.invalid/clientswarm:nope")]:
+        preset = tmp_path / f"{name}.yaml"
+        preset.write_text(f"kind: kubernetes\nimage: {image}\n")
+        presets += ["--spawner-preset", f"{name}={preset}"]
     return ServiceProcess(
         tmp_path / "svc",
         port=port,
-        extra=("--lost-after-s", "5"),
+        extra=("--lost-after-s", "5", *presets),
         env={"KUBECONFIG": str(kubeconfig)},
     ).start()
 
@@ -156,7 +162,7 @@ def _condition(job: dict[str, Any]) -> str | None:
 def test_an_image_that_cannot_be_pulled_fails_the_workers_with_the_reason(
     service: ServiceProcess, kube: FakeKubernetesApi, target: str
 ) -> None:
-    cluster_id = submit(service, cluster(target, image="fake.invalid/clientswarm:nope"))
+    cluster_id = submit(service, cluster(target, preset="unpullable"))
     view = service.wait_status(cluster_id, timeout_s=30)
     assert view["status"] == "failed"
     for worker in view["workers"]:

@@ -271,7 +271,7 @@ def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> N
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, "CLIENTSWARM_API_TOKEN": ""},
+        env={k: v for k, v in os.environ.items() if k != "CLIENTSWARM_API_TOKEN"},
     )
     assert done.returncode == 2
     assert "refusing to serve on 0.0.0.0 without an API token" in done.stderr

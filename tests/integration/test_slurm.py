@@ -28,11 +28,15 @@ def target() -> Iterator[str]:
         yield url
 
 
-def cluster(target: str, slurm: dict[str, Any], duration_s: float = 3) -> dict[str, Any]:
+def cluster(
+    target: str, slurm: dict[str, Any], duration_s: float = 3, preset: str = "dev"
+) -> dict[str, Any]:
     return {
         "name": "on-slurm",
         "target": {"url": target, "model": "mock-model", "timeout_s": 10},
-        "spawner": {"kind": "slurm", "python": sys.executable, "partition": "debug", **slurm},
+        # The interpreter (and any setup line) comes from the operator's preset: a shared
+        # service takes no posted code-bearing option.
+        "spawner": {"kind": "slurm", "preset": preset, "partition": "debug", **slurm},
         "groups": [
             {
                 "name": "hello",
@@ -52,9 +56,37 @@ def squeue_states(slurm: Any, job_id: str) -> list[str]:
     return sorted({str(j["job_state"]) for j in jobs if str(j.get("array_job_id")) == job_id})
 
 
+PRESETS: dict[str, dict[str, Any]] = {
+    "dev": {"kind": "slurm", "python": sys.executable},
+    "broken-setup": {
+        "kind": "slurm",
+        "python": sys.executable,
+        "setup": ["echo 'loading the python module'", "module-that-does-not-exist"],
+    },
+}
+
+
+def slurm_service(
+    tmp_path: Path,
+    *,
+    lost_after_s: float = 5,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+    presets: dict[str, dict[str, Any]] = PRESETS,
+) -> ServiceProcess:
+    """``serve`` with the spawner presets the tests name (written next to its data)."""
+    flags = ["--lost-after-s", str(lost_after_s), *extra]
+    for name, options in presets.items():
+        path = tmp_path / f"preset-{name}.yaml"
+        path.write_text(json.dumps(options))
+        flags += ["--spawner-preset", f"{name}={path}"]
+    return ServiceProcess(tmp_path / "svc", port=port, extra=tuple(flags), env=env)
+
+
 @pytest.fixture
 def service(tmp_path: Path, slurm_cluster: Any) -> Iterator[ServiceProcess]:
-    with ServiceProcess(tmp_path / "svc", extra=("--lost-after-s", "5")) as svc:
+    with slurm_service(tmp_path) as svc:
         yield svc
 
 
@@ -70,16 +102,19 @@ def test_the_same_through_slurmrestd(tmp_path: Path, slurm_cluster: Any, target:
     # slurmrestd runs jobs as its unprivileged user: it needs an interpreter and a checkout it
     # can read (this checkout's venv may live under root's home) and logs it can write.
     python, pythonpath = _python_for(slurm_cluster.rest_user)
-    slurm = {
-        "workers": 4,
+    rest = {
+        "kind": "slurm",
         "submit_via": "rest",
         "rest": {"socket": str(slurm_cluster.rest_socket)},
         "log_dir": str(slurm_cluster.scratch_dir()),
         "python": python,
     }
     env = {"PYTHONPATH": pythonpath}
-    with ServiceProcess(tmp_path / "svc", extra=("--lost-after-s", "5"), env=env) as service:
-        _four_workers_complete(service, target, slurm)
+    # The jobs get PYTHONPATH only because the operator passes it on to workers.
+    with slurm_service(
+        tmp_path, env=env, extra=("--worker-env", "PYTHONPATH"), presets={"rest": rest}
+    ) as service:
+        _four_workers_complete(service, target, {"workers": 4}, preset="rest")
 
 
 def _python_for(user: str) -> tuple[str, str]:
@@ -109,8 +144,10 @@ def _python_for(user: str) -> tuple[str, str]:
     return "/usr/bin/python3", pythonpath
 
 
-def _four_workers_complete(service: ServiceProcess, target: str, slurm: dict[str, Any]) -> None:
-    status, created = service.api("POST", "/clusters", cluster(target, slurm))
+def _four_workers_complete(
+    service: ServiceProcess, target: str, slurm: dict[str, Any], preset: str = "dev"
+) -> None:
+    status, created = service.api("POST", "/clusters", cluster(target, slurm, preset=preset))
     assert status == 201, created
     view = service.wait_status(created["id"], timeout_s=120)
     assert view["status"] == "completed", view
@@ -140,11 +177,8 @@ def test_stop_cancels_the_array(service: ServiceProcess, slurm_cluster: Any, tar
 def test_a_job_that_fails_at_start_is_reported_with_its_output(
     service: ServiceProcess, slurm_cluster: Any, target: str
 ) -> None:
-    slurm = {
-        "workers": 2,
-        "setup": ["echo 'loading the python module'", "module-that-does-not-exist"],
-    }
-    _, created = service.api("POST", "/clusters", cluster(target, slurm))
+    slurm = {"workers": 2}
+    _, created = service.api("POST", "/clusters", cluster(target, slurm, preset="broken-setup"))
     view = service.wait_status(created["id"], timeout_s=120)
     assert view["status"] == "failed"
     for worker in view["workers"]:
@@ -170,12 +204,12 @@ def test_a_task_cancelled_outside_the_service_is_seen_as_cancelled(
 def test_a_restarted_service_reattaches_to_its_array(
     tmp_path: Path, slurm_cluster: Any, target: str
 ) -> None:
-    svc = ServiceProcess(tmp_path / "svc", extra=("--lost-after-s", "10")).start()
+    svc = slurm_service(tmp_path, lost_after_s=10).start()
     _, created = svc.api("POST", "/clusters", cluster(target, {"workers": 2}, duration_s=5))
     cluster_id = created["id"]
     svc.wait_status(cluster_id, ("running",), timeout_s=120)
     svc.stop(signal.SIGKILL)
-    svc = ServiceProcess(tmp_path / "svc", port=svc.port, extra=("--lost-after-s", "10")).start()
+    svc = slurm_service(tmp_path, lost_after_s=10, port=svc.port).start()
     try:
         view = svc.wait_status(cluster_id, timeout_s=60)
         assert view["status"] == "completed"

@@ -297,7 +297,7 @@ def test_unknown_slurm_option_lists_the_valid_ones() -> None:
     line = one_problem(changed(["spawner"], {"kind": "slurm", "partitoin": "debug"}))
     assert line.startswith(
         "spawner.partitoin: unknown field 'partitoin' (did you mean 'partition'?); "
-        "valid fields for kind 'slurm': kind, workers, partition, account, qos, time_limit,"
+        "valid fields for kind 'slurm': kind, preset, workers, partition, account, qos, time_limit,"
     )
 
 
@@ -757,10 +757,11 @@ def test_json_schema_is_json_with_definitions_and_descriptions() -> None:
 def test_json_schema_accepts_the_number_shorthands() -> None:
     defs = config_json_schema()["$defs"]
     think = defs["ClosedLoadConfig"]["properties"]["think_time_s"]
-    assert {"type": "number"} in think["anyOf"]
+    assert {"type": "number", "minimum": 0} in think["anyOf"]
     for field in ("input_tokens", "output_tokens"):
         lengths = defs["SyntheticPrompts"]["properties"][field]
-        assert {"type": "integer"} in lengths["anyOf"], field
+        shorthand = {"type": "integer", "minimum": 1, "maximum": 10_000_000}
+        assert shorthand in lengths["anyOf"], field
 
 
 def test_config_error_message_joins_problems() -> None:

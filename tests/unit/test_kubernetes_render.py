@@ -290,7 +290,7 @@ MINIMAL: dict[str, Any] = {
     "groups": [{"name": "g", "interaction": {"kind": "hello"}, "stop": {"requests": 10}}],
 }
 VALID_FIELDS = (
-    "valid fields for kind 'kubernetes': kind, image, namespace, workers, resources, "
+    "valid fields for kind 'kubernetes': kind, preset, image, namespace, workers, resources, "
     "node_selector, tolerations, service_account, image_pull_secrets, env, labels, annotations, "
     "ttl_seconds_after_finished, active_deadline_s, advertise_url, python"
 )

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from clientswarm.config.interactions import ChatInteraction, EmbeddingInteraction
+from clientswarm.config.paths import FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.prompts import Prompt, PromptSource, build_prompt_source
 
@@ -20,7 +21,7 @@ def chat(**fields: Any) -> ChatInteraction:
 
 
 def source(tmp_path: Path, seed: int = 0, **fields: Any) -> PromptSource:
-    return build_prompt_source(chat(**fields), seed=seed, base_dir=tmp_path)
+    return build_prompt_source(chat(**fields), seed=seed, files=FileScope.anywhere(tmp_path))
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -114,7 +115,9 @@ def test_as_messages_adds_system_prompt() -> None:
 def test_jsonl_limit_and_absolute_path(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"p{i}"} for i in range(10)])
     src = build_prompt_source(
-        chat(dataset={"path": str(path), "limit": 4}), seed=0, base_dir=Path("/nonexistent")
+        chat(dataset={"path": str(path), "limit": 4}),
+        seed=0,
+        files=FileScope.anywhere(Path("/nonexistent")),
     )
     assert [p.text for p in src.prompts] == ["p0", "p1", "p2", "p3"]
 
@@ -162,7 +165,12 @@ def test_explicit_format_and_limit_for_sharegpt(tmp_path: Path) -> None:
 
 def test_embedding_config_is_a_prompt_source(tmp_path: Path) -> None:
     config = EmbeddingInteraction(prompts=["a b"], batch_size=4)
-    assert build_prompt_source(config, seed=0, base_dir=tmp_path).prompts[0].input_tokens == 2
+    assert (
+        build_prompt_source(config, seed=0, files=FileScope.anywhere(tmp_path))
+        .prompts[0]
+        .input_tokens
+        == 2
+    )
 
 
 def config_error(tmp_path: Path, name: str, **dataset: Any) -> str:
@@ -264,14 +272,15 @@ def test_tsv_is_tab_separated_and_format_csv_reads_any_name(tmp_path: Path) -> N
     assert [p.text for p in src.prompts] == ["one two"]
 
 
-def test_csv_missing_column_lists_the_columns(tmp_path: Path) -> None:
+def test_csv_missing_column_is_named_without_quoting_the_header(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("id, text ,n\n1,hi,2\n")
     with pytest.raises(ConfigError) as info:
         source(tmp_path, dataset={"path": "d.csv", "output_tokens_column": "max"})
     assert info.value.source == f"dataset {tmp_path / 'd.csv'}"
     assert info.value.problems == [
-        'no column "prompt" (set by column); the columns are "id", "text", "n"',
-        'no column "max" (set by output_tokens_column); the columns are "id", "text", "n"',
+        # never the header's content: a file's text stays out of error messages
+        'no column "prompt" (set by column); the header row has 3 columns',
+        'no column "max" (set by output_tokens_column); the header row has 3 columns',
     ]
 
 
@@ -283,10 +292,10 @@ def test_csv_bad_cells_give_their_line_numbers(tmp_path: Path) -> None:
         source(tmp_path, dataset={"path": "d.csv", "output_tokens_column": "n"})
     assert info.value.problems == [
         'line 3: the "prompt" cell is empty',
-        'line 4: "n" must be a positive integer, got "x"',
+        'line 4: "n" must be a positive integer, got other text',
         'line 6: the "prompt" cell is empty',
-        'line 7: "n" must be a positive integer, got "0"',
-        'line 8: "n" must be a positive integer, got "-3"',
+        'line 7: "n" must be a positive integer, got a whole number below 1',
+        'line 8: "n" must be a positive integer, got a whole number below 1',
     ]
 
 
@@ -321,8 +330,8 @@ def test_jsonl_problems_each_with_their_line(tmp_path: Path) -> None:
     assert info.value.problems == [
         "line 2: not valid JSON (Expecting ',' delimiter: column 16)",
         'line 3: needs "prompt" or "messages"',
-        'line 4: output_tokens must be a positive integer, got "x"',
-        'line 6: "prompt" must be a string, got 5',
+        "line 4: output_tokens must be a positive integer, got a string",
+        'line 6: "prompt" must be a string, got a number',
     ]
 
 

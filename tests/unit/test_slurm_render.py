@@ -20,7 +20,7 @@ from clientswarm.config.spawners import SlurmRestConfig, SlurmSpawnerConfig
 from clientswarm.errors import SpawnerError
 from clientswarm.spawners.base import ClusterLaunch
 from clientswarm.spawners.slurm import SlurmSpawner, render_sbatch
-from clientswarm.spawners.slurm.render import job_environment, rest_job
+from clientswarm.spawners.slurm.render import job_environment, rest_job, rest_worker_env
 from clientswarm.spawners.slurm.rest import rest_headers
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "slurm"
@@ -235,7 +235,9 @@ def test_a_failing_setup_line_stops_the_script(tmp_path: Path) -> None:
 def test_rest_job_carries_the_options_and_the_token_in_its_environment() -> None:
     spec = launch(REST)
     config = config_of(spec)
-    env = job_environment(TOKEN, {"PATH": "/usr/bin:/bin", "HOME": "/home/alice", "SECRET": "x"})
+    # clientswarm run (no policy): a REST job gets the pass-through variables, not the rest.
+    environ = {"PATH": "/usr/bin:/bin", "HOME": "/home/alice", "SECRET": "x"}
+    env = job_environment(TOKEN, rest_worker_env(spec, environ))
     job = rest_job(spec, config, env)
     assert job == {
         "name": "clientswarm-abc123",

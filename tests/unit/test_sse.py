@@ -1,11 +1,14 @@
-"""The SSE decoder: line endings, splits anywhere, fields, comments and the [DONE] sentinel."""
+"""The SSE decoder: line endings, splits anywhere, fields, comments, the [DONE] sentinel and the
+bound on an event's size."""
 
 from __future__ import annotations
+
+import time
 
 import orjson
 import pytest
 
-from clientswarm.interactions.sse import SSEDecoder, SSEEvent
+from clientswarm.interactions.sse import EventTooLarge, SSEDecoder, SSEEvent
 
 
 def decode(*reads: bytes) -> list[SSEEvent]:
@@ -169,3 +172,70 @@ def test_every_split_point_gives_the_same_events() -> None:
     assert [e.data for e in expected] == ["a\né", "b", "[DONE]"]
     for cut in range(len(stream) + 1):
         assert decode(stream[:cut], stream[cut:]) == expected, cut
+
+
+# --- the bound on an event's size ---------------------------------------------------------------
+
+
+def overflows(bound: int, *reads: bytes) -> tuple[list[str], bool]:
+    """The data of the events before any oversized one, and whether the bound was passed."""
+    decoder = SSEDecoder(bound)
+    out: list[str] = []
+    for read in reads:
+        out += [d.decode() for d in decoder.events_of(decoder.feed_block(read))]
+        if decoder.overflowed:
+            return out, True
+    return out + [e.data for e in decoder.flush()], False
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"data: a\n\ndata: " + b"x" * 58 + b"\n\ndata: b\n\n",
+        b"data: a\n\n\ndata: " + b"x" * 58 + b"\n\n\n\ndata: b\n\n",  # extra blank lines
+        b"data: a\r\n\r\ndata: " + b"x" * 58 + b"\r\n\r\ndata: b\r\n\r\n",
+        b"data: a\n\nid: 1\ndata: " + b"x" * 52 + b"\n\ndata: b",  # two lines; none ends it
+    ],
+    ids=["lf", "blank-lines", "crlf", "two-lines"],
+)
+def test_an_event_at_the_bound_passes_and_one_byte_more_fails_however_split(
+    stream: bytes,
+) -> None:
+    # The middle event is 64 bytes (its lines and their line feeds, not the blank line).
+    for cut in range(len(stream) + 1):
+        reads = (stream[:cut], stream[cut:])
+        middle = "x" * (52 if b"id:" in stream else 58)
+        assert overflows(64, *reads) == (["a", middle, "b"], False), cut
+        assert overflows(63, *reads) == (["a"], True), cut
+
+
+def test_an_endless_line_fails_once_past_the_bound_and_the_decoder_stays_stopped() -> None:
+    decoder = SSEDecoder(1024)
+    assert decoder.feed(b"data: a\n\ndata: ") == [SSEEvent("a")]
+    assert decoder.feed(b"x" * 1000) == []
+    assert not decoder.overflowed
+    with pytest.raises(EventTooLarge, match="1024 bytes"):
+        decoder.feed(b"x" * 100)
+    assert decoder.overflowed
+    with pytest.raises(EventTooLarge):
+        decoder.flush()
+
+
+def test_feed_returns_the_events_before_an_oversized_one_then_raises() -> None:
+    decoder = SSEDecoder(16)
+    assert decoder.feed(b"data: a\n\ndata: " + b"x" * 20 + b"\n\ndata: b\n\n") == [SSEEvent("a")]
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data: c\n\n")
+
+
+def test_an_endless_line_is_scanned_in_linear_time() -> None:
+    """16 MiB without a line feed, in 64 KiB reads, under a bound it does not reach: each
+    read is scanned once (joining the pending bytes at every read took seconds)."""
+    decoder = SSEDecoder(64 << 20)
+    piece = b"x" * 65536
+    started = time.process_time()
+    decoder.feed_block(b"data: ")
+    for _ in range(256):
+        assert decoder.feed_block(piece) == b""
+    assert decoder.feed_block(b"\n\n") == b"data: " + piece * 256 + b"\n\n"
+    assert time.process_time() - started < 0.5

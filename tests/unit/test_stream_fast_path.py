@@ -1,4 +1,9 @@
-"""The byte-level fast path decides exactly what parsing would, or leaves the chunk to parsing."""
+"""The fast path recognises only chunks like one it parsed and learnt; everything else is parsed.
+
+``test_sse_parity.py`` checks that both paths give the same samples; these tests check what the
+fast path takes on itself: which chunks it learns from, which it recognises, and which runs of
+a read it counts at once.
+"""
 
 from __future__ import annotations
 
@@ -13,103 +18,146 @@ from clientswarm.interactions.openai import (
     chat_has_content,
     completion_has_content,
 )
-from clientswarm.interactions.streaming import bulk_content, content_from_bytes
+from clientswarm.interactions.streaming import (
+    _LEARN_TRIES,
+    Measurement,
+    StreamReader,
+    TargetError,
+    _Template,
+)
 
 
-def chunk(*choices: dict[str, Any], **extra: Any) -> bytes:
-    body = {"id": "x", "object": "chat.completion.chunk", "choices": list(choices), **extra}
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    body = {"id": "x", "object": "chat.completion.chunk", "choices": [choice], **extra}
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def delta(finish: str | None = None, **fields: Any) -> dict[str, Any]:
-    return {"index": 0, "delta": fields, "finish_reason": finish}
-
-
-CHAT = [
-    chunk(delta(role="assistant", content="")),
-    chunk(delta(content=" hello")),
-    chunk(delta(content="")),
-    chunk(delta(content=None)),
-    chunk(delta(content='say "content":"x"')),
-    chunk(delta(content='\\"')),
-    chunk(delta(reasoning_content="hmm")),
-    chunk(delta(reasoning="hmm")),
-    chunk(delta(reasoning="")),
-    chunk(delta("stop", content="")),
-    chunk(delta("length", content="last")),
-    chunk(delta(tool_calls=[{"index": 0, "function": {"arguments": "{}"}}])),
-    chunk(usage={"prompt_tokens": 1, "completion_tokens": 2}),
-    chunk(delta(content="a"), usage=None),
-    chunk(delta(content="a"), {"index": 1, "delta": {"content": "b"}, "finish_reason": None}),
-    chunk(delta(content="hi"), error={"message": "boom"}),
-    json.dumps({"choices": [delta(content="x")]}, indent=1).encode(),
-]
-COMPLETION = [
-    chunk({"index": 0, "text": "", "finish_reason": None}),
-    chunk({"index": 0, "text": " a", "finish_reason": None}),
-    chunk({"index": 0, "text": "b", "finish_reason": "stop"}),
-]
-
-
-def parsed(data: bytes, has_content: Any) -> bool:
-    choices = json.loads(data).get("choices") or []
-    return any(has_content(choice) for choice in choices)
-
-
-@pytest.mark.parametrize("data", CHAT, ids=range(len(CHAT)))
-def test_chat_chunks_agree_with_parsing(data: bytes) -> None:
-    fast = content_from_bytes(data, Chat.content_markers)
-    assert fast is None or fast == parsed(data, chat_has_content)
-
-
-@pytest.mark.parametrize("data", COMPLETION, ids=range(len(COMPLETION)))
-def test_completion_chunks_agree_with_parsing(data: bytes) -> None:
-    fast = content_from_bytes(data, Completion.content_markers)
-    assert fast is None or fast == parsed(data, completion_has_content)
-
-
-def test_ordinary_chunks_take_the_fast_path_and_the_rest_are_parsed() -> None:
-    decided = [content_from_bytes(data, Chat.content_markers) for data in CHAT]
-    assert decided[:9] == [False, True, False, False, True, True, True, True, False]
-    assert decided[9:] == [None, None, False, None, True, None, None, None]
-    assert content_from_bytes(b"not json", Chat.content_markers) is None
 
 
 def sse(*events: bytes) -> bytes:
     return b"".join(b"data: " + e + b"\n\n" for e in events)
 
 
-def test_a_run_of_ordinary_events_is_counted_in_bulk_up_to_the_first_special_one() -> None:
-    ordinary = [CHAT[0], CHAT[1], CHAT[2], CHAT[4], CHAT[5], CHAT[1]]
-    tail = sse(CHAT[9], CHAT[12], b"[DONE]")
-    block = sse(*ordinary) + tail
-    assert content_from_bytes(CHAT[9], Chat.content_markers) is None
-    end, content = bulk_content(block, Chat.content_markers) or (0, 0)
-    assert block[end:] == tail
-    assert content == sum(parsed(e, chat_has_content) for e in ordinary) == 4
+def reader_after(*events: bytes) -> StreamReader:
+    """A chat reader (fast path) that has read ``events``, one read each."""
+    reader = StreamReader(Measurement(0), chat_has_content, Chat.content_markers)
+    for now, event in enumerate(events, start=1):
+        reader.feed(sse(event), now)
+    return reader
+
+
+def learnt(*events: bytes) -> _Template:
+    template = reader_after(*events).template
+    assert template is not None
+    return template
+
+
+def test_a_token_chunk_is_learnt_and_its_siblings_are_recognised() -> None:
+    template = learnt(chunk({"role": "assistant", "content": ""}), chunk({"content": "Hi"}))
+    assert template.content(chunk({"content": " there"})) is True
+    assert template.content(chunk({"content": "é 😀 \\n \\\\ x"})) is True  # escapes
+    assert template.content(chunk({"content": "a\\"})) is True  # a backslash last, escaped
+    assert template.content(chunk({"content": ""})) is False
+    for other in [
+        chunk({"content": 'say "x"'}),  # a quote in the text: parsed
+        chunk({"content": "a"}, "stop"),
+        chunk({"content": "a"}, usage={"completion_tokens": 1}),
+        chunk({"content": "a"}, error=None),
+        chunk({"content": None}),
+        chunk({"content": "a"}).replace(b'"content":', b'"content": '),
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "a\nb"}).replace(b"\\n", b"\n"),  # a raw line feed
+    ]:
+        assert template.content(other) is None, other
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [chunk({"role": "assistant", "content": ""})],  # no content: nothing to learn
+        [chunk({"content": "a"}, "stop")],  # finished
+        [chunk({"content": "a"}, usage={"completion_tokens": 1})],  # usage
+        [chunk({"content": "a", "reasoning_content": "b"})],  # content without this text too
+        [chunk({"content": 'a "quoted" text'})],  # an escape may hide the closing quote
+        [chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})],
+    ],
+    ids=["role", "finish", "usage", "two-texts", "escaped", "tool-call"],
+)
+def test_nothing_is_learnt_from_a_chunk_whose_content_does_not_hinge_on_one_text(
+    events: list[bytes],
+) -> None:
+    assert reader_after(*events).template is None
+
+
+def test_reasoning_and_completion_texts_are_learnt_too() -> None:
+    reasoning = learnt(chunk({"reasoning_content": "hmm"}))
+    assert reasoning.content(chunk({"reasoning_content": "so"})) is True
+    assert reasoning.content(chunk({"content": "so"})) is None
+    completion = StreamReader(Measurement(0), completion_has_content, Completion.content_markers)
+
+    def text_chunk(text: str, separators: tuple[str, str] = (",", ":")) -> bytes:
+        choice = {"index": 0, "text": text, "finish_reason": None}
+        return json.dumps({"choices": [choice]}, separators=separators).encode()
+
+    completion.feed(sse(text_chunk("a", (", ", ": "))), 1)
+    assert completion.template is None  # not the compact form: parsed, nothing learnt
+    completion.feed(sse(text_chunk("a")), 2)
+    assert completion.template is not None
+    assert completion.template.content(text_chunk("b")) is True
+    assert completion.template.content(text_chunk("")) is False
+
+
+def test_a_run_of_token_chunks_is_counted_at_once_up_to_the_last_of_them() -> None:
+    template = learnt(chunk({"content": "a"}))
+    tokens = [chunk({"content": t}) for t in ["b", "", "c", "d", ""]]
+    tail = sse(chunk({}, "stop"), b"[DONE]")
+    block = sse(*tokens) + tail
+    assert template.run(block, 0) == (len(block) - len(tail), 3)
+    prefix = sse(chunk({"content": "z"}, "length"))
+    assert template.run(prefix + block, len(prefix)) == (len(prefix + block) - len(tail), 3)
 
 
 @pytest.mark.parametrize(
     "block",
     [
-        sse(CHAT[9]),  # a finish first: nothing ordinary before it
-        sse(CHAT[6], CHAT[1]),  # reasoning may share an event with content
-        sse(CHAT[1]).replace(b"data: ", b"data:"),  # not the plain form
-        sse(CHAT[14]),  # two choices
-        sse(chunk(delta(content="data: {"))),  # the text imitates an event
+        sse(chunk({}, "stop"), chunk({"content": "b"})),  # something else first
+        sse(chunk({"content": "b"})) + b": ping\n\n" + sse(chunk({"content": "c"})),
+        sse(chunk({"content": "b"})) + b"data: keep-alive\n\n" + sse(chunk({"content": "c"})),
+        sse(chunk({"content": "b"}), b"[DONE]", chunk({"content": "c"})),
+        sse(
+            chunk({"content": "b"}),
+            chunk({"content": "c"}, error={"m": "x"}),
+            chunk({"content": "d"}),
+        ),
+        sse(chunk({"content": "b"})) + b"id: 3\n" + sse(chunk({"content": "c"})),
+        sse(chunk({"content": 'a "b" c'}), chunk({"content": "c"})),
+        sse(chunk({"content": "b"})).replace(b"data: ", b"data:"),
     ],
-    ids=["finish", "reasoning", "no-space", "two-choices", "imitation"],
+    ids=["other-first", "comment", "keep-alive", "done", "error", "id", "quote", "no-space"],
 )
-def test_anything_unusual_goes_event_by_event(block: bytes) -> None:
-    assert bulk_content(block, Chat.content_markers) is None
+def test_a_run_holding_anything_else_is_left_to_the_events_one_by_one(block: bytes) -> None:
+    assert learnt(chunk({"content": "a"})).run(block, 0) is None
 
 
-def test_completion_runs_are_counted_too() -> None:
-    block = sse(COMPLETION[0], COMPLETION[1], COMPLETION[1], COMPLETION[2], b"[DONE]")
-    end, content = bulk_content(block, Completion.content_markers) or (0, 0)
-    assert content == 2 and block[end:] == sse(COMPLETION[2], b"[DONE]")
+def test_learning_stops_when_every_chunk_differs_in_more_than_its_text() -> None:
+    # A target that puts something new in every chunk (a timestamp here): each learnt template
+    # goes unused, and after a few of them the reader stops paying for the extra parse.
+    events = [chunk({"content": "a"}, created=i) for i in range(3 * _LEARN_TRIES)]
+    reader = reader_after(*events)
+    assert reader.tries == 0
+    assert len(reader.m.chunk_ns) == len(events)
 
 
-def test_comments_and_ids_between_events_do_not_matter() -> None:
-    block = b": keep-alive\n\n" + sse(CHAT[1]) + b"id: 7\n" + sse(CHAT[2])
-    assert bulk_content(block, Chat.content_markers) == (len(block), 1)
+def test_a_used_template_is_replaced_for_free() -> None:
+    # A timestamp that changes now and then (every second) costs one relearning each time.
+    events = [chunk({"content": "a"}, created=i // 3) for i in range(3 * (_LEARN_TRIES + 2))]
+    reader = reader_after(*events)
+    assert reader.tries == _LEARN_TRIES and reader.template is not None
+
+
+def test_errors_are_raised_as_target_errors_from_both_paths() -> None:
+    for markers in (Chat.content_markers, ()):
+        reader = StreamReader(Measurement(0), chat_has_content, markers)
+        reader.feed(sse(chunk({"content": "a"}), chunk({"content": "b"})), 1)
+        with pytest.raises(TargetError) as caught:
+            reader.feed(sse(chunk({"content": "c"}, error={"message": "boom"})), 2)
+        assert (caught.value.kind, caught.value.message) == ("stream_error", "boom")

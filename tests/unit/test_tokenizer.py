@@ -20,6 +20,7 @@ from clientswarm.config.interactions import (
     HelloInteraction,
     HttpInteraction,
 )
+from clientswarm.config.paths import FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions import tokenizer as tokenizer_module
 from clientswarm.interactions.prompts import PromptSource, build_prompt_source, token_length_note
@@ -107,11 +108,13 @@ def source(tmp_path: Path, tok: Path | None, seed: int = 0, **fields: Any) -> Pr
     if tok is not None:
         fields["tokenizer"] = str(tok.relative_to(tmp_path))  # relative: from the config's folder
     config = ChatInteraction.model_validate(fields)
-    return build_prompt_source(config, seed=seed, base_dir=tmp_path)
+    return build_prompt_source(config, seed=seed, files=FileScope.anywhere(tmp_path))
 
 
 def test_counts_match_encode_without_special_tokens(tok_path: Path) -> None:
-    counter = load_token_counter(str(tok_path), Path("/nonexistent"))  # absolute path
+    counter = load_token_counter(
+        str(tok_path), FileScope.anywhere(Path("/nonexistent"))
+    )  # absolute path
     texts = [*SENTENCES[:4], "unseen words: zebra, quokka!", "  spaced   out  ", "x", ""]
     for text in texts:
         assert counter.count(text) == encoded_length(tok_path, text)
@@ -124,7 +127,7 @@ def test_wordlevel_count_leaves_out_the_template(tmp_path: Path) -> None:
     train_wordlevel().save(str(path))
     tok = tokenizers.Tokenizer.from_file(str(path))
     assert len(tok.encode("the quick fox").ids) == 5  # [CLS] the quick fox [SEP]
-    assert load_token_counter(str(path), tmp_path).count("the quick fox") == 3
+    assert load_token_counter(str(path), FileScope.anywhere(tmp_path)).count("the quick fox") == 3
 
 
 @pytest.mark.parametrize(
@@ -162,7 +165,7 @@ def test_synthetic_with_tokenizer_is_deterministic_per_seed(tmp_path: Path, tok_
 
 
 def test_text_of_length_every_small_length_and_a_long_one(tok_path: Path) -> None:
-    counter = load_token_counter(str(tok_path), Path("."))
+    counter = load_token_counter(str(tok_path), FileScope.anywhere(Path(".")))
     rng = np.random.default_rng(0)
     for n in [*range(1, 41), 500]:
         assert encoded_length(tok_path, counter.text_of_length(n, rng)) == n
@@ -211,7 +214,7 @@ def test_tokenizer_without_a_decoder_still_exact(tmp_path: Path) -> None:
     tok.decoder = None
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
-    counter = load_token_counter(str(path), tmp_path)
+    counter = load_token_counter(str(path), FileScope.anywhere(tmp_path))
     rng = np.random.default_rng(0)
     lengths = [1, 2, 3, 10, 33, 200]
     assert [encoded_length(path, t) for t in counter.texts_of_lengths(lengths, rng)] == lengths
@@ -257,7 +260,7 @@ def test_dataset_and_fixed_prompts_are_counted_by_the_tokenizer(
 
 
 def test_word_counter() -> None:
-    counter = load_token_counter(None, Path("."))
+    counter = load_token_counter(None, FileScope.anywhere(Path(".")))
     assert isinstance(counter, WordCounter) and counter.token_lengths == "approximate"
     assert counter.count(" a  b\tc\n") == 3 and counter.count_batch(["a b", ""]) == [2, 0]
     text = counter.text_of_length(12, np.random.default_rng(0))
@@ -293,7 +296,7 @@ def test_missing_tokenizer_file_names_the_path(tmp_path: Path) -> None:
 def test_unreadable_tokenizer_file_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"not": "a tokenizer"}')
     with pytest.raises(ConfigError) as info:
-        load_token_counter("bad.json", tmp_path)
+        load_token_counter("bad.json", FileScope.anywhere(tmp_path))
     message = str(info.value)
     assert str(tmp_path / "bad.json") in message and "tokenizer.json" in message
 
@@ -316,7 +319,7 @@ def test_truncation_and_padding_in_the_file_are_ignored(tmp_path: Path) -> None:
     tok.enable_padding(length=64, pad_id=0, pad_token="[UNK]")
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
-    counter = load_token_counter(str(path), tmp_path)
+    counter = load_token_counter(str(path), FileScope.anywhere(tmp_path))
     assert counter.count("the quick brown fox jumps over the lazy dog") == 9
     assert counter.count_batch(["the quick", "a b c d e f"]) == [2, 6]
     assert counter.count(counter.text_of_length(30, np.random.default_rng(0))) == 30

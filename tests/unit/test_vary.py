@@ -170,7 +170,7 @@ def test_bad_list_values_are_named_each() -> None:
     lines = problems_of(cluster({"max_tokens": [16, 0, "many"]}))
     assert lines == [
         "groups[0].vary.max_tokens[1]: not valid for interaction kind 'chat': too small; got 0; "
-        "must be at least 1",
+        "must be at least 1 and at most 10000000",
         "groups[0].vary.max_tokens[2]: not valid for interaction kind 'chat': expected an "
         'integer; got "many"',
     ]

@@ -20,7 +20,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from clientswarm.config.base import StrictModel
-from clientswarm.config.lengths import LengthDist
+from clientswarm.config.lengths import MAX_TOKENS, LengthDist
+from clientswarm.config.paths import ConfigPath
 
 
 class SyntheticPrompts(StrictModel):
@@ -30,7 +31,9 @@ class SyntheticPrompts(StrictModel):
     output_tokens: LengthDist | None = Field(
         default=None, description="Requested output length (max_tokens); none uses max_tokens"
     )
-    count: int = Field(default=1000, ge=1, description="Number of distinct prompts to generate")
+    count: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Number of distinct prompts to generate"
+    )
 
 
 class DatasetPrompts(StrictModel):
@@ -40,11 +43,16 @@ class DatasetPrompts(StrictModel):
     the content. ``column`` and ``output_tokens_column`` apply to CSV (and TSV) files only.
     """
 
-    path: str = Field(description="Dataset file; a relative path is from the config's folder")
+    path: ConfigPath = Field(
+        description="Dataset file; a relative path is from the config's folder (on a shared "
+        "service: from its first allowed folder, and only inside the allowed folders)"
+    )
     format: Literal["auto", "jsonl", "sharegpt", "csv"] = Field(
         default="auto", description="File format; auto picks it from the name or the content"
     )
-    limit: int | None = Field(default=None, ge=1, description="Use at most this many entries")
+    limit: int | None = Field(
+        default=None, ge=1, le=10**12, description="Use at most this many entries"
+    )
     column: str = Field(
         default="prompt", min_length=1, description="CSV: the column holding the prompt"
     )
@@ -60,9 +68,8 @@ class _PromptSource(StrictModel):
     prompts: list[str] | None = Field(default=None, min_length=1, description="Fixed prompts")
     synthetic: SyntheticPrompts | None = None
     dataset: DatasetPrompts | None = None
-    tokenizer: str | None = Field(
+    tokenizer: ConfigPath | None = Field(
         default=None,
-        min_length=1,
         description="Path to a Hugging Face tokenizer.json; token lengths are then exact, "
         "otherwise approximate by words",
     )
@@ -81,7 +88,9 @@ class HelloInteraction(StrictModel):
     """GET the target's hello-world route (target.hello_path) or the given path."""
 
     kind: Literal["hello"] = "hello"
-    path: str | None = Field(default=None, description="Path to GET; default target.hello_path")
+    path: str | None = Field(
+        default=None, pattern=r"^/", description="Path to GET; default target.hello_path"
+    )
 
 
 class HttpInteraction(StrictModel):
@@ -92,12 +101,16 @@ class HttpInteraction(StrictModel):
     path: str = "/"
     body: Any = Field(default=None, description="JSON body")
     headers: dict[str, str] = Field(default_factory=dict)
-    expect_status: list[int] | None = Field(default=None, description="Statuses that succeed")
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        default=None, description="Statuses that succeed"
+    )
 
 
 class _Generation(_PromptSource):
     stream: bool = True
-    max_tokens: int | None = Field(default=128, ge=1, description="Output tokens to request")
+    max_tokens: int | None = Field(
+        default=128, ge=1, le=MAX_TOKENS, description="Output tokens to request"
+    )
     model: str | None = Field(default=None, description="Override target.model")
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
@@ -140,7 +153,9 @@ class ConversationInteraction(_PromptSource):
     kind: Literal["conversation"] = "conversation"
     turns: int = Field(default=3, ge=1, le=64, description="User turns per conversation")
     stream: bool = True
-    max_tokens: int | None = Field(default=64, ge=1, description="Output tokens per turn")
+    max_tokens: int | None = Field(
+        default=64, ge=1, le=MAX_TOKENS, description="Output tokens per turn"
+    )
     model: str | None = Field(default=None, description="Override target.model")
     system_prompt: str | None = None
     turn_gap_s: float = Field(
@@ -159,6 +174,8 @@ ENTRY_POINT_GROUP = "clientswarm.interactions"
 
 _MODULE_KIND = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _FILE_KIND = re.compile(r"^file:(?P<path>.+\.py):(?P<name>[A-Za-z_][\w.]*)$")
+USER_KIND_PATTERNS = (_MODULE_KIND.pattern, r"^file:.+\.py:[A-Za-z_][\w.]*$")
+"""The forms of a user-defined kind besides entry-point names, for the JSON Schema."""
 
 
 @functools.cache

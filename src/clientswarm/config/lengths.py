@@ -12,12 +12,15 @@ from clientswarm.config.base import StrictModel
 if TYPE_CHECKING:  # numpy is imported where lengths are drawn: validation does not need it
     import numpy as np
 
+MAX_TOKENS = 10_000_000
+"""Most tokens one length may ask for (the longest context windows hold about this many)."""
+
 
 class FixedLength(StrictModel):
     """Always the same number of tokens."""
 
     kind: Literal["fixed"] = "fixed"
-    value: int = Field(ge=1, description="Number of tokens")
+    value: int = Field(ge=1, le=MAX_TOKENS, description="Number of tokens")
 
     def sample(self, rng: np.random.Generator, n: int) -> list[int]:
         """Draw ``n`` lengths."""
@@ -28,8 +31,8 @@ class UniformLength(StrictModel):
     """Uniform integer lengths in [min, max]."""
 
     kind: Literal["uniform"] = "uniform"
-    min: int = Field(ge=1)
-    max: int = Field(ge=1)
+    min: int = Field(ge=1, le=MAX_TOKENS)
+    max: int = Field(ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformLength:
@@ -48,8 +51,8 @@ class NormalLength(StrictModel):
     kind: Literal["normal"] = "normal"
     mean: float = Field(gt=0)
     std: float = Field(ge=0)
-    min: int = Field(default=1, ge=1)
-    max: int | None = Field(default=None, ge=1)
+    min: int = Field(default=1, ge=1, le=MAX_TOKENS)
+    max: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
     def sample(self, rng: np.random.Generator, n: int) -> list[int]:
         """Draw ``n`` lengths."""
@@ -65,8 +68,8 @@ class LognormalLength(StrictModel):
     kind: Literal["lognormal"] = "lognormal"
     mean: float = Field(gt=0)
     std: float = Field(gt=0)
-    min: int = Field(default=1, ge=1)
-    max: int | None = Field(default=None, ge=1)
+    min: int = Field(default=1, ge=1, le=MAX_TOKENS)
+    max: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
     def sample(self, rng: np.random.Generator, n: int) -> list[int]:
         """Draw ``n`` lengths."""
@@ -80,7 +83,10 @@ class LognormalLength(StrictModel):
 
 
 def coerce_length(value: Any) -> Any:
-    """Let a bare integer stand for a fixed length: ``input_tokens: 128``."""
+    """Let a bare integer stand for a fixed length: ``input_tokens: 128`` (or ``128.0``: JSON
+    Schema counts it as an integer too)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return {"kind": "fixed", "value": value}
     return value
@@ -95,5 +101,8 @@ _LengthUnion = Annotated[
 # json_schema_input_type lets editors accept the shorthand too.
 LengthDist = Annotated[
     _LengthUnion,
-    BeforeValidator(coerce_length, json_schema_input_type=int | _LengthUnion),
+    BeforeValidator(
+        coerce_length,
+        json_schema_input_type=Annotated[int, Field(ge=1, le=MAX_TOKENS)] | _LengthUnion,
+    ),
 ]

@@ -48,14 +48,16 @@ _ThinkUnion = Annotated[ConstantThink | UniformThink | ExponentialThink, Discrim
 # A bare number stands for a constant think time; json_schema_input_type tells editors so.
 ThinkTime = Annotated[
     _ThinkUnion,
-    BeforeValidator(_coerce_think, json_schema_input_type=float | _ThinkUnion),
+    BeforeValidator(
+        _coerce_think, json_schema_input_type=Annotated[float, Field(ge=0)] | _ThinkUnion
+    ),
 ]
 
 
 class ClosedStage(StrictModel):
     """One step of a closed-loop sweep: this many active clients for this long."""
 
-    clients: int = Field(ge=1)
+    clients: int = Field(ge=1, le=1_000_000)
     duration_s: float = Field(gt=0)
 
 
@@ -85,7 +87,10 @@ class OpenLoadConfig(StrictModel):
     rate: float | None = Field(default=None, gt=0, description="Requests per second (group)")
     arrival: Literal["poisson", "constant"] = "poisson"
     max_concurrency: int | None = Field(
-        default=None, ge=1, description="Max requests in flight for the group; late ones wait"
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Max requests in flight for the group; late ones wait",
     )
     stages: list[OpenStage] = Field(default_factory=list)
 
@@ -105,4 +110,6 @@ class StopConfig(StrictModel):
     """When a group stops: after a measured duration and/or a number of measured requests."""
 
     duration_s: float | None = Field(default=None, gt=0, description="Measured seconds")
-    requests: int | None = Field(default=None, ge=1, description="Measured requests of the group")
+    requests: int | None = Field(
+        default=None, ge=1, le=10**12, description="Measured requests of the group"
+    )

@@ -29,29 +29,61 @@ from clientswarm.config.spawners import (
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+URL_PATTERN = r"^https?://[^/\s\x00-\x1f\x7f\x85]+(/[^\s\x00-\x1f\x7f\x85]*)?$"
+"""An http(s) URL with a host (the control characters spelled out: JSON Schema's regular
+expressions count fewer characters as spaces than Python's)."""
 
 
 class TargetConfig(StrictModel):
     """The Server Microservice under test (vLLM or any OpenAI-compatible server)."""
 
-    url: str = Field(description="Base URL of the target, e.g. http://127.0.0.1:8000")
+    url: str = Field(
+        description="Base URL of the target, e.g. http://127.0.0.1:8000",
+        json_schema_extra={"pattern": URL_PATTERN},  # the schema says what _check_url checks
+    )
     model: str | None = Field(
         default=None, description="Model name sent in OpenAI requests; none sends no model field"
     )
     api_key_env: str | None = Field(
         default=None,
+        json_schema_extra={"pattern": ENV_NAME_PATTERN.pattern},
         description=(
             "Name of the environment variable that holds the API key (never the key itself)"
         ),
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Total timeout of one request")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers")
-    hello_path: str = Field(default="/", description="Path of the target's hello-world route")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers sent as written; shown redacted by the service. Put "
+        "credentials in headers_from_env instead",
+    )
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN.pattern},
+            "additionalProperties": {"type": "string", "pattern": ENV_NAME_PATTERN.pattern},
+        },
+        description="Extra HTTP headers whose value is read from an environment variable of "
+        "the workers, by name, e.g. {X-Api-Key: TARGET_KEY} (never the value itself)",
+    )
+    hello_path: str = Field(
+        default="/",
+        json_schema_extra={"pattern": "^/"},
+        description="Path of the target's hello-world route",
+    )
+    max_event_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=1 << 26,
+        description="Largest SSE event (or line) a stream may send, in bytes (1 KiB to 64 MiB); "
+        "a longer one fails the request as a protocol error instead of growing without bound",
+    )
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        if not re.match(URL_PATTERN, url):
             raise ValueError(
                 "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000"
             )
@@ -70,6 +102,25 @@ class TargetConfig(StrictModel):
             "must be the name of an environment variable that holds the key "
             "(letters, digits and '_'), e.g. VLLM_API_KEY; never the key itself"
         )
+
+    @field_validator("headers_from_env")
+    @classmethod
+    def _check_header_envs(cls, names: dict[str, str]) -> dict[str, str]:
+        for header, name in names.items():
+            if not HEADER_NAME_PATTERN.match(header):
+                raise ValueError(f"{header!r} is not an HTTP header name")
+            if not ENV_NAME_PATTERN.match(name):
+                raise ValueError(
+                    f"{header}: must be the name of an environment variable that holds the "
+                    "value (letters, digits and '_'); never the value itself"
+                )
+        return names
+
+    @property
+    def env_names(self) -> list[str]:
+        """The environment variables this target's credentials are read from."""
+        names = [self.api_key_env] if self.api_key_env else []
+        return names + [name for name in self.headers_from_env.values() if name not in names]
 
     @field_validator("hello_path")
     @classmethod
@@ -119,7 +170,9 @@ def _vary_bound(value: Any) -> Any:
     return value
 
 
-VaryBound = Annotated[int | float, BeforeValidator(_vary_bound)]
+VaryBound = Annotated[
+    Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | float, BeforeValidator(_vary_bound)
+]
 
 
 class VaryRange(StrictModel):
@@ -158,7 +211,7 @@ def _vary_shape(value: Any) -> Any:
 
 
 VaryValues = Annotated[
-    list[Any] | VaryRange,
+    Annotated[list[Any], Field(min_length=1)] | VaryRange,
     BeforeValidator(_vary_shape),
     Field(
         description=(
@@ -345,6 +398,7 @@ class GroupConfig(StrictModel):
     stop: StopConfig = Field(default_factory=StopConfig)
     vary: dict[str, VaryValues] = Field(
         default_factory=dict,
+        json_schema_extra={"propertyNames": {"pattern": r"^[^.]+(\.[^.]+)*$"}},
         description=(
             "Interaction parameters that differ between the clients of the group, by name "
             "(e.g. max_tokens, system_prompt, stream, prompts) or by a dotted path into a "
@@ -390,7 +444,12 @@ class ClusterConfig(StrictModel):
     """A ClientCluster: the clients spawned from one configuration file."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-    seed: int = Field(default=0, description="Seed of every random choice (arrivals, prompts)")
+    seed: int = Field(
+        default=0,
+        ge=-(2**63),
+        le=2**63 - 1,
+        description="Seed of every random choice (arrivals, prompts); a signed 64-bit integer",
+    )
     target: TargetConfig
     spawner: SpawnerConfig = Field(default_factory=LocalSpawnerConfig)
     warmup_s: float = Field(

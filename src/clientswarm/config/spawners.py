@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from clientswarm.config.base import StrictModel
+from clientswarm.config.paths import ConfigPath
 
 _TIME_LIMIT = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^UNLIMITED$|^INFINITE$")
 _MEMORY = re.compile(r"^\d+[KMGT]?$")
+_SBATCH_OPTION = r"^(#SBATCH)?[ \t]*-[^\n]*$"  # for the schema: what _options accepts, or less
 
 
 class LocalSpawnerConfig(StrictModel):
     """Workers are processes on the service's machine."""
+
+    OPERATOR_ONLY: ClassVar[tuple[str, ...]] = ()
 
     kind: Literal["local"] = "local"
     workers: int = Field(default=1, ge=1, le=1024, description="Number of worker processes")
@@ -40,32 +44,54 @@ class SlurmRestConfig(StrictModel):
         return self
 
 
+PRESET_DESCRIPTION = (
+    "Name of a spawner preset of the service (clientswarm serve --spawner-preset NAME=FILE): "
+    "the operator's options (setup lines, images, credentials) that a posted configuration may "
+    "use but not write; options given here override the preset's other options"
+)
+PresetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
 class SlurmSpawnerConfig(StrictModel):
     """Workers are the tasks of one Slurm job array (one task per worker)."""
 
+    OPERATOR_ONLY: ClassVar[tuple[str, ...]] = ("setup", "extra_sbatch", "rest", "submit_via")
+    """Options that run code or reach credentials: on a shared service only a preset sets them."""
+
     kind: Literal["slurm"]
+    preset: PresetName | None = Field(default=None, description=PRESET_DESCRIPTION)
     workers: int = Field(default=1, ge=1, le=10_000, description="Array size: one task per worker")
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     time_limit: str | None = Field(
-        default=None, description="sbatch --time, e.g. 30, 1:00:00 or 1-12:00:00"
+        default=None,
+        json_schema_extra={"pattern": _TIME_LIMIT.pattern},
+        description="sbatch --time, e.g. 30, 1:00:00 or 1-12:00:00",
     )
     cpus_per_worker: int = Field(default=1, ge=1, le=1024, description="sbatch --cpus-per-task")
-    mem_per_worker: str | None = Field(default=None, description="sbatch --mem, e.g. 2G")
-    nodes: int | None = Field(default=None, ge=1, description="sbatch --nodes per array task")
-    ntasks_per_node: int | None = Field(default=None, ge=1)
+    mem_per_worker: str | None = Field(
+        default=None,
+        json_schema_extra={"pattern": _MEMORY.pattern},
+        description="sbatch --mem, e.g. 2G",
+    )
+    nodes: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="sbatch --nodes per array task"
+    )
+    ntasks_per_node: int | None = Field(default=None, ge=1, le=1_000_000)
     extra_sbatch: list[str] = Field(
-        default_factory=list, description="Raw '#SBATCH' options, e.g. '--constraint=gpu'"
+        default_factory=list,
+        json_schema_extra={"items": {"type": "string", "pattern": _SBATCH_OPTION}},
+        description="Raw '#SBATCH' options, e.g. '--constraint=gpu'",
     )
     setup: list[str] = Field(
         default_factory=list,
         description="Shell lines run before the worker: module load, source venv/bin/activate",
     )
-    container: str | None = Field(
+    container: ConfigPath | None = Field(
         default=None, description="Run the worker with 'apptainer exec IMAGE …'"
     )
-    python: str | None = Field(
+    python: ConfigPath | None = Field(
         default=None,
         description="Python interpreter on the compute nodes, with clientswarm installed "
         "(default: the service's own interpreter, for a shared filesystem)",
@@ -75,7 +101,7 @@ class SlurmSpawnerConfig(StrictModel):
     )
     submit_via: Literal["cli", "rest"] = "cli"
     rest: SlurmRestConfig | None = None
-    log_dir: str | None = Field(
+    log_dir: ConfigPath | None = Field(
         default=None, description="Where array tasks write output (must be on a shared filesystem)"
     )
 
@@ -118,6 +144,23 @@ _QUANTITY = re.compile(
     r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$"
 )
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# For the JSON Schema: what the checks below accept (a key's prefix and name are bounded
+# together by maxLength, a little stricter than the checks' 253 and 63).
+_SUBDOMAIN_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": _DNS_SUBDOMAIN.pattern,
+    "maxLength": 253,
+}
+_QUALIFIED_KEY_SCHEMA: dict[str, Any] = {
+    "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "maxLength": 253,
+}
+_LABEL_VALUE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": _LABEL_VALUE.pattern,
+    "maxLength": 63,
+}
 RESERVED_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/component",
@@ -157,14 +200,26 @@ def _check_labels(labels: dict[str, str], what: str) -> dict[str, str]:
     return labels
 
 
+_QUANTITIES_SCHEMA: dict[str, Any] = {
+    "propertyNames": _QUALIFIED_KEY_SCHEMA,
+    "additionalProperties": {
+        "anyOf": [{"type": "string", "pattern": _QUANTITY.pattern}, {"type": "number"}]
+    },
+}
+
+
 class KubernetesResourceList(StrictModel):
     """``requests`` and ``limits`` of each worker pod, e.g. ``{cpu: "2", memory: 4Gi}``."""
 
     requests: dict[str, str] = Field(
-        default_factory=dict, description="Resource requests, e.g. {cpu: 500m, memory: 1Gi}"
+        default_factory=dict,
+        json_schema_extra=_QUANTITIES_SCHEMA,
+        description="Resource requests, e.g. {cpu: 500m, memory: 1Gi}",
     )
     limits: dict[str, str] = Field(
-        default_factory=dict, description="Resource limits, e.g. {memory: 2Gi, nvidia.com/gpu: 1}"
+        default_factory=dict,
+        json_schema_extra=_QUANTITIES_SCHEMA,
+        description="Resource limits, e.g. {memory: 2Gi, nvidia.com/gpu: 1}",
     )
 
     @field_validator("requests", "limits", mode="before")
@@ -200,7 +255,9 @@ class KubernetesToleration(StrictModel):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+    toleration_seconds: int | None = Field(
+        default=None, ge=-(2**63), le=2**63 - 1, alias="tolerationSeconds"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> KubernetesToleration:
@@ -220,7 +277,7 @@ class KubernetesToleration(StrictModel):
 class KubernetesSecretKeyRef(StrictModel):
     """One key of a Secret in the cluster's namespace."""
 
-    name: str = Field(description="The Secret's name")
+    name: str = Field(description="The Secret's name", json_schema_extra=_SUBDOMAIN_SCHEMA)
     key: str = Field(description="The key in the Secret's data")
 
     @field_validator("name")
@@ -232,7 +289,9 @@ class KubernetesSecretKeyRef(StrictModel):
 class KubernetesEnvVar(StrictModel):
     """An environment variable of the worker pods: a ``value`` or ``value_from_secret``."""
 
-    name: str
+    name: str = Field(
+        json_schema_extra={"pattern": _ENV_NAME.pattern, "not": {"const": RESERVED_ENV}}
+    )
     value: str | None = None
     value_from_secret: KubernetesSecretKeyRef | None = Field(
         default=None, description="e.g. {name: target-api, key: api-key} for the target's API key"
@@ -257,8 +316,27 @@ class KubernetesEnvVar(StrictModel):
 class KubernetesSpawnerConfig(StrictModel):
     """Workers are the pods of one Indexed Job (one completion index per worker)."""
 
+    OPERATOR_ONLY: ClassVar[tuple[str, ...]] = (
+        "image",
+        "python",
+        "env",
+        "service_account",
+        "image_pull_secrets",
+        "labels",
+        "annotations",
+    )
+    """Options that choose the code the pods run or what they may reach (Secrets, a service
+    account, labels and annotations that policies and admission webhooks act on): on a shared
+    service only a preset sets them."""
+
     kind: Literal["kubernetes"]
-    image: str = Field(min_length=1, description="Container image with clientswarm installed")
+    preset: PresetName | None = Field(default=None, description=PRESET_DESCRIPTION)
+    image: str | None = Field(
+        default=None,
+        validate_default=True,
+        min_length=1,
+        description="Container image with clientswarm installed (required, here or in the preset)",
+    )
     namespace: str | None = Field(
         default=None,
         max_length=63,
@@ -270,31 +348,60 @@ class KubernetesSpawnerConfig(StrictModel):
         default=1, ge=1, le=10_000, description="Pods: completions = parallelism of the Job"
     )
     resources: KubernetesResourceList | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": _QUALIFIED_KEY_SCHEMA,
+            "additionalProperties": _LABEL_VALUE_SCHEMA,
+        },
+    )
     tolerations: list[KubernetesToleration] = Field(default_factory=list)
     service_account: str | None = Field(
-        default=None, description="serviceAccountName of the pods (default: the namespace's)"
+        default=None,
+        json_schema_extra={"anyOf": [_SUBDOMAIN_SCHEMA, {"type": "null"}]},
+        description="serviceAccountName of the pods (default: the namespace's)",
     )
     image_pull_secrets: list[str] = Field(
-        default_factory=list, description="Names of docker-registry Secrets in the namespace"
+        default_factory=list,
+        json_schema_extra={"items": _SUBDOMAIN_SCHEMA},
+        description="Names of docker-registry Secrets in the namespace",
     )
     env: list[KubernetesEnvVar] = Field(default_factory=list)
     labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels of the Job, its pods and the Secret"
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {**_QUALIFIED_KEY_SCHEMA, "not": {"enum": list(RESERVED_LABELS)}},
+            "additionalProperties": _LABEL_VALUE_SCHEMA,
+        },
+        description="Extra labels of the Job, its pods and the Secret",
     )
     annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations of the Job and its pods"
+        default_factory=dict,
+        json_schema_extra={"propertyNames": _QUALIFIED_KEY_SCHEMA},
+        description="Extra annotations of the Job and its pods",
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete the Job this long after it finishes"
+        default=None, ge=0, le=2**31 - 1, description="Delete the Job this long after it finishes"
     )
     active_deadline_s: int | None = Field(
-        default=None, ge=1, description="activeDeadlineSeconds: the Job fails after this long"
+        default=None,
+        ge=1,
+        le=2**63 - 1,
+        description="activeDeadlineSeconds: the Job fails after this long",
     )
     advertise_url: str | None = Field(
         default=None, description="How the pods reach the service (default: its own URL)"
     )
     python: str = Field(default="python", min_length=1, description="Interpreter in the image")
+
+    @field_validator("image")
+    @classmethod
+    def _image_given(cls, image: str | None, info: ValidationInfo) -> str | None:
+        if image is None and info.data.get("preset") is None:
+            raise ValueError(
+                "required: the container image with clientswarm installed (or a preset's)"
+            )
+        return image
 
     @field_validator("service_account")
     @classmethod

@@ -9,12 +9,12 @@ user message, and the conversation is the journey. The finished history stays in
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from clientswarm.config.interactions import ConversationInteraction
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.journeys import UserInteraction
 from clientswarm.interactions.prompts import Prompt, PromptSource, build_prompt_source
 from clientswarm.interactions.user import Context, Interaction, NoParams
@@ -73,7 +73,7 @@ class Conversation(UserInteraction):
     config_model: type[BaseModel] = ConversationInteraction
 
     def __init__(
-        self, config: ConversationInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+        self, config: ConversationInteraction, *, seed: int = 0, files: FileScope = ANYWHERE
     ) -> None:
-        prompts = build_prompt_source(config, seed=seed, base_dir=base_dir)
+        prompts = build_prompt_source(config, seed=seed, files=files)
         self._setup(lambda: _Turns(config, prompts), "conversation")

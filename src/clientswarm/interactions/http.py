@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 from pydantic import BaseModel
 
 from clientswarm.config.interactions import HelloInteraction, HttpInteraction
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.base import ClientContext
 from clientswarm.interactions.http1 import Http1Error
 from clientswarm.interactions.streaming import Measurement, TargetError, error_message_of
@@ -57,7 +57,7 @@ class BuiltinInteraction(ABC):
     kind: str
     config_model: ClassVar[type[BaseModel]]
 
-    def __init__(self, config: Any, *, seed: int = 0, base_dir: Path = Path(".")) -> None:
+    def __init__(self, config: Any, *, seed: int = 0, files: FileScope = ANYWHERE) -> None:
         self.config = config
         # Built on first use and reused by every request: header dicts and timeouts.
         self._headers: dict[int, tuple[dict[str, str], dict[str, str]]] = {}
@@ -168,9 +168,9 @@ class Hello(BuiltinInteraction):
     config_model = HelloInteraction
 
     def __init__(
-        self, config: HelloInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+        self, config: HelloInteraction, *, seed: int = 0, files: FileScope = ANYWHERE
     ) -> None:
-        super().__init__(config, seed=seed, base_dir=base_dir)
+        super().__init__(config, seed=seed, files=files)
         self._path = config.path
 
     async def exchange(self, ctx: ClientContext, m: Measurement) -> None:
@@ -195,9 +195,9 @@ class HttpCall(BuiltinInteraction):
     config_model = HttpInteraction
 
     def __init__(
-        self, config: HttpInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+        self, config: HttpInteraction, *, seed: int = 0, files: FileScope = ANYWHERE
     ) -> None:
-        super().__init__(config, seed=seed, base_dir=base_dir)
+        super().__init__(config, seed=seed, files=files)
         self._method = config.method
         self._path = config.path if config.path.startswith("/") else "/" + config.path
         self._body = orjson.dumps(config.body) if config.body is not None else None

@@ -13,13 +13,13 @@ import asyncio
 import difflib
 import inspect
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
 from clientswarm.config.errors import validation_problems
 from clientswarm.config.interactions import CustomInteraction
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.base import ClientContext
 from clientswarm.interactions.http import classify_exception
@@ -83,8 +83,8 @@ def validate_params(found: Any, config: CustomInteraction) -> BaseModel:
 class UserInteraction:
     """A user-defined interaction behind the worker's interaction protocol."""
 
-    def __init__(self, config: CustomInteraction, *, seed: int = 0, base_dir: Path = Path(".")):
-        found = resolve(config, base_dir=base_dir)
+    def __init__(self, config: CustomInteraction, *, seed: int = 0, files: FileScope = ANYWHERE):
+        found = resolve(config, files=files)
         params = validate_params(found, config)
         if inspect.isclass(found):
             cls = cast(type[Interaction], found)

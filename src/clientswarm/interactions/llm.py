@@ -74,38 +74,57 @@ class _Collected:
         self.finish_reason: str | None = None
 
     def chat_choice(self, choice: dict[str, Any]) -> bool:
-        """Keep one streamed chat choice; True when it carries content (or a tool call)."""
+        """Keep one streamed chat choice; True when it carries content (or a tool call's
+        arguments). Pieces of unexpected types are left out rather than trusted."""
         if choice.get("index", 0) != 0:
             return chat_has_content(choice)
-        self.finish_reason = choice.get("finish_reason") or self.finish_reason
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
+        self.finish_reason = _text(choice.get("finish_reason")) or self.finish_reason
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return False
+        content = _text(delta.get("content"))
         if content:
             self.text.append(content)
-        calls = delta.get("tool_calls") or []
-        for call in calls:
-            slot = self.tool_calls.setdefault(
-                int(call.get("index", 0)),
-                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
-            )
-            if call.get("id"):
-                slot["id"] = call["id"]
-            function = call.get("function") or {}
-            if function.get("name"):
-                slot["function"]["name"] += function["name"]
-            if function.get("arguments"):
-                slot["function"]["arguments"] += function["arguments"]
-        return chat_has_content(choice) or any(
-            (c.get("function") or {}).get("arguments") for c in calls
+        arguments = False
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict):
+                arguments = self._tool_call(call) or arguments
+        return chat_has_content(choice) or arguments
+
+    def _tool_call(self, call: dict[str, Any]) -> bool:
+        """Add one streamed piece of a tool call to its slot; True when it has arguments.
+
+        A piece without an integer ``index`` (null, missing) belongs to the first call, as
+        pieces of a server that streams one call at a time.
+        """
+        index = call.get("index")
+        slot = self.tool_calls.setdefault(
+            index if isinstance(index, int) and not isinstance(index, bool) else 0,
+            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
         )
+        if _text(call.get("id")):
+            slot["id"] = call["id"]
+        function = call.get("function")
+        if not isinstance(function, dict):
+            return False
+        slot["function"]["name"] += _text(function.get("name"))
+        arguments = _text(function.get("arguments"))
+        slot["function"]["arguments"] += arguments
+        return bool(arguments)
 
     def completion_choice(self, choice: dict[str, Any]) -> bool:
         """Keep one streamed completion choice; True when it carries text."""
         if choice.get("index", 0) == 0:
-            self.finish_reason = choice.get("finish_reason") or self.finish_reason
-            if choice.get("text"):
-                self.text.append(choice["text"])
+            self.finish_reason = _text(choice.get("finish_reason")) or self.finish_reason
+            self.text.append(_text(choice.get("text")))
         return completion_has_content(choice)
+
+
+def _text(value: Any) -> str:
+    """``value`` if it is a string, else ``""``: a streamed piece of text of another type is
+    not text the answer can carry."""
+    return value if isinstance(value, str) else ""
 
 
 async def _call(
@@ -135,6 +154,7 @@ async def _call(
             answer_key=answer_key,
             stream=bool(request.get("stream")),
             content_of=collect,
+            max_event_bytes=base.target.max_event_bytes,
         )
         if answer is not None and not (
             answer[answer_key] and isinstance(answer[answer_key][0], dict)

@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from clientswarm.config.interactions import ENTRY_POINT_GROUP, CustomInteraction
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.user import Interaction
 
@@ -80,14 +81,14 @@ def _module_from_source(path: str, source: str) -> ModuleType:
     return module
 
 
-def _from_file(config: CustomInteraction, base_dir: Path) -> Any:
+def _from_file(config: CustomInteraction, files: FileScope) -> Any:
     parts = config.file_parts()
     assert parts is not None
     relative, name = parts
     if config.source is not None:
         module = _module_from_source(relative, config.source)
         return _attribute(module, name, relative)
-    path = (base_dir / relative).resolve()
+    path = files.resolve(relative, "kind").resolve()
     try:
         source = path.read_text()
     except OSError as exc:
@@ -123,11 +124,11 @@ def _from_entry_point(kind: str) -> Any:
         ) from exc
 
 
-def resolve(config: CustomInteraction, *, base_dir: Path) -> Any:
+def resolve(config: CustomInteraction, *, files: FileScope = ANYWHERE) -> Any:
     """The class or async function ``config.kind`` names; ConfigError when there is none."""
     kind = config.kind
     if kind.startswith("file:"):
-        found = _from_file(config, base_dir)
+        found = _from_file(config, files)
     elif ":" in kind:
         found = _from_module(kind)
     else:

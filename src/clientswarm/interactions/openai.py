@@ -10,7 +10,6 @@ or override anything above.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -20,10 +19,12 @@ from clientswarm.config.interactions import (
     CompletionInteraction,
     EmbeddingInteraction,
 )
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.base import ClientContext
 from clientswarm.interactions.http import BuiltinInteraction, fail_status
 from clientswarm.interactions.http1 import Http1Client
 from clientswarm.interactions.prompts import Prompt, build_prompt_source
+from clientswarm.interactions.sse import DEFAULT_MAX_EVENT_BYTES
 from clientswarm.interactions.streaming import (
     ContentMarkers,
     ContentOf,
@@ -49,7 +50,7 @@ def chat_has_content(choice: dict[str, Any]) -> bool:
     ``reasoning_content``.
     """
     delta = choice.get("delta")
-    if not delta:
+    if not isinstance(delta, dict):
         return False
     return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"))
 
@@ -92,12 +93,14 @@ async def post_measured(
     stream: bool,
     content_of: ContentOf,
     markers: ContentMarkers = (),
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> dict[str, Any] | None:
     """POST one OpenAI request, measured into ``m`` (the built-ins and the LLM helpers of
     user-defined interactions alike): the checked JSON answer when not streamed, else None.
 
-    An error status is recorded in ``m``; a malformed answer raises TargetError; no complete
-    answer within ``timeout_s`` raises TimeoutError.
+    An error status is recorded in ``m``; a malformed answer (or a streamed event longer than
+    ``max_event_bytes``) raises TargetError; no complete answer within ``timeout_s`` raises
+    TimeoutError.
     """
     pool, target = client.route(url)
     async with client.deadlines.within(timeout_s):
@@ -110,7 +113,7 @@ async def post_measured(
                 fail_status(conn.status, conn.reason, body, m, now_ns())
                 return None
             if stream:
-                await read_sse_stream(conn, m, content_of, markers)
+                await read_sse_stream(conn, m, content_of, markers, max_event_bytes)
                 return None
             raw = await conn.read()
             m.end_ns = now_ns()
@@ -134,10 +137,10 @@ class _OpenAIInteraction(BuiltinInteraction):
         config: CompletionInteraction | ChatInteraction | EmbeddingInteraction,
         *,
         seed: int = 0,
-        base_dir: Path = Path("."),
+        files: FileScope = ANYWHERE,
     ) -> None:
-        super().__init__(config, seed=seed, base_dir=base_dir)
-        self.prompts = build_prompt_source(config, seed=seed, base_dir=base_dir)
+        super().__init__(config, seed=seed, files=files)
+        self.prompts = build_prompt_source(config, seed=seed, files=files)
         self._model = config.model
         self._extra_body = config.extra_body
 
@@ -161,10 +164,12 @@ class _OpenAIInteraction(BuiltinInteraction):
             stream=self.stream,
             content_of=self.has_content,
             markers=self.content_markers,
+            max_event_bytes=ctx.target.max_event_bytes,
         )
 
     content_markers: ClassVar[ContentMarkers] = (b'"text":"',)
-    """How :meth:`has_content` looks in the bytes of an ordinary chunk (the fast path)."""
+    """Where the text that :meth:`has_content` reads starts in a chunk's bytes (the fast
+    path learns its token chunks around it)."""
 
     def has_content(self, choice: dict[str, Any]) -> bool:
         """Whether one choice of a streamed chunk carries content."""
@@ -179,9 +184,9 @@ class _Generation(_OpenAIInteraction):
         config: CompletionInteraction | ChatInteraction,
         *,
         seed: int = 0,
-        base_dir: Path = Path("."),
+        files: FileScope = ANYWHERE,
     ) -> None:
-        super().__init__(config, seed=seed, base_dir=base_dir)
+        super().__init__(config, seed=seed, files=files)
         self.stream = config.stream
         self._max_tokens = config.max_tokens
 
@@ -214,9 +219,9 @@ class Completion(_Generation):
     path = "/v1/completions"
 
     def __init__(
-        self, config: CompletionInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+        self, config: CompletionInteraction, *, seed: int = 0, files: FileScope = ANYWHERE
     ) -> None:
-        super().__init__(config, seed=seed, base_dir=base_dir)
+        super().__init__(config, seed=seed, files=files)
 
 
 class Chat(_Generation):
@@ -230,13 +235,16 @@ class Chat(_Generation):
     path = "/v1/chat/completions"
 
     def __init__(
-        self, config: ChatInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+        self, config: ChatInteraction, *, seed: int = 0, files: FileScope = ANYWHERE
     ) -> None:
-        super().__init__(config, seed=seed, base_dir=base_dir)
+        super().__init__(config, seed=seed, files=files)
         self._system_prompt = config.system_prompt
 
-    # ``content":"`` also matches ``"reasoning_content":"``.
-    content_markers: ClassVar[ContentMarkers] = (b'content":"', b'"reasoning":"')
+    content_markers: ClassVar[ContentMarkers] = (
+        b'"content":"',
+        b'"reasoning_content":"',
+        b'"reasoning":"',
+    )
 
     def has_content(self, choice: dict[str, Any]) -> bool:
         """Whether one choice of a streamed chunk carries content."""
@@ -255,9 +263,9 @@ class Embedding(_OpenAIInteraction):
     answer_key = "data"
 
     def __init__(
-        self, config: EmbeddingInteraction, *, seed: int = 0, base_dir: Path = Path(".")
+        self, config: EmbeddingInteraction, *, seed: int = 0, files: FileScope = ANYWHERE
     ) -> None:
-        super().__init__(config, seed=seed, base_dir=base_dir)
+        super().__init__(config, seed=seed, files=files)
         self._batch_size = config.batch_size
 
     async def exchange(self, ctx: ClientContext, m: Measurement) -> None:

@@ -30,13 +30,13 @@ import numpy as np
 import orjson
 
 from clientswarm.config.interactions import DatasetPrompts, SyntheticPrompts, _PromptSource
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.tokenizer import (
     TokenCounter,
     TokenLengths,
     WordCounter,
     load_token_counter,
-    resolve_path,
 )
 
 Message = dict[str, Any]
@@ -45,6 +45,7 @@ _HUMAN_ROLES = frozenset({"human", "user"})
 _GPT_ROLES = frozenset({"gpt", "assistant", "chatgpt", "bard", "model"})
 _MAX_PROBLEMS = 5
 _CSV_FIELD_LIMIT = 2**31 - 1  # long prompts: the csv module's default cell limit is 128 KiB
+_INTEGER = re.compile(r"[+-]?\d+")
 _POSITIVE_INT = re.compile(r"[0-9]+")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -120,17 +121,20 @@ class PromptSource:
         return self._prompts[int(rng.random() * self._n)]
 
 
-def build_prompt_source(config: _PromptSource, *, seed: int, base_dir: Path) -> PromptSource:
+def build_prompt_source(
+    config: _PromptSource, *, seed: int, files: FileScope = ANYWHERE
+) -> PromptSource:
     """Build the source an interaction config asks for; a bad dataset raises ConfigError.
 
-    The same ``seed`` gives the same synthetic prompts on every worker; a relative dataset or
-    tokenizer path is taken from ``base_dir`` (the folder of the configuration file).
+    The same ``seed`` gives the same synthetic prompts on every worker; the dataset and
+    tokenizer paths resolve in ``files`` (relative ones from the folder of the configuration
+    file; on a shared service only inside the folders its operator allowed).
     """
-    counter = load_token_counter(config.tokenizer, base_dir)
+    counter = load_token_counter(config.tokenizer, files)
     if config.synthetic is not None:
         prompts = synthetic_prompts(config.synthetic, seed=seed, counter=counter)
     elif config.dataset is not None:
-        prompts = load_dataset(config.dataset, base_dir=base_dir, counter=counter)
+        prompts = load_dataset(config.dataset, files=files, counter=counter)
     else:
         texts = config.prompts or []
         prompts = [
@@ -186,13 +190,13 @@ def synthetic_prompts(
 
 
 def load_dataset(
-    config: DatasetPrompts, *, base_dir: Path, counter: TokenCounter | None = None
+    config: DatasetPrompts, *, files: FileScope = ANYWHERE, counter: TokenCounter | None = None
 ) -> list[Prompt]:
     """Read a JSONL, ShareGPT-style JSON or CSV file into prompts (at most ``config.limit``).
 
     ``counter`` counts the input tokens (and ShareGPT answers' tokens); words by default.
     """
-    path = resolve_path(config.path, base_dir)
+    path = files.resolve(config.path, "dataset.path")
     source = f"dataset {path}"
     if not path.is_file():
         raise ConfigError(
@@ -321,10 +325,11 @@ def _json_kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _shown(value: Any) -> str:
-    """A JSON value as the file would show it, cut short."""
-    shown = orjson.dumps(value).decode()
-    return shown if len(shown) <= 40 else shown[:37] + "..."
+def _described(value: Any) -> str:
+    """What a JSON value is, without showing it (errors never quote a file's content)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "a number below 1"
+    return _json_kind(value)
 
 
 def _json_problem(data: bytes, exc: orjson.JSONDecodeError, *, with_line: bool) -> str:
@@ -377,11 +382,13 @@ def _jsonl_row(entry: Any) -> _Row:
     if output_tokens is not None and (
         not isinstance(output_tokens, int) or isinstance(output_tokens, bool) or output_tokens < 1
     ):
-        raise ValueError(f"output_tokens must be a positive integer, got {_shown(output_tokens)}")
+        raise ValueError(
+            f"output_tokens must be a positive integer, got {_described(output_tokens)}"
+        )
     if "prompt" in entry:
         prompt = entry["prompt"]
         if not isinstance(prompt, str):
-            raise ValueError(f'"prompt" must be a string, got {_shown(prompt)}')
+            raise ValueError(f'"prompt" must be a string, got {_json_kind(prompt)}')
         if not prompt.strip():
             raise ValueError('"prompt" is empty')
         return _Row(text=prompt, output_tokens=output_tokens)
@@ -512,8 +519,8 @@ def _csv_columns(header: list[str], config: DatasetPrompts) -> tuple[int, int | 
         if name is not None and name not in header
     ]
     if missing:
-        columns = ", ".join(f'"{c}"' for c in header)
-        raise _DatasetProblems([f"{m}; the columns are {columns}" for m in missing])
+        count = f"the header row has {len(header)} column{'s' if len(header) != 1 else ''}"
+        raise _DatasetProblems([f"{m}; {count}" for m in missing])
     out = config.output_tokens_column
     return header.index(config.column), header.index(out) if out is not None else None
 
@@ -528,6 +535,7 @@ def _csv_row(cells: list[str], column: int, out_column: int | None, config: Data
         if cell:
             if not _POSITIVE_INT.fullmatch(cell) or int(cell) < 1:
                 name = config.output_tokens_column
-                raise ValueError(f'"{name}" must be a positive integer, got {_shown(cell)}')
+                got = "a whole number below 1" if _INTEGER.fullmatch(cell) else "other text"
+                raise ValueError(f'"{name}" must be a positive integer, got {got}')
             output_tokens = int(cell)
     return _Row(text=text, output_tokens=output_tokens)

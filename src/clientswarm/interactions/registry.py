@@ -6,11 +6,11 @@ or read here, so a bad dataset is a ConfigError up front, not a failed run.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from clientswarm.config.interactions import CustomInteraction, InteractionConfig
 from clientswarm.config.models import ClusterConfig
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.base import Interaction
 from clientswarm.interactions.conversation import Conversation
@@ -35,16 +35,18 @@ BUILTIN_INTERACTIONS: dict[str, type[BuiltinInteraction] | type[Conversation]] =
 """Every pre-built interaction class, by the ``kind`` its configuration names."""
 
 
-def build_interaction(config: InteractionConfig, *, seed: int, base_dir: Path) -> Interaction:
+def build_interaction(
+    config: InteractionConfig, *, seed: int, files: FileScope = ANYWHERE
+) -> Interaction:
     """The interaction for one validated config; ConfigError if it cannot be built.
 
     A user-defined interaction is resolved (its module imported, its file run) and its
     parameters validated here, so a broken plugin fails validation, never a run. ``seed``
-    makes synthetic prompts the same on every worker; ``base_dir`` (the folder of the
-    configuration file) anchors a relative dataset path.
+    makes synthetic prompts the same on every worker; ``files`` says where the config's paths
+    resolve (relative ones from the folder of the configuration file).
     """
     if isinstance(config, CustomInteraction):
-        return UserInteraction(config, seed=seed, base_dir=base_dir)
+        return UserInteraction(config, seed=seed, files=files)
     cls = BUILTIN_INTERACTIONS.get(config.kind)
     if cls is None:
         valid = ", ".join(BUILTIN_INTERACTIONS)
@@ -54,7 +56,7 @@ def build_interaction(config: InteractionConfig, *, seed: int, base_dir: Path) -
             [f"interaction: expected a {cls.config_model.__name__}, got {type(config).__name__}"]
         )
     factory: Any = cls  # each class takes its own config model, checked just above
-    built: Interaction = factory(config, seed=seed, base_dir=base_dir)
+    built: Interaction = factory(config, seed=seed, files=files)
     return built
 
 
@@ -62,7 +64,7 @@ class ClusterInteractions:
     """The interactions of a cluster's clients: one per group, and one per distinct variant of
     a group whose clients differ (``vary``). Everything is built (and so checked) up front."""
 
-    def __init__(self, cluster: ClusterConfig, *, base_dir: Path) -> None:
+    def __init__(self, cluster: ClusterConfig, *, files: FileScope = ANYWHERE) -> None:
         self.groups: list[Interaction] = []
         self._variants: dict[tuple[int, VariantKey], Interaction] = {}
         self._keys: dict[tuple[int, int], VariantKey] = {}
@@ -70,7 +72,7 @@ class ClusterInteractions:
         for index, group in enumerate(cluster.groups):
             try:
                 self.groups.append(
-                    build_interaction(group.interaction, seed=cluster.seed, base_dir=base_dir)
+                    build_interaction(group.interaction, seed=cluster.seed, files=files)
                 )
             except ConfigError as exc:
                 problems.extend(_located(exc, f"groups[{index}].interaction", group.interaction))
@@ -83,7 +85,7 @@ class ClusterInteractions:
                 varied = client_interaction(group, client, cluster.seed)
                 try:
                     self._variants[(index, key)] = build_interaction(
-                        varied, seed=cluster.seed, base_dir=base_dir
+                        varied, seed=cluster.seed, files=files
                     )
                 except ConfigError as exc:
                     values = describe_variant(group, client, cluster.seed)
@@ -109,10 +111,12 @@ def _located(exc: ConfigError, where: str, config: InteractionConfig) -> list[st
     return [prefix + source + line for line in exc.problems]
 
 
-def build_group_interactions(cluster: ClusterConfig, *, base_dir: Path) -> list[Interaction]:
+def build_group_interactions(
+    cluster: ClusterConfig, *, files: FileScope = ANYWHERE
+) -> list[Interaction]:
     """One interaction per group of ``cluster``, in group order (every variant checked too).
 
     Every problem of every group is collected into one ConfigError whose lines start with the
     group's field path (``groups[1].interaction: …``), so ``validate`` reports them all at once.
     """
-    return ClusterInteractions(cluster, base_dir=base_dir).groups
+    return ClusterInteractions(cluster, files=files).groups

@@ -2,6 +2,33 @@
 
 A :class:`Measurement` is filled in place while a request runs, so whatever was received
 before a failure or a cancellation is still there when the sample is made.
+
+**The plain rules** (:func:`read_chunk`) say what each event of a stream means, as the OpenAI
+clients read it:
+
+- data that is ``[DONE]`` (whitespace around it ignored) ends the stream;
+- any other data must be a JSON object, else the stream fails as ``protocol`` (a keep-alive
+  written as ``data: keep-alive``, an empty ``data:``, an ``event: error`` with a text body);
+- a truthy ``"error"`` (``"error": null`` is no error) or ``"object": "error"`` fails it as
+  ``stream_error``, whatever else the chunk holds;
+- a non-empty ``usage`` object is kept (the last one wins);
+- every choice that is an object is asked whether it carries content (``ContentOf``) and
+  whether its ``finish_reason`` is set; other shapes of ``choices`` count as no choice;
+- a chunk with content in any choice is one content chunk: one receive time.
+
+**The fast path decides only what it positively recognises, else parses.** It recognises one
+thing: a chunk that is byte for byte the last token chunk it *learnt*, except for the text of
+its content field, which holds no quote and no line feed. It learns a chunk only after parsing
+it by the plain rules: content, no usage, no finish reason, and the same chunk with that text
+empty parses to no content at all. A recognised chunk therefore says what parsing it would say,
+with content exactly when its text is not empty; a whole run of them in one read is counted
+with a few scans (:meth:`_Template.run`). Everything else (the first chunks, finish reasons,
+usage, errors, keep-alives, comments, other framing) is parsed. So a sample depends on the
+bytes of the stream only, never on how the reads cut it (``tests/unit/test_sse_parity.py``
+feeds every case at every split point through both paths). Taken on trust: that such a text
+is a valid JSON string body (its escapes, a backslash before its closing quote included, its
+control characters and its UTF-8), as it was in the chunk it was learnt from; a target that
+breaks that breaks JSON itself, which parsing would report as ``protocol``.
 """
 
 from __future__ import annotations
@@ -15,7 +42,7 @@ from typing import Any
 import orjson
 
 from clientswarm.interactions.http1 import Http1Connection, Http1Error
-from clientswarm.interactions.sse import SSEDecoder
+from clientswarm.interactions.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 from clientswarm.metrics.sample import (
     ERROR_PROTOCOL,
     ERROR_STREAM,
@@ -163,141 +190,25 @@ def error_message_of(body: bytes) -> str:
 
 
 ContentMarkers = tuple[bytes, ...]
-"""Byte strings that start a text field of a streamed choice (``content":"``, ``"text":"``): a
-chunk carries content when one of them is followed by anything but the closing quote."""
+"""How a content field of a streamed choice starts in the bytes, up to the opening quote of its
+text (``b'"content":"'``, ``b'"text":"'``): where the fast path looks for the text that varies
+from one token chunk to the next (see the module docstring)."""
 
-_FINISH = b'"finish_reason":'
 _DONE = b"[DONE]"
+_LEARN_TRIES = 4  # templates learnt in a row that no chunk matched before the reader stops trying
 
 
-def content_from_bytes(data: bytes, markers: ContentMarkers) -> bool | None:
-    """Whether an ordinary streamed chunk carries content, decided from its bytes alone.
+def is_done(data: bytes) -> bool:
+    """Whether an event's data is the ``[DONE]`` sentinel (whitespace around it ignored)."""
+    return data == _DONE or data.strip() == _DONE
 
-    None when the chunk is anything but ordinary — a finish reason, usage, an error, more than
-    one choice, not one JSON object — and must be parsed. JSON escapes every quote inside a
-    string, so a marker can only match a real field: ``"content":"x"`` is content,
-    ``"content":""`` and ``"content":null`` are not.
+
+def read_chunk(data: bytes, content_of: ContentOf) -> tuple[dict[str, Any] | None, bool, bool]:
+    """What one streamed chunk says by the plain rules: ``(usage, content, finished)``.
+
+    Raises TargetError: ``protocol`` when the data is not a JSON object, ``stream_error`` when
+    it carries an error. ``content_of`` sees every choice that is an object, in order.
     """
-    if data[:1] != b"{" or data[-1:] != b"}":
-        return None
-    at = data.find(_FINISH)
-    if at < 0 or not data.startswith(b"null", at + 16) or data.find(_FINISH, at + 16) >= 0:
-        return None
-    if b'"usage":{' in data or b'"error"' in data:
-        return None
-    for marker in markers:
-        width = len(marker)
-        found = data.find(marker)
-        while found >= 0:
-            if data[found + width : found + width + 1] != b'"':
-                return True
-            found = data.find(marker, found + width)
-    return False
-
-
-def bulk_content(block: bytes, markers: ContentMarkers) -> tuple[int, int] | None:
-    """``(bytes, content events)`` of the leading run of ordinary events of ``block``.
-
-    A read often holds many token events at once (a fast server, a slow client): their content
-    is counted with a few scans of the whole run rather than event by event. The run ends with
-    the last event holding ``"finish_reason":null``; it qualifies when every ``data: {`` in it
-    has exactly one finish reason, null (one choice, not finished: no usage, error or
-    ``[DONE]`` event among them), and no reasoning field (which may share an event with
-    content). JSON escapes quotes and newlines inside strings, so text cannot fake a field.
-    Only the first marker is counted: the others are reasoning fields. None: go event by event.
-    Each scan costs about 10 µs per 20 KB here; six of them are the price of every timestamp.
-    """
-    last = block.rfind(b'"finish_reason":null')
-    end = block.find(b"\n\n", last) + 2 if last >= 0 else 0
-    if end < 2:
-        return None
-    run = block[:end]
-    events = run.count(b"data: {")
-    if (
-        run.count(b'"finish_reason":null') != events
-        or run.count(b'"finish_reason":') != events
-        or b"reasoning" in run
-    ):
-        return None
-    marker = markers[0]
-    content = run.count(marker) - run.count(marker + b'"')
-    return (end, content) if content <= events else None
-
-
-class _StreamReader:
-    """What :func:`read_sse_stream` has read of one stream; :meth:`feed` takes one read."""
-
-    __slots__ = ("content_of", "decoder", "finished", "m", "markers", "now")
-
-    def __init__(self, m: Measurement, content_of: ContentOf, markers: ContentMarkers) -> None:
-        self.m = m
-        self.content_of = content_of
-        self.markers = markers
-        self.decoder = SSEDecoder()
-        self.finished = False  # a chunk with a finish_reason came
-        self.now = m.sent_ns
-
-    def feed(self, data: bytes, now: int) -> bool:
-        """Take the bytes of one read, received at ``now``; True once ``[DONE]`` came."""
-        self.now = now
-        decoder, m, markers = self.decoder, self.m, self.markers
-        block = decoder.feed_block(data)
-        if not block:
-            return False
-        if markers:
-            bulk = bulk_content(block, markers)
-            if bulk is not None:
-                m.chunk_ns.extend(itertools.repeat(now, bulk[1]))
-                block = block[bulk[0] :]
-        for event in decoder.events_of(block):
-            if markers:
-                fast = content_from_bytes(event, markers)
-                if fast is not None:
-                    if fast:
-                        m.chunk_ns.append(now)
-                    continue
-            if event == _DONE:
-                m.end_ns = now
-                m.done = True
-                return True
-            self.finished |= _handle_chunk(event, m, now, self.content_of)
-        return False
-
-
-async def read_sse_stream(
-    conn: Http1Connection,
-    m: Measurement,
-    content_of: ContentOf,
-    markers: ContentMarkers = (),
-) -> None:
-    """Read an OpenAI stream into ``m`` until ``[DONE]``; raise TargetError on a bad stream.
-
-    The stream is read as it arrives, inside the connection's ``data_received``
-    (:meth:`Http1Connection.consume`): every event of one read shares that read's receive
-    time, and a token costs no task wake-up. With ``markers``, ordinary content chunks are
-    recognised from their bytes — a whole run of them at once (:func:`bulk_content`), else one
-    by one (:func:`content_from_bytes`) — and only the others are parsed as JSON.
-    """
-    m.streamed = True
-    reader = _StreamReader(m, content_of, markers)
-    await conn.consume(reader.feed)
-    if m.done:
-        await _drain(conn)
-        return
-    now = reader.now
-    for last in reader.decoder.flush():
-        if last.is_done:
-            m.done = True
-            break
-        reader.finished |= _handle_chunk(last.data.encode(), m, now, content_of)
-    m.end_ns = now
-    if not (m.done or reader.finished):
-        raise TargetError(ERROR_PROTOCOL, "the stream ended without [DONE] or a finish_reason")
-    m.done = True
-
-
-def _handle_chunk(data: bytes, m: Measurement, now: int, content_of: ContentOf) -> bool:
-    """Record one streamed chunk; True when it carries a finish_reason."""
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -306,21 +217,269 @@ def _handle_chunk(data: bytes, m: Measurement, now: int, content_of: ContentOf) 
     if not isinstance(chunk, dict):
         shown = data[:200].decode("utf-8", errors="replace")
         raise TargetError(ERROR_PROTOCOL, f"expected a JSON object in the stream: {shown}")
-    if "error" in chunk or chunk.get("object") == "error":
+    if chunk.get("error") or chunk.get("object") == "error":
         raise TargetError(ERROR_STREAM, error_message_of(data))
     usage = chunk.get("usage")
-    if usage:
-        m.usage = usage
-    finished = False
+    if not (usage and isinstance(usage, dict)):
+        usage = None
+    content = finished = False
     choices = chunk.get("choices")
-    if choices:
-        content = False
+    if isinstance(choices, list):
         for choice in choices:
-            content = content or content_of(choice)
-            finished = finished or choice.get("finish_reason") is not None
+            if isinstance(choice, dict):
+                if content_of(choice):
+                    content = True
+                if choice.get("finish_reason") is not None:
+                    finished = True
+    return usage, content, finished
+
+
+class _Template:
+    """An ordinary token chunk of this stream cut around its text: ``head`` ends with the
+    text's opening quote, ``tail`` starts with its closing quote.
+
+    A chunk that is ``head + text + tail``, with no quote and no line feed in ``text``, says
+    what the template said, except that it carries content exactly when ``text`` is not empty.
+    """
+
+    __slots__ = (
+        "empty",
+        "ends",
+        "first",
+        "head",
+        "joint",
+        "min_len",
+        "overlap",
+        "quotes",
+        "tail",
+    )
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self.head = head
+        self.tail = tail
+        self.quotes = head.count(b'"') + tail.count(b'"')
+        self.min_len = len(head) + len(tail)
+        self.first = b"data: " + head
+        self.ends = tail + b"\n\n"
+        self.joint = self.ends + self.first  # one chunk's end and the next one's start
+        self.empty = b'"' + self.ends  # the closing quote right after the opening one
+        # The opening quote read as the closing one too (a chunk shorter than head + tail):
+        # the only way head and tail can overlap, since a value never ends in ``:``. Such a
+        # chunk ends with ``head[:-1] + tail``; the end of that is enough to find it.
+        self.overlap = head[-12:-1] + tail
+
+    def content(self, data: bytes) -> bool | None:
+        """Whether the data of one event carries content, if it is this template's chunk;
+        None when it is not."""
+        if (
+            len(data) >= self.min_len
+            and data.startswith(self.head)
+            and data.endswith(self.tail)
+            and data.count(b'"') == self.quotes
+            and b"\n" not in data
+        ):
+            return len(data) > self.min_len
+        return None
+
+    def run(self, block: bytes, at: int) -> tuple[int, int] | None:
+        """``(end, content chunks)`` of the run of this template's chunks that starts at ``at``
+        in a block of the decoder, each a one-line ``data: `` event; None unless the block has
+        one there and the run up to the last of them holds nothing else.
+
+        A handful of scans of the run, whatever its length. The run ends with the last
+        ``tail`` and blank line; it holds as many chunks as joints ``tail, blank line, data:
+        head`` plus one; if it has no other line feeds than their blank lines, every line is
+        such a chunk. If it holds no more quotes than their heads and tails (and no head
+        overlaps its tail), no text holds a quote. The chunks without content are those whose
+        tail follows the opening quote.
+        """
+        if not block.startswith(self.first, at):
+            return None
+        last = block.rfind(self.ends, at)
+        if last < 0:
+            return None
+        end = last + len(self.ends)
+        chunks = block.count(self.joint, at, end) + 1
+        if (
+            block.count(b"\n", at, end) != 2 * chunks
+            or block.count(b'"', at, end) != chunks * self.quotes
+            or block.find(self.overlap, at, end) >= 0
+        ):
+            return None
+        return end, chunks - block.count(self.empty, at, end)
+
+
+class StreamReader:
+    """One stream read into a Measurement, no I/O: :meth:`feed` takes each read as it comes,
+    :meth:`finish` the end of a body that had no ``[DONE]``; both raise TargetError when the
+    stream fails. With ``markers`` it takes the fast path, without them the plain rules."""
+
+    __slots__ = (
+        "content_of",
+        "decoder",
+        "finished",
+        "m",
+        "markers",
+        "now",
+        "template",
+        "template_used",
+        "tries",
+    )
+
+    def __init__(
+        self,
+        m: Measurement,
+        content_of: ContentOf,
+        markers: ContentMarkers,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        m.streamed = True
+        self.m = m
+        self.content_of = content_of
+        self.markers = markers
+        self.decoder = SSEDecoder(max_event_bytes)
+        self.finished = False  # a chunk with a finish_reason came
+        self.now = m.sent_ns
+        self.template: _Template | None = None
+        self.template_used = False
+        self.tries = _LEARN_TRIES if markers else 0
+
+    def feed(self, data: bytes, now: int) -> bool:
+        """Take the bytes of one read, received at ``now``; True once ``[DONE]`` came."""
+        self.now = now
+        decoder = self.decoder
+        block = decoder.feed_block(data)
+        at, size = 0, len(block)
+        while at < size:
+            template = self.template
+            if template is not None:
+                run = template.run(block, at)
+                if run is not None:
+                    at, content = run
+                    self.template_used = True
+                    if content:
+                        self.m.chunk_ns.extend(itertools.repeat(now, content))
+                    continue
+            at = self._events(block, at, now)
+            if at < 0:
+                return True
+        if decoder.overflowed:
+            limit = decoder.max_event_bytes
+            raise TargetError(
+                ERROR_PROTOCOL,
+                f"an SSE event grew past target.max_event_bytes={limit} without ending: the "
+                "target sent a line or event that large (raise target.max_event_bytes if its "
+                "events really are)",
+            )
+        return False
+
+    def finish(self) -> None:
+        """The body ended without ``[DONE]``: read the event left without its blank line,
+        then fail unless it was ``[DONE]`` or a chunk carried a finish reason."""
+        m = self.m
+        m.end_ns = self.now
+        for event in self.decoder.flush():
+            if self._parse(event.data.encode(), self.now):
+                return
+        if not self.finished:
+            raise TargetError(ERROR_PROTOCOL, "the stream ended without [DONE] or a finish_reason")
+        m.done = True
+
+    def _events(self, block: bytes, at: int, now: int) -> int:
+        """Record the events of ``block`` from ``at`` one by one. Returns -1 at ``[DONE]``;
+        else where it stopped: the end, or the event after one that taught a new template
+        (what follows may be a run of it)."""
+        m = self.m
+        end = block.find(b"\n\n", at)
+        while end >= 0:
+            if block.startswith(b"data: ", at) and block.find(b"\n", at, end) < 0:
+                data: bytes | None = block[at + 6 : end]  # the one-line event servers send
+            else:
+                data = self.decoder.data_of(block[at:end])
+            at = end + 2
+            if data is not None:
+                template = self.template
+                content = None if template is None else template.content(data)
+                if content is not None:
+                    self.template_used = True
+                    if content:
+                        m.chunk_ns.append(now)
+                elif self._parse(data, now):
+                    return -1
+                elif self.template is not template:
+                    return at
+            end = block.find(b"\n\n", at)
+        return len(block)
+
+    def _parse(self, data: bytes, now: int) -> bool:
+        """Record one event's data by the plain rules; True at ``[DONE]``."""
+        m = self.m
+        if is_done(data):
+            m.end_ns = now
+            m.done = True
+            return True
+        usage, content, finished = read_chunk(data, self.content_of)
+        if usage is not None:
+            m.usage = usage
         if content:
             m.chunk_ns.append(now)
-    return finished
+            if usage is None and not finished and self.tries:
+                self._learn(data)
+        if finished:
+            self.finished = True
+        return False
+
+    def _learn(self, data: bytes) -> None:
+        """Make an ordinary chunk with content (just parsed) the template of the next ones,
+        if its content is decided by one text field alone: the same chunk with that text
+        empty must parse to no content, no usage, no finish reason.
+
+        A try that finds no template, or replaces one that no chunk matched, uses up one of
+        :data:`_LEARN_TRIES`: a target whose chunks differ in more than their text (a
+        timestamp or logprobs in each) soon stops costing the extra parse.
+        """
+        for marker in self.markers:
+            opened = data.find(marker) + len(marker)
+            if opened < len(marker):
+                continue
+            closed = data.find(b'"', opened)
+            # An escape in the text might hide its closing quote: learn from another chunk.
+            if closed <= opened or b"\\" in data[opened:closed] or b"\n" in data:
+                continue
+            head, tail = data[:opened], data[closed:]
+            try:
+                empty = read_chunk(head + tail, self.content_of)
+            except TargetError:
+                continue
+            if empty == (None, False, False):
+                if self.template is not None and not self.template_used:
+                    self.tries -= 1
+                self.template, self.template_used = _Template(head, tail), False
+                return
+        self.tries -= 1
+
+
+async def read_sse_stream(
+    conn: Http1Connection,
+    m: Measurement,
+    content_of: ContentOf,
+    markers: ContentMarkers = (),
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> None:
+    """Read an OpenAI stream into ``m`` until ``[DONE]``; raise TargetError on a bad stream.
+
+    The stream is read as it arrives, inside the connection's ``data_received``
+    (:meth:`Http1Connection.consume`): every event of one read shares that read's receive
+    time, and a token costs no task wake-up. With ``markers``, token chunks like one already
+    parsed are recognised from their bytes (the module docstring says how); the others are
+    parsed. An event longer than ``max_event_bytes`` fails the stream as ``protocol``.
+    """
+    reader = StreamReader(m, content_of, markers, max_event_bytes)
+    await conn.consume(reader.feed)
+    if m.done:
+        await _drain(conn)
+        return
+    reader.finish()
 
 
 async def _drain(conn: Http1Connection) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -266,22 +267,16 @@ class HfTokenizer:
         )
 
 
-def resolve_path(path: str, base_dir: Path) -> Path:
-    """``path`` with ``~`` expanded; a relative one is taken from ``base_dir``."""
-    resolved = Path(path).expanduser()
-    return resolved if resolved.is_absolute() else base_dir / resolved
-
-
-def load_token_counter(path: str | None, base_dir: Path) -> TokenCounter:
+def load_token_counter(path: str | None, files: FileScope = ANYWHERE) -> TokenCounter:
     """The counter a config's ``tokenizer:`` asks for: words when None, else the file's.
 
-    A relative ``path`` is taken from ``base_dir`` (the configuration file's folder). Raises
+    ``path`` resolves in ``files`` (a relative one from the configuration file's folder). Raises
     ConfigError naming the path when the file is missing or unreadable, and the install
     command when the optional ``tokenizers`` package is not installed.
     """
     if path is None:
         return WordCounter()
-    return HfTokenizer.from_file(resolve_path(path, base_dir))
+    return HfTokenizer.from_file(files.resolve(path, "tokenizer"))
 
 
 def _append(text: str, filler: str) -> str:

@@ -20,8 +20,18 @@ Semantics shared by every module here:
 - **Closed loop**: clients ramp up, are active in the stages that include them, and owe an exact
   share of ``stop.requests`` (:mod:`clientswarm.load.closed_loop`); they think between
   interactions (:mod:`clientswarm.load.think`).
+- **Connection failures**: a client whose request failed to connect waits before its next send
+  (50 ms doubling to 5 s, jittered, reset by the first answer); scheduled times never move, so
+  the wait shows as schedule lag (:mod:`clientswarm.load.backoff`).
 """
 
+from clientswarm.load.backoff import (
+    BACKOFF_INITIAL_S,
+    BACKOFF_MAX_S,
+    ConnectBackoff,
+    backoff_rng,
+    failed_to_connect,
+)
 from clientswarm.load.clients import (
     WorkerClient,
     client_ids,
@@ -58,17 +68,22 @@ from clientswarm.load.stages import (
 from clientswarm.load.think import client_rng, mean_think_s, think_sampler
 
 __all__ = [
+    "BACKOFF_INITIAL_S",
+    "BACKOFF_MAX_S",
     "Arrival",
     "ArrivalSchedule",
     "ClientWindow",
     "ClosedPlan",
+    "ConnectBackoff",
     "StageSpan",
     "WorkerClient",
     "arrival_rng",
+    "backoff_rng",
     "client_ids",
     "client_rng",
     "clients_of_worker",
     "closed_plan",
+    "failed_to_connect",
     "first_client",
     "group_end_s",
     "group_of_client",

@@ -15,14 +15,22 @@ Every field but ``itl_s`` is a column; a column of a field with a default (``ste
 ``stage``, …) may be left out. The row form, a JSON body ``{"seq": 7, "samples": [{...}]}``
 with one object per sample, is accepted as well: it is what a hand-written client sends most
 easily.
+
+Both forms are checked against the types of :class:`~clientswarm.metrics.sample.Sample`'s
+fields (:data:`FIELD_TYPES`) before anything is stored: a value of the wrong type (``"soon"``
+for ``scheduled_ns``), an integer beyond 64 bits or a status outside its choices is a
+:class:`BatchFormatError` that names the column, the sample and the value. Stored, such a
+value would fail every statistic computed from the samples later.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -58,6 +66,97 @@ PACKED_DESCRIPTION = (
 
 class BatchFormatError(ValueError):
     """A sample batch that is neither a valid columnar nor a valid row form."""
+
+
+_INT64 = (-(2**63), 2**63 - 1)  # what every store's integer columns hold at the most
+_TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false", type(None): "null"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldType:
+    """What one Sample field accepts from the wire: JSON value types, and choices if any."""
+
+    kinds: frozenset[type]
+    choices: frozenset[Any] | None = None
+
+    @classmethod
+    def of(cls, annotation: Any) -> FieldType:
+        """From a field's annotation: ``int``, ``str``, ``bool``, ``Literal[…]``, ``X | None``."""
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            parts = [cls.of(arg) for arg in typing.get_args(annotation)]
+            kinds = frozenset().union(*(p.kinds for p in parts))
+            if any(p.choices is None for p in parts):
+                return cls(kinds)
+            return cls(kinds, frozenset().union(*(p.choices or () for p in parts)))
+        if typing.get_origin(annotation) is Literal:
+            values = typing.get_args(annotation)
+            return cls(frozenset(map(type, values)), frozenset(values))
+        if annotation is None or annotation is type(None):
+            return cls(frozenset({type(None)}), frozenset({None}))
+        return cls(frozenset({annotation}))
+
+    def expected(self) -> str:
+        """What the field takes, in words."""
+        if self.choices is not None:
+            return "one of " + ", ".join(sorted(map(_json, self.choices)))
+        return " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in _by_name(self.kinds))
+
+    def bad_value(self, values: list[Any]) -> tuple[int, str] | None:
+        """The first value this field does not take, as ``(index, what is wrong)``; None if
+        every one fits. One pass over the types for the usual, valid batch."""
+        if not set(map(type, values)) <= self.kinds:
+            return next(
+                (i, f"expected {self.expected()}")
+                for i, v in enumerate(values)
+                if type(v) not in self.kinds
+            )
+        if self.choices is not None and not set(values) <= self.choices:
+            return next(
+                (i, f"expected {self.expected()}")
+                for i, v in enumerate(values)
+                if v not in self.choices
+            )
+        if int in self.kinds:
+            # filter(None, …) drops None (and 0, which fits): C speed, no list built.
+            low, high = min(filter(None, values), default=0), max(filter(None, values), default=0)
+            if low < _INT64[0] or high > _INT64[1]:
+                return next(
+                    (i, "expected an integer within 64 bits")
+                    for i, v in enumerate(values)
+                    if v is not None and not _INT64[0] <= v <= _INT64[1]
+                )
+        return None
+
+
+def _json(value: Any) -> str:
+    return "null" if value is None else orjson.dumps(value).decode()
+
+
+def _by_name(kinds: frozenset[type]) -> list[type]:
+    return sorted(kinds, key=lambda t: (t is type(None), t.__name__))
+
+
+FIELD_TYPES: dict[str, FieldType] = {
+    name: FieldType.of(hint)
+    for name, hint in typing.get_type_hints(Sample).items()
+    if name != "itl_s"  # packed floats, or checked as a list of numbers (row form)
+}
+"""What each column accepts, derived from the annotations of Sample's fields."""
+
+
+def _check_column(name: str, values: list[Any], *, rows: bool = False) -> None:
+    """BatchFormatError naming the first value of field ``name`` that does not fit, as
+    ``samples[i].name`` (``rows``: the row form) or ``columns.name[i]``."""
+    problem = FIELD_TYPES[name].bad_value(values)
+    if problem is not None:
+        i, expected = problem
+        where = f"samples[{i}].{name}" if rows else f"columns.{name}[{i}]"
+        raise BatchFormatError(f"{where}: {expected}, got {_shown(values[i])}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str | int | float | bool | None) else _json(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 class ColumnarBatch:
@@ -120,10 +219,23 @@ def decode_batch(body: bytes, media_type: str = "application/json") -> tuple[int
         raise BatchFormatError(
             f"a JSON batch needs 'samples', one object per sample (or send {PACKED_MEDIA_TYPE})"
         )
+    if not all(isinstance(fields, dict) for fields in rows):
+        index = next(i for i, fields in enumerate(rows) if not isinstance(fields, dict))
+        raise BatchFormatError(f"samples[{index}] must be an object of Sample fields")
     try:
-        return seq, [Sample(**fields) for fields in rows]
+        samples = [Sample(**fields) for fields in rows]
     except TypeError as exc:
         raise BatchFormatError(f"samples: {exc}") from None
+    for name in FIELD_TYPES:
+        column = [getattr(s, name) for s in samples]
+        _check_column(name, column, rows=True)
+    for index, sample in enumerate(samples):
+        itl = sample.itl_s
+        if type(itl) is not list or not all(type(v) in (float, int) for v in itl):
+            raise BatchFormatError(
+                f"samples[{index}].itl_s: expected a list of numbers (seconds), got {_shown(itl)}"
+            )
+    return seq, samples
 
 
 def _from_columns(raw: dict[str, Any], itl_bytes: memoryview) -> list[Sample]:
@@ -156,6 +268,7 @@ def _lists(columns: dict[str, Any], names: tuple[str, ...], count: int) -> list[
         if not isinstance(column, list) or len(column) != count:
             got = len(column) if isinstance(column, list) else type(column).__name__
             raise BatchFormatError(f"columns.{name} must be a list of {count} values, got {got}")
+        _check_column(name, column)
         out.append(column)
     return out
 
@@ -177,9 +290,11 @@ def _itl_counts(counts: Any, count: int, size: int) -> list[int]:
 
 __all__ = [
     "COLUMNS",
+    "FIELD_TYPES",
     "PACKED_DESCRIPTION",
     "PACKED_MEDIA_TYPE",
     "BatchFormatError",
     "ColumnarBatch",
+    "FieldType",
     "decode_batch",
 ]

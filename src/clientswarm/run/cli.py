@@ -103,10 +103,12 @@ def run_config(
     """The body of ``clientswarm run`` once the workers are starting: the cluster's final
     status (``None`` after a dry run)."""
     with collections_paused():
+        from clientswarm.config.paths import FileScope
         from clientswarm.interactions.registry import build_group_interactions
         from clientswarm.run.early import start_early
 
-    build_group_interactions(config, base_dir=file.parent)  # a bad dataset fails here, not later
+    # A bad dataset fails here, not later.
+    build_group_interactions(config, files=FileScope.anywhere(file.parent))
     if dry_run:
         from clientswarm.spawners.registry import render_submission
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clientswarm.config.models import ClusterConfig
+from clientswarm.config.paths import FileScope
 from clientswarm.errors import ConfigError
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.sockets import bind, url_of
@@ -93,7 +94,11 @@ def start_early(
         return None
     settings = ServiceSettings(data_dir=output_dir)  # what run's service has, where it matters
     try:  # what the service will do to the configuration when it creates the cluster
-        placed = place_user_code(config, base_dir=base_dir, allow_inline=settings.allow_inline_code)
+        placed = place_user_code(
+            config,
+            files=FileScope.anywhere(base_dir),
+            allow_inline=settings.policy.allow_inline_code,
+        )
     except ConfigError:
         return None  # the service says why
     sock = bind(host, port)

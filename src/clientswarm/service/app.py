@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from clientswarm import __version__
+from clientswarm.config.loader import config_json_schema
 from clientswarm.config.models import ClusterConfig
 from clientswarm.service.auth import api_token_guard
 from clientswarm.service.bodylimit import BodySizeLimit
@@ -68,16 +69,26 @@ def create_app(
 
     @app.get("/health", tags=["monitor"])
     async def health() -> dict[str, Any]:
-        """Liveness: always open, no data."""
-        return {"status": "ok", "version": __version__, "active_clusters": len(manager.active)}
+        """Liveness: always open, no data. ``status`` is ``degraded`` while the store fails,
+        and ``store`` says since when and what kind of failure (never the database's own
+        message, which may name hosts and paths: the cluster view has it). Still 200: the
+        service is alive, and restarting it would not mend a full disk."""
+        store = manager.store.health.view(detail=False)
+        return {
+            "status": "ok" if store["ok"] else "degraded",
+            "version": __version__,
+            "active_clusters": len(manager.active),
+            "store": store,
+        }
 
-    _register_config_schema(app)
+    _register_config_schema(app, token_required=settings.api_token is not None)
     return app
 
 
-def _register_config_schema(app: FastAPI) -> None:
-    """Put ClusterConfig into the OpenAPI components (the create/validate bodies refer to it),
-    and list the workers' paths last: their router is included first only for speed."""
+def _register_config_schema(app: FastAPI, *, token_required: bool) -> None:
+    """Finish the OpenAPI document: ClusterConfig in the components (the create/validate
+    bodies refer to it), the bearer tokens each route takes, and the workers' paths last
+    (their router is included first only for speed)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -90,12 +101,44 @@ def _register_config_schema(app: FastAPI) -> None:
             **{path: item for path, item in paths.items() if path not in internal},
             **{path: item for path, item in paths.items() if path in internal},
         }
-        config = ClusterConfig.model_json_schema(ref_template="#/components/schemas/{model}")
+        config = config_json_schema(ref_template="#/components/schemas/{model}")
+        config.pop("$schema")
+        config["title"] = ClusterConfig.__name__
         definitions = config.pop("$defs", {})
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(definitions)
-        components["ClusterConfig"] = config
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas.update(definitions)
+        schemas["ClusterConfig"] = config
+        # Every error is an ErrorBody: FastAPI's own 422 shape is never sent.
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        components["securitySchemes"] = SECURITY_SCHEMES
+        api: list[dict[str, list[str]]] = [{"apiToken": []}]
+        if not token_required:  # open: a token is taken, none is needed
+            api.append({})
+        for path, item in schema["paths"].items():
+            if path == "/health":
+                continue
+            for operation in item.values():
+                operation["security"] = [{"clusterToken": []}] if path in internal else api
+                operation["responses"] = dict(sorted(operation["responses"].items()))
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+SECURITY_SCHEMES = {
+    "apiToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The service's API token (clientswarm serve --token-file or "
+        "CLIENTSWARM_API_TOKEN); without one, the service is open on loopback only",
+    },
+    "clusterToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The cluster's own token, which only its workers are given",
+    },
+}
+"""The bearer tokens of the OpenAPI document: the frontend's and monitor's, and the workers'."""

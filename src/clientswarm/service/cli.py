@@ -8,20 +8,24 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from clientswarm import aio
-from clientswarm.errors import ClientswarmError
+from clientswarm.errors import ClientswarmError, ConfigError
 from clientswarm.service.auth import is_loopback
+from clientswarm.service.operator import INPUTS_DIR, operator_options, operator_policy
 from clientswarm.service.server import open_store, running_service
 from clientswarm.service.settings import ServiceSettings
+from clientswarm.store import StoreError
 
 TOKEN_ENV_DEFAULT = "CLIENTSWARM_API_TOKEN"
 
 
 def read_api_token(token_env: str, token_file: Path | None) -> str | None:
-    """The API token from a file (first line) or an environment variable; None when neither."""
+    """The API token from a file (first line) or an environment variable, without surrounding
+    whitespace; None when neither is given. A blank one is an error, never an open service."""
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
@@ -30,7 +34,15 @@ def read_api_token(token_env: str, token_file: Path | None) -> str | None:
         if not token:
             raise click.UsageError(f"--token-file {token_file}: the file is empty")
         return token
-    return os.environ.get(token_env) or None
+    value = os.environ.get(token_env)
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.UsageError(
+            f"the environment variable {token_env} is set but blank: set it to the API token, "
+            "or unset it to serve without one (on loopback only)"
+        )
+    return value.strip()
 
 
 @click.command("serve")
@@ -103,6 +115,7 @@ def read_api_token(token_env: str, token_file: Path | None) -> str | None:
     "to workers that do not share this service's files (Kubernetes). Off by default: whoever "
     "can submit a cluster can then run code in every worker.",
 )
+@operator_options
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(
     host: str,
@@ -119,14 +132,24 @@ def serve_command(
     start_timeout_s: float,
     allow_inline_code: bool,
     log_level: str,
+    **operator_flags: Any,
 ) -> None:
-    """Run the Client Microservice: REST APIs for frontend, monitor and workers."""
+    """Run the Client Microservice: REST APIs for frontend, monitor and workers.
+
+    A submitted configuration is untrusted: it reaches files, user code, environment variables
+    and targets only inside what the --allow-* options grant, and stays within the --max-*
+    limits (see "Security model" in the README).
+    """
     token = read_api_token(token_env, token_file)
     if token is None and not is_loopback(host) and not insecure_no_auth:
         raise click.UsageError(
             f"refusing to serve on {host} without an API token: set {token_env} or pass "
             "--token-file (or --insecure-no-auth to accept anyone who can reach the port)"
         )
+    try:
+        policy = operator_policy(data_dir, allow_inline_code=allow_inline_code, **operator_flags)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     settings = ServiceSettings(
         data_dir=data_dir,
@@ -136,9 +159,14 @@ def serve_command(
         max_body_bytes=max_body_mb * 1024 * 1024,
         lost_after_s=lost_after_s,
         start_timeout_s=start_timeout_s,
-        allow_inline_code=allow_inline_code,
+        policy=policy,
     )
-    store = open_store(store_url or str(data_dir / "clientswarm.sqlite"), data_dir)
+    try:
+        store = open_store(store_url or str(data_dir / "clientswarm.sqlite"), data_dir)
+    except StoreError as exc:  # an unusable --store is bad input: one line, exit 2
+        raise ConfigError([str(exc)]) from exc
+    if not operator_flags["allow_paths"]:
+        (data_dir / INPUTS_DIR).mkdir(parents=True, exist_ok=True)
 
     async def main() -> None:
         stop = asyncio.Event()

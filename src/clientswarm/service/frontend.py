@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,22 +19,68 @@ from clientswarm.interactions.journeys import params_model
 from clientswarm.interactions.loader import entry_point_interactions
 from clientswarm.interactions.registry import BUILTIN_INTERACTIONS
 from clientswarm.reports.export import MEDIA_TYPES, stream_samples
+from clientswarm.service.errors import CONFIG_REFUSED, error_responses
 from clientswarm.service.manager import ClusterManager, NotFound
+from clientswarm.service.params import (
+    ClientId,
+    ClusterId,
+    EventId,
+    GroupFilter,
+    GroupName,
+    StatusFilter,
+)
 from clientswarm.service.views import client_view, cluster_view, progress_view
 from clientswarm.store import ClusterRecord
 
 API_PREFIX = "/api/v1"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+EXAMPLE_CONFIG: dict[str, Any] = {
+    "name": "example",
+    "seed": 42,
+    "target": {"url": "http://127.0.0.1:8000", "model": "mock-model", "timeout_s": 10},
+    "spawner": {"kind": "local", "workers": 1},
+    "groups": [
+        {
+            "name": "hello",
+            "clients": 1,
+            "interaction": {"kind": "hello"},
+            "load": {"kind": "open", "rate": 2, "arrival": "constant"},
+            "stop": {"duration_s": 5},
+        }
+    ],
+}
+"""The configuration the OpenAPI document shows (and API testers post): a small, valid one."""
+_CONFIG_SCHEMA = {"$ref": "#/components/schemas/ClusterConfig"}
 _CONFIG_BODY = {
     "requestBody": {
         "required": True,
         "description": "A cluster configuration: JSON, or YAML with Content-Type application/yaml",
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ClusterConfig"}},
-            "application/yaml": {"schema": {"type": "string"}},
+            # YAML is a superset of JSON: the same schema describes both.
+            "application/json": {"schema": _CONFIG_SCHEMA, "example": EXAMPLE_CONFIG},
+            "application/yaml": {"schema": _CONFIG_SCHEMA},
         },
     }
 }
+_CONFIG_ERRORS = error_responses(413, 422, descriptions={422: CONFIG_REFUSED})
+_CLUSTER_LINKS = {
+    name: {
+        # A JSON pointer into the document: '/' is '~1' and the braces are percent-encoded.
+        "operationRef": "#/paths/"
+        + quote(f"{API_PREFIX}/clusters/{{cluster_id}}{tail}".replace("/", "~1"), safe="~")
+        + f"/{method}",
+        "parameters": {"cluster_id": "$response.body#/id"},
+    }
+    for name, method, tail in (
+        ("ShowCluster", "get", ""),
+        ("ClusterClients", "get", "/clients"),
+        ("ClusterEvents", "get", "/events"),
+        ("ClusterResults", "get", "/results"),
+        ("StopCluster", "post", "/stop"),
+        ("DeleteCluster", "delete", ""),
+    )
+}
+"""How a created cluster's id feeds the routes about it (OpenAPI links, for API testers)."""
 
 
 async def read_config(request: Request) -> ClusterConfig:
@@ -41,12 +88,19 @@ async def read_config(request: Request) -> ClusterConfig:
     body = (await request.body()).decode("utf-8", errors="replace")
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     fmt: Literal["yaml", "json"] = "yaml" if media in YAML_TYPES else "json"
-    return parse_config_text(body, source="request body", fmt=fmt)
+    # The parsers are bounded (depth, aliases, numbers) but their work is linear in a body of
+    # up to --max-body-mb: off the event loop, so other requests and workers are not held up.
+    return await asyncio.to_thread(parse_config_text, body, source="request body", fmt=fmt)
 
 
 def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
     """Routes of the frontend API, all behind ``guard`` (the API token)."""
-    router = APIRouter(prefix=API_PREFIX, tags=["frontend"], dependencies=[Depends(guard)])
+    router = APIRouter(
+        prefix=API_PREFIX,
+        tags=["frontend"],
+        dependencies=[Depends(guard)],
+        responses=error_responses(401, 403, 503),
+    )
     store = manager.store
 
     async def record_of(cluster_id: str) -> ClusterRecord:
@@ -55,7 +109,25 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
             raise NotFound(f"no cluster with id {cluster_id!r}")
         return record
 
-    @router.post("/clusters", status_code=201, openapi_extra=_CONFIG_BODY)
+    @router.post(
+        "/clusters",
+        status_code=201,
+        openapi_extra=_CONFIG_BODY,
+        responses={
+            201: {
+                "description": "Created: the cluster's id, name and status",
+                "headers": {
+                    "Location": {
+                        "description": "The new cluster's path",
+                        "schema": {"type": "string"},
+                    }
+                },
+                "links": _CLUSTER_LINKS,
+            },
+            **_CONFIG_ERRORS,
+            **error_responses(429),
+        },
+    )
     async def create_cluster(request: Request) -> JSONResponse:
         """Create a cluster from a configuration and start it; 201 with its id."""
         config = await read_config(request)
@@ -64,25 +136,27 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         headers = {"Location": f"{API_PREFIX}/clusters/{record.id}"}
         return JSONResponse(view, status_code=201, headers=headers)
 
-    @router.get("/clusters")
+    @router.get("/clusters", responses=error_responses(422))
     async def list_clusters(
-        status: str | None = Query(None, description="only clusters with this status"),
+        status: StatusFilter = None,
     ) -> list[dict[str, Any]]:
         """Clusters, newest first."""
         records = await asyncio.to_thread(store.list_clusters, status)
         return [cluster_view(r, brief=True) for r in records]
 
-    @router.get("/clusters/{cluster_id}")
-    async def show_cluster(cluster_id: str) -> dict[str, Any]:
+    @router.get("/clusters/{cluster_id}", responses=error_responses(404, 422))
+    async def show_cluster(cluster_id: ClusterId) -> dict[str, Any]:
         """Status, timings, per-worker and per-group client states."""
         record = await record_of(cluster_id)
         workers = await asyncio.to_thread(store.list_workers, cluster_id)
         clients = await asyncio.to_thread(store.list_clients, cluster_id)
-        return cluster_view(record, workers=workers, clients=clients)
+        return cluster_view(record, workers=workers, clients=clients, store=store.health)
 
-    @router.get("/clusters/{cluster_id}/clients")
+    @router.get("/clusters/{cluster_id}/clients", responses=error_responses(404, 422))
     async def list_clients(
-        cluster_id: str, group: str | None = None, state: str | None = None
+        cluster_id: ClusterId,
+        group: GroupFilter = None,
+        state: StatusFilter = None,
     ) -> list[dict[str, Any]]:
         """The cluster's clients (filter by group and state)."""
         record = await record_of(cluster_id)
@@ -90,8 +164,8 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         clients = await asyncio.to_thread(store.list_clients, cluster_id, group=group, state=state)
         return [client_view(c, config) for c in clients]
 
-    @router.get("/clusters/{cluster_id}/clients/{client_id}")
-    async def show_client(cluster_id: str, client_id: int) -> dict[str, Any]:
+    @router.get("/clusters/{cluster_id}/clients/{client_id}", responses=error_responses(404, 422))
+    async def show_client(cluster_id: ClusterId, client_id: ClientId) -> dict[str, Any]:
         """One client."""
         record = await record_of(cluster_id)
         client = await asyncio.to_thread(store.get_client, cluster_id, client_id)
@@ -99,8 +173,11 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
             raise NotFound(f"cluster {cluster_id} has no client {client_id}")
         return client_view(client, ClusterConfig.model_validate_json(record.config_json))
 
-    @router.post("/clusters/{cluster_id}/clients/{client_id}/stop")
-    async def stop_client(cluster_id: str, client_id: int) -> dict[str, Any]:
+    @router.post(
+        "/clusters/{cluster_id}/clients/{client_id}/stop",
+        responses=error_responses(404, 409, 422),
+    )
+    async def stop_client(cluster_id: ClusterId, client_id: ClientId) -> dict[str, Any]:
         """Stop one client; the others carry on."""
         client = await asyncio.to_thread(store.get_client, cluster_id, client_id)
         if client is None:
@@ -109,8 +186,10 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         await manager.stop_clients(cluster_id, [client_id], f"client {client_id} stopped")
         return {"stopped": [client_id]}
 
-    @router.post("/clusters/{cluster_id}/groups/{group}/stop")
-    async def stop_group(cluster_id: str, group: str) -> dict[str, Any]:
+    @router.post(
+        "/clusters/{cluster_id}/groups/{group}/stop", responses=error_responses(404, 409, 422)
+    )
+    async def stop_group(cluster_id: ClusterId, group: GroupName) -> dict[str, Any]:
         """Stop every client of one group; the other groups carry on."""
         record = await record_of(cluster_id)
         names = [g.name for g in ClusterConfig.model_validate_json(record.config_json).groups]
@@ -123,29 +202,36 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         await manager.stop_clients(cluster_id, ids, f"group {group!r} stopped")
         return {"stopped": ids}
 
-    @router.post("/clusters/{cluster_id}/stop", status_code=202)
-    async def stop_cluster(cluster_id: str) -> dict[str, Any]:
+    @router.post(
+        "/clusters/{cluster_id}/stop", status_code=202, responses=error_responses(404, 409, 422)
+    )
+    async def stop_cluster(cluster_id: ClusterId) -> dict[str, Any]:
         """Stop the whole cluster; it ends ``cancelled`` with what was measured."""
         await manager.stop_cluster(cluster_id)
         return {"id": cluster_id, "status": "stopping"}
 
-    @router.delete("/clusters/{cluster_id}", status_code=204)
-    async def delete_cluster(cluster_id: str) -> None:
+    @router.delete(
+        "/clusters/{cluster_id}", status_code=204, responses=error_responses(404, 409, 422)
+    )
+    async def delete_cluster(cluster_id: ClusterId) -> None:
         """Delete a finished cluster and all its data (409 while it runs)."""
         await manager.delete(cluster_id)
 
-    @router.get("/clusters/{cluster_id}/results")
-    async def results(cluster_id: str) -> dict[str, Any]:
+    @router.get("/clusters/{cluster_id}/results", responses=error_responses(404, 422))
+    async def results(cluster_id: ClusterId) -> dict[str, Any]:
         """Statistics in the summary.json shape: final once finished, partial before."""
         return await manager.results(cluster_id)
 
     @router.get(
         "/clusters/{cluster_id}/samples",
         response_class=StreamingResponse,
-        responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+        responses={
+            200: {"content": {t: {} for t in MEDIA_TYPES.values()}},
+            **error_responses(404, 422),
+        },
     )
     async def samples(
-        cluster_id: str, format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+        cluster_id: ClusterId, format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     ) -> StreamingResponse:
         """Every raw sample, streamed (never built in memory)."""
         record = await record_of(cluster_id)
@@ -156,15 +242,25 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
-    @router.get("/clusters/{cluster_id}/events")
-    async def events(cluster_id: str, after: int = 0) -> list[dict[str, Any]]:
+    @router.get("/clusters/{cluster_id}/events", responses=error_responses(404, 422))
+    async def events(
+        cluster_id: ClusterId,
+        after: EventId = 0,
+    ) -> list[dict[str, Any]]:
         """What happened to the cluster (status changes, workers lost, stops)."""
         await record_of(cluster_id)
         rows = await asyncio.to_thread(store.list_events, cluster_id, after_id=after)
         return [dataclasses.asdict(e) for e in rows]
 
-    @router.get("/clusters/{cluster_id}/progress", response_class=StreamingResponse)
-    async def progress(cluster_id: str, interval_s: float = Query(1.0, ge=0.1, le=60)) -> Any:
+    @router.get(
+        "/clusters/{cluster_id}/progress",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **error_responses(404, 422),
+        },
+    )
+    async def progress(cluster_id: ClusterId, interval_s: float = Query(1.0, ge=0.1, le=60)) -> Any:
         """Live progress as Server-Sent Events: ``progress`` events, then one ``end``."""
         await record_of(cluster_id)
         return StreamingResponse(
@@ -197,10 +293,11 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
             )
         return found
 
-    @router.post("/validate", openapi_extra=_CONFIG_BODY)
+    @router.post("/validate", openapi_extra=_CONFIG_BODY, responses=_CONFIG_ERRORS)
     async def validate(request: Request) -> dict[str, Any]:
-        """Validate a configuration without running it (422 with one line per problem)."""
-        config = await read_config(request)
+        """Validate a configuration without running it (422 with one line per problem): the
+        same checks as creating it, against this service's operator policy."""
+        config = (await manager.admit(await read_config(request))).config
         return {
             "valid": True,
             "name": config.name,

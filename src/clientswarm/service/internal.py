@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -15,7 +16,9 @@ from clientswarm.metrics.wire import (
     decode_batch,
 )
 from clientswarm.service.auth import BEARER_CHALLENGE, bearer_token
-from clientswarm.service.manager import ClusterManager, Gone, NotFound
+from clientswarm.service.errors import error_responses
+from clientswarm.service.manager import ClusterManager, Gone
+from clientswarm.service.params import ClusterId, WorkerIndex
 from clientswarm.service.protocol import (
     INTERNAL_PREFIX,
     Assignment,
@@ -28,15 +31,30 @@ from clientswarm.service.protocol import (
     SampleBatch,
     WorkerReport,
 )
-from clientswarm.service.state import ClusterState, token_matches
+from clientswarm.service.ratelimit import retry_after
+from clientswarm.service.state import ClusterState, hash_token, token_matches
+from clientswarm.store import BatchRejected, StoreUnavailable
+
+_NO_CLUSTER_HASH = hash_token(secrets.token_urlsafe(32))
+"""Compared with the token presented for a cluster that does not exist: no token matches it,
+and the answer (403) and the work are those of a wrong token for one that does."""
+
+_WITH_BODY = error_responses(400, 413)
+"""The statuses of a route with a JSON body besides those of every route of the router."""
 
 
 def internal_router(manager: ClusterManager) -> APIRouter:
     """Routes for workers, each authenticated with its cluster's token."""
-    router = APIRouter(prefix=INTERNAL_PREFIX, tags=["internal"])
+    router = APIRouter(
+        prefix=INTERNAL_PREFIX,
+        tags=["internal"],
+        responses=error_responses(401, 403, 404, 410, 422, 503),
+    )
     base = "/clusters/{cluster_id}/workers/{index}"
 
     async def authorised(request: Request, cluster_id: str, index: int) -> ClusterState:
+        # Whether a cluster exists is told to its workers only: without its token, an unknown
+        # id and a known one get the same 403, never a 404 that would confirm guessed ids.
         token = bearer_token(request)
         if token is None:
             raise HTTPException(401, "missing the cluster's bearer token", BEARER_CHALLENGE)
@@ -45,16 +63,14 @@ def internal_router(manager: ClusterManager) -> APIRouter:
             token_hash = state.token_hash
         else:
             record = await asyncio.to_thread(manager.store.get_cluster, cluster_id)
-            if record is None:
-                raise NotFound(f"no cluster with id {cluster_id!r}")
-            token_hash = record.token_hash
+            token_hash = record.token_hash if record is not None else _NO_CLUSTER_HASH
         if not token_matches(token, token_hash):
-            raise HTTPException(403, f"the token is not the one of cluster {cluster_id}")
+            raise HTTPException(403, f"the bearer token is not the one of cluster {cluster_id}")
         return manager.cluster_for_worker(cluster_id, index)
 
-    @router.post(base + "/register", response_model=RegisterReply)
+    @router.post(base + "/register", response_model=RegisterReply, responses=_WITH_BODY)
     async def register(
-        request: Request, cluster_id: str, index: int, body: RegisterRequest
+        request: Request, cluster_id: ClusterId, index: WorkerIndex, body: RegisterRequest
     ) -> RegisterReply:
         """A worker announces itself."""
         state = await authorised(request, cluster_id, index)
@@ -63,9 +79,9 @@ def internal_router(manager: ClusterManager) -> APIRouter:
     @router.get(
         base + "/assignment",
         response_model=Assignment,
-        responses={202: {"model": NotYet}, 410: {"description": "the cluster stopped"}},
+        responses={202: {"model": NotYet, "description": "Not yet: the others still start"}},
     )
-    async def assignment(request: Request, cluster_id: str, index: int) -> object:
+    async def assignment(request: Request, cluster_id: ClusterId, index: WorkerIndex) -> object:
         """The worker's clients, config and shared start time (202 while others start)."""
         state = await authorised(request, cluster_id, index)
         reply = await manager.assignment(state, index)
@@ -76,6 +92,7 @@ def internal_router(manager: ClusterManager) -> APIRouter:
     @router.post(
         base + "/samples",
         response_model=BatchAck,
+        responses=error_responses(413, 429),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -92,30 +109,49 @@ def internal_router(manager: ClusterManager) -> APIRouter:
             }
         },
     )
-    async def samples(request: Request, cluster_id: str, index: int) -> BatchAck:
+    async def samples(request: Request, cluster_id: ClusterId, index: WorkerIndex) -> BatchAck:
         """A batch of samples, acknowledged once committed (idempotent by seq).
 
         410 once the cluster has finished: its results are final, a late batch is refused
-        (never acknowledged, so nothing acknowledged is lost).
+        (never acknowledged, so nothing acknowledged is lost). 422 for a value of the wrong
+        type, naming its column; 503 while the store fails (nothing of the batch is stored,
+        the worker sends it again).
         """
         state = await authorised(request, cluster_id, index)
+        wait_s = manager.batch_limiter.wait_s(cluster_id, index)
+        if wait_s > 0:  # the worker keeps the batch and sends it again: nothing is lost
+            raise HTTPException(
+                429,
+                f"worker {index} sends more than {manager.batch_limiter.rate_per_s:g} sample "
+                "batches a second (the operator's --max-batches-per-s); retry later",
+                {"Retry-After": retry_after(wait_s)},
+            )
         try:
             # orjson + dataclasses, not pydantic: this is the service's hottest path.
             media_type = request.headers.get("content-type", "application/json")
             seq, samples = decode_batch(await request.body(), media_type.split(";")[0].strip())
         except BatchFormatError as exc:
             raise HTTPException(422, f"invalid sample batch: {exc}") from None
-        return await manager.add_batch(state, index, seq, samples)
+        try:
+            return await manager.add_batch(state, index, seq, samples)
+        except BatchRejected as exc:  # a value the database refuses: resending cannot help
+            raise HTTPException(422, f"invalid sample batch: {exc}") from None
+        except StoreUnavailable as exc:  # nothing was stored: the worker sends it again
+            raise HTTPException(
+                503, f"{exc}; the batch was not stored, send it again", {"Retry-After": "1"}
+            ) from None
 
-    @router.post(base + "/heartbeat", response_model=Control)
-    async def heartbeat(request: Request, cluster_id: str, index: int, body: Heartbeat) -> Control:
+    @router.post(base + "/heartbeat", response_model=Control, responses=_WITH_BODY)
+    async def heartbeat(
+        request: Request, cluster_id: ClusterId, index: WorkerIndex, body: Heartbeat
+    ) -> Control:
         """The worker is alive; the reply says what it should stop."""
         state = await authorised(request, cluster_id, index)
         return await manager.heartbeat(state, index, body)
 
-    @router.post(base + "/finish")
+    @router.post(base + "/finish", responses=_WITH_BODY)
     async def finish(
-        request: Request, cluster_id: str, index: int, body: WorkerReport
+        request: Request, cluster_id: ClusterId, index: WorkerIndex, body: WorkerReport
     ) -> dict[str, str]:
         """The worker is done."""
         try:

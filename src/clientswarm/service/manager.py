@@ -25,9 +25,10 @@ import orjson
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.errors import ClientswarmError, SpawnerError
-from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load import clients_of_worker
 from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.stats import summarize
+from clientswarm.service.admission import Admitted, admit_and_build
 from clientswarm.service.creation import new_cluster_rows
 from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.protocol import (
@@ -40,6 +41,7 @@ from clientswarm.service.protocol import (
     RegisterRequest,
     WorkerReport,
 )
+from clientswarm.service.ratelimit import BatchLimiter
 from clientswarm.service.recovery import launched, recovered_state, replay_live, replay_stops
 from clientswarm.service.results import finish_clients, summarise, worker_rows, worker_warnings
 from clientswarm.service.settings import ServiceSettings
@@ -49,11 +51,12 @@ from clientswarm.service.state import (
     ClusterState,
     WorkerLive,
     submitted,
+    worker_may_become,
 )
-from clientswarm.service.usercode import place_user_code
+from clientswarm.service.storewatch import StoreWatch
 from clientswarm.spawners.base import ClusterLaunch, Spawner
 from clientswarm.spawners.registry import default_spawners
-from clientswarm.store import ClientRecord, ClusterRecord, Store
+from clientswarm.store import ClientRecord, ClusterRecord, Store, StoreUnavailable
 
 log = logging.getLogger("clientswarm.service")
 
@@ -68,6 +71,10 @@ class Conflict(ClientswarmError):
 
 class Gone(ClientswarmError):
     """The cluster no longer wants this worker."""
+
+
+class Busy(ClientswarmError):
+    """The service is at one of its operator's limits; retry later."""
 
 
 def _now() -> float:
@@ -89,6 +96,7 @@ class ClusterManager:
         self.live = live or LiveRegistry()
         self.spawners: dict[str, Spawner] = spawners or default_spawners()
         self.active: dict[str, ClusterState] = {}
+        self.batch_limiter = BatchLimiter(settings.policy.limits.max_batches_per_s)
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,12 +125,17 @@ class ClusterManager:
         preset: ClusterPreset | None = None,
     ) -> ClusterRecord:
         """Store a new cluster and launch its workers; returns at once (status ``pending``,
-        or ``running`` when ``preset`` has the start time)."""
-        base = base_dir or Path.cwd()
-        config = place_user_code(
-            config, base_dir=base, allow_inline=self.settings.allow_inline_code
-        )
-        await asyncio.to_thread(build_group_interactions, config, base_dir=base)
+        or ``running`` when ``preset`` has the start time). ConfigError (422) when the
+        operator's policy refuses it, :class:`Busy` (429) at the active-cluster limit."""
+        limit = self.settings.policy.limits.max_active_clusters
+        if limit is not None and len(self.active) >= limit:
+            raise Busy(
+                f"this service runs at most {limit} clusters at once and {len(self.active)} "
+                "are active; retry when one has finished (or ask the operator: clientswarm "
+                "serve --max-active-clusters)"
+            )
+        admitted = await self.admit(config, base_dir=base_dir)
+        config, base = admitted.config, admitted.files.base_dir
         cluster_id = preset.cluster_id if preset else uuid.uuid4().hex[:12]
         token = preset.token if preset else secrets.token_urlsafe(32)
         record, clients = new_cluster_rows(
@@ -140,8 +153,16 @@ class ClusterManager:
         if preset is not None and preset.start_ns is not None:
             state.started_early = True
             await self._start(state, late=[], start_ns=preset.start_ns)
-        self._spawn(self._launch(state, token))
+        self._spawn(self._launch(state, token, admitted.spawner_options))
         return record
+
+    async def admit(self, config: ClusterConfig, *, base_dir: Path | None = None) -> Admitted:
+        """``config`` checked against the operator's policy and built, without creating
+        anything (:func:`~clientswarm.service.admission.admit_and_build`); ConfigError (422)
+        listing every problem."""
+        return await admit_and_build(
+            config, self.settings.policy, base_dir=base_dir, python=self.settings.python
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, keeping a reference until it is done."""
@@ -154,7 +175,7 @@ class ClusterManager:
         self.store.create_workers(record.id, workers)
         self.store.create_clients(record.id, clients)
 
-    async def _launch(self, state: ClusterState, token: str) -> None:
+    async def _launch(self, state: ClusterState, token: str, options: dict[str, Any]) -> None:
         spawner = self.spawners.get(state.config.spawner.kind)
         launch = ClusterLaunch(
             cluster_id=state.id,
@@ -163,7 +184,8 @@ class ClusterManager:
             token=token,
             log_dir=str(self.settings.log_dir(state.id)),
             python=self.settings.python,
-            options=state.config.spawner.model_dump(),
+            options=options,
+            env=self.settings.policy.worker_environment(state.config),
         )
         try:
             if spawner is None:
@@ -258,20 +280,16 @@ class ClusterManager:
         late = worker.state == "failed" or (worker.state == "pending" and not state.started_early)
         if state.start_ns is not None and late:
             raise Gone(f"worker {index} registered after the cluster started")
-        worker.state, worker.last_seen = "registered", time.monotonic()
-        self._count_workers(state)
-        await asyncio.to_thread(
-            self.store.update_worker,
-            state.id,
-            index,
-            state="registered",
-            pid=req.pid,
-            host=req.host,
-            registered_at=_now(),
-            last_heartbeat_at=_now(),
+        worker.last_seen = time.monotonic()
+        registered = {"pid": req.pid, "host": req.host, "registered_at": _now()}
+        await self._move_worker(
+            state, index, "registered", fields={**registered, "last_heartbeat_at": _now()}
         )
         return RegisterReply(
-            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            # Several beats per lost_after_s, so that one late beat is not a lost worker.
+            heartbeat_interval_s=min(
+                self.settings.heartbeat_interval_s, self.settings.lost_after_s / 4
+            ),
             lost_after_s=self.settings.lost_after_s,
         )
 
@@ -292,9 +310,8 @@ class ClusterManager:
                     return NotYet(retry_after_s=0.1, reason=f"waiting for workers {waiting}")
             else:
                 await self._start(state, late=waiting)
-        worker.state, worker.last_seen = "running", time.monotonic()
-        self._count_workers(state)
-        await asyncio.to_thread(self.store.update_worker, state.id, index, state="running")
+        worker.last_seen = time.monotonic()
+        await self._move_worker(state, index, "running")
         assert state.start_ns is not None
         base_dir = str(state.spawner_state.get("base_dir", "."))
         workers = len(state.workers)
@@ -308,6 +325,7 @@ class ClusterManager:
                 c.client_id for c in clients_of_worker(state.config, index, len(state.workers))
             ],
             base_dir=base_dir,
+            path_roots=self.settings.policy.file_scope().confined_to,
         )
 
     async def _start(
@@ -360,9 +378,10 @@ class ClusterManager:
         worker = state.workers[index]
         worker.last_seen, worker.in_flight = time.monotonic(), beat.in_flight
         worker.loop_lag_p99_s = beat.loop_lag_p99_s
-        if worker.state == "lost":  # it came back (e.g. after a long pause): follow it again
-            worker.state = "running"
-            await self._event(state.id, "worker_back", f"worker {index} is heard from again")
+        if worker.state == "lost":  # it was silent (e.g. paused) and is back: follow it again
+            await self._move_worker(
+                state, index, "running", fields={"error": None, "finished_at": None}
+            )
         await asyncio.to_thread(
             self.store.update_worker,
             state.id,
@@ -388,32 +407,68 @@ class ClusterManager:
         outcome: str,
         error: str | None,
         report: dict[str, Any] | None = None,
+        unheard_since: float | None = None,
     ) -> None:
-        worker = state.workers[index]
-        if worker.final and outcome == "lost":
-            return
-        worker.state = outcome
-        fields: dict[str, Any] = {"state": outcome, "error": error, "finished_at": _now()}
+        """The worker ended with ``outcome`` (see :meth:`_move_worker` for ``unheard_since``)."""
+        fields: dict[str, Any] = {"error": error, "finished_at": _now()}
         if report is not None:
             fields["report_json"] = orjson.dumps(report).decode()
             fields["loop_lag_p99_s"] = report.get("loop_lag_p99_s")
-        await asyncio.to_thread(self.store.update_worker, state.id, index, **fields)
-        if outcome != "completed":
-            await self._event(state.id, f"worker_{outcome}", f"worker {index}: {error or outcome}")
+        await self._move_worker(
+            state, index, outcome, fields=fields, why=error, unheard_since=unheard_since
+        )
+
+    async def _move_worker(
+        self,
+        state: ClusterState,
+        index: int,
+        to: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        why: str | None = None,
+        unheard_since: float | None = None,
+    ) -> bool:
+        """The one place a worker changes state: memory, then store, then event, under the
+        worker's lock, so that concurrent transitions are persisted in the order they were
+        made, each once (:func:`worker_may_become`). With ``unheard_since`` (its ``last_seen``
+        when it was found silent), only if it has not been heard from since once the lock is
+        held: a heartbeat that came in meanwhile wins. False when the move was refused."""
+        worker = state.workers[index]
+        async with worker.moving:
+            if not worker_may_become(worker.state, to):
+                return False
+            if unheard_since is not None and worker.last_seen != unheard_since:
+                return False
+            previous, worker.state = worker.state, to
+            await asyncio.to_thread(
+                self.store.update_worker, state.id, index, state=to, **(fields or {})
+            )
+            if previous == "lost" and to == "running":
+                await self._event(state.id, "worker_back", f"worker {index} is heard from again")
+            elif to not in ("registered", "running", "completed"):
+                await self._event(state.id, f"worker_{to}", f"worker {index}: {why or to}")
         self._count_workers(state)
         async with self.changed:
             self.changed.notify_all()
+        return True
 
     def _count_workers(self, state: ClusterState) -> None:
         """Workers by state for the monitor (``clientswarm_workers``), after every change."""
         self.live.get_or_create(state.id, state.config.name).set_workers(state.counts_by_state())
 
     async def _watch(self) -> None:
+        store_watch = StoreWatch(self.store)
         while True:
             await asyncio.sleep(self.settings.watch_interval_s)
+            try:
+                await store_watch.tick(list(self.active))
+            except Exception:  # telling about the store must not stop the following
+                log.exception("following the store's health failed")
             for state in list(self.active.values()):
                 try:
                     await self._check(state)
+                except StoreUnavailable:  # said once by store_watch; the next tick tries again
+                    pass
                 except Exception:  # one bad cluster must not stop the others being followed
                     log.exception("following cluster %s failed", state.id)
 
@@ -446,6 +501,14 @@ class ClusterManager:
                     state, ended.index, outcome, f"worker {ended.reason}{tail}"
                 )
         now = time.monotonic()
+        stall_s = state.excuse_stall(now, self.settings.watch_interval_s)
+        if stall_s:  # paused (SIGSTOP, a VM freeze) or starved: the workers could not be heard
+            log.warning(
+                "cluster %s: the service did not run for %.1f s; workers' silence in that "
+                "time is not held against them",
+                state.id,
+                stall_s,
+            )
         for index, worker in enumerate(state.workers):
             silent = now - worker.last_seen > self.settings.lost_after_s
             if worker.state == "running" and silent:
@@ -453,8 +516,10 @@ class ClusterManager:
                     state,
                     index,
                     "lost",
-                    f"no heartbeat for {self.settings.lost_after_s:.0f} s",
+                    f"no heartbeat for {self.settings.lost_after_s:g} s",
+                    unheard_since=worker.last_seen,
                 )
+        state.watched_at = time.monotonic()
         if state.stop_requested_at is not None and not state.spawner_stopped:
             if spawner is not None and submitted(state.spawner_state):
                 # SIGTERM (scancel on Slurm) is a graceful stop for a worker: it records its
@@ -518,9 +583,28 @@ class ClusterManager:
             else:
                 status, reason = "failed", "no worker completed: " + ", ".join(outcomes)
             record = await self._require(state.id)
-            warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
-            finished = dataclasses.replace(record, status=status)
-            summary = await asyncio.to_thread(summarise, self.store, finished, warnings)
+            try:
+                warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
+                finished = dataclasses.replace(record, status=status)
+                summary = await asyncio.to_thread(summarise, self.store, finished, warnings)
+            except StoreUnavailable:
+                raise  # the database failed: the next watchdog tick tries again
+            except Exception as exc:
+                # A bug, or stored data the statistics cannot take: trying again on every tick
+                # would fail alike, forever. Fail the cluster once, saying why.
+                log.exception("cluster %s: computing its results failed", state.id)
+                status = "failed"
+                reason = (
+                    f"computing the results failed ({type(exc).__name__}: {exc}); the raw "
+                    f"samples are kept: GET /api/v1/clusters/{state.id}/samples"
+                )
+                summary = summarize(
+                    (),
+                    cluster={"id": record.id, "name": record.name, "status": status},
+                    slo=state.config.slo,
+                    group_order=[g.name for g in state.config.groups],
+                    extra_warnings=[reason],
+                )
             summary["workers"] = await asyncio.to_thread(worker_rows, self.store, state.id)
             fields: dict[str, Any] = {
                 "status": status,
@@ -537,6 +621,7 @@ class ClusterManager:
                 state.live.set_active_clients(group.name, 0)
             await self._event(state.id, status, reason or f"cluster {status}")
             self.active.pop(state.id, None)
+            self.batch_limiter.forget(state.id)
         finally:
             self._finalising.discard(state.id)
         async with self.changed:
@@ -576,4 +661,4 @@ class ClusterManager:
         await self._event(record.id, "recovered", "the service restarted and follows it again")
 
 
-__all__ = ["ClusterManager", "Conflict", "Gone", "NotFound"]
+__all__ = ["Busy", "ClusterManager", "Conflict", "Gone", "NotFound"]

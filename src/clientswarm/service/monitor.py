@@ -8,13 +8,17 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from clientswarm.service.errors import error_responses
 from clientswarm.service.manager import ClusterManager, NotFound
+from clientswarm.service.params import ClusterId
 from clientswarm.service.prometheus import http_sd_targets, render_metrics
 
 
 def monitor_router(manager: ClusterManager, guard: Any) -> APIRouter:
     """``/metrics``, ``/api/v1/monitor/targets`` and ``/api/v1/monitor/clusters/{id}/stats``."""
-    router = APIRouter(tags=["monitor"], dependencies=[Depends(guard)])
+    router = APIRouter(
+        tags=["monitor"], dependencies=[Depends(guard)], responses=error_responses(401, 403)
+    )
 
     @router.get("/metrics", response_class=Response)
     async def metrics() -> Response:
@@ -26,8 +30,8 @@ def monitor_router(manager: ClusterManager, guard: Any) -> APIRouter:
         """Scrape targets in Prometheus' HTTP service-discovery format."""
         return http_sd_targets(manager.settings.advertise_url)
 
-    @router.get("/api/v1/monitor/clusters/{cluster_id}/stats")
-    async def stats(cluster_id: str) -> dict[str, Any]:
+    @router.get("/api/v1/monitor/clusters/{cluster_id}/stats", responses=error_responses(404, 422))
+    async def stats(cluster_id: ClusterId) -> dict[str, Any]:
         """Live statistics of one cluster: the last 10 s and since the start."""
         live = manager.live.get(cluster_id)
         if live is None:

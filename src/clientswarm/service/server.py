@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from clientswarm.service.app import create_app
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.sockets import bind, url_of
 from clientswarm.spawners.base import Spawner
-from clientswarm.store import Store
+from clientswarm.store import Store, StoreError, StoreUnavailable
+from clientswarm.store.health import one_line
 
 
 @dataclass
@@ -76,10 +79,63 @@ async def running_service(
         sock.close()
 
 
+_HINT = (
+    "--store takes a writable SQLite file path or the SQLAlchemy URL of a reachable database "
+    "(postgresql://user@host/db)"
+)
+
+
 def open_store(value: str, data_dir: Path) -> Store:
-    """The store at ``value`` (SQLAlchemy URL or file path), tables created."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.from_url_or_path(value)
-    store.create_all()
-    logging.getLogger("clientswarm.service").info("store: %s", value)
+    """The store at ``value`` (SQLAlchemy URL or file path), claimed by this service (one
+    service per store) and its tables created.
+
+    Every failure is one StoreError line that names the store and says what to do: another
+    service owns it (StoreInUse), or it cannot be opened (a bad URL, a read-only or invalid
+    file, an unreachable server).
+    """
+    shown = _shown(value)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create --data-dir {data_dir}: {exc.strerror or exc}") from exc
+    store: Store | None = None
+    try:
+        store = Store.from_url_or_path(value)
+        store.claim()
+        store.create_all()
+    except StoreError as exc:
+        _close(store)
+        if not isinstance(exc, StoreUnavailable):
+            raise  # another service owns it, or a database of another schema: said already
+        raise StoreError(f"cannot open the store {shown}: {_cause(exc)}; {_HINT}") from exc
+    except (SQLAlchemyError, OSError, ImportError, ValueError) as exc:
+        _close(store)
+        raise StoreError(f"cannot open the store {shown}: {_cause(exc)}; {_HINT}") from exc
+    logging.getLogger("clientswarm.service").info("store: %s", shown)
     return store
+
+
+def _shown(value: str) -> str:
+    """``value`` for a message: a URL without its password."""
+    if "://" not in value:
+        return value
+    with contextlib.suppress(Exception):
+        url = make_url(value)
+        return value if url.password is None else url.render_as_string(hide_password=True)
+    return value.split("://", 1)[0] + "://…"
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, StoreUnavailable) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__  # the database's own message, not the store's wrapping of it
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, ImportError):
+        return f"its driver cannot be loaded ({exc})"
+    return one_line(exc)
+
+
+def _close(store: Store | None) -> None:
+    if store is not None:
+        with contextlib.suppress(Exception):
+            store.close()

@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clientswarm.service.policy import OperatorPolicy
+
 
 @dataclass
 class ServiceSettings:
@@ -31,9 +33,9 @@ class ServiceSettings:
     api_token: str | None = field(default=None, repr=False)
     cors_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = 64 * 1024 * 1024
-    allow_inline_code: bool = False
-    """Accept (and ship to workers) the source of ``file:`` interactions: off by default, since
-    whoever can submit a cluster then runs code in every worker."""
+    policy: OperatorPolicy = field(default_factory=OperatorPolicy.unrestricted)
+    """What a submitted configuration may reach (files, code, environment, targets, limits):
+    the operator's flags on ``serve``; unrestricted for ``clientswarm run``."""
 
     def log_dir(self, cluster_id: str) -> Path:
         """Where the workers of ``cluster_id`` write their logs."""

@@ -15,6 +15,17 @@ from clientswarm.metrics.live import LiveStats
 CLUSTER_ACTIVE = ("pending", "starting", "running")
 CLUSTER_FINAL = ("completed", "failed", "cancelled")
 WORKER_FINAL = ("completed", "failed", "cancelled", "lost")
+WORKER_SETTLED = ("completed", "failed", "cancelled")
+"""Worker states nothing changes any more; ``lost`` is final but not settled: a lost worker that
+is heard from again is followed again, and one that reports its end takes that outcome."""
+
+
+def worker_may_become(current: str, new: str) -> bool:
+    """Whether a worker in state ``current`` may move to ``new`` (never to the state it is
+    in: each transition is persisted once)."""
+    if current == new or current in WORKER_SETTLED:
+        return False
+    return current != "lost" or new in ("running", *WORKER_SETTLED)
 
 
 def hash_token(token: str) -> str:
@@ -57,6 +68,9 @@ class WorkerLive:
     """Its event loop's recent lag (p99), from its last heartbeat."""
     stop_all: bool = False
     stop_clients: set[int] = field(default_factory=set)
+    moving: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    """Held while a state transition is written (memory, store, event), so transitions are
+    persisted in the order they were made."""
 
     @property
     def final(self) -> bool:
@@ -83,6 +97,9 @@ class ClusterState:
     exits_noted: set[int] = field(default_factory=set)
     explain_until: float | None = None
     """Until when the end of the cluster waits for the spawner to say who stopped a worker."""
+    watched_at: float | None = None
+    """When the watchdog last judged its workers' silence (monotonic): a gap much longer than
+    its interval since is time the service itself did not run (paused, starved)."""
     started_early: bool = False
     """Its workers were given the start time before the service was up (``clientswarm run``'s
     standbys): they register after their clients have started."""
@@ -97,6 +114,20 @@ class ClusterState:
     def worker_of_client(self, client_id: int) -> int:
         """Index of the worker hosting ``client_id``."""
         return client_id % len(self.workers)
+
+    def excuse_stall(self, now: float, interval_s: float) -> float:
+        """When the watchdog, looking again at ``now``, last judged silence (``watched_at``)
+        more than two ``interval_s`` ago, the service was stalled: the heartbeats sent
+        meanwhile still wait unread, so the stall (the gap beyond one interval) is not counted
+        as silence of any worker. Returns the stall in seconds (0 if none)."""
+        if self.watched_at is None:
+            return 0.0
+        stall_s = now - self.watched_at - interval_s
+        if stall_s <= interval_s:
+            return 0.0
+        for worker in self.workers:
+            worker.last_seen = min(now, worker.last_seen + stall_s)
+        return stall_s
 
     def counts_by_state(self) -> dict[str, int]:
         """How many workers are in each state."""

@@ -10,10 +10,9 @@ a source identical to the file at its path on a shared filesystem is simply drop
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from clientswarm.config.interactions import CustomInteraction
 from clientswarm.config.models import ClusterConfig
+from clientswarm.config.paths import FileScope
 from clientswarm.errors import ConfigError
 
 SHARED_FILES = frozenset({"local", "slurm"})
@@ -22,14 +21,16 @@ SHARED_FILES = frozenset({"local", "slurm"})
 ENABLE = "start the service with --allow-inline-code to allow that (its workers then run it)"
 
 
-def _read(path: Path) -> str | None:
+def _read(files: FileScope, value: str) -> str | None:
     try:
-        return path.read_text()
-    except OSError:
+        return files.resolve(value, "kind").read_text()
+    except (OSError, ConfigError):
         return None
 
 
-def place_user_code(config: ClusterConfig, *, base_dir: Path, allow_inline: bool) -> ClusterConfig:
+def place_user_code(
+    config: ClusterConfig, *, files: FileScope, allow_inline: bool
+) -> ClusterConfig:
     """``config`` with each ``file:`` interaction's source kept, added or dropped as above.
 
     ConfigError (a 422) with one line per group that would need inline code without the flag.
@@ -44,13 +45,12 @@ def place_user_code(config: ClusterConfig, *, base_dir: Path, allow_inline: bool
         parts = interaction.file_parts()
         if parts is None:
             continue
-        path = base_dir / parts[0]
         where = f"groups[{index}].interaction"
         source = interaction.source
         if source is not None:
             if allow_inline:
                 continue
-            if shares and _read(path) == source:
+            if shares and _read(files, parts[0]) == source:
                 source = None  # the same file is here: run it from its path
             else:
                 problems.append(
@@ -66,9 +66,9 @@ def place_user_code(config: ClusterConfig, *, base_dir: Path, allow_inline: bool
                     f"assignment; {ENABLE}"
                 )
                 continue
-            source = _read(path)
+            source = _read(files, parts[0])
             if source is None:
-                problems.append(f"{where}.kind: cannot read {path}")
+                problems.append(f"{where}.kind: cannot read {parts[0]!r}")
                 continue
         if source != interaction.source:
             changed = interaction.model_copy(update={"source": source})

@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 
 from clientswarm.config.models import ClusterConfig
+from clientswarm.config.redact import redact_config, redact_vary
 from clientswarm.load.clients import first_client, group_of_client
 from clientswarm.load.vary import describe_variant
 from clientswarm.service.results import live_warnings
 from clientswarm.service.state import ClusterState
-from clientswarm.store import ClientRecord, ClusterRecord, WorkerRecord
+from clientswarm.store import ClientRecord, ClusterRecord, StoreHealth, WorkerRecord
 
 
 def _elapsed_s(record: ClusterRecord, now: float) -> float | None:
@@ -27,8 +28,14 @@ def cluster_view(
     workers: list[WorkerRecord] | None = None,
     clients: list[ClientRecord] | None = None,
     brief: bool = False,
+    store: StoreHealth | None = None,
 ) -> dict[str, Any]:
-    """A cluster: status and timings; unless ``brief``, its workers, groups and config."""
+    """A cluster: status and timings; unless ``brief``, its workers, groups and config.
+
+    ``store``: whether the service's store works, shown as ``{"ok", "problem", "since"}``
+    (``problem``: one line, the database's own message): while it fails, the counts stand
+    still and the workers keep their batches until it works again.
+    """
     import time
 
     view: dict[str, Any] = {
@@ -42,6 +49,8 @@ def cluster_view(
         "finished_at": record.finished_at,
         "elapsed_s": _elapsed_s(record, time.time()),
     }
+    if store is not None:
+        view["store"] = store.view()
     if brief:
         return view
     config = orjson.loads(record.config_json)
@@ -60,7 +69,7 @@ def cluster_view(
         for g in config["groups"]
     ]
     view["spawner_state"] = orjson.loads(record.spawner_state_json or "{}")
-    view["config"] = config
+    view["config"] = redact_config(config)  # header values may be credentials
     return view
 
 
@@ -97,7 +106,7 @@ def client_view(client: ClientRecord, config: ClusterConfig | None = None) -> di
         group = config.groups[group_index]
         if group.vary:
             index = client.id - first_client(config, group_index)
-            view["vary"] = describe_variant(group, index, config.seed)
+            view["vary"] = redact_vary(describe_variant(group, index, config.seed))
     return view
 
 

@@ -7,6 +7,8 @@ environment, never on a command line); everything else it pulls from the service
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -27,10 +29,24 @@ class ClusterLaunch:
     log_dir: str
     python: str
     options: dict[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] | None = field(default=None, repr=False)
+    """The environment workers start with, besides :meth:`worker_env` (the operator's policy
+    decides it: :meth:`OperatorPolicy.worker_environment`); None: this process's own."""
 
     def worker_env(self) -> dict[str, str]:
         """Environment variables every worker gets (the token among them)."""
         return {TOKEN_ENV: self.token}
+
+    def base_env(self) -> dict[str, str]:
+        """The environment of the workers without the token: :attr:`env`, else this process's
+        own minus the service's API token."""
+        if self.env is not None:
+            return dict(self.env)
+        return {k: v for k, v in os.environ.items() if k != "CLIENTSWARM_API_TOKEN"}
+
+    def full_env(self) -> dict[str, str]:
+        """Everything a worker process starts with: :meth:`base_env` and the token."""
+        return {**self.base_env(), **self.worker_env()}
 
     def worker_args(self, index: int | str) -> list[str]:
         """Arguments of ``python -m clientswarm.worker`` for worker ``index``."""

@@ -4,7 +4,9 @@ Each worker runs ``python -m clientswarm.worker --service URL --cluster ID --ind
 own session, with the cluster token in its environment and its output in
 ``<log_dir>/worker-<N>.log`` (or takes a standby worker that has already loaded its code, see
 :mod:`clientswarm.spawners.standby`). Workers outlive a restart of the service (they keep retrying
-their batches until it is back); the service then follows them by pid and by heartbeat.
+their batches until it is back); the service then follows them by heartbeat and by process,
+identified beyond its pid (start time and boot, see :mod:`clientswarm.spawners.identity`): a
+stop signals only the processes it started, never whatever process now holds a stored pid.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from clientswarm.errors import SpawnerError
 from clientswarm.spawners.base import ClusterLaunch, WorkerExit
+from clientswarm.spawners.identity import WorkerProcess, boot_id, start_ticks
 from clientswarm.spawners.standby import StandbyWorkers
 
 LOG_TAIL_LINES = 20
@@ -43,19 +46,10 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - someone else's process: alive
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:  # no procfs (macOS): trust kill(0)
-        return True
+def stored_worker(state: dict[str, Any], key: str) -> WorkerProcess:
+    """Worker ``key`` (its index as a string) of a stored local spawner state."""
+    started = state.get("started", {}).get(key)
+    return WorkerProcess(int(state["pids"][key]), started, state.get("boot_id"))
 
 
 class LocalSpawner:
@@ -64,8 +58,10 @@ class LocalSpawner:
     kind = "local"
 
     def __init__(self, standby: StandbyWorkers | None = None) -> None:
-        # Processes this service instance started; after a restart only pids remain.
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # The processes this service instance started, by cluster and worker index (never by
+        # pid: a pid may be reused by another cluster's worker); they are signalled through
+        # their Popen. After a restart only the stored identities remain.
+        self._children: dict[str, dict[int, subprocess.Popen[bytes]]] = {}
         self._standby = standby
 
     def argv(self, launch: ClusterLaunch, index: int) -> list[str]:
@@ -83,18 +79,19 @@ class LocalSpawner:
         return "\n".join(lines) + "\n"
 
     async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
-        """Start every worker; the state holds their pids."""
+        """Start every worker; the state holds their pids, start times and the boot id."""
         return await asyncio.to_thread(self._start_all, launch)
 
     def _start_all(self, launch: ClusterLaunch) -> dict[str, Any]:
         Path(launch.log_dir).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **launch.worker_env()}
+        env = launch.full_env()
+        children = self._children.setdefault(launch.cluster_id, {})
         pids: dict[str, int] = {}
         for index in range(launch.workers):
             if self._standby is not None:
                 ready = self._standby.hand_off(launch, index, log_path(launch.log_dir, index))
                 if ready is not None:
-                    self._children[ready.pid] = ready
+                    children[index] = ready
                     pids[str(index)] = ready.pid
                     continue
             try:
@@ -108,27 +105,30 @@ class LocalSpawner:
                         start_new_session=True,  # outlives the service; a Ctrl-C does not hit it
                     )
             except OSError as exc:
-                self._kill_now([int(pid) for pid in pids.values()])
+                self._kill_now(launch.cluster_id, {"pids": pids})
                 raise SpawnerError(
                     f"could not start worker {index} of cluster {launch.cluster_id} with "
                     f"{launch.python}: {exc}"
                 ) from exc
-            self._children[process.pid] = process
+            children[index] = process
             pids[str(index)] = process.pid
-        return {"pids": pids, "log_dir": launch.log_dir}
+        # Read while they are unreaped children, so each pid is still the process started.
+        started = {key: start_ticks(pid) for key, pid in pids.items()}
+        return {"pids": pids, "started": started, "boot_id": boot_id(), "log_dir": launch.log_dir}
 
     async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
         """Workers whose process has ended, with exit code (when known) and log tail."""
         ended: list[WorkerExit] = []
-        for key, pid in state.get("pids", {}).items():
+        children = self._children.get(cluster_id, {})
+        for key in state.get("pids", {}):
             index = int(key)
-            child = self._children.get(pid)
+            child = children.get(index)
             if child is not None:
                 code = child.poll()
                 if code is None:
                     continue
                 reason = f"exited with code {code}"
-            elif pid_alive(pid):
+            elif stored_worker(state, key).alive():
                 continue
             else:
                 code, reason = None, "its process is gone (exit code unknown after a restart)"
@@ -137,36 +137,48 @@ class LocalSpawner:
         return ended
 
     async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
-        """SIGTERM every live worker, then SIGKILL those still alive after ``grace_s``."""
-        pids = [int(pid) for pid in state.get("pids", {}).values()]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        """SIGTERM every live worker, then SIGKILL those still alive after ``grace_s``; only
+        ever the processes started as its workers (see :mod:`clientswarm.spawners.identity`)."""
+        keys = list(state.get("pids", {}))
+        for key in keys:
+            self._signal(cluster_id, state, key, signal.SIGTERM)
         for _ in range(max(1, int(grace_s / 0.05))):
-            if not any(self._alive(pid) for pid in pids):
+            if not any(self._alive(cluster_id, state, key) for key in keys):
                 break
             await asyncio.sleep(0.05)
-        self._kill_now(pids)
+        self._kill_now(cluster_id, state)
 
     async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
         """Forget the worker processes of a finished cluster once they have been reaped."""
-        for pid in [int(pid) for pid in state.get("pids", {}).values()]:
-            child = self._children.get(pid)
-            if child is not None and child.poll() is not None:
-                del self._children[pid]
+        children = self._children.get(cluster_id, {})
+        for index, child in list(children.items()):
+            if child.poll() is not None:
+                del children[index]
+        if not children:
+            self._children.pop(cluster_id, None)
 
-    def _kill_now(self, pids: list[int]) -> None:
-        for pid in pids:
-            if self._alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            child = self._children.get(pid)
+    def _kill_now(self, cluster_id: str, state: dict[str, Any]) -> None:
+        children = self._children.get(cluster_id, {})
+        for key in state.get("pids", {}):
+            if self._alive(cluster_id, state, key):
+                self._signal(cluster_id, state, key, signal.SIGKILL)
+            child = children.get(int(key))
             if child is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=1.0)
 
-    def _alive(self, pid: int) -> bool:
-        child = self._children.get(pid)
+    def _signal(
+        self, cluster_id: str, state: dict[str, Any], key: str, sig: signal.Signals
+    ) -> None:
+        child = self._children.get(cluster_id, {}).get(int(key))
+        if child is not None:  # Popen sends nothing once it has reaped the child
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(sig)
+        else:
+            stored_worker(state, key).signal(sig)
+
+    def _alive(self, cluster_id: str, state: dict[str, Any], key: str) -> bool:
+        child = self._children.get(cluster_id, {}).get(int(key))
         if child is not None:
             return child.poll() is None
-        return pid_alive(pid)
+        return stored_worker(state, key).alive()

@@ -70,7 +70,11 @@ class Checkpointer:
             log.debug("WAL restart of %s skipped: %s", self.path, exc)
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:  # the writers fail alike, and say so
+            log.warning("no background checkpoints of %s: %s", self.path, exc)
+            return
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             while not self._stopping.wait(self.interval_s):

@@ -14,6 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
@@ -24,6 +25,9 @@ BUSY_TIMEOUT_MS = 30_000
 
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 """A WAL file that grew past this is truncated back to it when it starts over."""
+
+PG_CONNECT_TIMEOUT_S = 10
+"""How long a new PostgreSQL connection may take, unless the URL sets ``connect_timeout``."""
 
 BEGIN_OPTION = "clientswarm_begin"
 """Execution option naming the SQLite ``BEGIN`` mode (``IMMEDIATE`` for writes)."""
@@ -50,6 +54,17 @@ def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite database: its path, also when given as a ``file:`` URI
+    (``sqlite:///file:/data/x.sqlite?mode=ro&uri=true``); None in memory or not SQLite."""
+    if url.get_backend_name() != "sqlite" or is_memory_sqlite(url) or not url.database:
+        return None
+    if url.database.startswith("file:") and url.query.get("uri") in ("true", "1"):
+        path = unquote(urlsplit(url.database).path)
+        return path if path and path != ":memory:" else None
+    return url.database
+
+
 def make_engine(url: URL, *, background_checkpoints: bool = False) -> Engine:
     """An engine for ``url``, with the SQLite settings above where it is SQLite.
 
@@ -58,12 +73,17 @@ def make_engine(url: URL, *, background_checkpoints: bool = False) -> Engine:
     """
     if url.get_backend_name() != "sqlite":
         kwargs: dict[str, Any] = {"pool_size": 8, "max_overflow": 32, "pool_pre_ping": True}
+        if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+            # An unreachable host would otherwise hold a connection attempt (and the service's
+            # start, or a request) for the system's TCP timeout, minutes.
+            kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
         return create_engine(url, **kwargs)
     if is_memory_sqlite(url):
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        if url.database:
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         # A pooled connection is used by one thread at a time, so it may move between threads.
         engine = create_engine(
             url,
@@ -101,4 +121,12 @@ def _on_sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-__all__ = ["BEGIN_OPTION", "BUSY_TIMEOUT_MS", "is_memory_sqlite", "make_engine", "url_from"]
+__all__ = [
+    "BEGIN_OPTION",
+    "BUSY_TIMEOUT_MS",
+    "PG_CONNECT_TIMEOUT_S",
+    "is_memory_sqlite",
+    "make_engine",
+    "sqlite_file",
+    "url_from",
+]

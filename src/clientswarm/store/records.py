@@ -18,7 +18,30 @@ UNFINISHED_STATUSES: tuple[str, ...] = ("pending", "starting", "running")
 
 
 class StoreError(ClientswarmError):
-    """The store refused an operation (a duplicate id, an incompatible database)."""
+    """The store refused an operation (a duplicate id, an incompatible database).
+
+    The tree::
+
+        StoreError
+        ├── StoreUnavailable   the database failed (full disk, read-only, unreachable): retry
+        ├── StoreInUse         another service owns the store (see clientswarm.store.owner)
+        └── BatchRejected      the database refused a value of a sample batch: do not retry
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The database failed to read or write (a full disk, a read-only file, a lost server).
+
+    Nothing of the failed call was committed: the same call may succeed once it works again.
+    """
+
+
+class StoreInUse(StoreError):
+    """Another service owns the store: one store has one service at a time."""
+
+
+class BatchRejected(StoreError):
+    """The database refused a value of a sample batch (out of its column's range, too long)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +110,12 @@ class EventRecord:
 
 __all__ = [
     "UNFINISHED_STATUSES",
+    "BatchRejected",
     "ClientRecord",
     "ClusterRecord",
     "EventRecord",
     "StoreError",
+    "StoreInUse",
+    "StoreUnavailable",
     "WorkerRecord",
 ]

@@ -17,15 +17,18 @@ from typing import Any, Self
 import orjson
 from sqlalchemy import Connection, Row, Table, bindparam, func, inspect, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.schema import CreateColumn
 
 from clientswarm.metrics.sample import Sample
 from clientswarm.store import schema
 from clientswarm.store.database import Database
-from clientswarm.store.engine import url_from
+from clientswarm.store.engine import sqlite_file, url_from
+from clientswarm.store.health import StoreHealth
+from clientswarm.store.owner import OwnerLock, claim
 from clientswarm.store.records import (
     UNFINISHED_STATUSES,
+    BatchRejected,
     ClientRecord,
     ClusterRecord,
     EventRecord,
@@ -60,6 +63,19 @@ class Store:
         self.url = self._db.url
         self.engine = self._db.engine
         self._samples = SampleInserter(self.engine.dialect)
+        self._owner: OwnerLock | None = None
+        dbapi = self.engine.dialect.loaded_dbapi
+        self._data_errors: tuple[type[Exception], ...] = (DataError, dbapi.DataError)
+
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the database works, from the outcome of this store's calls."""
+        return self._db.health
+
+    @property
+    def name(self) -> str:
+        """The store for messages: a SQLite file's path, else the URL without its password."""
+        return sqlite_file(self.url) or self.url.render_as_string(hide_password=True)
 
     @classmethod
     def from_url_or_path(cls, value: str | os.PathLike[str]) -> Store:
@@ -72,7 +88,7 @@ class Store:
         A database of this version that predates a compatible addition (a column of
         :data:`~clientswarm.store.schema.ADDED_COLUMNS`) gets the column, with its default.
         """
-        with self._db.begin() as conn:
+        with self._db.begin("create_all") as conn:
             schema.metadata.create_all(conn)
             _add_missing_columns(conn)
             meta = schema.store_meta
@@ -90,8 +106,19 @@ class Store:
                     "use a new database file or URL"
                 )
 
+    def claim(self) -> None:
+        """Become the one service of this store until :meth:`close` (see
+        :mod:`clientswarm.store.owner`); StoreInUse names the service that has it."""
+        if self._owner is None:
+            with self._db.tracked("claim"):
+                self._owner = claim(self.url, self.engine, self.name)
+
     def close(self) -> None:
-        """Stop background checkpoints (after a last one) and close every pooled connection."""
+        """Stop background checkpoints (after a last one), give up the store when claimed,
+        and close every pooled connection."""
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
         self._db.close()
 
     def __enter__(self) -> Self:
@@ -110,14 +137,14 @@ class Store:
     def create_cluster(self, rec: ClusterRecord) -> None:
         """Insert a new cluster; an id already taken raises :class:`StoreError`."""
         try:
-            with self._db.begin() as conn:
+            with self._db.begin("create_cluster") as conn:
                 conn.execute(_c.insert().values(**dataclasses.asdict(rec)))
         except IntegrityError as exc:
             raise StoreError(f"cluster {rec.id!r} exists already; pick a new id") from exc
 
     def get_cluster(self, cluster_id: str) -> ClusterRecord | None:
         """The cluster, or None."""
-        with self._db.read() as conn:
+        with self._db.read("get_cluster") as conn:
             row = conn.execute(select(_c).where(_c.c.id == cluster_id)).first()
         return None if row is None else ClusterRecord(**row._asdict())
 
@@ -126,7 +153,7 @@ class Store:
         query = select(_c).order_by(_c.c.created_at.desc(), _c.c.id.desc())
         if status is not None:
             query = query.where(_c.c.status == status)
-        with self._db.read() as conn:
+        with self._db.read("list_clusters") as conn:
             return [ClusterRecord(**row._asdict()) for row in conn.execute(query)]
 
     def unfinished_clusters(self) -> list[ClusterRecord]:
@@ -136,13 +163,13 @@ class Store:
             .where(_c.c.status.in_(UNFINISHED_STATUSES))
             .order_by(_c.c.created_at, _c.c.id)
         )
-        with self._db.read() as conn:
+        with self._db.read("unfinished_clusters") as conn:
             return [ClusterRecord(**row._asdict()) for row in conn.execute(query)]
 
     def update_cluster(self, cluster_id: str, **fields: Any) -> bool:
         """Set ``fields`` of a cluster; False when there is no such cluster."""
         values = _checked_fields(_c, fields, key=("id",))
-        with self._db.begin() as conn:
+        with self._db.begin("update_cluster") as conn:
             result = conn.execute(_c.update().where(_c.c.id == cluster_id).values(values))
         return result.rowcount > 0
 
@@ -154,7 +181,7 @@ class Store:
         which the rest cascades.
         """
         while True:
-            with self._db.begin() as conn:
+            with self._db.begin("delete_cluster") as conn:
                 ids = (
                     select(_s.c.id)
                     .where(_s.c.cluster_id == cluster_id)
@@ -164,7 +191,7 @@ class Store:
                 deleted = conn.execute(_s.delete().where(_s.c.id.in_(ids))).rowcount
             if deleted < _DELETE_CHUNK:
                 break
-        with self._db.begin() as conn:
+        with self._db.begin("delete_cluster") as conn:
             # Samples committed since the loop above go in the same transaction as the cluster.
             conn.execute(_s.delete().where(_s.c.cluster_id == cluster_id))
             return conn.execute(_c.delete().where(_c.c.id == cluster_id)).rowcount > 0
@@ -177,7 +204,7 @@ class Store:
             return
         rows = [dataclasses.asdict(WorkerRecord(cluster_id, index)) for index in range(count)]
         try:
-            with self._db.begin() as conn:
+            with self._db.begin("create_workers") as conn:
                 conn.execute(_w.insert(), rows)
         except IntegrityError as exc:
             raise StoreError(
@@ -189,20 +216,20 @@ class Store:
         """Set ``fields`` of a worker; False when there is no such worker."""
         values = _checked_fields(_w, fields, key=("cluster_id", "index"))
         query = _w.update().where(_w.c.cluster_id == cluster_id, _w.c.index == index)
-        with self._db.begin() as conn:
+        with self._db.begin("update_worker") as conn:
             return conn.execute(query.values(values)).rowcount > 0
 
     def get_worker(self, cluster_id: str, index: int) -> WorkerRecord | None:
         """The worker, or None."""
         query = select(_w).where(_w.c.cluster_id == cluster_id, _w.c.index == index)
-        with self._db.read() as conn:
+        with self._db.read("get_worker") as conn:
             row = conn.execute(query).first()
         return None if row is None else WorkerRecord(**row._asdict())
 
     def list_workers(self, cluster_id: str) -> list[WorkerRecord]:
         """The workers of a cluster by index."""
         query = select(_w).where(_w.c.cluster_id == cluster_id).order_by(_w.c.index)
-        with self._db.read() as conn:
+        with self._db.read("list_workers") as conn:
             return [WorkerRecord(**row._asdict()) for row in conn.execute(query)]
 
     # -- clients ------------------------------------------------------------------------
@@ -213,7 +240,7 @@ class Store:
             return
         rows = [{**dataclasses.asdict(c), "cluster_id": cluster_id} for c in clients]
         try:
-            with self._db.begin() as conn:
+            with self._db.begin("create_clients") as conn:
                 conn.execute(_cl.insert(), rows)
         except IntegrityError as exc:
             raise StoreError(
@@ -225,7 +252,7 @@ class Store:
         """Set the state of the clients ``ids``; the number of clients changed."""
         wanted = sorted(set(ids))  # ascending, like add_batch: row locks in one order
         changed = 0
-        with self._db.begin() as conn:
+        with self._db.begin("set_client_state") as conn:
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
                 query = _cl.update().where(_cl.c.cluster_id == cluster_id, _cl.c.id.in_(chunk))
@@ -241,13 +268,13 @@ class Store:
             query = query.where(_cl.c.group == group)
         if state is not None:
             query = query.where(_cl.c.state == state)
-        with self._db.read() as conn:
+        with self._db.read("list_clients") as conn:
             return [ClientRecord(**row._asdict()) for row in conn.execute(query)]
 
     def get_client(self, cluster_id: str, client_id: int) -> ClientRecord | None:
         """The client, or None."""
         query = select(_cl).where(_cl.c.cluster_id == cluster_id, _cl.c.id == client_id)
-        with self._db.read() as conn:
+        with self._db.read("get_client") as conn:
             row = conn.execute(query).first()
         return None if row is None else ClientRecord(**row._asdict())
 
@@ -255,6 +282,10 @@ class Store:
 
     def add_batch(self, cluster_id: str, worker: int, seq: int, samples: Sequence[Sample]) -> bool:
         """Store one batch of a worker in one committed transaction; False for a seen ``seq``.
+
+        BatchRejected when the database refuses a value (nothing is stored; sending the same
+        batch again cannot help), StoreUnavailable when the database fails (nothing is stored;
+        send it again later).
 
         The batch row is the idempotency record: a second ``(cluster_id, worker, seq)`` —
         resent, or racing in from another thread — violates its primary key, the transaction
@@ -269,7 +300,7 @@ class Store:
             "count": len(samples),
         }
         try:
-            with self._db.begin() as conn:
+            with self._db.begin("add_batch") as conn:
                 conn.execute(_b.insert().values(batch_row))
                 if samples:
                     self._samples.insert(conn, cluster_id, samples)
@@ -280,6 +311,12 @@ class Store:
             # Not a duplicate: another constraint failed, which can only be the cluster's.
             raise StoreError(
                 f"cannot store batch {seq} of worker {worker}: no cluster {cluster_id!r}"
+            ) from exc
+        except self._data_errors as exc:  # e.g. a value out of an int4 column's range
+            cause = getattr(exc, "orig", None) or exc
+            raise BatchRejected(
+                f"the store refused batch {seq} of worker {worker}: "
+                f"{' '.join(str(cause).split())[:300]}"
             ) from exc
         return True
 
@@ -311,7 +348,7 @@ class Store:
         query = select(_b.c.seq).where(
             _b.c.cluster_id == cluster_id, _b.c.worker == worker, _b.c.seq == seq
         )
-        with self._db.read() as conn:
+        with self._db.read("batch_exists") as conn:
             return conn.execute(query).first() is not None
 
     def iter_samples(self, cluster_id: str, *, chunk: int = 5000) -> Iterator[Sample]:
@@ -337,7 +374,7 @@ class Store:
                     .where(_s.c.cluster_id == cluster_id, _s.c.id > lo, _s.c.id <= lo + chunk)
                     .order_by(_s.c.id)
                 )
-                with self._db.read() as conn:
+                with self._db.read("iter_samples") as conn:
                     rows = conn.execute(query).all()
                 lo += chunk
                 for row in rows:
@@ -349,7 +386,7 @@ class Store:
 
     def _sample_id_span(self, cluster_id: str) -> tuple[int | None, int | None]:
         query = select(func.min(_s.c.id), func.max(_s.c.id)).where(_s.c.cluster_id == cluster_id)
-        with self._db.read() as conn:
+        with self._db.read("sample_id_span") as conn:
             first, last = conn.execute(query).one()
         return first, last
 
@@ -358,7 +395,7 @@ class Store:
         query = select(func.count()).select_from(_s).where(_s.c.cluster_id == cluster_id)
         if group is not None:
             query = query.where(_s.c.group == group)
-        with self._db.read() as conn:
+        with self._db.read("count_samples") as conn:
             return int(conn.execute(query).scalar_one())
 
     # -- events -------------------------------------------------------------------------
@@ -375,7 +412,7 @@ class Store:
             "message": message,
             "data_json": data_json,
         }
-        with self._db.begin() as conn:
+        with self._db.begin("add_event") as conn:
             key = conn.execute(_e.insert().values(row)).inserted_primary_key
         assert key is not None
         return int(key[0])
@@ -390,7 +427,7 @@ class Store:
             .order_by(_e.c.id)
             .limit(limit)
         )
-        with self._db.read() as conn:
+        with self._db.read("list_events") as conn:
             return [_event(row) for row in conn.execute(query)]
 
 

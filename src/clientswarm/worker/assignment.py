@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from clientswarm.config.models import ClusterConfig
+from clientswarm.config.paths import FileScope
 
 
 class Assignment(BaseModel):
@@ -28,8 +29,20 @@ class Assignment(BaseModel):
         description="Cluster-wide ids of this worker's clients, as the service placed them",
     )
     base_dir: str = Field(default=".", description="Folder that relative dataset paths resolve in")
+    path_roots: list[str] | None = Field(
+        default=None,
+        description="The only folders the config's paths may reach (the operator's "
+        "--allow-path of a shared service); none: anywhere",
+    )
     batch_interval_s: float = Field(default=0.5, gt=0, description="Max delay before samples ship")
     batch_max: int = Field(default=2000, ge=1, description="Max samples in one batch")
+
+    def file_scope(self) -> FileScope:
+        """Where the config's paths resolve on this worker: the service's scope again, so a
+        path that changed since the service checked it (a symlink swapped) is refused here."""
+        if self.path_roots is None:
+            return FileScope.anywhere(self.base_dir)
+        return FileScope.confined(self.path_roots, base_dir=self.base_dir)
 
 
 WorkerOutcome = Literal["completed", "failed", "cancelled"]

@@ -9,6 +9,10 @@ Single clients can be stopped while the others carry on (:meth:`WorkerRuntime.st
 a closed-loop client's task is cancelled; an open-loop client's remaining arrivals are skipped
 and its requests in flight cancelled. Either way an interrupted request is recorded as a
 ``cancelled`` sample, as when the whole worker stops.
+
+A client whose request failed to connect backs off before it sends again (closed and open loop
+alike; :mod:`clientswarm.load.backoff` has the rules): its next send waits, its scheduled
+time does not move, so the wait shows as schedule lag.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -33,8 +36,10 @@ from clientswarm.interactions.http1 import Http1Client
 from clientswarm.interactions.registry import ClusterInteractions
 from clientswarm.load import (
     ClosedPlan,
+    ConnectBackoff,
     StageSpan,
     WorkerClient,
+    backoff_rng,
     client_ids,
     client_rng,
     clients_of_worker,
@@ -60,6 +65,10 @@ every reading of a long run (up to 100 000) would itself stall the loop for ~30 
 def target_headers(config: ClusterConfig) -> dict[str, str]:
     """Headers of every request: the target's extra headers and the API key from its env var."""
     headers = dict(config.target.headers)
+    for header, name in config.target.headers_from_env.items():
+        value = os.environ.get(name)
+        if value is not None:
+            headers[header] = value
     if config.target.api_key_env:
         key = os.environ.get(config.target.api_key_env)
         if key:
@@ -99,7 +108,7 @@ class WorkerRuntime:
         self.loop_lag = LoopLagMonitor()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
-        self._interactions = ClusterInteractions(self.config, base_dir=Path(assignment.base_dir))
+        self._interactions = ClusterInteractions(self.config, files=assignment.file_scope())
         hosted = clients_of_worker(self.config, assignment.worker, assignment.workers)
         self._hosted_ids = frozenset(c.client_id for c in hosted)
         if assignment.clients and set(assignment.clients) != self._hosted_ids:
@@ -117,6 +126,7 @@ class WorkerRuntime:
         self._client_tasks: dict[int, asyncio.Task[None]] = {}  # closed loop
         self._client_requests: dict[int, set[asyncio.Task[None]]] = {}  # open loop, in flight
         self._dispatchers: dict[int, asyncio.Task[None]] = {}  # open loop, by group index
+        self._backoffs: dict[int, ConnectBackoff] = {}  # after connection failures, by client
 
     @property
     def active_clients(self) -> int:
@@ -255,6 +265,15 @@ class WorkerRuntime:
         group: GroupConfig,
         client: WorkerClient,
     ) -> ClientContext:
+        backoff = self._backoffs[client.client_id] = ConnectBackoff(
+            backoff_rng(self.config.seed, client.client_id)
+        )
+        record, observe = self.recorder.record, backoff.observe
+
+        def emit(sample: Sample) -> None:
+            record(sample)
+            observe(sample)  # the client learns from each outcome whether it must back off
+
         return ClientContext(
             session=session,
             http1=http1,
@@ -265,10 +284,13 @@ class WorkerRuntime:
             worker=self.assignment.worker,
             rng=client_rng(self.config.seed, client.client_id),
             clock=self.clock,
-            emit=self.recorder.record,
+            emit=emit,
         )
 
     async def _perform(self, interaction: Interaction, ctx: ClientContext, at_ns: int) -> None:
+        backoff = self._backoffs[ctx.client]
+        while backoff.until_ns > self.clock.now_ns():  # held, not in flight: nothing is sent
+            await self._sleep_until(backoff.until_ns)
         self.in_flight += 1
         try:
             await interaction.perform(ctx, at_ns)
@@ -307,12 +329,14 @@ class WorkerRuntime:
         start_ns = self.assignment.start_ns
         warmup_end_ns = start_ns + int(self.config.warmup_s * 1e9)
         think: Callable[[], float] = think_sampler(load.think_time_s, ctx.rng)
+        backoff = self._backoffs[client.client_id]
         quota = plan.request_quota(client.local_index)
         measured = 0
         for window in plan.client_windows(client.local_index):
             next_ns = start_ns + int(window.start_s * 1e9)
             end_ns = math.inf if math.isinf(window.end_s) else start_ns + int(window.end_s * 1e9)
-            while (quota is None or measured < quota) and next_ns < end_ns:
+            # A backoff that ends after the window closes ends the window for this client.
+            while (quota is None or measured < quota) and max(next_ns, backoff.until_ns) < end_ns:
                 await self._sleep_until(next_ns)
                 await self._perform(interaction, ctx, next_ns)
                 if next_ns >= warmup_end_ns:

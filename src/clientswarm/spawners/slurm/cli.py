@@ -111,10 +111,13 @@ class SlurmCli:
     def _tool(self, name: str) -> str:
         return str(Path(self.bin_dir) / name) if self.bin_dir else name
 
-    async def submit(self, script_path: Path, env: Mapping[str, str]) -> str:
-        """``sbatch --parsable --export=ALL SCRIPT`` with ``env`` added; the array's job id."""
-        argv = [self._tool("sbatch"), "--parsable", "--export=ALL", str(script_path)]
-        done = await run_command(argv, env={**os.environ, **env}, timeout_s=SUBMIT_TIMEOUT_S)
+    async def submit(self, script_path: Path, env: Mapping[str, str], export: str) -> str:
+        """``sbatch --parsable EXPORT SCRIPT`` run with ``env`` (the workers' environment, the
+        token among them) and this service's ``SLURM_*`` settings; the array's job id.
+        ``export`` is :func:`~clientswarm.spawners.slurm.render.export_option`."""
+        argv = [self._tool("sbatch"), "--parsable", export, str(script_path)]
+        slurm = {k: v for k, v in os.environ.items() if k.startswith("SLURM_")}
+        done = await run_command(argv, env={**slurm, **env}, timeout_s=SUBMIT_TIMEOUT_S)
         if done.returncode != 0:
             raise done.failure("Slurm refused the job array")
         return parse_parsable(done.stdout)

@@ -3,8 +3,9 @@
 One job array per cluster, one array task per worker. Task ``i`` runs
 ``python -m clientswarm.worker --service URL --cluster ID --index $SLURM_ARRAY_TASK_ID`` and
 writes to ``<log_dir>/worker-<i>.log``. The cluster token is never in the script: it reaches
-the job through its environment (``sbatch --export=ALL`` from the service's environment, or
-the ``environment`` of the slurmrestd job description).
+the job through its environment (``sbatch --export=NAME,…`` naming exactly the workers'
+variables, or the ``environment`` of the slurmrestd job description); the workers get only the
+environment the operator's policy gives them, never the service's whole one.
 
 slurmrestd does not read ``#SBATCH`` lines, so the REST job description carries the same
 options as fields (``partition``, ``time_limit``, …); the script is the same either way.
@@ -26,8 +27,6 @@ REDACTED = "<redacted>"
 SCRIPT_NAME = "clientswarm.sbatch"
 """The script is also written to ``<log_dir>/clientswarm.sbatch`` for a user to read."""
 
-PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
-"""Variables of the service's environment a slurmrestd job gets (sbatch exports them all)."""
 
 # sbatch option names (long and short) → slurmrestd v0.0.38 job fields, for ``extra_sbatch``.
 _REST_FIELDS = {
@@ -148,11 +147,37 @@ def rest_environment(environment: Mapping[str, str], api_version: str) -> Any:
     return [f"{key}={value}" for key, value in environment.items()]
 
 
+PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
+"""What a slurmrestd job of ``clientswarm run`` gets from its environment (a REST job inherits
+nothing, unlike ``sbatch``); a shared service's jobs get what its policy gives workers."""
+
+
+def rest_environment_names(launch: ClusterLaunch) -> list[str]:
+    """The variables a slurmrestd job gets besides the token, by name."""
+    return sorted(launch.env) if launch.env is not None else list(PASSTHROUGH_ENV)
+
+
+def rest_worker_env(launch: ClusterLaunch, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables a slurmrestd job gets besides the token: the policy's (``launch.env``),
+    else :data:`PASSTHROUGH_ENV` of ``environ`` when set."""
+    if launch.env is not None:
+        return dict(launch.env)
+    return {name: environ[name] for name in PASSTHROUGH_ENV if environ.get(name)}
+
+
+def export_option(launch: ClusterLaunch) -> str:
+    """sbatch's ``--export``: ``ALL`` when the workers inherit this process's environment
+    (``clientswarm run``), else exactly the variables of the workers' environment, by name
+    (their values reach sbatch through its own environment, never its command line)."""
+    if launch.env is None:
+        return "--export=ALL"
+    return "--export=" + ",".join(sorted({*launch.env, TOKEN_ENV}))
+
+
 def job_environment(token: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a slurmrestd job: the token and :data:`PASSTHROUGH_ENV` if set."""
-    env = {name: environ[name] for name in PASSTHROUGH_ENV if environ.get(name)}
-    env[TOKEN_ENV] = token
-    return env
+    """The environment of a slurmrestd job: the workers' variables (``environ``, as the
+    operator's policy gave them) and the token."""
+    return {**environ, TOKEN_ENV: token}
 
 
 def rest_job(
@@ -200,7 +225,7 @@ def render_submission(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
         if rest.jwt_env:
             user = rest.user_name or "<this user>"
             head.append(f"#   headers: X-SLURM-USER-NAME: {user}, X-SLURM-USER-TOKEN: {REDACTED}")
-        shown = {name: f"${name}" for name in PASSTHROUGH_ENV}
+        shown = {name: f"${name}" for name in rest_environment_names(launch)}
         shown[TOKEN_ENV] = REDACTED
         job = rest_job(launch, config, shown, rest.api_version)
         head.append('#   body: {"script": <the script below>, "job": <this job>}')
@@ -209,6 +234,7 @@ def render_submission(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
     else:
         script = shlex.quote(str(PurePosixPath(log_dir) / SCRIPT_NAME))
         head.append(
-            f"# submitted with: {TOKEN_ENV}={REDACTED} sbatch --parsable --export=ALL {script}"
+            f"# submitted with: {TOKEN_ENV}={REDACTED} sbatch --parsable "
+            f"{shlex.quote(export_option(launch))} {script}"
         )
     return "\n".join(head) + "\n" + render_sbatch(launch, config)

@@ -27,11 +27,13 @@ from clientswarm.spawners.local import log_path, log_tail
 from clientswarm.spawners.slurm.cli import SlurmCli
 from clientswarm.spawners.slurm.render import (
     SCRIPT_NAME,
+    export_option,
     job_environment,
     log_dir_of,
     render_sbatch,
     render_submission,
     rest_job,
+    rest_worker_env,
 )
 from clientswarm.spawners.slurm.rest import SlurmRest
 from clientswarm.spawners.slurm.states import TaskStatus, ended_tasks
@@ -108,12 +110,14 @@ class SlurmSpawner:
         rest_state: dict[str, Any] | None = None
         if config.submit_via == "rest" and config.rest is not None:
             rest = SlurmRest(config.rest)
-            env = job_environment(launch.token, os.environ)
+            env = job_environment(launch.token, rest_worker_env(launch, os.environ))
             job = rest_job(launch, config, env, config.rest.api_version)
             job_id = await rest.submit(script, job)
             rest_state = config.rest.model_dump()
         else:
-            job_id = await self.cli.submit(log_dir / SCRIPT_NAME, launch.worker_env())
+            job_id = await self.cli.submit(
+                log_dir / SCRIPT_NAME, launch.full_env(), export_option(launch)
+            )
         return {
             "job_id": job_id,
             "workers": launch.workers,

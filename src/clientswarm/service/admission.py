@@ -1,0 +1,245 @@
+"""Admitting a configuration to the service: every check of :class:`OperatorPolicy` in one place.
+
+:func:`admit` runs before a cluster is created or a configuration is called valid, and collects
+every problem into one :class:`~clientswarm.errors.ConfigError` (an HTTP 422), each line naming
+the field, the bad value and what this service allows:
+
+- the limits (workers, clients);
+- the target's URL against ``--allow-target``;
+- the variables a target's credentials are read from against ``--allow-env``;
+- every path field (:data:`~clientswarm.config.paths.ConfigPath`) and every ``file:``
+  interaction against ``--allow-path``; every ``package.module:Name`` interaction against
+  ``--allow-module``;
+- the spawner: options that run code or reach credentials only from a preset, the preset
+  merged under what the configuration gave.
+
+:func:`admit` reads no file's content and imports no user code; :func:`admit_and_build` then
+builds what was admitted — datasets and tokenizers read, user code loaded (on a shared service
+in a short-lived subprocess, :mod:`clientswarm.service.usercheck`, never in the service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clientswarm.config.interactions import CustomInteraction
+from clientswarm.config.load import OpenLoadConfig
+from clientswarm.config.models import ClusterConfig, GroupConfig
+from clientswarm.config.paths import FileScope, path_values
+from clientswarm.errors import ConfigError
+from clientswarm.interactions.check import groups_only
+from clientswarm.interactions.registry import build_group_interactions
+from clientswarm.service.policy import OperatorPolicy
+from clientswarm.service.presets import merged_options, validate_options
+from clientswarm.service.usercheck import check_in_subprocess, has_user_code
+from clientswarm.service.usercode import place_user_code
+
+ASK = "ask the operator (clientswarm serve {flag})"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A configuration this service may run: where its paths resolve, and its spawner's
+    options with the preset merged in."""
+
+    config: ClusterConfig
+    files: FileScope
+    spawner_options: dict[str, Any]
+
+
+def admit(
+    config: ClusterConfig, policy: OperatorPolicy, *, base_dir: Path | None = None
+) -> Admitted:
+    """``config`` checked against ``policy``; ConfigError listing every problem."""
+    files = policy.file_scope(base_dir)
+    problems = [
+        *_limit_problems(config, policy),
+        *_target_problems(config, policy),
+        *_path_problems(config, files),
+        *_code_problems(config, policy, files),
+    ]
+    options, spawner_problems = _spawner_options(config, policy)
+    problems += spawner_problems
+    if problems:
+        raise ConfigError(problems)
+    return Admitted(config, files, options)
+
+
+def _limit_problems(config: ClusterConfig, policy: OperatorPolicy) -> list[str]:
+    limits = policy.limits
+    problems = []
+    workers = config.spawner.workers
+    if limits.max_workers is not None and workers > limits.max_workers:
+        problems.append(
+            f"spawner.workers: {workers} is more than this service allows for one cluster "
+            f"(at most {limits.max_workers}); " + ASK.format(flag="--max-workers")
+        )
+    clients = config.total_clients
+    if limits.max_clients is not None and clients > limits.max_clients:
+        problems.append(
+            f"groups: {clients} clients in all is more than this service allows for one "
+            f"cluster (at most {limits.max_clients}); " + ASK.format(flag="--max-clients")
+        )
+    planned = sum(planned_arrivals(group, config.warmup_s) for group in config.groups)
+    if limits.max_planned_requests is not None and planned > limits.max_planned_requests:
+        problems.append(
+            f"groups: the open-loop schedules plan about {planned:,.0f} requests, more than "
+            f"this service allows for one cluster (at most {limits.max_planned_requests:,}; "
+            "workers hold their schedule in memory); lower a rate or a duration, or "
+            + ASK.format(flag="--max-planned-requests")
+        )
+    return problems
+
+
+def planned_arrivals(group: GroupConfig, warmup_s: float) -> float:
+    """An upper bound of the requests an open-loop group schedules (warm-up included): its
+    peak rate over its whole time, or its request count when that comes first; 0 for a
+    closed loop, whose requests follow the answers and are never planned ahead."""
+    load = group.load
+    if not isinstance(load, OpenLoadConfig):
+        return 0.0
+    peak = max([load.rate or 0.0, *(stage.rate for stage in load.stages)])
+    duration = group.duration_s
+    by_time = math.inf if duration is None else peak * (warmup_s + duration)
+    requests = group.stop.requests
+    by_count = math.inf if requests is None else requests + peak * warmup_s
+    return min(by_time, by_count)
+
+
+def _target_problems(config: ClusterConfig, policy: OperatorPolicy) -> list[str]:
+    target = config.target
+    problems = []
+    if policy.targets is not None and not policy.targets.allows(target.url):
+        problems.append(
+            f"target.url: {target.url!r} is not a target this service may load-test "
+            f"(allowed: {policy.targets}); use one of those, or "
+            + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
+        )
+    named = [("target.api_key_env", target.api_key_env)] if target.api_key_env else []
+    named += [(f"target.headers_from_env.{h}", n) for h, n in target.headers_from_env.items()]
+    allowed = ", ".join(policy.target_env or ()) or "none"
+    for where, name in named:
+        if name is not None and not policy.env_name_allowed(name):
+            problems.append(
+                f"{where}: {name!r} is not a variable this service lets configurations read "
+                f"(allowed: {allowed}); " + ASK.format(flag="--allow-env NAME")
+            )
+    return problems
+
+
+def _path_problems(config: ClusterConfig, files: FileScope) -> list[str]:
+    problems = []
+    for where, value in path_values(config):
+        problem = files.check(value, where)
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
+    return problems
+
+
+def _code_problems(config: ClusterConfig, policy: OperatorPolicy, files: FileScope) -> list[str]:
+    problems = []
+    for index, group in enumerate(config.groups):
+        interaction = group.interaction
+        if not isinstance(interaction, CustomInteraction):
+            continue
+        where = f"groups[{index}].interaction.kind"
+        parts = interaction.file_parts()
+        if parts is not None:
+            if interaction.source is None:  # the source shipped inline is place_user_code's
+                problem = files.check(parts[0], where)
+                if problem is not None:
+                    problems.append(f"{where}: {problem}")
+        elif ":" in interaction.kind:
+            module = interaction.kind.split(":", 1)[0]
+            if not policy.module_allowed(module):
+                allowed = ", ".join(policy.modules or ()) or "none"
+                problems.append(
+                    f"{where}: module {module!r} is not one this service runs user code from "
+                    f"(allowed: {allowed}; installed entry points and files under the allowed "
+                    "folders also work); " + ASK.format(flag="--allow-module NAME")
+                )
+    return problems
+
+
+def _spawner_options(
+    config: ClusterConfig, policy: OperatorPolicy
+) -> tuple[dict[str, Any], list[str]]:
+    spawner = config.spawner
+    posted = spawner.model_dump(exclude_unset=True)
+    posted["kind"] = spawner.kind
+    problems = []
+    if not policy.operator_options_open:
+        presets = ", ".join(sorted(policy.spawner_presets)) or "none"
+        for name in type(spawner).OPERATOR_ONLY:
+            if name in spawner.model_fields_set:
+                problems.append(
+                    f"spawner.{name}: set only by the operator's spawner presets on this "
+                    f"service (presets: {presets}); name one with spawner.preset"
+                )
+    preset_name = getattr(spawner, "preset", None)
+    if preset_name is None:
+        return spawner.model_dump(), problems
+    preset = policy.spawner_presets.get(preset_name)
+    if preset is None:
+        known = ", ".join(sorted(policy.spawner_presets)) or "none"
+        problems.append(
+            f"spawner.preset: {preset_name!r} is not a preset of this service (presets: {known})"
+        )
+        return spawner.model_dump(), problems
+    if preset.get("kind") != spawner.kind:
+        problems.append(
+            f"spawner.preset: {preset_name!r} is a {preset.get('kind')} preset, but "
+            f"spawner.kind is {spawner.kind}"
+        )
+        return spawner.model_dump(), problems
+    merged, invalid = validate_options(merged_options(posted, preset))
+    problems += invalid
+    if merged is None:
+        return spawner.model_dump(), problems
+    return merged.model_dump(), problems
+
+
+async def admit_and_build(
+    config: ClusterConfig,
+    policy: OperatorPolicy,
+    *,
+    base_dir: Path | None = None,
+    python: str = sys.executable,
+) -> Admitted:
+    """:func:`admit`, then every group built as a worker will build it (user code in a
+    subprocess run by ``python`` when ``policy.isolate_user_code``); ConfigError listing every
+    problem of both."""
+    admitted = admit(config, policy, base_dir=base_dir)
+    placed = place_user_code(
+        admitted.config, files=admitted.files, allow_inline=policy.allow_inline_code
+    )
+    admitted = dataclasses.replace(admitted, config=placed)
+    if not policy.isolate_user_code:
+        await asyncio.to_thread(build_group_interactions, placed, files=admitted.files)
+        return admitted
+    problems: list[str] = []
+    try:
+        builtin = groups_only(placed, user=False)
+        await asyncio.to_thread(build_group_interactions, builtin, files=admitted.files)
+    except ConfigError as exc:
+        problems += exc.problems
+    if has_user_code(placed):
+        env = policy.worker_environment(placed)
+        try:
+            await check_in_subprocess(
+                placed, admitted.files, env, python=python, timeout_s=policy.check_timeout_s
+            )
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return admitted
+
+
+__all__ = ["Admitted", "admit", "admit_and_build"]
