@@ -133,6 +133,40 @@ def test_a_second_service_on_a_postgresql_store_is_refused_and_a_killed_owner_le
     _one_owner_then_a_successor(tmp_path, postgres_url)
 
 
+def test_an_owner_that_lost_its_postgresql_session_takes_the_lock_again_or_yields(
+    postgres_url: str,
+) -> None:
+    """A PostgreSQL restart ends the session that held the owner lock: the owner notices and
+    takes it again; if another service took it first, the owner is told (and stops)."""
+    from sqlalchemy import create_engine, text
+
+    def end_the_lock_session() -> None:
+        admin = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with admin.connect() as conn:
+            ended = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                )
+            ).all()
+            conn.commit()
+        admin.dispose()
+        assert ended, "no session held an advisory lock"
+
+    with Store.from_url_or_path(postgres_url) as first:
+        first.claim()
+        assert first.keep_claim() is False  # held: nothing to do
+        end_the_lock_session()
+        assert first.keep_claim() is True  # taken again on a new session
+        with pytest.raises(StoreInUse), Store.from_url_or_path(postgres_url) as second:
+            second.claim()  # the first holds it again
+        end_the_lock_session()
+        with Store.from_url_or_path(postgres_url) as second:
+            second.claim()  # the lock was free: a second service took it
+            with pytest.raises(StoreInUse):
+                first.keep_claim()
+
+
 # -- a service in this process, with the test speaking for worker 0 --------------------------
 
 

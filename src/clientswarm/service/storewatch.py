@@ -8,18 +8,29 @@ failing store may refuse the ``store_failing`` events themselves (a full disk ta
 all): those are written as soon as it works again, before ``store_recovered``, with the time
 the failure began in their data. ``GET /health`` and the cluster view read the store's health
 directly, so they say it at once.
+
+Every :data:`KEEP_CLAIM_EVERY_S` it also makes sure this service still owns the store
+(:meth:`~clientswarm.store.Store.keep_claim`): a PostgreSQL restart ends the session that held
+the owner lock, which is then taken again; when another service took it in between, this one
+stops (SIGTERM to itself: the usual graceful end) rather than follow clusters it no longer
+owns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterable
 
-from clientswarm.store import Store, StoreProblem, StoreUnavailable
+from clientswarm.store import Store, StoreInUse, StoreProblem, StoreUnavailable
 
 log = logging.getLogger("clientswarm.service")
+
+KEEP_CLAIM_EVERY_S = 5.0
+"""How often the service checks that it still holds its store's owner lock."""
 
 
 class StoreWatch:
@@ -30,9 +41,13 @@ class StoreWatch:
         self._problem: StoreProblem | None = None
         self._told: set[str] = set()  # clusters that were, or are to be, told of the failure
         self._untold: set[str] = set()  # … whose store_failing event is not written yet
+        self._claim_checked = time.monotonic()
 
     async def tick(self, cluster_ids: Iterable[str]) -> None:
         """Compare the store's health with the last tick's, and tell ``cluster_ids``."""
+        if time.monotonic() - self._claim_checked >= KEEP_CLAIM_EVERY_S:
+            self._claim_checked = time.monotonic()
+            await self.keep_claim()
         problem = self._store.health.problem()
         if problem is not None:
             if self._problem is None:
@@ -54,6 +69,21 @@ class StoreWatch:
                     time.time() - self._problem.since,
                 )
                 self._problem, self._told = None, set()
+
+    async def keep_claim(self) -> None:
+        """Take the owner lock again if it was lost; stop this service if another took it."""
+        try:
+            retaken = await asyncio.to_thread(self._store.keep_claim)
+        except StoreUnavailable:
+            return  # the database is away: its health says so; the next check tries again
+        except StoreInUse as exc:
+            log.critical("stopping: this service lost its store to another one: %s", exc)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if retaken:
+            log.warning(
+                "the store's owner lock was lost (its database session ended) and is held again"
+            )
 
     async def _tell_failing(self, problem: StoreProblem) -> None:
         for cluster_id in sorted(self._untold):

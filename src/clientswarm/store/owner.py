@@ -13,6 +13,11 @@ second service on the same store stops with :class:`~clientswarm.store.records.S
   says who holds it.
 - **In-memory SQLite** (and any other backend): nothing to share, no lock.
 
+A PostgreSQL session can also end under a running service (the server restarted, the
+connection was cut): the lock goes with it. :meth:`OwnerLock.keep`, called every few seconds
+by the service, notices, and takes the lock again on a new connection; when another service
+took it in between, it raises StoreInUse and the service stops rather than share the store.
+
 Either lock belongs to the process, not to a file's content: when the service dies, even by
 SIGKILL, the kernel drops the ``flock`` and PostgreSQL ends the session and its locks, so a
 successor is never refused by a stale lock. (A PostgreSQL server notices a vanished host only
@@ -46,6 +51,11 @@ class OwnerLock(Protocol):
 
     def release(self) -> None:
         """Give the store up (idempotent)."""
+
+    def keep(self) -> bool:
+        """Make sure the lock is still held, taking it again if it was lost: True when it was
+        taken again. StoreInUse when another process holds it now; StoreUnavailable when the
+        database cannot be reached to tell (try again later)."""
 
 
 def owner_tag() -> str:
@@ -111,16 +121,26 @@ class FileLock:
             os.close(self._fd)
             self._fd = None
 
+    def keep(self) -> bool:
+        """An open file's lock cannot be lost: nothing to do."""
+        return False
+
 
 class AdvisoryLock:
     """PostgreSQL's session-level advisory lock :data:`ADVISORY_KEY` on a dedicated connection."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, engine: Engine, store_name: str) -> None:
         self._conn: Connection | None = conn
+        self._engine = engine
+        self._store_name = store_name
 
     @classmethod
     def acquire(cls, engine: Engine, store_name: str) -> AdvisoryLock:
         """Take the lock, or raise StoreInUse naming the session that holds it."""
+        return cls(cls._take(engine, store_name), engine, store_name)
+
+    @staticmethod
+    def _take(engine: Engine, store_name: str) -> Connection:
         # Autocommit: the session holds the lock, no transaction stays open for hours.
         conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
@@ -134,7 +154,37 @@ class AdvisoryLock:
         except BaseException:
             conn.close()
             raise
-        return cls(conn)
+        return conn
+
+    def keep(self) -> bool:
+        """Check the session still holds the lock; on a new session take it again."""
+        if self._conn is None:
+            return False
+        try:
+            held = self._conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+                    "AND locktype = 'advisory' AND granted AND classid = :high AND objid = :low"
+                ),
+                {"high": _ADVISORY_HIGH, "low": _ADVISORY_LOW},
+            ).scalar_one()
+        except Exception:  # the session is gone, and its lock with it
+            held = 0
+        if held:
+            return False
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        try:
+            self._conn = self._take(self._engine, self._store_name)
+        except StoreInUse:
+            self._conn = None
+            raise
+        except Exception as exc:  # the server is not back yet: the next call tries again
+            raise StoreUnavailable(
+                f"the store's owner lock was lost and cannot be taken again yet: "
+                f"{type(exc).__name__}"
+            ) from exc
+        return True
 
     def release(self) -> None:
         """Unlock and close the connection (a lost connection has dropped the lock already)."""

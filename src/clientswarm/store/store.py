@@ -113,6 +113,11 @@ class Store:
             with self._db.tracked("claim"):
                 self._owner = claim(self.url, self.engine, self.name)
 
+    def keep_claim(self) -> bool:
+        """Make sure this process still owns the store (:meth:`OwnerLock.keep`): True when the
+        lock had been lost and was taken again; StoreInUse when another service took it."""
+        return self._owner.keep() if self._owner is not None else False
+
     def close(self) -> None:
         """Stop background checkpoints (after a last one), give up the store when claimed,
         and close every pooled connection."""
