@@ -444,6 +444,30 @@ async def test_results_that_cannot_be_computed_fail_the_cluster_once(
     assert len(tracebacks) == 1 and "computing its results failed" in tracebacks[0].message
 
 
+async def test_a_poisoned_store_fails_its_cluster_on_recovery_and_the_service_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="clientswarm.service")
+    with Store.from_url_or_path(str(tmp_path / "store.sqlite")) as store:
+        store.create_all()
+        async with worker0(tmp_path, store) as w:
+            poisoned = streamed(0, 2)
+            poisoned.scheduled_ns = "soon"  # type: ignore[assignment]
+            assert store.add_batch(w.cluster_id, 0, 1, [poisoned, streamed(1, 2)])
+            cluster_id = w.cluster_id
+        store.update_cluster(cluster_id, status="running")  # as if its workers had started
+        # The service stopped with the cluster running; a new one recovers it from the store.
+        settings = ServiceSettings(data_dir=tmp_path / "data", api_token=API_TOKEN)
+        async with running_service(store, settings) as service:
+            record = store.get_cluster(cluster_id)
+            assert record is not None
+            assert cluster_id not in service.manager.active
+        events = [e.message for e in store.list_events(cluster_id)]
+    assert record.status == "failed" and record.reason is not None and "'soon'" in record.reason
+    assert any(m.startswith("recovering it after the service restarted failed") for m in events)
+    assert "recovering it after the restart failed" in caplog.text
+
+
 async def test_a_value_out_of_its_postgresql_column_is_a_422(
     tmp_path: Path, postgres_url: str
 ) -> None:

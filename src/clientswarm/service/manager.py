@@ -654,8 +654,23 @@ class ClusterManager:
             await self._set_status(state, "failed", reason="the service restarted while launching")
             await self._finalise(state)
             return
-        await asyncio.to_thread(replay_live, self.store, record.id, state.live)
-        await asyncio.to_thread(replay_stops, self.store, state)
+        try:
+            await asyncio.to_thread(replay_live, self.store, record.id, state.live)
+            await asyncio.to_thread(replay_stops, self.store, state)
+        except StoreUnavailable:
+            raise  # the store itself fails: the service cannot start on it
+        except Exception as exc:
+            # Stored data the statistics cannot take (a batch written before batches were
+            # checked): fail this cluster once, saying why, and follow the others.
+            log.exception("cluster %s: recovering it after the restart failed", record.id)
+            self.active[record.id] = state
+            reason = (
+                f"recovering it after the service restarted failed ({type(exc).__name__}: "
+                f"{exc}); the raw samples are kept: GET /api/v1/clusters/{record.id}/samples"
+            )
+            await self._set_status(state, "failed", reason=reason)
+            await self._finalise(state)
+            return
         self.active[record.id] = state
         self._count_workers(state)
         await self._event(record.id, "recovered", "the service restarted and follows it again")
