@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from clientswarm.worker.assignment import Assignment
+from clientswarm.protocol.assignment import Assignment
 from integration.scripted_server import DONE, Script, ScriptedServer, chat_chunk, completion_chunk
 from postgres import PostgresServer, find_binary
 from service_process import ServiceProcess, simulator

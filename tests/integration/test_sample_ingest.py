@@ -12,9 +12,9 @@ import orjson
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
+from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
-from clientswarm.spawners.base import ClusterLaunch
 from clientswarm.store import Store
 
 T0 = 1_700_000_000_000_000_000

@@ -26,17 +26,17 @@ import pytest
 from rich.console import Console
 
 from clientswarm.config.loader import validate_config_data
+from clientswarm.protocol.assignment import Assignment
+from clientswarm.protocol.internal import NotYet, RegisterRequest
+from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
 from clientswarm.run.early import local_start_margin_s, start_early
 from clientswarm.run.local import run_locally
 from clientswarm.run.mock_target import LISTENING
 from clientswarm.service.manager import ClusterManager, Gone
-from clientswarm.service.protocol import NotYet, RegisterRequest
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import ClusterPreset
-from clientswarm.spawners.base import ClusterLaunch, WorkerExit
 from clientswarm.spawners.standby import StandbyWorkers, planned_local_workers
 from clientswarm.store import Store
-from clientswarm.worker.assignment import Assignment
 
 
 def config(workers: int, url: str = "http://127.0.0.1:9") -> Any:

@@ -27,9 +27,9 @@ import pytest
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
+from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.service.server import RunningService, open_store, running_service
 from clientswarm.service.settings import ServiceSettings
-from clientswarm.spawners.base import ClusterLaunch
 from clientswarm.store import Store, StoreError, StoreInUse
 from clientswarm.worker.internal_api import (
     InternalApiClient,

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from clientswarm.config.loader import validate_config_data
+from clientswarm.protocol.internal import Heartbeat, RegisterRequest
+from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
 from clientswarm.service.manager import ClusterManager
-from clientswarm.service.protocol import Heartbeat, RegisterRequest
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import ClusterState
-from clientswarm.spawners.base import ClusterLaunch, WorkerExit
 from clientswarm.store import Store
 from service_process import ServiceProcess, simulator
 

@@ -2,7 +2,7 @@
 
 The worker runs for real (in-process, or as ``python -m clientswarm.worker``) against the real
 simulator; the service side is :class:`InternalApiStub`, a small aiohttp server that implements
-the internal API of :mod:`clientswarm.service.protocol` and can misbehave on purpose (503s,
+the internal API of :mod:`clientswarm.protocol.internal` and can misbehave on purpose (503s,
 lost acknowledgements, restarts, revoked tokens). End-to-end tests with the real service live
 beside the service.
 """
@@ -27,7 +27,8 @@ from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, decode_batch
 from clientswarm.mock import MockSettings, start_mock_server
-from clientswarm.service.protocol import (
+from clientswarm.protocol.assignment import Assignment, WorkerReport
+from clientswarm.protocol.internal import (
     INTERNAL_PREFIX,
     TOKEN_ENV,
     BatchAck,
@@ -37,7 +38,6 @@ from clientswarm.service.protocol import (
     RegisterReply,
     RegisterRequest,
 )
-from clientswarm.worker.assignment import Assignment, WorkerReport
 from clientswarm.worker.service_client import (
     RetryPolicy,
     ServiceAuthError,
@@ -57,7 +57,7 @@ FAST = ServiceWorkerOptions(retry=RetryPolicy(initial_s=0.01, max_s=0.05), regis
 class InternalApiStub:
     """Stands in for the service's internal router (``/internal/v1``), only in this test.
 
-    It follows :mod:`clientswarm.service.protocol`: bearer token (401 without, 403 wrong),
+    It follows :mod:`clientswarm.protocol.internal`: bearer token (401 without, 403 wrong),
     202 :class:`NotYet` until every worker registered (plus ``extra_not_yet`` more), 410 on
     the assignment once ``stop_requested``, batches committed once per ``(worker, seq)`` and
     acknowledged again when resent, heartbeats answered with ``control``. Once ``gone`` (the

@@ -15,7 +15,7 @@ import pytest
 from clientswarm.config.loader import validate_config_data
 from clientswarm.load import BACKOFF_MAX_S, ConnectBackoff
 from clientswarm.metrics.sample import ERROR_CONNECTION, ERROR_TIMEOUT, Sample
-from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.worker.runtime import WorkerRuntime
 
 MS = 1_000_000

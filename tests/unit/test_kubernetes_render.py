@@ -18,7 +18,7 @@ import yaml
 from clientswarm.config.loader import validate_config_data
 from clientswarm.config.spawners import KubernetesSpawnerConfig
 from clientswarm.errors import ConfigError
-from clientswarm.spawners.base import ClusterLaunch
+from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.spawners.kubernetes import render_objects, render_submission, render_yaml
 from clientswarm.spawners.kubernetes.render import (
     cluster_selector,

@@ -18,7 +18,7 @@ import pytest
 
 from clientswarm.config.spawners import SlurmRestConfig, SlurmSpawnerConfig
 from clientswarm.errors import SpawnerError
-from clientswarm.spawners.base import ClusterLaunch
+from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.spawners.slurm import SlurmSpawner, render_sbatch
 from clientswarm.spawners.slurm.render import job_environment, rest_job, rest_worker_env
 from clientswarm.spawners.slurm.rest import rest_headers

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from clientswarm.spawners.base import ClusterLaunch
+from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.spawners.local import LocalSpawner, log_path
 
 

@@ -13,7 +13,7 @@ from clientswarm.config.loader import validate_config_data
 from clientswarm.errors import WorkerError
 from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
 from clientswarm.mock import MockSettings, start_mock_server
-from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.worker.runtime import WorkerRuntime
 
 START_DELAY_S = 0.3

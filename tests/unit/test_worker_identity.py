@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from clientswarm.spawners.base import ClusterLaunch
+from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.spawners.identity import WorkerProcess, boot_id, start_ticks
 from clientswarm.spawners.local import LocalSpawner
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from clientswarm.metrics.sample import Sample
-from clientswarm.worker.assignment import WorkerReport
+from clientswarm.protocol.assignment import WorkerReport
 from clientswarm.worker.recorder import SampleRecorder
 
 START_NS = 1_000_000_000_000

@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 from clientswarm.config.models import ClusterConfig
 from clientswarm.config.paths import FileScope
 from clientswarm.errors import ConfigError
+from clientswarm.protocol.assignment import Assignment
+from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.sockets import bind, url_of
 from clientswarm.service.usercode import place_user_code
-from clientswarm.spawners.base import ClusterLaunch
 from clientswarm.spawners.local import log_path
 from clientswarm.spawners.standby import EarlyStart, StandbyWorkers
-from clientswarm.worker.assignment import Assignment
 
 if TYPE_CHECKING:
     from clientswarm.service.state import ClusterPreset

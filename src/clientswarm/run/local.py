@@ -22,6 +22,7 @@ import orjson
 from clientswarm import aio
 from clientswarm.config.models import ClusterConfig
 from clientswarm.load import group_end_s
+from clientswarm.protocol.spawning import Spawner
 from clientswarm.reports.export import write_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.run.early import EarlyPlan, local_start_margin_s
@@ -31,7 +32,6 @@ from clientswarm.service.manager import ClusterManager
 from clientswarm.service.results import live_warnings
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
-from clientswarm.spawners.base import Spawner
 from clientswarm.spawners.local import LocalSpawner
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.spawners.standby import StandbyWorkers

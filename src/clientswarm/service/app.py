@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from clientswarm import __version__
 from clientswarm.config.loader import config_json_schema
 from clientswarm.config.models import ClusterConfig
+from clientswarm.protocol.internal import INTERNAL_PREFIX
 from clientswarm.service.auth import api_token_guard
 from clientswarm.service.bodylimit import BodySizeLimit
 from clientswarm.service.errors import install_error_handlers
@@ -19,7 +20,6 @@ from clientswarm.service.frontend import frontend_router
 from clientswarm.service.internal import internal_router
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.monitor import monitor_router
-from clientswarm.service.protocol import INTERNAL_PREFIX
 
 
 def create_app(

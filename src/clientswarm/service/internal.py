@@ -15,11 +15,7 @@ from clientswarm.metrics.wire import (
     BatchFormatError,
     decode_batch,
 )
-from clientswarm.service.auth import BEARER_CHALLENGE, bearer_token
-from clientswarm.service.errors import error_responses
-from clientswarm.service.manager import ClusterManager, Gone
-from clientswarm.service.params import ClusterId, WorkerIndex
-from clientswarm.service.protocol import (
+from clientswarm.protocol.internal import (
     INTERNAL_PREFIX,
     Assignment,
     BatchAck,
@@ -31,6 +27,10 @@ from clientswarm.service.protocol import (
     SampleBatch,
     WorkerReport,
 )
+from clientswarm.service.auth import BEARER_CHALLENGE, bearer_token
+from clientswarm.service.errors import error_responses
+from clientswarm.service.manager import ClusterManager, Gone
+from clientswarm.service.params import ClusterId, WorkerIndex
 from clientswarm.service.ratelimit import retry_after
 from clientswarm.service.state import ClusterState, hash_token, token_matches
 from clientswarm.store import BatchRejected, StoreUnavailable

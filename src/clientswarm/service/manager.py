@@ -28,10 +28,7 @@ from clientswarm.errors import ClientswarmError, SpawnerError
 from clientswarm.load import clients_of_worker
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.stats import summarize
-from clientswarm.service.admission import Admitted, admit_and_build
-from clientswarm.service.creation import new_cluster_rows
-from clientswarm.service.prometheus import LiveRegistry
-from clientswarm.service.protocol import (
+from clientswarm.protocol.internal import (
     Assignment,
     BatchAck,
     Control,
@@ -41,6 +38,10 @@ from clientswarm.service.protocol import (
     RegisterRequest,
     WorkerReport,
 )
+from clientswarm.protocol.spawning import ClusterLaunch, Spawner
+from clientswarm.service.admission import Admitted, admit_and_build
+from clientswarm.service.creation import new_cluster_rows
+from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.ratelimit import BatchLimiter
 from clientswarm.service.recovery import launched, recovered_state, replay_live, replay_stops
 from clientswarm.service.results import finish_clients, summarise, worker_rows, worker_warnings
@@ -54,7 +55,6 @@ from clientswarm.service.state import (
     worker_may_become,
 )
 from clientswarm.service.storewatch import StoreWatch
-from clientswarm.spawners.base import ClusterLaunch, Spawner
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClientRecord, ClusterRecord, Store, StoreUnavailable
 

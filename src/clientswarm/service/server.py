@@ -14,11 +14,11 @@ import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from clientswarm.protocol.spawning import Spawner
 from clientswarm.service.app import create_app
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.sockets import bind, url_of
-from clientswarm.spawners.base import Spawner
 from clientswarm.store import Store, StoreError, StoreUnavailable
 from clientswarm.store.health import one_line
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clientswarm.errors import SpawnerError
-from clientswarm.spawners.base import ClusterLaunch, WorkerExit
+from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
 from clientswarm.spawners.identity import WorkerProcess, boot_id, start_ticks
 from clientswarm.spawners.standby import StandbyWorkers
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
-from clientswarm.spawners.base import ClusterLaunch, Spawner, WorkerExit
+from clientswarm.protocol.spawning import ClusterLaunch, Spawner, WorkerExit
 
 SPAWNERS: dict[str, str] = {
     "local": "clientswarm.spawners.local:LocalSpawner",

@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from clientswarm.protocol.standby import EARLY_READY
+
 if TYPE_CHECKING:
-    from clientswarm.spawners.base import ClusterLaunch
+    from clientswarm.protocol.spawning import ClusterLaunch
 
 STANDBY_FLAG = "--standby"
-
-EARLY_READY = b"ready\n"
-"""What a standby with an early assignment writes on stdout once it can start."""
 
 EARLY_STANDBYS_PER_CPU = 2
 """At most this many standbys per CPU are started before the configuration is validated."""

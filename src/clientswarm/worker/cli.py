@@ -23,9 +23,9 @@ import orjson
 from clientswarm import aio
 from clientswarm.errors import WorkerError
 from clientswarm.imports import collections_paused
-from clientswarm.service.protocol import TOKEN_ENV
-from clientswarm.spawners.standby import EARLY_READY
-from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.protocol.assignment import Assignment, WorkerReport
+from clientswarm.protocol.internal import TOKEN_ENV
+from clientswarm.protocol.standby import EARLY_READY
 from clientswarm.worker.service_client import (
     ServiceWorkerOptions,
     WorkerEndpoint,

@@ -1,4 +1,4 @@
-"""The worker's HTTP client of the service's internal API (:mod:`clientswarm.service.protocol`):
+"""The worker's HTTP client of the service's internal API (:mod:`clientswarm.protocol.internal`):
 one call at a time, with retries, and the errors that end a worker.
 
 Retries (:class:`RetryPolicy`: 0.2 s doubling to at most 5 s, each delay jittered down by up to
@@ -33,8 +33,8 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from clientswarm.errors import WorkerError
-from clientswarm.service.protocol import TOKEN_ENV, worker_path
-from clientswarm.worker.assignment import Assignment
+from clientswarm.protocol.assignment import Assignment
+from clientswarm.protocol.internal import TOKEN_ENV, worker_path
 
 log = logging.getLogger("clientswarm.worker")
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from clientswarm.metrics.sample import Sample
-from clientswarm.worker.assignment import WorkerReport
+from clientswarm.protocol.assignment import WorkerReport
 
 
 class SampleSink(Protocol):

@@ -51,7 +51,7 @@ from clientswarm.load import (
     worker_schedule,
 )
 from clientswarm.metrics.sample import ERROR_CLIENT, Sample
-from clientswarm.worker.assignment import Assignment, WorkerOutcome, WorkerReport
+from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
 from clientswarm.worker.looplag import LoopLagMonitor
 from clientswarm.worker.recorder import SampleRecorder, SampleSink
 

@@ -1,4 +1,4 @@
-"""The worker as a client of the service's internal API (:mod:`clientswarm.service.protocol`).
+"""The worker as a client of the service's internal API (:mod:`clientswarm.protocol.internal`).
 
 :func:`run_service_worker` registers, polls for the assignment, runs the clients with a
 :class:`ServiceSink` while heartbeating, flushes the last samples and posts ``/finish``::
@@ -31,7 +31,8 @@ from clientswarm import __version__
 from clientswarm.errors import WorkerError
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
-from clientswarm.service.protocol import (
+from clientswarm.protocol.assignment import Assignment, WorkerReport
+from clientswarm.protocol.internal import (
     BatchAck,
     Control,
     Heartbeat,
@@ -39,7 +40,6 @@ from clientswarm.service.protocol import (
     RegisterReply,
     RegisterRequest,
 )
-from clientswarm.worker.assignment import Assignment, WorkerReport
 from clientswarm.worker.internal_api import (
     InternalApiClient,
     RetryPolicy,

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from clientswarm.config.spawners import KubernetesSpawnerConfig
-from clientswarm.service.protocol import TOKEN_ENV
-from clientswarm.spawners.base import ClusterLaunch
+from clientswarm.protocol.internal import TOKEN_ENV
+from clientswarm.protocol.spawning import ClusterLaunch
 
 REDACTED = "<redacted>"
 APP_NAME = "clientswarm"

@@ -30,8 +30,8 @@ from lightkube.types import CascadeType, PatchType
 
 from clientswarm.config.spawners import KubernetesSpawnerConfig
 from clientswarm.errors import SpawnerError
-from clientswarm.spawners.base import ClusterLaunch, WorkerExit
-from clientswarm.spawners.base import parse_options as spawner_options
+from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
+from clientswarm.protocol.spawning import parse_options as spawner_options
 from clientswarm.spawners.kubernetes.render import (
     CLUSTER_LABEL,
     CONTAINER_NAME,

@@ -20,8 +20,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from clientswarm.config.spawners import SlurmSpawnerConfig
-from clientswarm.service.protocol import TOKEN_ENV
-from clientswarm.spawners.base import ClusterLaunch
+from clientswarm.protocol.internal import TOKEN_ENV
+from clientswarm.protocol.spawning import ClusterLaunch
 
 REDACTED = "<redacted>"
 SCRIPT_NAME = "clientswarm.sbatch"

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from clientswarm.config.spawners import SlurmRestConfig, SlurmSpawnerConfig
 from clientswarm.errors import SpawnerError
-from clientswarm.spawners.base import ClusterLaunch, WorkerExit
-from clientswarm.spawners.base import parse_options as spawner_options
+from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
+from clientswarm.protocol.spawning import parse_options as spawner_options
 from clientswarm.spawners.local import log_path, log_tail
 from clientswarm.spawners.slurm.cli import SlurmCli
 from clientswarm.spawners.slurm.render import (

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from clientswarm.worker.assignment import Assignment, WorkerReport
+from clientswarm.protocol.assignment import Assignment, WorkerReport
 
 INTERNAL_PREFIX = "/internal/v1"
 TOKEN_ENV = "CLIENTSWARM_WORKER_TOKEN"

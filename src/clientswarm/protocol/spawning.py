@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from clientswarm.errors import SpawnerError
-from clientswarm.service.protocol import TOKEN_ENV
+from clientswarm.protocol.internal import TOKEN_ENV
 
 
 @dataclass(frozen=True)

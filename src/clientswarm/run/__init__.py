@@ -1,0 +1,1 @@
+"""``clientswarm run``: one cluster through the same service ``serve`` runs, in this process."""
