@@ -196,7 +196,7 @@ def test_unknown_field_at_top_level() -> None:
     line = one_problem(changed(["seedd"], 1))
     assert line == (
         "seedd: unknown field 'seedd' (did you mean 'seed'?); "
-        "valid fields: name, seed, target, spawner, warmup_s, slo, outputs, groups"
+        "valid fields: name, seed, target, targets, spawner, warmup_s, slo, outputs, groups"
     )
 
 
@@ -455,11 +455,11 @@ def test_required_field_missing() -> None:
 
 
 def test_empty_mapping_names_every_required_field() -> None:
-    assert problems_of({}) == [
-        "name: required field missing",
-        "target: required field missing",
-        "groups: required field missing",
-    ]
+    assert problems_of({}) == ["name: required field missing", "groups: required field missing"]
+    # the target (or targets) is asked for once the fields themselves are valid
+    group = {"name": "g", "interaction": {"kind": "hello"}, "stop": {"requests": 1}}
+    (line,) = problems_of({"name": "c", "groups": [group]})
+    assert "give the target (target: {url: …}) or several targets by name" in line
 
 
 def test_groups_needs_at_least_one_group() -> None:
@@ -715,7 +715,8 @@ def test_json_schema_is_json_with_definitions_and_descriptions() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["title"] == "clientswarm cluster configuration"
     assert schema["type"] == "object"
-    assert set(schema["required"]) == {"name", "target", "groups"}
+    assert set(schema["required"]) == {"name", "groups"}
+    assert schema["oneOf"] == [{"required": ["target"]}, {"required": ["targets"]}]
     assert schema["additionalProperties"] is False
     defs = schema["$defs"]
     for name in (

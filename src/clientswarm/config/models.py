@@ -14,7 +14,7 @@ import types
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from clientswarm.config.base import StrictModel
@@ -388,10 +388,21 @@ def _vary_errors(interaction: BaseModel, vary: Mapping[str, Any]) -> list[InitEr
     return errors
 
 
+DEFAULT_TARGET = "default"
+"""The name of the one target a configuration gives with ``target:``."""
+
+TargetName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+
+
 class GroupConfig(StrictModel):
     """Clients of one cluster that share one client configuration."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+    target: TargetName | None = Field(
+        default=None,
+        description="Name of the target the group's clients load (a key of targets); "
+        "default: the only target",
+    )
     clients: int = Field(default=1, ge=1, le=1_000_000, description="Number of clients")
     interaction: InteractionConfig
     load: LoadConfig = Field(default_factory=ClosedLoadConfig)
@@ -443,6 +454,13 @@ class GroupConfig(StrictModel):
 class ClusterConfig(StrictModel):
     """A ClientCluster: the clients spawned from one configuration file."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        # What _targets_of_groups checks, for editors: one of target and targets.
+        json_schema_extra={"oneOf": [{"required": ["target"]}, {"required": ["targets"]}]},
+    )
+
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     seed: int = Field(
         default=0,
@@ -450,7 +468,18 @@ class ClusterConfig(StrictModel):
         le=2**63 - 1,
         description="Seed of every random choice (arrivals, prompts); a signed 64-bit integer",
     )
-    target: TargetConfig
+    target: TargetConfig | None = Field(
+        default=None,
+        description=f"The target, when there is one (its name is {DEFAULT_TARGET!r}); "
+        "give target or targets",
+    )
+    targets: dict[TargetName, TargetConfig] = Field(
+        default_factory=dict,
+        max_length=64,
+        json_schema_extra={"minProperties": 1},
+        description="Targets by name, when there are several (e.g. two deployments to "
+        "compare); each group names its own with group.target",
+    )
     spawner: SpawnerConfig = Field(default_factory=LocalSpawnerConfig)
     warmup_s: float = Field(
         default=0.0, ge=0, description="Seconds at the start whose samples are excluded from stats"
@@ -468,6 +497,48 @@ class ClusterConfig(StrictModel):
                 raise ValueError(f"group names must be unique; {group.name!r} appears twice")
             seen.add(group.name)
         return groups
+
+    @model_validator(mode="after")
+    def _targets_of_groups(self) -> ClusterConfig:
+        if (self.target is None) == (not self.targets):
+            raise ValueError(
+                "give the target (target: {url: …}) or several targets by name (targets: "
+                "{a: {url: …}, b: {url: …}}), not both and not neither"
+            )
+        names = list(self.target_map())
+        for index, group in enumerate(self.groups):
+            if group.target is None and len(names) > 1:
+                raise ValueError(
+                    f"groups[{index}].target: required when there are several targets; "
+                    f"name one of: {', '.join(names)}"
+                )
+            if group.target is not None and group.target not in names:
+                raise ValueError(
+                    f"groups[{index}].target: {group.target!r} is not a target of this "
+                    f"configuration; targets: {', '.join(names)}"
+                )
+        return self
+
+    def target_map(self) -> dict[str, TargetConfig]:
+        """Every target by name (one ``target:`` is named :data:`DEFAULT_TARGET`)."""
+        if self.target is not None:
+            return {DEFAULT_TARGET: self.target}
+        return dict(self.targets)
+
+    def target_name_of(self, group: GroupConfig) -> str:
+        """The name of the target ``group`` loads."""
+        return group.target or next(iter(self.target_map()))
+
+    def target_of(self, group: GroupConfig) -> TargetConfig:
+        """The target ``group`` loads."""
+        return self.target_map()[self.target_name_of(group)]
+
+    def with_targets(self, update: dict[str, Any]) -> ClusterConfig:
+        """A copy with ``update`` applied to every target (e.g. ``{"url": …}``)."""
+        if self.target is not None:
+            return self.model_copy(update={"target": self.target.model_copy(update=update)})
+        targets = {name: t.model_copy(update=update) for name, t in self.targets.items()}
+        return self.model_copy(update={"targets": targets})
 
     @property
     def total_clients(self) -> int:

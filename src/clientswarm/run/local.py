@@ -209,8 +209,7 @@ def run_locally(
                 if mock_args is not None:
                     url = await stack.enter_async_context(mock_target(mock_args))
                     (console or _console()).print(f"simulator target at {url}", style="dim")
-                    target = config.target.model_copy(update={"url": url})
-                    ran = config.model_copy(update={"target": target})
+                    ran = config.with_targets({"url": url})  # every target: the simulator
                 return await run_cluster(
                     ran,
                     base_dir=base_dir,

@@ -113,23 +113,25 @@ def planned_arrivals(group: GroupConfig, warmup_s: float) -> float:
 
 
 def _target_problems(config: ClusterConfig, policy: OperatorPolicy) -> list[str]:
-    target = config.target
     problems = []
-    if policy.targets is not None and not policy.targets.allows(target.url):
-        problems.append(
-            f"target.url: {target.url!r} is not a target this service may load-test "
-            f"(allowed: {policy.targets}); use one of those, or "
-            + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
-        )
-    named = [("target.api_key_env", target.api_key_env)] if target.api_key_env else []
-    named += [(f"target.headers_from_env.{h}", n) for h, n in target.headers_from_env.items()]
     allowed = ", ".join(policy.target_env or ()) or "none"
-    for where, name in named:
-        if name is not None and not policy.env_name_allowed(name):
+    several = config.target is None
+    for name, target in config.target_map().items():
+        where = f"targets.{name}" if several else "target"
+        if policy.targets is not None and not policy.targets.allows(target.url):
             problems.append(
-                f"{where}: {name!r} is not a variable this service lets configurations read "
-                f"(allowed: {allowed}); " + ASK.format(flag="--allow-env NAME")
+                f"{where}.url: {target.url!r} is not a target this service may load-test "
+                f"(allowed: {policy.targets}); use one of those, or "
+                + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
             )
+        named = [(f"{where}.api_key_env", target.api_key_env)] if target.api_key_env else []
+        named += [(f"{where}.headers_from_env.{h}", n) for h, n in target.headers_from_env.items()]
+        for field, env in named:
+            if env is not None and not policy.env_name_allowed(env):
+                problems.append(
+                    f"{field}: {env!r} is not a variable this service lets configurations read "
+                    f"(allowed: {allowed}); " + ASK.format(flag="--allow-env NAME")
+                )
     return problems
 
 

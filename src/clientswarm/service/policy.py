@@ -118,7 +118,8 @@ class OperatorPolicy:
         source = os.environ if environ is None else environ
         if self.worker_env is None:
             return {k: v for k, v in source.items() if k not in SERVICE_ONLY_ENV}
-        names = [*BASE_WORKER_ENV, *self.worker_env, *config.target.env_names]
+        credentials = [n for t in config.target_map().values() for n in t.env_names]
+        names = [*BASE_WORKER_ENV, *self.worker_env, *credentials]
         return {
             name: source[name]
             for name in dict.fromkeys(names)

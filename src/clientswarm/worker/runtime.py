@@ -29,7 +29,7 @@ import numpy as np
 
 from clientswarm.clock import Clock
 from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
-from clientswarm.config.models import ClusterConfig, GroupConfig
+from clientswarm.config.models import ClusterConfig, GroupConfig, TargetConfig
 from clientswarm.errors import WorkerError
 from clientswarm.interactions.base import ClientContext, Interaction
 from clientswarm.interactions.http1 import Http1Client
@@ -62,15 +62,16 @@ RECENT_LAGS = 1200
 every reading of a long run (up to 100 000) would itself stall the loop for ~30 ms."""
 
 
-def target_headers(config: ClusterConfig) -> dict[str, str]:
-    """Headers of every request: the target's extra headers and the API key from its env var."""
-    headers = dict(config.target.headers)
-    for header, name in config.target.headers_from_env.items():
+def target_headers(target: TargetConfig) -> dict[str, str]:
+    """Headers of every request to ``target``: its extra headers, those read from variables,
+    and the API key from its variable."""
+    headers = dict(target.headers)
+    for header, name in target.headers_from_env.items():
         value = os.environ.get(name)
         if value is not None:
             headers[header] = value
-    if config.target.api_key_env:
-        key = os.environ.get(config.target.api_key_env)
+    if target.api_key_env:
+        key = os.environ.get(target.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
     return headers
@@ -220,14 +221,16 @@ class WorkerRuntime:
     async def _run_clients(self, session: aiohttp.ClientSession, http1: Http1Client) -> None:
         a = self.assignment
         hosted = clients_of_worker(self.config, a.worker, a.workers)
-        headers = target_headers(self.config)
+        headers = {name: target_headers(t) for name, t in self.config.target_map().items()}
         async with asyncio.TaskGroup() as tasks:
             for group_index, group in enumerate(self.config.groups):
                 mine = [c for c in hosted if c.group_index == group_index]
                 if not mine:
                     continue
+                target = self.config.target_name_of(group)
                 contexts = {
-                    c.client_id: self._context(session, http1, headers, group, c) for c in mine
+                    c.client_id: self._context(session, http1, headers[target], group, c)
+                    for c in mine
                 }
                 interactions = {
                     c.client_id: self._interactions.of(group_index, c.local_index) for c in mine
@@ -277,7 +280,7 @@ class WorkerRuntime:
         return ClientContext(
             session=session,
             http1=http1,
-            target=self.config.target,
+            target=self.config.target_of(group),
             headers=headers,
             group=group.name,
             client=client.client_id,
