@@ -22,7 +22,9 @@ WORKDIR /build
 # README.md is the project's readme in pyproject.toml, so the build needs it.
 COPY pyproject.toml constraints.txt README.md ./
 COPY src/ src/
-RUN pip install --no-cache-dir -c constraints.txt .
+# The extras a service in a Kubernetes cluster uses: `kubernetes` (lightkube) to start the
+# worker Jobs, `postgres` (psycopg) for a shared --store. The worker pods need neither.
+RUN pip install --no-cache-dir -c constraints.txt '.[kubernetes,postgres]'
 
 # --- final: the venv only, run as an unprivileged user ----------------------------------------
 FROM python:3.11-slim

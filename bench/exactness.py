@@ -267,7 +267,7 @@ def run_once(
     config = tmp / f"cluster-{tag_}.json"
     config.write_text(json.dumps(cluster_config(target.url, duration_s, rate), indent=2))
     out = tmp / f"out-{tag_}"
-    argv = clientswarm_argv("run", str(config), "--output", str(out))
+    argv = clientswarm_argv("run", str(config), "--output", str(out), "--samples-format", "jsonl")
     stdout = tmp / f"stdout-{tag_}.txt"
     t0 = time.monotonic()
     with stdout.open("wb") as f:

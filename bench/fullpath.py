@@ -618,7 +618,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         markdown_table(tree_rows(agg)),
         "",
-        "Start to exit, the process tree (workers' start-up, warm-up, writing samples.jsonl and "
+        "Start to exit, the process tree (workers' start-up, warm-up, writing the samples file and "
         "the summary included), per 1,000 requests nginx logged in that time; max RSS is that "
         "of the largest single process of the tree; service peak RSS is the run process's VmHWM.",
         "",

@@ -218,9 +218,8 @@ async def _measure_window(
     assert state.start_ns is not None
     start_at = state.start_ns / 1e9 + warmup_s
     end_at = start_at + max(0.2, measured_s - WINDOW_END_MARGIN_S)
-    pids: dict[str, int | None] = {
-        f"worker{index}": pid for index, pid in state.spawner_state.get("pids", {}).items()
-    }
+    workers = await asyncio.to_thread(manager.store.list_workers, cluster_id)
+    pids: dict[str, int | None] = {f"worker{w.index}": w.pid for w in workers}  # as registered
     pids["simulator"] = sim.pid
     pids["orchestrator"] = os.getpid()  # the in-process service that ingests the samples
     await asyncio.sleep(max(0.0, start_at - time.time()))

@@ -1,14 +1,50 @@
 """Exceptions raised by clientswarm.
 
-The tree::
+The tree: each class, the module that defines it (none: this one) and what it means. A built-in
+in parentheses is a second base, kept so that an ``except`` of it written before the class
+joined the tree still catches it::
 
-    ClientswarmError            root: catch this to handle every clientswarm failure
-    ├── ConfigError             a configuration is invalid (carries one line per problem)
-    ├── SpawnerError            a spawner could not start, follow or stop its workers
-    └── WorkerError             a worker failed to run its assignment
+    ClientswarmError                         the root: catch it to handle every clientswarm failure
+    ├── ConfigError                          a configuration is invalid (one line per problem)
+    ├── SpawnerError                         a spawner could not start, follow or stop its workers
+    ├── WorkerError                          a worker failed to run its assignment
+    │   ├── ServiceAuthError                 worker.internal_api: the service refused the token
+    │   ├── ServiceRejectedError             worker.internal_api: a call refused for good
+    │   └── ServiceUnreachableError          worker.internal_api: the service did not answer
+    ├── StoreError                           store.records: the store refused an operation
+    │   ├── StoreUnavailable                 store.records: the database failed (retry)
+    │   ├── StoreInUse                       store.records: another service owns the store
+    │   └── BatchRejected                    store.records: the database refused a batch's value
+    ├── BatchFormatError (ValueError)        metrics.wire: a sample batch in no valid form
+    ├── NotFound                             service.manager: no such cluster, client, group (404)
+    ├── Conflict                             service.manager: not in the cluster's status (409)
+    ├── Gone                                 service.manager: the cluster let the worker go (410)
+    ├── Busy                                 service.manager: at an operator's limit (429)
+    ├── PresetError (ValueError)             service.presets: a spawner preset cannot be used
+    ├── TargetError                          interactions.streaming: the target answered an error
+    │   └── HttpStatusError                  interactions.user: an HTTP error status (check=True)
+    ├── Http1Error                           interactions.http1: an answer that is not HTTP/1.1
+    ├── ConnectionDropped (ConnectionError)  interactions.http1: closed mid-answer
+    ├── EventTooLarge (ValueError)           interactions.sse: an SSE event past its bound
+    ├── StepFailed                           interactions.user: a step of a user journey failed
+    └── InvalidRequest (ValueError)          mock.wire: a request the mock target cannot serve
 
-A failed request against the target is never an exception: it is a recorded sample with
-``status == "error"`` and an ``error_kind``.
+Where a class is caught, not its place in the tree, decides what it does. ``TargetError``,
+``Http1Error``, ``ConnectionDropped`` and ``EventTooLarge`` are raised while one request is
+performed and caught there: they become a failed sample, its error kind decided by
+:func:`clientswarm.interactions.http.classify_exception` (which tests the specific classes,
+never the root). ``StepFailed`` fails the journey of a user-defined interaction unless the
+interaction catches it. ``BatchFormatError`` is a 422 of the internal API, ``InvalidRequest``
+a 400 of the mock target. None of them reaches the CLI's handler of ``ClientswarmError``.
+
+Private signals stay out of the tree on purpose and derive from ``Exception``:
+``_DuplicateKey`` and ``_OutOfBounds`` (config.loader), ``_DatasetProblems``
+(interactions.prompts) and ``_TooLarge`` (service.bodylimit). Each carries a result from a
+``raise`` to the one ``except`` of its own module that turns it into a ``ConfigError`` or an
+answer; outside the tree, no handler of ``ClientswarmError`` on the way can take it instead.
+
+A failed request against the target is never an exception that ends the run: it is a recorded
+sample with ``status == "error"`` and an ``error_kind``.
 """
 
 from __future__ import annotations

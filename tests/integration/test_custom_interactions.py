@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -320,7 +321,7 @@ def test_the_custom_examples_run_against_the_simulator(
     assert set(stats["steps"]) == steps
     llm = "answer" if journey == "Rag" else "think"
     assert stats["steps"][llm]["ttft_s"]["p50"] > 0 and stats["steps"][llm]["output_tokens"] > 0
-    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    rows = pq.read_table(tmp_path / "samples.parquet").to_pylist()  # run's default format
     assert {r["name"] for r in rows if not r["step"]} == {journey}
     if journey == "Agent":  # the model called tools, then answered: more thoughts than runs
         assert stats["steps"]["tool"]["requests"] > 0

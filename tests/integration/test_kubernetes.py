@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 import yaml
 
 from fake_kubernetes_api import FakeKubernetesApi
-from service_process import ServiceProcess, simulator
+from service_process import CLI, ServiceProcess, simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -273,3 +275,30 @@ def test_a_deadline_fails_the_workers_with_the_jobs_reason(
     assert "DeadlineExceeded" in worker["error"], worker
     _, results = service.api("GET", f"/clusters/{cluster_id}/results")
     assert results["total"]["requests"] > 0  # what it measured before the deadline is kept
+
+
+def test_clientswarm_run_starts_its_job_as_every_cluster_starts_and_leaves_it_finished(
+    tmp_path: Path, kube: FakeKubernetesApi, target: str
+) -> None:
+    # run submits the Job before its service has loaded; the pods register once it is up.
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="loadtest")
+    config = cluster(target, workers=2, duration_s=2)
+    config["spawner"] = {"kind": "kubernetes", "image": IMAGE, "workers": 2}
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps(config))
+    done = subprocess.run(
+        [CLI, "run", str(file), "-o", str(tmp_path / "out")],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cluster"]["status"] == "completed"
+    assert summary["groups"]["hello"]["requests"] == 40
+    (job,) = kube.objects("jobs", "loadtest")  # a finished Job stays, as on a service
+    assert job["metadata"]["labels"]["clientswarm.io/cluster"] == summary["cluster"]["id"]
+    assert {p["status"]["phase"] for p in worker_pods(kube, summary["cluster"]["id"])} == {
+        "Succeeded"
+    }

@@ -27,6 +27,7 @@ from clientswarm.run.mock_target import mock_target
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.store import ClusterRecord, Store, WorkerRecord
+from processes import processes_naming
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +76,10 @@ async def run_in_process(
                     lambda: manager.active[record.id].start_ns is not None
                 )
             await asyncio.sleep(kill_worker_after_s or stop_after_s or 0.0)
-            if kill_worker_after_s is not None:
-                os.kill(manager.active[record.id].spawner_state["pids"]["1"], signal.SIGKILL)
+            if kill_worker_after_s is not None:  # by the pid it registered with
+                pid = store.list_workers(record.id)[1].pid
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
             else:
                 await manager.stop_cluster(record.id)
         async with manager.changed:
@@ -331,7 +334,7 @@ def test_run_cli_against_an_unreachable_target_records_failures(tmp_path: Path) 
     assert summary["total"]["errors"] == {"connection": 6}
 
 
-def test_a_missing_dataset_fails_before_any_worker_starts(tmp_path: Path) -> None:
+def test_a_missing_dataset_fails_before_the_service_starts(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
         "name: ds\n"
@@ -345,6 +348,9 @@ def test_a_missing_dataset_fails_before_any_worker_starts(tmp_path: Path) -> Non
         assert done.stderr.startswith("error: groups[0].interaction: dataset ")
         assert "gone.jsonl: file not found" in done.stderr
     assert not (tmp_path / "o" / "summary.json").exists()
+    # run started its worker while it checked the dataset, and stopped it.
+    (cluster,) = (tmp_path / "o" / "logs").iterdir()
+    assert not processes_naming(cluster.name)
 
 
 async def test_a_spawner_that_cannot_start_workers_says_why(tmp_path: Path) -> None:

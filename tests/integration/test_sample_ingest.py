@@ -12,38 +12,12 @@ import orjson
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
-from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.store import Store
+from stand_in_spawner import StandInSpawner
 
 T0 = 1_700_000_000_000_000_000
-
-
-class LaunchKeepingSpawner:
-    """A stand-in ``local`` spawner that starts no process and keeps each launch (with the
-    cluster's token), so the test can speak for worker 0 itself."""
-
-    kind = "local"
-
-    def __init__(self) -> None:
-        self.launches: list[ClusterLaunch] = []
-
-    def render(self, launch: ClusterLaunch) -> str:
-        return ""
-
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
-        self.launches.append(launch)
-        return {}
-
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[Any]:
-        return []
-
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
-        pass
-
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
-        pass
 
 
 def streamed(i: int, itl: list[float]) -> Sample:
@@ -83,7 +57,7 @@ async def test_packed_and_row_batches_are_stored_and_bad_ones_get_a_422(tmp_path
     )
     store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
     store.create_all()
-    spawner = LaunchKeepingSpawner()
+    spawner = StandInSpawner()
     settings = ServiceSettings(data_dir=tmp_path, api_token="frontend-token")
     async with running_service(store, settings, spawners={"local": spawner}) as service:
         record = await service.manager.create(config, base_dir=tmp_path)
@@ -121,8 +95,21 @@ async def test_packed_and_row_batches_are_stored_and_bad_ones_get_a_422(tmp_path
             assert "1008 bytes of ITLs follow the JSON line" in body["error"]["message"]
             status, body = await post(b'{"seq": 4}', "application/json")
             assert status == 422 and "needs 'samples'" in body["error"]["message"]
+        live = service.manager.live.get(record.id)
+        assert live is not None
         await service.manager.stop_cluster(record.id)
+        async with service.manager.changed:
+            await service.manager.changed.wait_for(lambda: record.id not in service.manager.active)
     stored = sorted(store.iter_samples(record.id), key=lambda s: s.sent_ns)
     assert [s.itl_s for s in stored] == [[0.01] * 127, [], [0.02, 0.03]]
     assert stored[0] == streamed(0, [0.01] * 127)
+    # The ITL bytes the worker sent are the bytes stored, untouched.
+    (first_batch, _) = store.iter_columns(record.id, chunk=2)
+    assert b"".join(first_batch.itl_blobs()) == itl
+    # Live and final statistics took the same samples, with the same definitions.
+    final = orjson.loads(store.get_cluster(record.id).summary_json)["groups"]["chat"]
+    tally = live.since_start()["chat"]
+    assert (tally.requests, tally.succeeded) == (final["requests"], final["succeeded"]) == (3, 3)
+    assert tally.hist["itl_s"].count == final["itl_s"]["count"] == 129
+    assert tally.hist["ttft_s"].count == final["ttft_s"]["count"] == 3
     store.close()

@@ -114,7 +114,16 @@ def test_create_run_complete_and_results_match_the_samples(
     assert results["groups"]["chat"]["succeeded"] == sum(
         1 for r in measured if r["group"] == "chat" and r["status"] == "ok"
     )
-    assert results["cluster"] == {"id": cluster_id, "name": "yaml-run", "status": "completed"}
+    cluster = results["cluster"]
+    assert cluster["started_at"] < cluster["ended_at"]
+    assert cluster == {
+        "id": cluster_id,
+        "name": "yaml-run",
+        "status": "completed",
+        "reason": None,
+        "started_at": cluster["started_at"],
+        "ended_at": cluster["ended_at"],
+    }
     status, listed = service.api("GET", "/clusters?status=completed")
     assert [c["id"] for c in listed] == [cluster_id]
     status, clients = service.api("GET", f"/clusters/{cluster_id}/clients?group=chat")

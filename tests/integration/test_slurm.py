@@ -168,10 +168,14 @@ def test_stop_cancels_the_array(service: ServiceProcess, slurm_cluster: Any, tar
     assert {w["state"] for w in view["workers"]} == {"cancelled"}
     job_id = _job_id(service, cluster_id)
     assert view["spawner_state"]["job_id"] == job_id
+    # scancel and the heartbeat reply that says stop_all race: a worker that heard the reply
+    # first ends on its own (COMPLETED) just before Slurm cancels the rest. None runs on.
+    ended = {"CANCELLED", "COMPLETED"}
     deadline = time.monotonic() + 30
-    while squeue_states(slurm_cluster, job_id) != ["CANCELLED"] and time.monotonic() < deadline:
+    while not set(squeue_states(slurm_cluster, job_id)) <= ended and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert squeue_states(slurm_cluster, job_id) == ["CANCELLED"]
+    states = squeue_states(slurm_cluster, job_id)
+    assert set(states) <= ended, states
 
 
 def test_a_job_that_fails_at_start_is_reported_with_its_output(

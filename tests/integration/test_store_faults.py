@@ -27,7 +27,6 @@ import pytest
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
-from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.service.server import RunningService, open_store, running_service
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.store import Store, StoreError, StoreInUse
@@ -38,6 +37,7 @@ from clientswarm.worker.internal_api import (
     WorkerEndpoint,
 )
 from service_process import CLI, ServiceProcess
+from stand_in_spawner import StandInSpawner
 
 T0 = 1_700_000_000_000_000_000
 API_TOKEN = "frontend-token"
@@ -170,32 +170,6 @@ def test_an_owner_that_lost_its_postgresql_session_takes_the_lock_again_or_yield
 # -- a service in this process, with the test speaking for worker 0 --------------------------
 
 
-class LaunchKeepingSpawner:
-    """A stand-in ``local`` spawner that starts no process and keeps each launch (with the
-    cluster's token), so the test can speak for worker 0 itself."""
-
-    kind = "local"
-
-    def __init__(self) -> None:
-        self.launches: list[ClusterLaunch] = []
-
-    def render(self, launch: ClusterLaunch) -> str:
-        return ""
-
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
-        self.launches.append(launch)
-        return {}
-
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[Any]:
-        return []
-
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
-        pass
-
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
-        pass
-
-
 @dataclass
 class Worker0:
     """The service, the cluster, and HTTP calls as its worker 0 and as the frontend."""
@@ -228,7 +202,7 @@ class Worker0:
 
 @contextlib.asynccontextmanager
 async def worker0(tmp_path: Path, store: Store) -> AsyncIterator[Worker0]:
-    spawner = LaunchKeepingSpawner()
+    spawner = StandInSpawner()
     settings = ServiceSettings(data_dir=tmp_path / "data", api_token=API_TOKEN)
     config = validate_config_data(CONFIG)
     async with (

@@ -13,41 +13,19 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from clientswarm.config.loader import validate_config_data
 from clientswarm.protocol.internal import Heartbeat, RegisterRequest
-from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import ClusterState
 from clientswarm.store import Store
 from service_process import ServiceProcess, simulator
+from stand_in_spawner import StandInSpawner
 
 LOST_AFTER_S = 1.0
-
-
-class StartsNothing:
-    """A spawner for the manager-level tests, where the test plays the workers."""
-
-    kind = "local"
-
-    def render(self, launch: ClusterLaunch) -> str:
-        return ""
-
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
-        return {}
-
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
-        return []
-
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
-        return None
-
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
-        return None
 
 
 async def running_cluster(tmp_path: Path) -> tuple[ClusterManager, ClusterState]:
@@ -57,7 +35,7 @@ async def running_cluster(tmp_path: Path) -> tuple[ClusterManager, ClusterState]
     manager = ClusterManager(
         store,
         ServiceSettings(data_dir=tmp_path, lost_after_s=LOST_AFTER_S),
-        spawners={"local": StartsNothing()},
+        spawners={"local": StandInSpawner()},
     )
     await manager.start()
     config = validate_config_data(

@@ -122,7 +122,7 @@ def test_defaults_fill_a_minimal_config() -> None:
     assert config.warmup_s == 0
     assert config.slo is None
     assert config.spawner.kind == "local" and config.spawner.workers == 1
-    assert config.outputs.samples_format == "jsonl" and config.outputs.dir is None
+    assert config.outputs.samples_format == "parquet" and config.outputs.dir is None
     assert config.target.url == "http://127.0.0.1:8000"  # trailing slash dropped
     assert config.target.timeout_s == 60
     assert config.target.hello_path == "/"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -414,6 +415,24 @@ def test_dockerfile_builds_with_the_pinned_constraints() -> None:
         assert needed in copied
 
 
+def installed_extras(install: str) -> set[str]:
+    """The extras of ``pip install … '.[a,b]'`` (the last argument), checked to be declared."""
+    target = shlex.split(install)[-1]
+    assert target == "." or (target.startswith(".[") and target.endswith("]")), target
+    extras = set(target[2:-1].split(",")) if target != "." else set()
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert extras <= set(declared["optional-dependencies"]), "an extra pyproject.toml lacks"
+    return extras
+
+
+def test_dockerfile_installs_the_extras_of_a_service_in_kubernetes() -> None:
+    # The service in the cluster starts the worker Jobs with lightkube and may keep a shared
+    # store on PostgreSQL; neither is in the base install.
+    builder = dockerfile_stages()[0]
+    (install,) = [run for run in instructions(builder, "RUN") if "pip install" in run]
+    assert {"kubernetes", "postgres"} <= installed_extras(install)
+
+
 def test_dockerfile_runs_the_cli_and_serves_the_deployments_port() -> None:
     final = dockerfile_stages()[-1]
     assert yaml.safe_load(instructions(final, "ENTRYPOINT")[-1]) == ["clientswarm"]
@@ -469,6 +488,8 @@ def test_apptainer_definition_installs_with_the_constraints_and_runs_the_cli() -
     post = sections["post"]
     assert "python -m venv /opt/venv" in post
     assert "pip install" in post and "-c constraints.txt" in post
+    (install,) = [line for line in post.splitlines() if "pip install" in line]
+    assert "postgres" in installed_extras(install)  # a --store on a database server
     assert "rm -rf /opt/clientswarm-src" in post
     assert "PATH=/opt/venv/bin:$PATH" in sections["environment"]
     assert [line.strip() for line in sections["runscript"].splitlines() if line.strip()] == [

@@ -23,11 +23,22 @@ def loaded_after(*modules: str) -> set[str]:
 
 
 def test_the_service_and_run_start_without_rich_or_pyarrow() -> None:
-    # Both load only once the workers have their orders: the progress line, the report and a
-    # Parquet file come later. Loading them earlier costs the first request ~60 ms.
+    # Both load only once the workers have sent their first requests: the progress line, the
+    # report and a Parquet file come later (bench/startup.py measures the start-up).
     loaded = loaded_after("clientswarm.run.cli", "clientswarm.run.local", "clientswarm.service.app")
     assert "fastapi" in loaded  # the check sees what was imported
     assert not loaded & {"rich", "pyarrow"}, loaded & {"rich", "pyarrow"}
+
+
+def test_run_starts_its_workers_before_it_loads_the_service() -> None:
+    # What ``clientswarm run`` loads until its workers have started: the workers load their
+    # stack meanwhile, so none of the service's belongs here.
+    loaded = loaded_after(
+        "clientswarm.run.cli", "clientswarm.run.start", "clientswarm.config.loader"
+    )
+    assert "pydantic" in loaded
+    service = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "aiohttp", "numpy", "rich"}
+    assert not loaded & service, loaded & service
 
 
 def test_validating_a_configuration_loads_no_client_or_numeric_stack() -> None:

@@ -36,23 +36,26 @@ newest that kubernetes-validate ships."""
 def launch(options: dict[str, Any] | None = None, **overrides: Any) -> ClusterLaunch:
     fields: dict[str, Any] = {
         "cluster_id": "abc123",
-        "workers": 4,
         "service_url": "http://10.0.0.5:8080",
         "token": TOKEN,
         "log_dir": "/var/lib/clientswarm/logs/abc123",
         "python": "/opt/venv/bin/python",
-        "options": {
-            "kind": "kubernetes",
-            "image": "ghcr.io/acme/clientswarm:1.0",
-            **(options or {}),
-        },
+        "options": KubernetesSpawnerConfig.model_validate(
+            {
+                "kind": "kubernetes",
+                "image": "ghcr.io/acme/clientswarm:1.0",
+                **(options or {}),
+                "workers": 4,
+            }
+        ),
     }
     fields.update(overrides)
     return ClusterLaunch(**fields)
 
 
 def config_of(spec: ClusterLaunch) -> KubernetesSpawnerConfig:
-    return KubernetesSpawnerConfig.model_validate(spec.options)
+    assert isinstance(spec.options, KubernetesSpawnerConfig)
+    return spec.options
 
 
 def objects_of(options: dict[str, Any] | None = None, **overrides: Any) -> list[dict[str, Any]]:
@@ -308,7 +311,7 @@ def test_a_configuration_file_selects_the_kubernetes_spawner() -> None:
     )
     assert isinstance(config.spawner, KubernetesSpawnerConfig)
     assert config.spawner.workers == 8
-    # What the service stores and hands back as launch options validates again.
+    # What the service stores of the configuration validates again.
     again = KubernetesSpawnerConfig.model_validate(config.spawner.model_dump())
     assert again == config.spawner
 

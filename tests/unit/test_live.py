@@ -307,3 +307,30 @@ def test_prometheus_counts_steps_in_series_of_their_own() -> None:
     assert "clientswarm_step_schedule_lag_seconds" not in families
     group_e2e = families["clientswarm_e2e_seconds"].samples
     assert [s.value for s in group_e2e if s.name.endswith("_count")] == [1.0]
+
+
+def test_one_derivation_of_a_batch_feeds_the_live_and_the_exact_statistics() -> None:
+    from clientswarm.config.models import SLOConfig
+    from clientswarm.metrics.columns import SampleColumns
+    from clientswarm.metrics.derive import measured_parts
+    from clientswarm.metrics.stats import ClusterStatistics
+    from clientswarm.metrics.summary import ClusterInfo
+
+    batch = [_sample(T0 + i / 10, ttft_s=0.05 * (1 + i % 5)) for i in range(40)]
+    batch += [_sample(T0, status="error", error_kind="timeout"), _sample(T0, step="retrieve")]
+    cols = SampleColumns.from_samples(batch)
+    slo = SLOConfig(ttft_s=0.15)
+    parts = measured_parts(cols, slo=slo)  # what the service does with each committed batch
+    assert set(parts) == {("chat", None), ("chat", "retrieve")}
+    live, exact = LiveStats("c1"), ClusterStatistics(slo=slo)
+    live.add_parts(parts, T0 + 5)
+    exact.add_parts(parts, len(cols))
+    tally, final = live.since_start()["chat"], exact.summary(ClusterInfo(id="c1")).groups["chat"]
+    assert exact.samples == 42
+    assert (tally.requests, tally.succeeded, dict(tally.errors)) == (41, 40, {"timeout": 1})
+    assert (final.requests, final.succeeded, final.errors) == (41, 40, {"timeout": 1})
+    assert tally.hist["ttft_s"].count == final.ttft_s["count"] == 40
+    assert final.goodput == 24  # ttft .05, .10 and .15 of every five meet the objective
+    assert final.steps is not None and final.steps["retrieve"].requests == 1
+    assert live.steps_since_start()["chat"]["retrieve"].requests == 1
+    exact.close()

@@ -152,7 +152,7 @@ def test_posted_options_override_a_preset_but_never_its_code(tmp_path: Path) -> 
             "groups": [{"name": "g", "interaction": {"kind": "hello"}, "stop": {"requests": 1}}],
         }
     )
-    options = admit(config, policy).spawner_options
+    options = admit(config, policy).spawner.model_dump()
     assert options["setup"] == ["module load cuda"]
     assert (options["partition"], options["qos"], options["workers"]) == ("gpu", "high", 3)
 

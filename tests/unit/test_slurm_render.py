@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from clientswarm.config.spawners import SlurmRestConfig, SlurmSpawnerConfig
+from clientswarm.config.spawners import LocalSpawnerConfig, SlurmRestConfig, SlurmSpawnerConfig
 from clientswarm.errors import SpawnerError
 from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.spawners.slurm import SlurmSpawner, render_sbatch
@@ -30,19 +31,21 @@ TOKEN = "very-secret-token"
 def launch(options: dict[str, Any] | None = None, **overrides: Any) -> ClusterLaunch:
     fields: dict[str, Any] = {
         "cluster_id": "abc123",
-        "workers": 4,
         "service_url": "http://10.0.0.5:8080",
         "token": TOKEN,
         "log_dir": "/shared/clientswarm/logs/abc123",
         "python": "/opt/venv/bin/python",
-        "options": {"kind": "slurm", **(options or {})},
+        "options": SlurmSpawnerConfig.model_validate(
+            {"kind": "slurm", "workers": 4, **(options or {})}
+        ),
     }
     fields.update(overrides)
     return ClusterLaunch(**fields)
 
 
 def config_of(spec: ClusterLaunch) -> SlurmSpawnerConfig:
-    return SlurmSpawnerConfig.model_validate(spec.options)
+    assert isinstance(spec.options, SlurmSpawnerConfig)
+    return spec.options
 
 
 def assert_golden(name: str, text: str) -> None:
@@ -278,6 +281,7 @@ def test_jwt_headers_are_sent_only_when_the_site_uses_one() -> None:
         rest_headers(jwt, {}, "alice")
 
 
-def test_invalid_options_are_a_spawner_error_naming_the_field() -> None:
-    with pytest.raises(SpawnerError, match=r"time_limit: .*Slurm time"):
-        SlurmSpawner().render(launch({"time_limit": "soon"}))
+def test_options_of_another_kind_are_a_spawner_error() -> None:
+    local = dataclasses.replace(launch(), options=LocalSpawnerConfig(workers=4))
+    with pytest.raises(SpawnerError, match="abc123 has local spawner options, not Slurm"):
+        SlurmSpawner().render(local)

@@ -6,18 +6,22 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
+from clientswarm.config.spawners import LocalSpawnerConfig
+from clientswarm.errors import SpawnerError
 from clientswarm.protocol.spawning import ClusterLaunch
-from clientswarm.spawners.local import LocalSpawner, log_path
+from clientswarm.spawners.local import LocalHandle, LocalSpawner, log_path
 
 
 def launch(tmp_path: Path, python: str = "/usr/bin/python3", workers: int = 2) -> ClusterLaunch:
     return ClusterLaunch(
         cluster_id="abc123",
-        workers=workers,
         service_url="http://127.0.0.1:8080",
         token="very-secret-token",
         log_dir=str(tmp_path / "logs"),
         python=python,
+        options=LocalSpawnerConfig(workers=workers),
     )
 
 
@@ -51,10 +55,10 @@ async def test_poll_reports_exit_codes_with_log_tail_and_stop_escalates(tmp_path
     fake.chmod(0o755)
     spawner = LocalSpawner()
     spec = launch(tmp_path, python=str(fake))
-    state = await spawner.submit(spec)
-    assert set(state["pids"]) == {"0", "1"}
+    handle = await spawner.submit(spec)
+    assert set(handle.pids) == {0, 1} and handle.following
     for _ in range(100):
-        ended = await spawner.poll(spec.cluster_id, state)
+        ended = await spawner.poll(spec.cluster_id, handle)
         if ended:
             break
         await asyncio.sleep(0.05)
@@ -64,7 +68,24 @@ async def test_poll_reports_exit_codes_with_log_tail_and_stop_escalates(tmp_path
         if "running" in log_path(spec.log_dir, 1).read_text():
             break
         await asyncio.sleep(0.05)
-    await spawner.stop(spec.cluster_id, state, grace_s=0.3)  # SIGTERM ignored → SIGKILL
-    ended = await spawner.poll(spec.cluster_id, state)
+    await spawner.stop(spec.cluster_id, handle, grace_s=0.3)  # SIGTERM ignored → SIGKILL
+    ended = await spawner.poll(spec.cluster_id, handle)
     assert {(e.index, e.exit_code) for e in ended} == {(0, 3), (1, -9)}
     assert "running" in log_path(spec.log_dir, 1).read_text()
+
+
+def test_the_stored_form_of_a_handle_reads_back_and_keeps_its_keys() -> None:
+    # What services before typed handles stored: pids and start times keyed by index strings.
+    stored = {"pids": {"0": 4242, "1": 4243}, "started": {"0": 17, "1": None}, "boot_id": "b"}
+    handle = LocalSpawner().restore({**stored, "log_dir": "/logs"})
+    assert handle.worker(0).pid == 4242 and handle.worker(0).started == 17
+    assert handle.worker(1).started is None and handle.worker(1).boot == "b"
+    assert handle.to_json() == {**stored, "log_dir": "/logs"}  # the same JSON, written back
+    assert LocalHandle.from_json(handle.to_json()) == handle
+    with pytest.raises(SpawnerError, match=r"LocalHandle .*pids"):
+        LocalSpawner().restore({"job_id": "123"})  # another spawner's
+
+
+def test_a_launch_has_as_many_workers_as_its_options_say(tmp_path: Path) -> None:
+    assert launch(tmp_path, workers=3).workers == 3
+    assert "--index 2" in LocalSpawner().render(launch(tmp_path, workers=3))

@@ -161,7 +161,7 @@ def test_total_spans_all_groups() -> None:
     # e2e of all successes sorted [.04 .05 1.0 1.0 1.2 2.0]: p50 at index 2.5 -> 1.0
     assert_dist(total["e2e_s"], dist(6, 5.29 / 6, 0.04, 1.0, 1.6, 1.8, 1.96, 2.0))
     assert total["schedule_lag_s"]["count"] == 8
-    assert summary["cluster"] == CLUSTER
+    assert summary["cluster"] == {**CLUSTER, "reason": None, "started_at": None, "ended_at": None}
     assert summary["slo"] is None
     assert summary["lag_bound_s"] == DEFAULT_LAG_BOUND_S
     assert summary["trustworthy"] is True
@@ -410,3 +410,39 @@ def test_a_group_whose_steps_come_first_keeps_its_place_and_empty_groups_have_no
     assert early["steps"]["retrieve"]["requests"] == 1
     assert "steps" not in summary["groups"]["idle"]
     assert summary["total"]["requests"] == 5
+
+
+def test_values_kept_in_a_file_give_the_same_statistics() -> None:
+    from clientswarm.metrics.columns import SampleColumns
+    from clientswarm.metrics.stats import ClusterStatistics
+    from clientswarm.metrics.summary import ClusterInfo
+
+    rng = random.Random(4)
+    samples = [
+        sample(
+            rng.choice(["chat", "code"]),
+            i,
+            i + rng.random(),
+            i + 500 + rng.random() * 100,
+            first=i + 50 + rng.random() * 20,
+            out=8,
+            itl=[rng.random() / 100 for _ in range(7)],
+        )
+        for i in range(300)
+    ]
+    summaries = []
+    for memory_values in (1 << 18, 0):  # all in memory; every value in a file at once
+        with ClusterStatistics(group_order=["chat", "code"], memory_values=memory_values) as st:
+            for start in range(0, 300, 70):
+                st.add(SampleColumns.from_samples(samples[start : start + 70]))
+            summaries.append(st.summary(ClusterInfo(id="c1")).document())
+    in_memory, in_files = summaries
+    for scope in ("total", "chat", "code"):
+        a = in_memory["total"] if scope == "total" else in_memory["groups"][scope]
+        b = in_files["total"] if scope == "total" else in_files["groups"][scope]
+        for metric in ("ttft_s", "itl_s", "tpot_s", "e2e_s", "schedule_lag_s"):
+            assert {k: v for k, v in a[metric].items() if k != "mean"} == {
+                k: v for k, v in b[metric].items() if k != "mean"
+            }, (scope, metric)
+            assert a[metric]["mean"] == pytest.approx(b[metric]["mean"], rel=1e-12)
+        assert a["requests"] == b["requests"] and a["goodput"] == b["goodput"]

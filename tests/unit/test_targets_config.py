@@ -72,4 +72,4 @@ def test_target_and_targets_exclude_each_other() -> None:
         (line,) = problems(data)
         assert "give the target (target: {url: …}) or several targets by name" in line
     (line,) = problems(config(targets={"bad name": {"url": "http://a:1"}}))
-    assert line.startswith("targets[\"bad name\"]: not a valid name")
+    assert line.startswith('targets["bad name"]: not a valid name')

@@ -15,6 +15,7 @@ from clientswarm.metrics.wire import (
     BatchFormatError,
     ColumnarBatch,
     decode_batch,
+    decode_columns,
 )
 
 T0 = 1_700_000_000_000_000_000
@@ -75,6 +76,36 @@ def test_the_packed_form_keeps_itls_bit_for_bit() -> None:
     sample.itl_s = values
     _, (back,) = decode_batch(packed([sample]), PACKED_MEDIA_TYPE)
     assert [v.hex() for v in back.itl_s] == [v.hex() for v in values]
+
+
+def test_decoded_columns_keep_the_itl_bytes_as_they_came() -> None:
+    samples = varied_samples(60)
+    body = packed(samples)
+    seq, cols = decode_columns(body, PACKED_MEDIA_TYPE)
+    tail = body[body.index(b"\n") + 1 :]
+    packed_itl = cols.itl_packed()
+    assert isinstance(packed_itl, memoryview) and packed_itl.obj is body  # not a copy
+    assert bytes(packed_itl) == tail
+    assert b"".join(cols.itl_blobs()) == tail  # what the store gets, sample by sample
+    assert [len(b) // 8 for b in cols.itl_blobs()] == [len(s.itl_s) for s in samples]
+    assert cols.itl_values().tolist() == [v for s in samples for v in s.itl_s]
+    assert cols.columns["client"] == [s.client for s in samples]
+    assert (seq, cols.to_samples()) == (3, samples)
+
+
+def test_integer_columns_become_arrays_with_what_is_missing() -> None:
+    _, cols = decode_columns(packed(varied_samples(30)), PACKED_MEDIA_TYPE)
+    values, present = cols.ints("first_token_ns")
+    assert present is not None
+    assert values[~present].tolist() == [0] * int((~present).sum())
+    assert [v if p else None for v, p in zip(values.tolist(), present, strict=True)] == (
+        cols.columns["first_token_ns"]
+    )
+    sent, every = cols.ints("sent_ns")
+    assert every is None and sent.dtype == "int64"
+    cols.columns["end_ns"][4] = "soon"  # stored by a hand that skipped the wire's checks
+    with pytest.raises(ValueError, match="soon"):
+        cols.ints("end_ns")
 
 
 def test_an_empty_batch_round_trips() -> None:

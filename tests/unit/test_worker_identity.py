@@ -12,13 +12,13 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from clientswarm.config.spawners import LocalSpawnerConfig
 from clientswarm.protocol.spawning import ClusterLaunch
 from clientswarm.spawners.identity import WorkerProcess, boot_id, start_ticks
-from clientswarm.spawners.local import LocalSpawner
+from clientswarm.spawners.local import LocalHandle, LocalSpawner
 
 pytestmark = pytest.mark.skipif(boot_id() is None, reason="needs /proc (Linux)")
 
@@ -40,11 +40,11 @@ def fake_python(tmp_path: Path) -> str:
 def launch(tmp_path: Path, workers: int) -> ClusterLaunch:
     return ClusterLaunch(
         cluster_id="reuse1",
-        workers=workers,
         service_url="http://127.0.0.1:9",
         token="t",
         log_dir=str(tmp_path / "logs"),
         python=fake_python(tmp_path),
+        options=LocalSpawnerConfig(workers=workers),
     )
 
 
@@ -64,35 +64,36 @@ async def test_after_a_restart_a_reused_pid_is_neither_followed_nor_signalled(
 ) -> None:
     spec = launch(tmp_path, workers=2)
     first = LocalSpawner()
-    state: dict[str, Any] = await first.submit(spec)
+    handle = await first.submit(spec)
     try:
         for _ in range(200):  # worker 0 ends at once
-            if await first.poll(spec.cluster_id, state):
+            if await first.poll(spec.cluster_id, handle):
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)  # a pid is reused by a process started after its owner ended
         with bystander() as other:
-            await restarted_service_follows(spec, state, other)
+            await restarted_service_follows(spec, handle, other)
     finally:
-        await first.stop(spec.cluster_id, state, grace_s=0.5)  # reaps its children
+        await first.stop(spec.cluster_id, handle, grace_s=0.5)  # reaps its children
 
 
 async def restarted_service_follows(
-    spec: ClusterLaunch, state: dict[str, Any], other: subprocess.Popen[bytes]
+    spec: ClusterLaunch, handle: LocalHandle, other: subprocess.Popen[bytes]
 ) -> None:
     # The service restarts (only what it stored remains), and the kernel has given worker 0's
     # pid to another process.
-    stored = json.loads(json.dumps(state))
+    stored = json.loads(json.dumps(handle.to_json()))
     stored["pids"]["0"] = other.pid
     restarted = LocalSpawner()
+    again = restarted.restore(stored)
 
-    ended = await restarted.poll(spec.cluster_id, stored)
+    ended = await restarted.poll(spec.cluster_id, again)
     assert [(e.index, e.exit_code) for e in ended] == [(0, None)]  # worker 0 is gone
-    await restarted.stop(spec.cluster_id, stored, grace_s=2.0)
+    await restarted.stop(spec.cluster_id, again, grace_s=2.0)
     assert other.poll() is None  # neither SIGTERM nor SIGKILL reached it
-    ended = await restarted.poll(spec.cluster_id, stored)
+    ended = await restarted.poll(spec.cluster_id, again)
     assert {e.index for e in ended} == {0, 1}  # the real worker 1 was stopped
-    worker1 = WorkerProcess(stored["pids"]["1"], stored.get("started", {}).get("1"), boot_id())
+    worker1 = again.worker(1)
     assert worker1.verifiable and not worker1.alive()
 
 
@@ -104,9 +105,10 @@ def test_a_restarted_service_holding_a_stored_pid_does_not_signal_itself(tmp_pat
         import asyncio, os, sys
         from clientswarm.spawners.identity import boot_id
         from clientswarm.spawners.local import LocalSpawner
-        state = {"pids": {"0": os.getpid()}, "started": {"0": int(sys.argv[1])},
-                 "boot_id": boot_id(), "log_dir": sys.argv[2]}
-        asyncio.run(LocalSpawner().stop("c", state, grace_s=0.2))
+        stored = {"pids": {"0": os.getpid()}, "started": {"0": int(sys.argv[1])},
+                  "boot_id": boot_id(), "log_dir": sys.argv[2]}
+        spawner = LocalSpawner()
+        asyncio.run(spawner.stop("c", spawner.restore(stored), grace_s=0.2))
         print("survived")
         """
     )

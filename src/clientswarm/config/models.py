@@ -143,8 +143,10 @@ class OutputsConfig(StrictModel):
     """Where and how `clientswarm run` writes its results."""
 
     dir: str | None = Field(default=None, description="Directory for summary.json and samples")
+    # Parquet: the fewest bytes per sample of the three (bench/longrun.py, RESULTS-longrun.md).
     samples_format: Literal["jsonl", "parquet", "csv"] = Field(
-        default="jsonl", description="Format of the raw samples file (as `run --samples-format`)"
+        default="parquet",
+        description="Format of the raw samples file (as `run --samples-format`)",
     )
 
 
@@ -451,6 +453,16 @@ class GroupConfig(StrictModel):
         return sum(s.duration_s for s in stages) if stages else None
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Drop ``null`` from a field's schema (a field that may be left out, never given as null)."""
+    choices = schema.get("anyOf")
+    if isinstance(choices, list):
+        kept = [choice for choice in choices if choice != {"type": "null"}]
+        schema.pop("anyOf")
+        schema.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
+    schema.pop("default", None)
+
+
 class ClusterConfig(StrictModel):
     """A ClientCluster: the clients spawned from one configuration file."""
 
@@ -472,11 +484,15 @@ class ClusterConfig(StrictModel):
         default=None,
         description=f"The target, when there is one (its name is {DEFAULT_TARGET!r}); "
         "give target or targets",
+        json_schema_extra=_not_null,  # null is the same as leaving it out: the schema says so
     )
     targets: dict[TargetName, TargetConfig] = Field(
         default_factory=dict,
         max_length=64,
-        json_schema_extra={"minProperties": 1},
+        json_schema_extra={
+            "minProperties": 1,
+            "propertyNames": {"pattern": NAME_PATTERN, "maxLength": 64},
+        },
         description="Targets by name, when there are several (e.g. two deployments to "
         "compare); each group names its own with group.target",
     )

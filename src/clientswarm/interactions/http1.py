@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from clientswarm import __version__
+from clientswarm.errors import ClientswarmError
 from clientswarm.interactions.deadlines import Deadlines
 
 _HIGH_WATER = 1 << 20
@@ -39,12 +40,13 @@ MERGE_NS = 100_000
 first one's time: at most 0.1 ms early, a third of the exactness bound of a TTFT p50)."""
 
 
-class Http1Error(Exception):
+class Http1Error(ClientswarmError):
     """The target's answer was not valid HTTP/1.1."""
 
 
-class ConnectionDropped(ConnectionError):
-    """The connection closed before the answer was complete."""
+class ConnectionDropped(ClientswarmError, ConnectionError):
+    """The connection closed before the answer was complete (an ``OSError``, as the socket's
+    own failures are: all of them are the ``connection`` error kind)."""
 
 
 class Http1Connection(asyncio.Protocol):

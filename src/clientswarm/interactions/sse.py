@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clientswarm.errors import ClientswarmError
+
 DONE = "[DONE]"
 """The data of the sentinel event that ends an OpenAI stream."""
 
@@ -35,7 +37,7 @@ DEFAULT_MAX_EVENT_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 
 
-class EventTooLarge(ValueError):
+class EventTooLarge(ClientswarmError, ValueError):
     """An event grew past the decoder's ``max_event_bytes``: the stream cannot go on."""
 
     def __init__(self, limit_bytes: int) -> None:

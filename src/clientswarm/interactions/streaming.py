@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from clientswarm.errors import ClientswarmError
 from clientswarm.interactions.http1 import Http1Connection, Http1Error
 from clientswarm.interactions.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 from clientswarm.metrics.sample import (
@@ -60,7 +61,7 @@ ContentOf = Callable[[dict[str, Any]], bool]
 """Whether one choice of a streamed chunk carries content (completion text, chat delta)."""
 
 
-class TargetError(Exception):
+class TargetError(ClientswarmError):
     """The target answered, but not with success: carries the sample's error kind."""
 
     def __init__(self, kind: str, message: str) -> None:

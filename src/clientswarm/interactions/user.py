@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from clientswarm.errors import ClientswarmError
 from clientswarm.interactions.http import classify_exception
 from clientswarm.interactions.openai import generation_request
 from clientswarm.interactions.streaming import MAX_ERROR_MESSAGE, TargetError, error_message_of
@@ -74,7 +75,7 @@ class Interaction:
         raise NotImplementedError(f"{type(self).__name__} must implement async run(self, ctx)")
 
 
-class StepFailed(Exception):
+class StepFailed(ClientswarmError):
     """A step of a journey failed (it was recorded as a failed step sample)."""
 
     def __init__(self, step: str, kind: str, message: str) -> None:

@@ -7,10 +7,9 @@ of no values has ``count == 0`` and ``None`` (JSON ``null``) for every number, n
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import TypedDict  # pydantic reads it on Python < 3.12 (the Summary model)
 
 #: The percentiles of a :class:`Dist`, as (key, percent).
 PERCENTILES: tuple[tuple[str, float], ...] = (

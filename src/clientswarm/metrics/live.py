@@ -9,11 +9,12 @@ for two windows:
   on read. A slot leaves the window once it is 10 s old, so the window spans the last 9 to 10 s.
 
 Totals are merges of the groups' histograms, never averages of percentiles. The definitions are
-those of the exact final statistics (:mod:`clientswarm.metrics.stats`): warm-up samples and
-requests cut off by a stop (``error_kind == "cancelled"``) are only counted
-(``warmup_excluded``, ``cancelled_excluded``); TTFT, ITL, TPOT, E2E and tokens come from
-successful samples, schedule lag from every measured one. Percentiles are within
-:data:`~clientswarm.metrics.histogram.RELATIVE_ERROR` (0.8 %) of the exact ones.
+those of the exact final statistics, computed by the same code
+(:func:`~clientswarm.metrics.derive.measured`): warm-up samples and requests cut off by a stop
+(``error_kind == "cancelled"``) are only counted (``warmup_excluded``, ``cancelled_excluded``);
+TTFT, ITL, TPOT, E2E and tokens come from successful samples, schedule lag from every measured
+one. Percentiles are within :data:`~clientswarm.metrics.histogram.RELATIVE_ERROR` (0.8 %) of
+the exact ones.
 
 Steps of user-defined interactions (``sample.step``) are not requests of their group: they are
 tallied apart, per group and step name (:meth:`LiveStats.steps_since_start`,
@@ -30,14 +31,15 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clientswarm.metrics.columns import SampleColumns
+from clientswarm.metrics.derive import Measured, Parts, derive, measured, measured_parts
 from clientswarm.metrics.dist import PERCENTILES, Dist, empty_distribution
 from clientswarm.metrics.histogram import Histogram
-from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
-from clientswarm.metrics.stats import UNKNOWN_ERROR
+from clientswarm.metrics.sample import Sample
 
 #: Length of the recent window, in seconds.
 WINDOW_S = 10.0
@@ -70,44 +72,29 @@ class Tally:
         return self.requests - self.succeeded
 
     @classmethod
-    def from_samples(cls, samples: Iterable[Sample]) -> Tally:
+    def from_samples(cls, samples: Sequence[Sample]) -> Tally:
         """Count and histogram ``samples`` (the definitions of the module docstring)."""
-        t = cls()
-        values: dict[str, list[float]] = {m: [] for m in METRICS}
-        ttft, itl, tpot, e2e, lag = (values[m] for m in METRICS)
-        start_ns: int | None = None
-        for s in samples:
-            if s.warmup:
-                t.warmup += 1
-                continue
-            if s.error_kind == ERROR_CANCELLED:
-                t.cancelled += 1
-                continue
-            t.requests += 1
-            first = min(s.scheduled_ns, s.sent_ns)
-            if start_ns is None or first < start_ns:
-                start_ns = first
-            lag.append((s.sent_ns - s.scheduled_ns) / 1e9)
-            if s.status != "ok":
-                t.errors[s.error_kind or UNKNOWN_ERROR] += 1
-                continue
-            t.succeeded += 1
-            t.input_tokens += s.input_tokens or 0
-            t.output_tokens += s.output_tokens or 0
-            e2e_s = (s.end_ns - s.sent_ns) / 1e9
-            e2e.append(e2e_s)
-            if s.itl_s:
-                itl.extend(s.itl_s)
-            if s.first_token_ns is not None:
-                ttft_s = (s.first_token_ns - s.sent_ns) / 1e9
-                ttft.append(ttft_s)
-                if s.output_tokens is not None and s.output_tokens >= 2:
-                    tpot.append((e2e_s - ttft_s) / (s.output_tokens - 1))
-        if start_ns is not None:
-            t.start_s = start_ns / 1e9
-        for name, vals in values.items():
-            if vals:
-                t.hist[name].record_many(vals)
+        cols = SampleColumns.from_samples(samples)
+        return cls.of(measured(cols, derive(cols))) if samples else cls()
+
+    @classmethod
+    def of(cls, m: Measured) -> Tally:
+        """The tally of what some samples add to statistics."""
+        t = cls(
+            requests=m.requests,
+            succeeded=m.succeeded,
+            errors=Counter(m.errors),
+            input_tokens=m.input_tokens,
+            output_tokens=m.output_tokens,
+            warmup=m.warmup,
+            cancelled=m.cancelled,
+        )
+        if m.start_ns is not None:
+            t.start_s = m.start_ns / 1e9
+        for name in METRICS:
+            values = m.values[name]
+            if values.size:
+                t.hist[name].record_many(values)
         return t
 
     def merge(self, other: Tally) -> Tally:
@@ -205,24 +192,28 @@ class LiveStats:
         self._workers: dict[str, int] = {}
         self._active: dict[str, int] = {}
 
-    def add(self, samples: Sequence[Sample], now_s: float) -> None:
+    def add(self, samples: SampleColumns | Sequence[Sample], now_s: float) -> None:
         """Count a batch of samples received at ``now_s`` (epoch seconds).
 
         Interactions count towards their group, steps towards their group's step of that name.
         """
-        by_group: dict[str, list[Sample]] = {}
-        by_step: dict[str, dict[str, list[Sample]]] = {}
-        for s in samples:
-            if s.step:
-                by_group.setdefault(s.group, [])  # the group shows, with or without requests
-                by_step.setdefault(s.group, {}).setdefault(s.name, []).append(s)
+        cols = (
+            samples if isinstance(samples, SampleColumns) else SampleColumns.from_samples(samples)
+        )
+        self.add_parts(measured_parts(cols), now_s)
+
+    def add_parts(self, parts: Parts, now_s: float) -> None:
+        """Count what a batch received at ``now_s`` adds
+        (:func:`~clientswarm.metrics.derive.measured_parts`)."""
+        tallies: dict[str, Tally] = {}
+        step_tallies: dict[str, dict[str, Tally]] = {}
+        for (group, step), m in parts.items():
+            t = Tally.of(m)
+            if step is None:
+                tallies[group] = t
             else:
-                by_group.setdefault(s.group, []).append(s)
-        tallies = {g: Tally.from_samples(batch) for g, batch in by_group.items()}
-        step_tallies = {
-            g: {name: Tally.from_samples(batch) for name, batch in named.items()}
-            for g, named in by_step.items()
-        }
+                tallies.setdefault(group, Tally())  # the group shows, with or without requests
+                step_tallies.setdefault(group, {})[step] = t
         index = math.floor(now_s / SLOT_S)
         with self._lock:
             slot = self._ring[index % _SLOTS]

@@ -8,7 +8,7 @@ times of one worker are monotonic-clock exact.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 TokenSource = Literal["usage", "tokenizer", "chunks"]
 Status = Literal["ok", "error"]
@@ -27,6 +27,18 @@ def http_error_kind(status: int) -> str:
     return f"http_{status}"
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """How the store keeps a field where its Python type does not say it all: an integer in 32
+    bits, a text of at most ``max_length`` characters (unbounded text without one)."""
+
+    int32: bool = False
+    max_length: int | None = None
+
+
+INT32 = Stored(int32=True)
+
+
 @dataclass(slots=True)
 class Sample:
     """One measured interaction, or one step inside a user-defined interaction (``step``).
@@ -34,26 +46,30 @@ class Sample:
     A run of a user-defined interaction records one sample for the whole interaction (named
     after it) plus one per step (``step=True``, named after the step). Group statistics count
     interactions; steps are summarised by name.
+
+    These fields are the one declaration of a sample: the wire columns, the store's columns,
+    the Parquet schema and the statistics' dtypes are derived from them
+    (:mod:`clientswarm.metrics.fields`), ``Annotated`` saying what the type alone does not.
     """
 
-    group: str
-    client: int
-    worker: int
-    name: str
+    group: Annotated[str, Stored(max_length=255)]
+    client: Annotated[int, INT32]
+    worker: Annotated[int, INT32]
+    name: Annotated[str, Stored(max_length=255)]
     scheduled_ns: int
     sent_ns: int
     end_ns: int
-    status: Status = "ok"
+    status: Annotated[Status, Stored(max_length=16)] = "ok"
     first_token_ns: int | None = None
     last_token_ns: int | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    token_source: TokenSource | None = None
+    input_tokens: Annotated[int | None, INT32] = None
+    output_tokens: Annotated[int | None, INT32] = None
+    token_source: Annotated[TokenSource | None, Stored(max_length=16)] = None
     itl_s: list[float] = field(default_factory=list)
-    error_kind: str | None = None
+    error_kind: Annotated[str | None, Stored(max_length=64)] = None
     error_message: str | None = None
-    http_status: int | None = None
-    stage: int = 0
+    http_status: Annotated[int | None, INT32] = None
+    stage: Annotated[int, INT32] = 0
     warmup: bool = False
     #: A step inside a user-defined interaction (a ``ctx.measure`` span or a helper's LLM call),
     #: ``name`` being the step's name. Group statistics count interactions; steps are
@@ -67,28 +83,34 @@ class Sample:
 
     @property
     def ttft_s(self) -> float | None:
-        """Seconds from send to the first content token."""
-        if self.first_token_ns is None:
-            return None
-        return (self.first_token_ns - self.sent_ns) / 1e9
+        """Seconds from send to the first content token (see :mod:`clientswarm.metrics.derive`)."""
+        return self._derived("ttft_s")
 
     @property
     def e2e_s(self) -> float:
         """Seconds from send to the end of the answer."""
-        return (self.end_ns - self.sent_ns) / 1e9
+        value = self._derived("e2e_s")
+        assert value is not None
+        return value
 
     @property
     def schedule_lag_s(self) -> float:
         """Seconds the send came after its scheduled time."""
-        return (self.sent_ns - self.scheduled_ns) / 1e9
+        value = self._derived("schedule_lag_s")
+        assert value is not None
+        return value
 
     @property
     def tpot_s(self) -> float | None:
         """(E2E - TTFT) / (output tokens - 1); None below two output tokens."""
-        ttft = self.ttft_s
-        if ttft is None or self.output_tokens is None or self.output_tokens < 2:
-            return None
-        return (self.e2e_s - ttft) / (self.output_tokens - 1)
+        return self._derived("tpot_s")
+
+    def _derived(self, metric: str) -> float | None:
+        """One derived metric of this sample, by the vectorised definitions the statistics
+        use (declared once, in :mod:`clientswarm.metrics.derive`; numpy loads on first use)."""
+        from clientswarm.metrics.derive import derived_of  # keeps numpy off the worker's start
+
+        return derived_of(self, metric)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with every field."""

@@ -35,168 +35,248 @@ that matters is the interactions'.
 
 A run whose p99 schedule lag exceeds ``lag_bound_s`` in any group is flagged: a warning that
 says what to change, and ``trustworthy: false``.
+
+How: :class:`ClusterStatistics` takes the samples a batch of columns at a time (streamed from
+the store, never all held), derives their metrics once, vectorised
+(:mod:`clientswarm.metrics.derive`, the definitions the live statistics use too), and keeps
+each distribution's values in an :class:`~clientswarm.metrics.exact.ExactValues`: in memory
+while they are few, in a temporary file beyond, from which the percentiles are still exact.
+Memory stays bounded however long the run.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from clientswarm.config.models import SLOConfig
-from clientswarm.metrics.dist import distribution
-from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
+from clientswarm.metrics.columns import SampleColumns, chunks_of
+from clientswarm.metrics.derive import UNKNOWN_ERROR, VALUE_METRICS, Measured, Parts, measured_parts
+from clientswarm.metrics.dist import Dist
+from clientswarm.metrics.exact import MEMORY_VALUES, ExactValues, exact_distribution
+from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.summary import ClusterInfo, GroupStats, Stats, Summary
 
 #: Default bound on the p99 schedule lag above which a run is not trustworthy. 10 ms flags
 #: healthy runs on busy CI machines; 50 ms is well above noise and well below any real stall.
 DEFAULT_LAG_BOUND_S = 0.05
 
-#: Error kind recorded for a failed sample that names none.
-UNKNOWN_ERROR = "unknown"
-
-_F64 = npt.NDArray[np.float64]
-_I64 = npt.NDArray[np.int64]
-_Bool = npt.NDArray[np.bool_]
-
-#: One measured sample as a numpy record; ``first_token_ns`` is NO_FIRST_TOKEN when absent.
-_ROW = np.dtype(
-    [
-        ("scheduled_ns", np.int64),
-        ("sent_ns", np.int64),
-        ("end_ns", np.int64),
-        ("first_token_ns", np.int64),
-        ("ok", np.bool_),
-        ("input_tokens", np.int64),
-        ("output_tokens", np.int64),
-        ("itl_count", np.int64),
-        ("generates", np.bool_),
-    ]
-)
-_NO_FIRST_TOKEN = int(np.iinfo(np.int64).min)
-# Python rows and ITL floats are turned into numpy chunks this often, which bounds the memory
-# of a million-sample run to its compact arrays (not one Python object per value).
-_CHUNK_ROWS = 1 << 16
-_CHUNK_FLOATS = 1 << 20
+_CHUNK = 10_000  # samples turned into columns at a time when given as Sample objects
 
 
-class _Columns:
-    """One group's measured samples, collected in one pass as compact numpy chunks."""
+class _Accumulated:
+    """What the measured samples of one group (or step, or all groups) added up to. The total
+    keeps no values of its own (``values=False``): its distributions are the union of the
+    groups'."""
 
-    __slots__ = (
-        "cancelled",
-        "errors",
-        "itl",
-        "itl_chunks",
-        "row_chunks",
-        "rows",
-        "token_sources",
-        "warmup",
-    )
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[int, int, int, int, bool, int, int, int, bool]] = []
-        self.row_chunks: list[npt.NDArray[np.void]] = []
-        self.itl: list[float] = []
-        self.itl_chunks: list[_F64] = []
+    def __init__(self, memory_values: int, spool_dir: str | None, values: bool = True) -> None:
+        self.requests = self.succeeded = self.warmup = self.cancelled = self.goodput = 0
+        self.input_tokens = self.output_tokens = 0
         self.errors: Counter[str] = Counter()
         self.token_sources: Counter[str] = Counter()
-        self.warmup = 0
-        self.cancelled = 0
-
-    def add(self, s: Sample) -> None:
-        """Append one measured sample; only successful samples contribute ITL and tokens."""
-        if s.status == "ok":
-            first = s.first_token_ns
-            itl = s.itl_s
-            self.rows.append(
-                (
-                    s.scheduled_ns,
-                    s.sent_ns,
-                    s.end_ns,
-                    _NO_FIRST_TOKEN if first is None else first,
-                    True,
-                    s.input_tokens or 0,
-                    s.output_tokens or 0,
-                    len(itl),
-                    first is not None or s.output_tokens is not None,
-                )
-            )
-            if itl:
-                self.itl.extend(itl)
-                if len(self.itl) >= _CHUNK_FLOATS:
-                    self.itl_chunks.append(np.array(self.itl, dtype=np.float64))
-                    self.itl.clear()
-            if s.token_source is not None:
-                self.token_sources[s.token_source] += 1
-        else:
-            self.rows.append(
-                (s.scheduled_ns, s.sent_ns, s.end_ns, _NO_FIRST_TOKEN, False, 0, 0, 0, False)
-            )
-            self.errors[s.error_kind or UNKNOWN_ERROR] += 1
-        if len(self.rows) >= _CHUNK_ROWS:
-            self.row_chunks.append(np.array(self.rows, dtype=_ROW))
-            self.rows.clear()
-
-    def arrays(self) -> _Arrays:
-        """The collected samples as numpy arrays."""
-        rows = np.concatenate([*self.row_chunks, np.array(self.rows, dtype=_ROW)])
-        itl = np.concatenate([*self.itl_chunks, np.array(self.itl, dtype=np.float64)])
-        return _Arrays(rows, itl, self.errors, self.token_sources, self.warmup, self.cancelled)
-
-
-@dataclass(frozen=True, slots=True)
-class _Arrays:
-    """Measured samples of one group (or of several, concatenated) as numpy arrays.
-
-    ``itl_s`` holds the gaps of every successful sample, in row order; row ``i`` owns
-    ``rows["itl_count"][i]`` of them.
-    """
-
-    rows: npt.NDArray[np.void]
-    itl_s: _F64
-    errors: Counter[str]
-    token_sources: Counter[str]
-    warmup: int
-    cancelled: int
-
-    @classmethod
-    def concat(cls, parts: Sequence[_Arrays]) -> _Arrays:
-        if not parts:
-            return _Columns().arrays()
-        return cls(
-            rows=np.concatenate([p.rows for p in parts]),
-            itl_s=np.concatenate([p.itl_s for p in parts]),
-            errors=sum((p.errors for p in parts), Counter()),
-            token_sources=sum((p.token_sources for p in parts), Counter()),
-            warmup=sum(p.warmup for p in parts),
-            cancelled=sum(p.cancelled for p in parts),
+        self.start_ns: int | None = None
+        self.end_ns: int | None = None
+        self.first_sent_ns: int | None = None
+        self.last_sent_ns: int | None = None
+        self.values = (
+            {m: ExactValues(memory_values, spool_dir) for m in VALUE_METRICS} if values else {}
         )
 
-    def ttft_s(self) -> _F64:
-        """Per-sample TTFT, NaN without a first token (the expression of Sample.ttft_s)."""
-        first = self.rows["first_token_ns"]
-        has = first != _NO_FIRST_TOKEN
-        ttft = np.full(first.size, np.nan)
-        ttft[has] = (first[has] - self.rows["sent_ns"][has]) / 1e9
-        return ttft
+    def add(self, m: Measured) -> None:
+        self.requests += m.requests
+        self.succeeded += m.succeeded
+        self.warmup += m.warmup
+        self.cancelled += m.cancelled
+        self.goodput += m.goodput
+        self.input_tokens += m.input_tokens
+        self.output_tokens += m.output_tokens
+        self.errors.update(m.errors)
+        self.token_sources.update(m.token_sources)
+        self.start_ns = _min(self.start_ns, m.start_ns)
+        self.end_ns = _max(self.end_ns, m.end_ns)
+        self.first_sent_ns = _min(self.first_sent_ns, m.first_sent_ns)
+        self.last_sent_ns = _max(self.last_sent_ns, m.last_sent_ns)
+        for name, exact in self.values.items():
+            exact.add(m.values[name])
 
-    def mean_itl_s(self) -> _F64:
-        """Per-sample mean of its ITL gaps, NaN without gaps."""
-        counts = self.rows["itl_count"]
-        means = np.full(counts.size, np.nan)
-        has = counts > 0
-        if has.any():
-            starts = np.cumsum(counts) - counts
-            means[has] = np.add.reduceat(self.itl_s, starts[has]) / counts[has]
-        return means
+    def stats(self, dists: dict[str, Dist] | None = None) -> dict[str, Any]:
+        """The Stats of these samples (the module docstring's definitions); ``dists``: their
+        distributions, when not of their own values."""
+        n, succeeded = self.requests, self.succeeded
+        duration_s = 0.0
+        if self.start_ns is not None and self.end_ns is not None:
+            duration_s = (self.end_ns - self.start_ns) / 1e9
+
+        def rate(count: float) -> float:
+            return count / duration_s if duration_s > 0 else 0.0
+
+        send_rate = None
+        if n >= 2 and self.first_sent_ns is not None and self.last_sent_ns is not None:
+            span_s = (self.last_sent_ns - self.first_sent_ns) / 1e9
+            send_rate = (n - 1) / span_s if span_s > 0 else None
+        if dists is None:
+            dists = {name: v.distribution() for name, v in self.values.items()}
+        return {
+            "requests": n,
+            "succeeded": succeeded,
+            "failed": n - succeeded,
+            "errors": dict(sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "duration_s": duration_s,
+            "request_rate": rate(n),
+            "output_token_rate": rate(self.output_tokens),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "goodput_rate": rate(self.goodput),
+            "ttft_s": dists["ttft_s"],
+            "itl_s": dists["itl_s"],
+            "tpot_s": dists["tpot_s"],
+            "e2e_s": dists["e2e_s"],
+            "schedule_lag_s": dists["schedule_lag_s"],
+            "e2e_from_schedule_s": dists["e2e_from_schedule_s"],
+            "goodput": self.goodput,
+            "succeeded_rate": rate(succeeded),
+            "send_rate": send_rate,
+            "error_rate": (n - succeeded) / n if n else 0.0,
+            "token_sources": dict(sorted(self.token_sources.items())),
+            "warmup_excluded": self.warmup,
+            "cancelled_excluded": self.cancelled,
+        }
+
+    def close(self) -> None:
+        for values in self.values.values():
+            values.close()
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+class ClusterStatistics:
+    """The exact statistics of a cluster's samples, fed a batch of columns at a time.
+
+    The service feeds it every batch as it commits it (with what the live statistics take
+    too, :func:`~clientswarm.metrics.derive.measured_parts`), so the final summary needs no
+    second pass over the samples; it can also be fed from the store. Safe to use from several
+    threads. Groups named in ``group_order`` come first, in that order, even without samples;
+    others follow in order of first appearance, and steps by name in order of first appearance
+    within their group. Goodput is judged against ``slo``. ``memory_values`` and
+    ``spool_dir``: see :class:`~clientswarm.metrics.exact.ExactValues`. Use it as a context
+    manager (or call :meth:`close`) to free its temporary files.
+    """
+
+    def __init__(
+        self,
+        *,
+        slo: SLOConfig | None = None,
+        group_order: Sequence[str] = (),
+        memory_values: int = MEMORY_VALUES,
+        spool_dir: str | None = None,
+    ) -> None:
+        self.slo = slo
+        self.samples = 0
+        """Every sample added, warm-up, cancelled and steps included."""
+        self._lock = threading.Lock()
+        self._memory_values, self._spool_dir = memory_values, spool_dir
+        self._total = _Accumulated(memory_values, spool_dir, values=False)
+        self._groups = {name: self._new() for name in group_order}
+        self._steps: dict[str, dict[str, _Accumulated]] = {}
+
+    def _new(self) -> _Accumulated:
+        return _Accumulated(self._memory_values, self._spool_dir)
+
+    def __enter__(self) -> ClusterStatistics:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, cols: SampleColumns) -> None:
+        """Take a batch of samples."""
+        self.add_parts(measured_parts(cols, slo=self.slo), len(cols))
+
+    def add_parts(self, parts: Parts, count: int) -> None:
+        """Take what a batch of ``count`` samples adds, made with this ``slo``."""
+        with self._lock:
+            self.samples += count
+            for (group, step), m in parts.items():
+                if step is None:
+                    acc = self._groups.get(group)
+                    if acc is None:
+                        acc = self._groups[group] = self._new()
+                    acc.add(m)
+                    self._total.add(m)
+                    continue
+                if group not in self._groups:
+                    self._groups[group] = self._new()
+                named = self._steps.setdefault(group, {})
+                acc = named.get(step)
+                if acc is None:
+                    acc = named[step] = self._new()
+                acc.add(m)
+
+    def summary(
+        self,
+        cluster: ClusterInfo,
+        *,
+        lag_bound_s: float = DEFAULT_LAG_BOUND_S,
+        extra_warnings: Iterable[str] = (),
+    ) -> Summary:
+        """The summary of every sample added (the module docstring's definitions).
+
+        ``extra_warnings`` (e.g. worker event-loop lag) are reported and mark the run as not
+        trustworthy, as does a p99 schedule lag above ``lag_bound_s`` in any group.
+        """
+        with self._lock:
+            dists = {
+                name: {m: v.distribution() for m, v in acc.values.items()}
+                for name, acc in self._groups.items()
+            }
+            measured = [name for name, acc in self._groups.items() if acc.requests]
+            if len(measured) == 1:  # the total's values are that group's: the same numbers
+                union = dists[measured[0]]
+            else:
+                union = {
+                    m: exact_distribution([g.values[m] for g in self._groups.values()])
+                    for m in VALUE_METRICS
+                }
+            total = Stats(**self._total.stats(union))
+            groups = {name: acc.stats(dists[name]) for name, acc in self._groups.items()}
+            for name, named in self._steps.items():
+                groups[name]["steps"] = {step: Stats(**a.stats()) for step, a in named.items()}
+        untrusted = [*extra_warnings]
+        for name, stats in groups.items():
+            lag = _lag_warning(name, stats["schedule_lag_s"]["p99"], lag_bound_s)
+            if lag is not None:
+                untrusted.append(lag)
+        notes = [n for name, st in groups.items() if (n := _group_note(name, st)) is not None]
+        return Summary(
+            cluster=cluster,
+            total=total,
+            groups={name: GroupStats(**stats) for name, stats in groups.items()},
+            warnings=untrusted + notes,
+            trustworthy=not untrusted,
+            slo=None if self.slo is None else self.slo.model_dump(exclude_none=True),
+            lag_bound_s=lag_bound_s,
+        )
+
+    def close(self) -> None:
+        """Free the temporary files of the distributions."""
+        with self._lock:
+            for acc in [self._total, *self._groups.values()]:
+                acc.close()
+            for named in self._steps.values():
+                for acc in named.values():
+                    acc.close()
 
 
 def summarize(
-    samples: Iterable[Sample],
+    samples: Iterable[Sample | SampleColumns],
     *,
     cluster: Mapping[str, Any],
     slo: SLOConfig | None = None,
@@ -204,157 +284,18 @@ def summarize(
     lag_bound_s: float = DEFAULT_LAG_BOUND_S,
     extra_warnings: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Exact statistics of ``samples`` in the summary.json shape (see the module docstring).
-
-    ``cluster`` gives the ``id``, ``name`` and ``status`` to report. Groups named in
-    ``group_order`` come first, in that order, even without samples; others follow in order of
-    first appearance. ``extra_warnings`` (e.g. worker event-loop lag) are reported and mark the
-    run as not trustworthy, as does a p99 schedule lag above ``lag_bound_s`` in any group.
-    Step samples (``sample.step``) go to their group's ``steps`` entry, by name, never into the
-    group's or the total's Stats; a group without steps has no ``steps`` key.
-    The samples are read once and never held: pass a generator for large runs. Besides the
-    canonical keys, the result records the ``slo`` (objectives set) and ``lag_bound_s`` used.
+    """The summary.json document of ``samples`` (see the module docstring and
+    :meth:`ClusterStatistics.summary`): samples or batches of columns, read once and never
+    held. ``cluster`` gives the ``id``, ``name`` and ``status`` (and any other field of
+    :class:`~clientswarm.metrics.summary.ClusterInfo`) to report.
     """
-    columns: dict[str, _Columns] = {name: _Columns() for name in group_order or ()}
-    steps: dict[str, dict[str, _Columns]] = {}  # group → step name → its samples
-    for s in samples:
-        col = columns.get(s.group)
-        if col is None:
-            col = columns[s.group] = _Columns()
-        if s.step:
-            by_name = steps.get(s.group)
-            if by_name is None:
-                by_name = steps[s.group] = {}
-            step_col = by_name.get(s.name)
-            if step_col is None:
-                step_col = by_name[s.name] = _Columns()
-            col = step_col
-        if s.warmup:
-            col.warmup += 1
-        elif s.error_kind == ERROR_CANCELLED:
-            col.cancelled += 1
-        else:
-            col.add(s)
-
-    arrays = {name: col.arrays() for name, col in columns.items()}
-    groups = {name: _stats(a, slo) for name, a in arrays.items()}
-    total = _stats(_Arrays.concat(list(arrays.values())), slo)
-    for name, by_name in steps.items():
-        groups[name]["steps"] = {step: _stats(c.arrays(), slo) for step, c in by_name.items()}
-
-    untrusted = [*extra_warnings]
-    for name, stats in groups.items():
-        lag = _lag_warning(name, stats["schedule_lag_s"]["p99"], lag_bound_s)
-        if lag is not None:
-            untrusted.append(lag)
-    notes = [n for name, stats in groups.items() if (n := _group_note(name, stats)) is not None]
-    return {
-        "cluster": {
-            **cluster,
-            "id": cluster.get("id"),
-            "name": cluster.get("name"),
-            "status": cluster.get("status"),
-        },
-        "total": total,
-        "groups": groups,
-        "warnings": untrusted + notes,
-        "trustworthy": not untrusted,
-        "slo": None if slo is None else slo.model_dump(exclude_none=True),
-        "lag_bound_s": lag_bound_s,
-    }
-
-
-def _stats(a: _Arrays, slo: SLOConfig | None) -> dict[str, Any]:
-    """The Stats of one group's (or all groups') measured samples."""
-    rows = a.rows
-    sched, sent, end = rows["scheduled_ns"], rows["sent_ns"], rows["end_ns"]
-    n = int(sent.size)
-    ok = rows["ok"]
-    succeeded = int(ok.sum())
-    if n:
-        start_ns = min(int(sched.min()), int(sent.min()))
-        duration_s = (int(end.max()) - start_ns) / 1e9
-    else:
-        duration_s = 0.0
-    e2e = (end - sent) / 1e9
-    ttft = a.ttft_s()
-    has_ttft = ok & ~np.isnan(ttft)
-    out = rows["output_tokens"]
-    has_tpot = has_ttft & (out >= 2)
-    tpot = np.full(n, np.nan)
-    tpot[has_tpot] = (e2e[has_tpot] - ttft[has_tpot]) / (out[has_tpot] - 1)
-    good = _meets_slo(ok, rows["generates"], has_ttft, ttft, tpot, a.mean_itl_s(), e2e, slo)
-    goodput = int(good.sum())
-    output_tokens = int(out[ok].sum())
-
-    def rate(count: float) -> float:
-        return count / duration_s if duration_s > 0 else 0.0
-
-    return {
-        "requests": n,
-        "succeeded": succeeded,
-        "failed": n - succeeded,
-        "errors": dict(sorted(a.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "duration_s": duration_s,
-        "request_rate": rate(n),
-        "output_token_rate": rate(output_tokens),
-        "input_tokens": int(rows["input_tokens"][ok].sum()),
-        "output_tokens": output_tokens,
-        "goodput_rate": rate(goodput),
-        "ttft_s": distribution(ttft[has_ttft]),
-        "itl_s": distribution(a.itl_s),
-        "tpot_s": distribution(tpot[has_tpot]),
-        "e2e_s": distribution(e2e[ok]),
-        "schedule_lag_s": distribution((sent - sched) / 1e9),
-        "e2e_from_schedule_s": distribution((end[ok] - sched[ok]) / 1e9),
-        "goodput": goodput,
-        "succeeded_rate": rate(succeeded),
-        "send_rate": _send_rate(sent),
-        "error_rate": (n - succeeded) / n if n else 0.0,
-        "token_sources": dict(sorted(a.token_sources.items())),
-        "warmup_excluded": a.warmup,
-        "cancelled_excluded": a.cancelled,
-    }
-
-
-def _meets_slo(
-    ok: _Bool,
-    generates: _Bool,
-    has_ttft: _Bool,
-    ttft: _F64,
-    tpot: _F64,
-    mean_itl: _F64,
-    e2e: _F64,
-    slo: SLOConfig | None,
-) -> _Bool:
-    """Which samples count towards goodput (NaN compares false: a missing value fails).
-
-    Token objectives (TTFT, TPOT, ITL) bind only samples of interactions that generate tokens;
-    a hello or plain HTTP sample is judged by its E2E alone.
-    """
-    good = ok.copy()
-    if slo is None:
-        return good
-    tokenless = ~generates
-    nothing_to_pace = has_ttft & np.isnan(tpot)
-    no_gaps = has_ttft & np.isnan(mean_itl)
-    if slo.ttft_s is not None:
-        good &= (ttft <= slo.ttft_s) | tokenless
-    if slo.tpot_s is not None:
-        good &= (tpot <= slo.tpot_s) | nothing_to_pace | tokenless
-    if slo.itl_s is not None:
-        good &= (has_ttft & ((mean_itl <= slo.itl_s) | no_gaps)) | tokenless
-    if slo.e2e_s is not None:
-        good &= e2e <= slo.e2e_s
-    return good
-
-
-def _send_rate(sent_ns: _I64) -> float | None:
-    """Achieved arrival rate; None with fewer than two sends or no time between them."""
-    if sent_ns.size < 2:
-        return None
-    span_s = (int(sent_ns.max()) - int(sent_ns.min())) / 1e9
-    return (sent_ns.size - 1) / span_s if span_s > 0 else None
+    with ClusterStatistics(slo=slo, group_order=group_order or ()) as stats:
+        for cols in chunks_of(samples, _CHUNK):
+            stats.add(cols)
+        summary = stats.summary(
+            ClusterInfo(**cluster), lag_bound_s=lag_bound_s, extra_warnings=extra_warnings
+        )
+    return summary.document()
 
 
 def _lag_warning(group: str, p99_lag_s: float | None, bound_s: float) -> str | None:
@@ -382,4 +323,9 @@ def _group_note(group: str, stats: Mapping[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["DEFAULT_LAG_BOUND_S", "UNKNOWN_ERROR", "summarize"]
+__all__ = [
+    "DEFAULT_LAG_BOUND_S",
+    "UNKNOWN_ERROR",
+    "ClusterStatistics",
+    "summarize",
+]

@@ -16,40 +16,37 @@ Every field but ``itl_s`` is a column; a column of a field with a default (``ste
 with one object per sample, is accepted as well: it is what a hand-written client sends most
 easily.
 
-Both forms are checked against the types of :class:`~clientswarm.metrics.sample.Sample`'s
-fields (:data:`FIELD_TYPES`) before anything is stored: a value of the wrong type (``"soon"``
-for ``scheduled_ns``), an integer beyond 64 bits or a status outside its choices is a
-:class:`BatchFormatError` that names the column, the sample and the value. Stored, such a
-value would fail every statistic computed from the samples later.
+Both forms are checked against the types of the sample's field table
+(:data:`FIELD_TYPES`, derived from :mod:`clientswarm.metrics.fields`) before anything is
+stored: a value of the wrong type (``"soon"`` for ``scheduled_ns``), an integer beyond 64 bits
+or a status outside its choices is a :class:`BatchFormatError` that names the column, the
+sample and the value. Stored, such a value would fail every statistic computed from the
+samples later.
+
+:func:`decode_columns` gives the service the batch as it travels on: a
+:class:`~clientswarm.metrics.columns.SampleColumns` of the checked columns and the ITL bytes
+as they came, which the store keeps untouched and the statistics read in place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
-from clientswarm.metrics.itl import float64s, pack_itl
+from clientswarm.errors import ClientswarmError
+from clientswarm.metrics.columns import SampleColumns
+from clientswarm.metrics.fields import COLUMNS, FIELDS, SampleField
+from clientswarm.metrics.itl import pack_itl
 from clientswarm.metrics.sample import Sample
 
-_FIELDS = dataclasses.fields(Sample)
-_ITL_AT = [f.name for f in _FIELDS].index("itl_s")
-_HEAD = tuple(f.name for f in _FIELDS[:_ITL_AT])  # the fields before itl_s, in order
-_TAIL = tuple(f.name for f in _FIELDS[_ITL_AT + 1 :])  # and after it
-
-COLUMNS: tuple[str, ...] = _HEAD + _TAIL
-"""The columns of the columnar form: every Sample field but ``itl_s``, in field order."""
-
 _DEFAULTS: dict[str, Any] = {
-    f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING
+    name: FIELDS[name].default for name in COLUMNS if FIELDS[name].has_default
 }
 _row_of = attrgetter(*COLUMNS)
-_new_sample: Callable[..., Sample] = Sample  # positional: head fields, itl_s, tail fields
 
 PACKED_MEDIA_TYPE = "application/x-clientswarm-samples"
 """The media type of the packed form (a JSON line, then the packed ITLs)."""
@@ -64,7 +61,7 @@ PACKED_DESCRIPTION = (
 """How the packed form looks, for the API reference."""
 
 
-class BatchFormatError(ValueError):
+class BatchFormatError(ClientswarmError, ValueError):
     """A sample batch that is neither a valid columnar nor a valid row form."""
 
 
@@ -80,20 +77,11 @@ class FieldType:
     choices: frozenset[Any] | None = None
 
     @classmethod
-    def of(cls, annotation: Any) -> FieldType:
-        """From a field's annotation: ``int``, ``str``, ``bool``, ``Literal[…]``, ``X | None``."""
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-            parts = [cls.of(arg) for arg in typing.get_args(annotation)]
-            kinds = frozenset().union(*(p.kinds for p in parts))
-            if any(p.choices is None for p in parts):
-                return cls(kinds)
-            return cls(kinds, frozenset().union(*(p.choices or () for p in parts)))
-        if typing.get_origin(annotation) is Literal:
-            values = typing.get_args(annotation)
-            return cls(frozenset(map(type, values)), frozenset(values))
-        if annotation is None or annotation is type(None):
-            return cls(frozenset({type(None)}), frozenset({None}))
-        return cls(frozenset({annotation}))
+    def of(cls, f: SampleField) -> FieldType:
+        """What field ``f`` of the field table accepts."""
+        if f.choices is None:
+            return cls(f.json_types)
+        return cls(f.json_types, f.choices | ({None} if f.nullable else set()))
 
     def expected(self) -> str:
         """What the field takes, in words."""
@@ -136,12 +124,9 @@ def _by_name(kinds: frozenset[type]) -> list[type]:
     return sorted(kinds, key=lambda t: (t is type(None), t.__name__))
 
 
-FIELD_TYPES: dict[str, FieldType] = {
-    name: FieldType.of(hint)
-    for name, hint in typing.get_type_hints(Sample).items()
-    if name != "itl_s"  # packed floats, or checked as a list of numbers (row form)
-}
-"""What each column accepts, derived from the annotations of Sample's fields."""
+FIELD_TYPES: dict[str, FieldType] = {name: FieldType.of(FIELDS[name]) for name in COLUMNS}
+"""What each column accepts, derived from the field table (``itl_s`` is packed floats, or in
+the row form checked as a list of numbers)."""
 
 
 def _check_column(name: str, values: list[Any], *, rows: bool = False) -> None:
@@ -196,9 +181,11 @@ class ColumnarBatch:
         return orjson.dumps(head) + b"\n" + b"".join(self._packed)
 
 
-def decode_batch(body: bytes, media_type: str = "application/json") -> tuple[int, list[Sample]]:
-    """``(seq, samples)`` of a batch body of ``media_type``: the packed form, or the row form
-    as JSON. BatchFormatError says what is wrong (the field, the value, what is valid)."""
+def decode_columns(body: bytes, media_type: str = "application/json") -> tuple[int, SampleColumns]:
+    """``(seq, columns)`` of a batch body of ``media_type``: the packed form, or the row form
+    as JSON, every value checked against its field's type. BatchFormatError says what is
+    wrong (the field, the value, what is valid). The packed form's ITL bytes are kept as they
+    came (a view of ``body``)."""
     packed = media_type == PACKED_MEDIA_TYPE
     line_end = body.find(b"\n") if packed else len(body)
     if line_end < 0:
@@ -214,7 +201,17 @@ def decode_batch(body: bytes, media_type: str = "application/json") -> tuple[int
         raise BatchFormatError(f"seq must be an integer >= 1, got {seq!r}")
     if packed:
         return seq, _from_columns(raw, memoryview(body)[line_end + 1 :])
-    rows = raw.get("samples")
+    return seq, SampleColumns.from_samples(_from_rows(raw.get("samples")))
+
+
+def decode_batch(body: bytes, media_type: str = "application/json") -> tuple[int, list[Sample]]:
+    """``(seq, samples)`` of a batch body: :func:`decode_columns`, as ``Sample`` objects."""
+    seq, columns = decode_columns(body, media_type)
+    return seq, columns.to_samples()
+
+
+def _from_rows(rows: Any) -> list[Sample]:
+    """The samples of the row form, checked."""
     if not isinstance(rows, list):
         raise BatchFormatError(
             f"a JSON batch needs 'samples', one object per sample (or send {PACKED_MEDIA_TYPE})"
@@ -235,10 +232,10 @@ def decode_batch(body: bytes, media_type: str = "application/json") -> tuple[int
             raise BatchFormatError(
                 f"samples[{index}].itl_s: expected a list of numbers (seconds), got {_shown(itl)}"
             )
-    return seq, samples
+    return samples
 
 
-def _from_columns(raw: dict[str, Any], itl_bytes: memoryview) -> list[Sample]:
+def _from_columns(raw: dict[str, Any], itl_bytes: memoryview) -> SampleColumns:
     count, columns = raw.get("count"), raw.get("columns")
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise BatchFormatError(f"count must be an integer >= 0, got {count!r}")
@@ -247,14 +244,9 @@ def _from_columns(raw: dict[str, Any], itl_bytes: memoryview) -> list[Sample]:
     unknown = sorted(set(columns) - set(COLUMNS))
     if unknown:
         raise BatchFormatError(f"unknown columns {unknown}; valid: {', '.join(COLUMNS)}")
-    head, tail = _lists(columns, _HEAD, count), _lists(columns, _TAIL, count)
+    checked = dict(zip(COLUMNS, _lists(columns, COLUMNS, count), strict=True))
     counts = _itl_counts(raw.get("itl_counts"), count, len(itl_bytes))
-    samples: list[Sample] = []
-    append, at = samples.append, 0
-    for h, t, k in zip(zip(*head, strict=True), zip(*tail, strict=True), counts, strict=True):
-        append(_new_sample(*h, list(float64s(k).unpack_from(itl_bytes, at)), *t))
-        at += 8 * k
-    return samples
+    return SampleColumns(checked, itl_packed=itl_bytes, itl_counts=counts)
 
 
 def _lists(columns: dict[str, Any], names: tuple[str, ...], count: int) -> list[list[Any]]:
@@ -297,4 +289,5 @@ __all__ = [
     "ColumnarBatch",
     "FieldType",
     "decode_batch",
+    "decode_columns",
 ]

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import orjson
 
+from clientswarm.errors import ClientswarmError
+
 Endpoint = Literal["completion", "chat"]
 """Which OpenAI generation endpoint a request came to."""
 
@@ -36,7 +38,7 @@ _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[-+.\w]+|\S')
 _SCHEMA_DEPTH = 8
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(ClientswarmError, ValueError):
     """A request body the mock cannot serve; answered with HTTP 400 and this message.
 
     ``param`` names the request field at fault (the error body's ``param``), when known.

@@ -7,9 +7,9 @@ them (``make test`` checks it with import-linter, ``[tool.importlinter]`` in pyp
   batches, heartbeat, finish, and the cluster token's environment variable;
 - :mod:`.assignment`: what a worker is told to do, and how it reports back;
 - :mod:`.spawning`: the spawner seam: what the service hands a spawner to start a cluster's
-  workers (:class:`~.spawning.ClusterLaunch`), the :class:`~.spawning.Spawner` protocol, and
-  what a spawner reports of an ended worker;
-- :mod:`.standby`: the few bytes a standby worker and its spawner exchange on its pipes.
+  workers (:class:`~.spawning.ClusterLaunch`), the :class:`~.spawning.Spawner` protocol, the
+  opaque :class:`~.spawning.SpawnerHandle` it answers with, and what it reports of an ended
+  worker.
 
 The sample batches themselves travel in the codec of :mod:`clientswarm.metrics.wire`, from the
 field table of :class:`clientswarm.metrics.sample.Sample`.

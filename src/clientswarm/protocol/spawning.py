@@ -1,8 +1,14 @@
-"""The spawner seam: render a submission (pure), submit it (thin), parse what comes back.
+"""The spawner seam: render a submission (pure), submit it (thin), follow what it started.
 
 A spawner starts, watches and stops the workers of one cluster. Every worker it starts knows
 only the service URL, the cluster id, its index and the cluster token (handed through the
 environment, never on a command line); everything else it pulls from the service.
+
+A spawner gets its options as the validated model of its ``kind`` (:class:`ClusterLaunch`'s
+``options``) and answers :meth:`Spawner.submit` with a :class:`SpawnerHandle` of its own: a
+small frozen model that only it looks inside. The service keeps the handle's JSON form in the
+store and hands the handle back to every later call; after a restart it asks the spawner to
+:meth:`~Spawner.restore` it from that JSON.
 """
 
 from __future__ import annotations
@@ -10,10 +16,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from clientswarm.config.models import SpawnerConfig
 from clientswarm.errors import SpawnerError
 from clientswarm.protocol.internal import TOKEN_ENV
 
@@ -23,15 +30,20 @@ class ClusterLaunch:
     """What a spawner needs to start the workers of one cluster."""
 
     cluster_id: str
-    workers: int
     service_url: str
     token: str = field(repr=False)
     log_dir: str
     python: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: SpawnerConfig
+    """The spawner's options, validated (a preset merged in); ``options.workers`` workers."""
     env: Mapping[str, str] | None = field(default=None, repr=False)
     """The environment workers start with, besides :meth:`worker_env` (the operator's policy
     decides it: :meth:`OperatorPolicy.worker_environment`); None: this process's own."""
+
+    @property
+    def workers(self) -> int:
+        """How many workers to start."""
+        return self.options.workers
 
     def worker_env(self) -> dict[str, str]:
         """Environment variables every worker gets (the token among them)."""
@@ -63,18 +75,50 @@ class ClusterLaunch:
 Options = TypeVar("Options", bound=BaseModel)
 
 
-def parse_options(launch: ClusterLaunch, model: type[Options], kind: str, what: str) -> Options:
-    """The spawner options of ``launch`` (a dump of ``model``); SpawnerError naming each bad one."""
-    options = {**launch.options, "kind": kind, "workers": launch.workers}
-    try:
-        return model.model_validate(options)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spawner'}: {e['msg']}" for e in exc.errors()
-        )
+def options_of(launch: ClusterLaunch, model: type[Options]) -> Options:
+    """The options of ``launch`` as ``model`` (the spawner's own kind); a SpawnerError when
+    they are another kind's (the service picked the wrong spawner)."""
+    if not isinstance(launch.options, model):
         raise SpawnerError(
-            f"invalid {what} options for cluster {launch.cluster_id}: {problems}"
-        ) from None
+            f"cluster {launch.cluster_id} has {launch.options.kind} spawner options, not "
+            f"{model.__name__}: it was handed to the wrong spawner"
+        )
+    return launch.options
+
+
+class SpawnerHandle(BaseModel):
+    """What a spawner's :meth:`~Spawner.submit` returned: all it needs to follow and stop
+    those workers again, even from a restarted service. Only that spawner looks inside; the
+    service asks it (:attr:`following`) and keeps its JSON form (:meth:`to_json`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @property
+    def following(self) -> bool:
+        """Whether it started anything the service must follow and stop."""
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form the store keeps."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> Self:
+        """The handle again from :meth:`to_json`'s form; a SpawnerError when it is not one."""
+        try:
+            return cls.model_validate(dict(stored))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'handle'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise SpawnerError(
+                f"the stored {cls.__name__} cannot be read back ({problems}): its workers "
+                "cannot be followed"
+            ) from None
+
+
+Handle = TypeVar("Handle", bound=SpawnerHandle)
 
 
 @dataclass(frozen=True)
@@ -89,7 +133,7 @@ class WorkerExit:
     """True when the scheduler cancelled it (e.g. ``scancel`` outside the service)."""
 
 
-class Spawner(Protocol):
+class Spawner(Protocol[Handle]):
     """Starts, watches and stops the workers of clusters."""
 
     kind: str
@@ -98,19 +142,44 @@ class Spawner(Protocol):
         """Exactly what :meth:`submit` would start, for review (secrets redacted). Pure."""
         ...
 
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
-        """Start every worker; return the state needed to follow them (stored, JSON-ready)."""
+    async def submit(self, launch: ClusterLaunch) -> Handle:
+        """Start every worker; return the handle to follow them by."""
         ...
 
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
+    def restore(self, stored: Mapping[str, Any]) -> Handle:
+        """A handle again from its JSON form (:meth:`SpawnerHandle.to_json`), for a restarted
+        service; SpawnerError when it is not one of this spawner's."""
+        ...
+
+    async def poll(self, cluster_id: str, handle: Handle) -> list[WorkerExit]:
         """Workers of ``cluster_id`` that have ended since they were started."""
         ...
 
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
+    async def stop(self, cluster_id: str, handle: Handle, grace_s: float) -> None:
         """Stop every worker still running: politely, then by force after ``grace_s``."""
         ...
 
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+    async def release(self, cluster_id: str, handle: Handle) -> None:
         """The cluster is over (not stopped): remove what of it is left, e.g. pods that never
         started. Forget it otherwise."""
         ...
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Workers started for a cluster the service has yet to create (``clientswarm run``
+    starts them while its service loads): the launch they were given and the handle of the
+    spawner that started them. The service creates the cluster with that id and token."""
+
+    launch: ClusterLaunch
+    handle: SpawnerHandle
+
+
+__all__ = [
+    "ClusterLaunch",
+    "Spawner",
+    "SpawnerHandle",
+    "Submitted",
+    "WorkerExit",
+    "options_of",
+]

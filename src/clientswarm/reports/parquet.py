@@ -9,56 +9,52 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clientswarm.metrics.columns import SampleColumns, chunks_of
+from clientswarm.metrics.fields import SAMPLE_FIELDS, FieldKind, SampleField
 from clientswarm.metrics.sample import Sample
-from clientswarm.reports.export import SAMPLE_FIELDS, chunks, sample_from_row
+from clientswarm.reports.export import CHUNK, DERIVED_FIELDS, derived_columns, sample_from_row
 
-#: The fixed Parquet schema: one column per sample field, then the derived ones.
+
+def _arrow_type(f: SampleField) -> pa.DataType:
+    """The Parquet column type of a sample field (every integer as int64)."""
+    return {
+        FieldKind.INT: pa.int64(),
+        FieldKind.TEXT: pa.string(),
+        FieldKind.BOOL: pa.bool_(),
+        FieldKind.SECONDS: pa.list_(pa.float64()),
+    }[f.kind]
+
+
+#: The fixed Parquet schema: one column per field of the field table, then the derived ones.
 PARQUET_SCHEMA = pa.schema(
-    [
-        ("group", pa.string()),
-        ("client", pa.int64()),
-        ("worker", pa.int64()),
-        ("name", pa.string()),
-        ("scheduled_ns", pa.int64()),
-        ("sent_ns", pa.int64()),
-        ("end_ns", pa.int64()),
-        ("status", pa.string()),
-        ("first_token_ns", pa.int64()),
-        ("last_token_ns", pa.int64()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("token_source", pa.string()),
-        ("itl_s", pa.list_(pa.float64())),
-        ("error_kind", pa.string()),
-        ("error_message", pa.string()),
-        ("http_status", pa.int64()),
-        ("stage", pa.int64()),
-        ("warmup", pa.bool_()),
-        ("step", pa.bool_()),
-        ("ttft_s", pa.float64()),
-        ("e2e_s", pa.float64()),
-        ("tpot_s", pa.float64()),
-        ("schedule_lag_s", pa.float64()),
-    ]
+    [(f.name, _arrow_type(f)) for f in SAMPLE_FIELDS]
+    + [(name, pa.float64()) for name in DERIVED_FIELDS]
 )
 
 
-def samples_table(samples: Sequence[Sample]) -> pa.Table:
-    """``samples`` as an Arrow table with :data:`PARQUET_SCHEMA`, built column by column."""
-    columns: dict[str, list[Any]] = {
-        name: [getattr(s, name) for s in samples] for name in SAMPLE_FIELDS
-    }
-    columns["ttft_s"] = [s.ttft_s for s in samples]
-    columns["e2e_s"] = [s.e2e_s for s in samples]
-    columns["tpot_s"] = [s.tpot_s for s in samples]
-    columns["schedule_lag_s"] = [s.schedule_lag_s for s in samples]
-    return pa.Table.from_pydict(columns, schema=PARQUET_SCHEMA)
+def samples_table(cols: SampleColumns) -> pa.Table:
+    """A batch of columns as an Arrow table with :data:`PARQUET_SCHEMA`; the ITL list column
+    is made over the packed bytes (offsets from the counts), not from Python floats."""
+    arrays = []
+    derived = derived_columns(cols)
+    for f in PARQUET_SCHEMA:
+        if f.name == "itl_s":
+            offsets = np.zeros(len(cols) + 1, dtype=np.int32)
+            np.cumsum(cols.itl_counts(), out=offsets[1:])
+            values = pa.array(cols.itl_values(), type=pa.float64())
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), values, type=f.type))
+        elif f.name in derived:
+            arrays.append(pa.array(derived[f.name], type=f.type))
+        else:
+            arrays.append(pa.array(cols.columns[f.name], type=f.type))
+    return pa.Table.from_arrays(arrays, schema=PARQUET_SCHEMA)
 
 
 class _Pending(io.RawIOBase):
@@ -80,16 +76,46 @@ class _Pending(io.RawIOBase):
         return data
 
 
-def stream_parquet(samples: Iterable[Sample], chunk: int = 10_000) -> Iterator[bytes]:
-    """A Parquet file written one row group per chunk, each handed on as soon as written."""
-    sink = _Pending()
-    writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), PARQUET_SCHEMA)
-    for part in chunks(samples, chunk):
-        writer.write_table(samples_table(part))
-        if data := sink.take():
+WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": [name for name in PARQUET_SCHEMA.names if name != "itl_s"],
+}
+"""How the columns are encoded. Inter-token gaps are measured to the nanosecond, so they
+rarely repeat: a dictionary of them costs the writer most of its memory (a hash of every
+value of a row group) and seldom pays. zstd makes smaller files than the default snappy at
+about its speed (``bench/longrun.py`` reports the bytes per sample of each format)."""
+
+
+class ParquetEncoder:
+    """A Parquet file a row group per batch, its bytes handed on as soon as written."""
+
+    def __init__(self) -> None:
+        self._sink = _Pending()
+        self._writer = pq.ParquetWriter(
+            pa.PythonFile(self._sink, mode="w"), PARQUET_SCHEMA, **WRITE_OPTIONS
+        )
+
+    def chunk(self, cols: SampleColumns) -> bytes:
+        """One row group."""
+        self._writer.write_table(samples_table(cols))
+        return self._sink.take()
+
+    def end(self) -> bytes:
+        """The footer."""
+        self._writer.close()
+        return self._sink.take()
+
+
+def stream_parquet(
+    samples: Iterable[Sample | SampleColumns], chunk: int = CHUNK
+) -> Iterator[bytes]:
+    """A Parquet file written one row group per chunk of ``chunk`` samples (or per batch of
+    columns), each handed on as soon as written."""
+    enc = ParquetEncoder()
+    for part in chunks_of(samples, chunk):
+        if data := enc.chunk(part):
             yield data
-    writer.close()
-    if data := sink.take():
+    if data := enc.end():
         yield data
 
 
@@ -97,10 +123,17 @@ def read_samples_parquet(path: str | os.PathLike[str]) -> Iterator[Sample]:
     """Samples of a Parquet file written by :func:`write_samples`, row group by row group."""
     parquet = pq.ParquetFile(path)
     present = set(parquet.schema_arrow.names)  # older files lack newer fields, e.g. ``step``
-    columns = [name for name in SAMPLE_FIELDS if name in present]
+    columns = [f.name for f in SAMPLE_FIELDS if f.name in present]
     for batch in parquet.iter_batches(columns=columns):
         for row in batch.to_pylist():
             yield sample_from_row(row)
 
 
-__all__ = ["PARQUET_SCHEMA", "read_samples_parquet", "samples_table", "stream_parquet"]
+__all__ = [
+    "PARQUET_SCHEMA",
+    "WRITE_OPTIONS",
+    "ParquetEncoder",
+    "read_samples_parquet",
+    "samples_table",
+    "stream_parquet",
+]

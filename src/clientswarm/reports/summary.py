@@ -1,4 +1,5 @@
-"""Reading and writing summary.json, the shape `clientswarm.metrics.stats.summarize` makes."""
+"""Reading and writing summary.json: the document of a
+:class:`~clientswarm.metrics.summary.Summary`, as the service stores and serves it."""
 
 from __future__ import annotations
 

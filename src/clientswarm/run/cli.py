@@ -1,15 +1,16 @@
 """``clientswarm run FILE``: run a cluster on this machine and report its statistics.
 
 One code path: ``run`` starts the very service ``clientswarm serve`` runs, in this process
-(see :mod:`clientswarm.run.local`). This module stays light: before it even validates the
-configuration it starts the local workers it asks for as standbys, so their start-up overlaps
-the validation and the service's own (the first request goes out about a second sooner).
+(see :mod:`clientswarm.run.local`). This module stays light: once the configuration is valid
+it starts the workers (:mod:`clientswarm.run.start`), and only then loads the service's code,
+so that the workers load theirs meanwhile.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
-import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING
 import click
 
 from clientswarm.imports import collections_paused
-from clientswarm.spawners.standby import StandbyWorkers, planned_local_workers
 
 if TYPE_CHECKING:
     from clientswarm.config.models import ClusterConfig
+    from clientswarm.config.paths import FileScope
 
 
 def default_output_dir(config: ClusterConfig) -> Path:
@@ -28,6 +29,20 @@ def default_output_dir(config: ClusterConfig) -> Path:
     if config.outputs.dir:
         return Path(config.outputs.dir)
     return Path("results") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``clientswarm run``'s options ask for, besides the configuration itself."""
+
+    file: Path
+    output: Path | None = None
+    samples_format: str | None = None
+    mock_args: str | None = None
+    """Options of the simulator to start as the target; ``None``: no simulator."""
+    dry_run: bool = False
+    host: str = "127.0.0.1"
+    port: int = 0
 
 
 @click.command("run")
@@ -66,89 +81,79 @@ def run_command(
     port: int,
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
-    with tempfile.TemporaryDirectory(prefix="clientswarm-standby-") as scratch:
-        early = 0 if dry_run else planned_local_workers(file, workers)
-        standby = StandbyWorkers.start(sys.executable, early, Path(scratch)) if early else None
-        try:
-            with collections_paused():
-                from clientswarm.config.loader import load_config_file
+    with collections_paused():
+        from clientswarm.config.loader import load_config_file
 
-            config = load_config_file(file)
-            if workers is not None:
-                config = config.model_copy(
-                    update={"spawner": config.spawner.model_copy(update={"workers": workers})}
-                )
-            status = run_config(
-                config, file, output, samples_format, mock, mock_args, dry_run, host, port, standby
-            )
-        finally:
-            if standby is not None:
-                standby.close()
+    config = load_config_file(file)
+    if workers is not None:
+        config = config.model_copy(
+            update={"spawner": config.spawner.model_copy(update={"workers": workers})}
+        )
+    options = RunOptions(
+        file=file,
+        output=output,
+        samples_format=samples_format,
+        mock_args=mock_args if mock else None,
+        dry_run=dry_run,
+        host=host,
+        port=port,
+    )
+    status = run_config(config, options)
     if status is not None:
         sys.exit(0 if status == "completed" else 1)
 
 
-def run_config(
-    config: ClusterConfig,
-    file: Path,
-    output: Path | None,
-    samples_format: str | None,
-    mock: bool,
-    mock_args: str,
-    dry_run: bool,
-    host: str,
-    port: int,
-    standby: StandbyWorkers | None,
-) -> str | None:
-    """The body of ``clientswarm run`` once the workers are starting: the cluster's final
+def run_config(config: ClusterConfig, options: RunOptions) -> str | None:
+    """The body of ``clientswarm run`` once the configuration is valid: the cluster's final
     status (``None`` after a dry run)."""
     with collections_paused():
         from clientswarm.config.paths import FileScope
-        from clientswarm.interactions.registry import build_group_interactions
-        from clientswarm.run.early import start_early
+        from clientswarm.errors import ConfigError
+        from clientswarm.run.start import start_run
+        from clientswarm.spawners.registry import missing_extra, render_submission
 
-    # A bad dataset fails here, not later.
-    build_group_interactions(config, files=FileScope.anywhere(file.parent))
-    if dry_run:
-        from clientswarm.spawners.registry import render_submission
-
+    extra = missing_extra(config.spawner.kind)
+    if extra is not None:
+        raise ConfigError([extra])
+    files = FileScope.anywhere(options.file.parent)
+    if options.dry_run:
+        _check_interactions(config, files)  # a bad dataset fails a dry run too
         click.echo(render_submission(config, service_url="<in-process service URL>"), nl=False)
         return None
-    output_dir = output or default_output_dir(config)
-    fmt = samples_format or config.outputs.samples_format
+    output_dir = options.output or default_output_dir(config)
     output_dir.mkdir(parents=True, exist_ok=True)
-    base_dir = file.parent.resolve()
-    # The clients start while the service loads (below), unless the simulator is the target.
-    early = None
-    if not mock:
-        early = start_early(
+    # The workers start now and load their code while this process loads the service's.
+    with start_run(config, output_dir=output_dir, host=options.host, port=options.port) as start:
+        _check_interactions(config, files)  # (a failure stops the workers)
+        with collections_paused():
+            from clientswarm.run.local import run_locally  # the service's whole stack
+        # What was imported lives as long as the process: the collections the service's
+        # start-up triggers (building its routes) need not look through it every time.
+        gc.freeze()
+        summary = run_locally(
             config,
-            base_dir=base_dir,
+            base_dir=options.file.parent.resolve(),
             output_dir=output_dir,
-            host=host,
-            port=port,
-            standby=standby,
+            fmt=options.samples_format or config.outputs.samples_format,
+            mock_args=options.mock_args,
+            start=start,
         )
-    with collections_paused():
-        from clientswarm.run.local import run_locally  # the service's whole stack
-
-    summary = run_locally(
-        config,
-        base_dir=base_dir,
-        output_dir=output_dir,
-        fmt=fmt,
-        mock_args=mock_args if mock else None,
-        host=host,
-        port=port,
-        standby=standby,
-        early=early,
-    )
     from clientswarm.reports.table import render_summary, report_console  # after the run: rich
 
     console = report_console()
     render_summary(summary, console)
-    console.print(f"results: {output_dir}/summary.json, {output_dir}/{summary['samples_file']}")
+    fmt = options.samples_format or config.outputs.samples_format
+    console.print(f"results: {output_dir}/summary.json, {output_dir}/samples.{fmt}")
     status: str = summary["cluster"]["status"]
     if status == "failed":
         console.print(f"the run failed: {summary['cluster'].get('reason')}", style="bold red")
     return status
+
+
+def _check_interactions(config: ClusterConfig, files: FileScope) -> None:
+    """Build every group's interaction as the service will: a bad dataset or user interaction
+    fails here with one clear line, not once the service is up."""
+    with collections_paused():
+        from clientswarm.interactions.registry import build_group_interactions
+
+    build_group_interactions(config, files=files)

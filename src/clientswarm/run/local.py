@@ -1,16 +1,15 @@
 """The machinery of ``clientswarm run``: the in-process service, the progress line, the report.
 
 One code path: a run starts the very service ``clientswarm serve`` runs, in this process, on an
-ephemeral loopback port with a throw-away store, submits the cluster to it (the ``local``
-spawner starts the workers, or takes the standby ones :mod:`clientswarm.run.cli` started
-while this module loaded), follows it with a live progress line, and writes the report.
+ephemeral loopback port with a throw-away store, has it create the cluster whose workers
+:mod:`clientswarm.run.start` started while this module loaded, follows it with a live progress
+line, and writes the report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import signal
 import tempfile
 import time
@@ -22,19 +21,16 @@ import orjson
 from clientswarm import aio
 from clientswarm.config.models import ClusterConfig
 from clientswarm.load import group_end_s
-from clientswarm.protocol.spawning import Spawner
-from clientswarm.reports.export import write_samples
+from clientswarm.metrics.columns import SampleSink
+from clientswarm.reports.export import SamplesFile, write_samples
 from clientswarm.reports.summary import write_summary
-from clientswarm.run.early import EarlyPlan, local_start_margin_s
 from clientswarm.run.mock_target import mock_target
 from clientswarm.run.progress import ProgressLine, show_progress
+from clientswarm.run.start import RunStart, start_run
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.results import live_warnings
 from clientswarm.service.server import running_service
-from clientswarm.service.settings import ServiceSettings
-from clientswarm.spawners.local import LocalSpawner
 from clientswarm.spawners.registry import default_spawners
-from clientswarm.spawners.standby import StandbyWorkers
 from clientswarm.store import ClusterRecord, Store
 
 if TYPE_CHECKING:
@@ -89,90 +85,93 @@ async def run_cluster(
     config: ClusterConfig,
     *,
     base_dir: Path,
-    output_dir: Path,
     console: Console | None,
     store: Store,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    standby: StandbyWorkers | None = None,
-    early: EarlyPlan | None = None,
+    start: RunStart,
+    samples: SampleSink | None = None,
 ) -> str:
     """Run ``config`` through an in-process service; return the cluster id once it finished.
+    ``samples`` takes every batch the service commits (the run's samples file).
 
-    The service's frontend API gets a random token nobody is told: only the workers (with
-    their cluster token) have business with it, even when it listens beyond loopback.
-    ``console`` shows the progress line; ``None``: the report console, made once the cluster
-    is submitted (rich loads after the workers have their orders, off the start-up path).
-    The cluster is created before the service accepts its first request; with ``early``
-    (:mod:`clientswarm.run.early`) on the socket the early workers were given, with their
-    id, token and start time.
+    The service comes up on ``start``'s socket with its settings and, before it accepts the
+    first request (the workers' registrations wait on the socket), creates the cluster with
+    the id, token and workers that :func:`~clientswarm.run.start.start_run` started; then
+    :func:`follow` shows it on ``console``.
     """
-    settings = ServiceSettings(
-        data_dir=output_dir, lost_after_s=10.0, api_token=secrets.token_urlsafe(24)
-    )
-    if config.spawner.kind == "local":
-        settings.start_margin_s = local_start_margin_s(config)
-    advertise = getattr(config.spawner, "advertise_url", None)
-    if advertise:
-        settings.advertise_url = advertise
-    spawners: dict[str, Spawner] = {**default_spawners(), "local": LocalSpawner(standby)}
+    spawners = {**default_spawners(), config.spawner.kind: start.spawner}
     created: list[ClusterRecord] = []
+    refused: list[Exception] = []
 
     async def create(manager: ClusterManager) -> None:
-        # Before the service accepts a request: early workers' calls wait on its socket.
-        preset = None if early is None else await asyncio.to_thread(early.preset)
-        created.append(await manager.create(config, base_dir=base_dir, preset=preset))
-
-    async with running_service(
-        store,
-        settings,
-        host=host,
-        port=port,
-        spawners=spawners,
-        sock=None if early is None else early.sock,
-        before_serving=create,
-    ) as service:
-        manager = service.manager
-        (record,) = created
-        loop = asyncio.get_running_loop()
-
-        stopping: list[asyncio.Task[None]] = []
-
-        def stop() -> None:
-            stopping.append(
-                asyncio.create_task(manager.stop_cluster(record.id, "stopped with Ctrl-C"))
-            )
-
-        loop.add_signal_handler(signal.SIGINT, stop)
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        planned = planned_duration_s(config)
-
-        async def display_progress() -> None:
-            await asyncio.sleep(PROGRESS_DELAY_S)  # rich loads and draws once workers have sent
-            await show_progress(
-                lambda: progress_of(manager, record.id, planned), console or _console()
-            )
-
-        display = asyncio.create_task(display_progress())
         try:
-            async with manager.changed:
-                await manager.changed.wait_for(lambda: record.id not in manager.active)
-        finally:
-            display.cancel()
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
+            record = await manager.create(config, base_dir=base_dir, submitted=start.submitted)
+        except Exception as exc:  # uvicorn would only say that its start-up failed
+            refused.append(exc)
+            raise
+        created.append(record)
+        if samples is not None:  # before the first request: it sees every batch
+            manager.sinks[record.id] = samples
+
+    service_running = running_service(
+        store, start.settings, spawners=spawners, sock=start.sock, before_serving=create
+    )
+    try:
+        async with service_running as service:
+            (record,) = created
+            await follow(service.manager, record.id, planned_duration_s(config), console)
+    except RuntimeError:
+        if refused:  # the cluster was refused: say why, not that the service did not start
+            raise refused[0] from None
+        raise
     return record.id
 
 
-def write_results(store: Store, cluster_id: str, output_dir: Path, fmt: str) -> dict[str, Any]:
-    """Write summary.json, the raw samples and the config that ran; return the summary."""
+async def follow(
+    manager: ClusterManager, cluster_id: str, planned_s: float | None, console: Console | None
+) -> None:
+    """Show the cluster's progress line until it has finished; Ctrl-C (or SIGTERM) stops it.
+    ``None`` for ``console``: the report console, made once the workers have sent their first
+    requests (rich loads off the start-up path)."""
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop() -> None:
+        stopping.append(
+            asyncio.create_task(manager.stop_cluster(cluster_id, "stopped with Ctrl-C"))
+        )
+
+    loop.add_signal_handler(signal.SIGINT, stop)
+    loop.add_signal_handler(signal.SIGTERM, stop)
+
+    async def display_progress() -> None:
+        await asyncio.sleep(PROGRESS_DELAY_S)  # rich loads and draws once workers have sent
+        await show_progress(
+            lambda: progress_of(manager, cluster_id, planned_s), console or _console()
+        )
+
+    display = asyncio.create_task(display_progress())
+    try:
+        async with manager.changed:
+            await manager.changed.wait_for(lambda: cluster_id not in manager.active)
+    finally:
+        display.cancel()
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def write_results(
+    store: Store, cluster_id: str, output_dir: Path, samples: SamplesFile
+) -> dict[str, Any]:
+    """Write summary.json, finish the samples file and write the config that ran; return the
+    summary. summary.json is the document the service finalised, as ``GET …/results`` serves
+    it. ``samples`` was written while the batches were committed; when it failed or holds
+    other samples than the store, it is written again from the store."""
     record = store.get_cluster(cluster_id)
     assert record is not None and record.summary_json is not None
     summary: dict[str, Any] = orjson.loads(record.summary_json)
-    if record.reason:
-        summary["cluster"]["reason"] = record.reason
-    samples_path = write_samples(output_dir / f"samples.{fmt}", store.iter_samples(cluster_id), fmt)
-    summary["samples_file"] = samples_path.name
+    samples.close()
+    if samples.error is not None or samples.samples != store.count_samples(cluster_id):
+        write_samples(samples.path, store.iter_columns(cluster_id), samples.fmt)
     write_summary(output_dir / "summary.json", summary)
     (output_dir / "config.json").write_bytes(
         orjson.dumps(orjson.loads(record.config_json), option=orjson.OPT_INDENT_2)
@@ -186,22 +185,30 @@ def run_locally(
     base_dir: Path,
     output_dir: Path,
     console: Console | None = None,
-    fmt: str = "jsonl",
+    fmt: str = "parquet",
     mock_args: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    standby: StandbyWorkers | None = None,
-    early: EarlyPlan | None = None,
+    start: RunStart | None = None,
 ) -> dict[str, Any]:
     """Run ``config`` with a throw-away store (against the simulator started with
     ``mock_args`` unless None), write the results to ``output_dir``; return the summary.
-    ``standby`` workers, when given, are taken before fresh processes are started; ``console``
-    and ``early`` as for :func:`run_cluster` (``early`` is not for a simulator run)."""
-    if early is not None and mock_args is not None:
-        raise ValueError("an early start needs the target's URL before the simulator is up")
+    ``start``: the workers :func:`~clientswarm.run.start.start_run` started (the caller
+    closes it); ``None``: they are started here, on a free loopback port. ``console`` as for
+    :func:`follow`."""
+    if start is None:  # nobody started the workers yet (``clientswarm calibrate``)
+        with start_run(config, output_dir=output_dir) as started:
+            return run_locally(
+                config,
+                base_dir=base_dir,
+                output_dir=output_dir,
+                console=console,
+                fmt=fmt,
+                mock_args=mock_args,
+                start=started,
+            )
     with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
         store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
         store.create_all()
+        samples = SamplesFile(output_dir / f"samples.{fmt}", fmt)
 
         async def main() -> str:
             async with contextlib.AsyncExitStack() as stack:
@@ -213,16 +220,14 @@ def run_locally(
                 return await run_cluster(
                     ran,
                     base_dir=base_dir,
-                    output_dir=output_dir,
                     console=console,
                     store=store,
-                    host=host,
-                    port=port,
-                    standby=standby,
-                    early=early,
+                    start=start,
+                    samples=samples,
                 )
 
         try:
-            return write_results(store, aio.run(main()), output_dir, fmt)
+            return write_results(store, aio.run(main()), output_dir, samples)
         finally:
+            samples.close()
             store.close()

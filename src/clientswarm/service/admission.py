@@ -11,7 +11,8 @@ the field, the bad value and what this service allows:
   interaction against ``--allow-path``; every ``package.module:Name`` interaction against
   ``--allow-module``;
 - the spawner: options that run code or reach credentials only from a preset, the preset
-  merged under what the configuration gave.
+  merged under what the configuration gave; its library installed here (an extra of the
+  package, such as ``clientswarm[kubernetes]``).
 
 :func:`admit` reads no file's content and imports no user code; :func:`admit_and_build` then
 builds what was admitted — datasets and tokenizers read, user code loaded (on a shared service
@@ -26,11 +27,10 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from clientswarm.config.interactions import CustomInteraction
 from clientswarm.config.load import OpenLoadConfig
-from clientswarm.config.models import ClusterConfig, GroupConfig
+from clientswarm.config.models import ClusterConfig, GroupConfig, SpawnerConfig
 from clientswarm.config.paths import FileScope, path_values
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.check import groups_only
@@ -39,6 +39,7 @@ from clientswarm.service.policy import OperatorPolicy
 from clientswarm.service.presets import merged_options, validate_options
 from clientswarm.service.usercheck import check_in_subprocess, has_user_code
 from clientswarm.service.usercode import place_user_code
+from clientswarm.spawners.registry import missing_extra
 
 ASK = "ask the operator (clientswarm serve {flag})"
 
@@ -50,7 +51,7 @@ class Admitted:
 
     config: ClusterConfig
     files: FileScope
-    spawner_options: dict[str, Any]
+    spawner: SpawnerConfig
 
 
 def admit(
@@ -58,7 +59,9 @@ def admit(
 ) -> Admitted:
     """``config`` checked against ``policy``; ConfigError listing every problem."""
     files = policy.file_scope(base_dir)
-    problems = [
+    missing = missing_extra(config.spawner.kind)  # the spawner's library is not installed here
+    problems = [missing] if missing else []
+    problems += [
         *_limit_problems(config, policy),
         *_target_problems(config, policy),
         *_path_problems(config, files),
@@ -171,7 +174,7 @@ def _code_problems(config: ClusterConfig, policy: OperatorPolicy, files: FileSco
 
 def _spawner_options(
     config: ClusterConfig, policy: OperatorPolicy
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[SpawnerConfig, list[str]]:
     spawner = config.spawner
     posted = spawner.model_dump(exclude_unset=True)
     posted["kind"] = spawner.kind
@@ -186,25 +189,23 @@ def _spawner_options(
                 )
     preset_name = getattr(spawner, "preset", None)
     if preset_name is None:
-        return spawner.model_dump(), problems
+        return spawner, problems
     preset = policy.spawner_presets.get(preset_name)
     if preset is None:
         known = ", ".join(sorted(policy.spawner_presets)) or "none"
         problems.append(
             f"spawner.preset: {preset_name!r} is not a preset of this service (presets: {known})"
         )
-        return spawner.model_dump(), problems
+        return spawner, problems
     if preset.get("kind") != spawner.kind:
         problems.append(
             f"spawner.preset: {preset_name!r} is a {preset.get('kind')} preset, but "
             f"spawner.kind is {spawner.kind}"
         )
-        return spawner.model_dump(), problems
+        return spawner, problems
     merged, invalid = validate_options(merged_options(posted, preset))
     problems += invalid
-    if merged is None:
-        return spawner.model_dump(), problems
-    return merged.model_dump(), problems
+    return spawner if merged is None else merged, problems
 
 
 async def admit_and_build(

@@ -237,7 +237,7 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         record = await record_of(cluster_id)
         filename = f"{record.name}-{cluster_id}-samples.{format}"
         return StreamingResponse(
-            stream_samples(store.iter_samples(cluster_id), format),
+            stream_samples(store.iter_columns(cluster_id), format),
             media_type=MEDIA_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )

@@ -13,7 +13,7 @@ from clientswarm.metrics.wire import (
     PACKED_DESCRIPTION,
     PACKED_MEDIA_TYPE,
     BatchFormatError,
-    decode_batch,
+    decode_columns,
 )
 from clientswarm.protocol.internal import (
     INTERNAL_PREFIX,
@@ -129,11 +129,11 @@ def internal_router(manager: ClusterManager) -> APIRouter:
         try:
             # orjson + dataclasses, not pydantic: this is the service's hottest path.
             media_type = request.headers.get("content-type", "application/json")
-            seq, samples = decode_batch(await request.body(), media_type.split(";")[0].strip())
+            seq, batch = decode_columns(await request.body(), media_type.split(";")[0].strip())
         except BatchFormatError as exc:
             raise HTTPException(422, f"invalid sample batch: {exc}") from None
         try:
-            return await manager.add_batch(state, index, seq, samples)
+            return await manager.add_batch(state, index, seq, batch)
         except BatchRejected as exc:  # a value the database refuses: resending cannot help
             raise HTTPException(422, f"invalid sample batch: {exc}") from None
         except StoreUnavailable as exc:  # nothing was stored: the worker sends it again

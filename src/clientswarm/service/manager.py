@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from clientswarm.config.models import ClusterConfig
+from clientswarm.config.models import ClusterConfig, SpawnerConfig
 from clientswarm.errors import ClientswarmError, SpawnerError
 from clientswarm.load import clients_of_worker
-from clientswarm.metrics.sample import Sample
-from clientswarm.metrics.stats import summarize
+from clientswarm.metrics.columns import SampleColumns, SampleSink
+from clientswarm.metrics.derive import measured_parts
 from clientswarm.protocol.internal import (
     Assignment,
     BatchAck,
@@ -38,20 +38,18 @@ from clientswarm.protocol.internal import (
     RegisterRequest,
     WorkerReport,
 )
-from clientswarm.protocol.spawning import ClusterLaunch, Spawner
+from clientswarm.protocol.spawning import ClusterLaunch, Spawner, SpawnerHandle, Submitted
 from clientswarm.service.admission import Admitted, admit_and_build
 from clientswarm.service.creation import new_cluster_rows
 from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.ratelimit import BatchLimiter
 from clientswarm.service.recovery import launched, recovered_state, replay_live, replay_stops
-from clientswarm.service.results import finish_clients, summarise, worker_rows, worker_warnings
+from clientswarm.service.results import cluster_summary, finish_clients, worker_warnings
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import (
     CLUSTER_FINAL,
-    ClusterPreset,
     ClusterState,
     WorkerLive,
-    submitted,
     worker_may_become,
 )
 from clientswarm.service.storewatch import StoreWatch
@@ -89,13 +87,16 @@ class ClusterManager:
         store: Store,
         settings: ServiceSettings,
         live: LiveRegistry | None = None,
-        spawners: dict[str, Spawner] | None = None,
+        spawners: dict[str, Spawner[Any]] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.live = live or LiveRegistry()
-        self.spawners: dict[str, Spawner] = spawners or default_spawners()
+        self.spawners: dict[str, Spawner[Any]] = spawners or default_spawners()
         self.active: dict[str, ClusterState] = {}
+        self.sinks: dict[str, SampleSink] = {}
+        """Who else takes a cluster's committed batches, by cluster id (``clientswarm run``'s
+        samples file); dropped when the cluster is finalised."""
         self.batch_limiter = BatchLimiter(settings.policy.limits.max_batches_per_s)
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
@@ -122,11 +123,13 @@ class ClusterManager:
         config: ClusterConfig,
         *,
         base_dir: Path | None = None,
-        preset: ClusterPreset | None = None,
+        submitted: Submitted | None = None,
     ) -> ClusterRecord:
-        """Store a new cluster and launch its workers; returns at once (status ``pending``,
-        or ``running`` when ``preset`` has the start time). ConfigError (422) when the
-        operator's policy refuses it, :class:`Busy` (429) at the active-cluster limit."""
+        """Store a new cluster and launch its workers in the background; returns at once
+        (status ``pending``). With ``submitted``, its workers were started already, with that
+        launch's cluster id and token: the cluster takes them, and its status is ``starting``.
+        ConfigError (422) when the operator's policy refuses it, :class:`Busy` (429) at the
+        active-cluster limit."""
         limit = self.settings.policy.limits.max_active_clusters
         if limit is not None and len(self.active) >= limit:
             raise Busy(
@@ -136,8 +139,8 @@ class ClusterManager:
             )
         admitted = await self.admit(config, base_dir=base_dir)
         config, base = admitted.config, admitted.files.base_dir
-        cluster_id = preset.cluster_id if preset else uuid.uuid4().hex[:12]
-        token = preset.token if preset else secrets.token_urlsafe(32)
+        cluster_id = submitted.launch.cluster_id if submitted else uuid.uuid4().hex[:12]
+        token = submitted.launch.token if submitted else secrets.token_urlsafe(32)
         record, clients = new_cluster_rows(
             config, cluster_id=cluster_id, token=token, base_dir=base
         )
@@ -145,15 +148,14 @@ class ClusterManager:
         live = self.live.get_or_create(
             cluster_id, config.name, groups=[g.name for g in config.groups], status="pending"
         )
-        state = ClusterState(cluster_id, config, record.token_hash, live)
-        state.spawner_state = {"base_dir": str(base)}
+        state = ClusterState(cluster_id, config, record.token_hash, live, base_dir=str(base))
         self.active[cluster_id] = state
         self._count_workers(state)
         await self._event(cluster_id, "created", f"cluster {config.name!r} created")
-        if preset is not None and preset.start_ns is not None:
-            state.started_early = True
-            await self._start(state, late=[], start_ns=preset.start_ns)
-        self._spawn(self._launch(state, token, admitted.spawner_options))
+        if submitted is None:
+            self._spawn(self._launch(state, token, admitted.spawner))
+        else:
+            await self._submitted(state, submitted.launch, submitted.handle)
         return record
 
     async def admit(self, config: ClusterConfig, *, base_dir: Path | None = None) -> Admitted:
@@ -175,11 +177,10 @@ class ClusterManager:
         self.store.create_workers(record.id, workers)
         self.store.create_clients(record.id, clients)
 
-    async def _launch(self, state: ClusterState, token: str, options: dict[str, Any]) -> None:
+    async def _launch(self, state: ClusterState, token: str, options: SpawnerConfig) -> None:
         spawner = self.spawners.get(state.config.spawner.kind)
         launch = ClusterLaunch(
             cluster_id=state.id,
-            workers=len(state.workers),
             service_url=self.settings.advertise_url,
             token=token,
             log_dir=str(self.settings.log_dir(state.id)),
@@ -194,19 +195,24 @@ class ClusterManager:
                     f"(it can: {', '.join(self.spawners)}); `clientswarm render` shows what "
                     "would be submitted"
                 )
-            submitted = await spawner.submit(launch)
+            handle = await spawner.submit(launch)
         except SpawnerError as exc:
             await self._set_status(state, "failed", reason=str(exc))
             await self._finalise(state)
             return
-        state.spawner_state.update(submitted)
+        await self._submitted(state, launch, handle)
+
+    async def _submitted(
+        self, state: ClusterState, launch: ClusterLaunch, handle: SpawnerHandle
+    ) -> None:
+        """The spawner started the workers of ``launch``: keep its handle (in the store too,
+        for a restart) and say so."""
+        state.handle = handle
         await self._event(
-            state.id, "submitted", f"{launch.workers} worker(s) submitted", dict(submitted)
+            state.id, "submitted", f"{launch.workers} worker(s) submitted", handle.to_json()
         )
         await asyncio.to_thread(
-            self.store.update_cluster,
-            state.id,
-            spawner_state_json=orjson.dumps(state.spawner_state).decode(),
+            self.store.update_cluster, state.id, spawner_state_json=state.spawner_state_json()
         )
         if state.status == "pending":
             await self._set_status(state, "starting")
@@ -254,7 +260,8 @@ class ClusterManager:
         if record.summary_json:
             summary: dict[str, Any] = orjson.loads(record.summary_json)
             return summary
-        return await asyncio.to_thread(summarise, self.store, record, [])
+        partial = await asyncio.to_thread(cluster_summary, self.store, record, [])
+        return partial.document()
 
     async def _require(self, cluster_id: str) -> ClusterRecord:
         record = await asyncio.to_thread(self.store.get_cluster, cluster_id)
@@ -277,8 +284,7 @@ class ClusterManager:
     ) -> RegisterReply:
         """A worker announced itself."""
         worker = state.workers[index]
-        late = worker.state == "failed" or (worker.state == "pending" and not state.started_early)
-        if state.start_ns is not None and late:
+        if state.start_ns is not None and worker.state in ("pending", "failed"):
             raise Gone(f"worker {index} registered after the cluster started")
         worker.last_seen = time.monotonic()
         registered = {"pid": req.pid, "host": req.host, "registered_at": _now()}
@@ -313,7 +319,6 @@ class ClusterManager:
         worker.last_seen = time.monotonic()
         await self._move_worker(state, index, "running")
         assert state.start_ns is not None
-        base_dir = str(state.spawner_state.get("base_dir", "."))
         workers = len(state.workers)
         return Assignment(
             cluster_id=state.id,
@@ -324,17 +329,13 @@ class ClusterManager:
             clients=[
                 c.client_id for c in clients_of_worker(state.config, index, len(state.workers))
             ],
-            base_dir=base_dir,
+            base_dir=state.base_dir,
             path_roots=self.settings.policy.file_scope().confined_to,
         )
 
-    async def _start(
-        self, state: ClusterState, late: list[int], start_ns: int | None = None
-    ) -> None:
-        """Fix the start time (``start_ns``, or now plus the margin); fail the ``late`` workers."""
-        if start_ns is None:
-            start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
-        state.start_ns = start_ns
+    async def _start(self, state: ClusterState, late: list[int]) -> None:
+        """Fix the start time (now plus the margin); fail the ``late`` workers."""
+        state.start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
         state.settled.set()
         for index in late:
             await self._worker_ended(
@@ -357,20 +358,26 @@ class ClusterManager:
             state.live.set_active_clients(group.name, sum(c.group == group.name for c in running))
 
     async def add_batch(
-        self, state: ClusterState, index: int, seq: int, samples: list[Sample]
+        self, state: ClusterState, index: int, seq: int, batch: SampleColumns
     ) -> BatchAck:
         """Commit a batch (once), then feed the live statistics; ack only after the commit."""
-        fresh = await asyncio.to_thread(self._commit_batch, state, index, seq, samples)
+        fresh = await asyncio.to_thread(self._commit_batch, state, index, seq, batch)
         state.workers[index].last_seen = time.monotonic()
         return BatchAck(seq=seq, duplicate=not fresh)
 
     def _commit_batch(
-        self, state: ClusterState, index: int, seq: int, samples: list[Sample]
+        self, state: ClusterState, index: int, seq: int, batch: SampleColumns
     ) -> bool:
-        """Store, then histogram (both CPU work kept off the event loop); True when new."""
-        fresh = self.store.add_batch(state.id, index, seq, samples)
+        """Store the columns as they came, then feed what they add (derived once) to the live
+        and the exact statistics: CPU work kept off the event loop. True when new."""
+        fresh = self.store.add_batch(state.id, index, seq, batch)
         if fresh:
-            state.live.add(samples, _now())
+            parts = measured_parts(batch, slo=state.config.slo)
+            state.live.add_parts(parts, _now())
+            state.statistics.add_parts(parts, len(batch))
+            sink = self.sinks.get(state.id)
+            if sink is not None:
+                sink.add(batch)
         return fresh
 
     async def heartbeat(self, state: ClusterState, index: int, beat: Heartbeat) -> Control:
@@ -474,8 +481,9 @@ class ClusterManager:
 
     async def _check(self, state: ClusterState) -> None:
         spawner = self.spawners.get(state.config.spawner.kind)
-        if spawner is not None and submitted(state.spawner_state):
-            for ended in await spawner.poll(state.id, state.spawner_state):
+        handle = state.followed()
+        if spawner is not None and handle is not None:
+            for ended in await spawner.poll(state.id, handle):
                 worker = state.workers[ended.index]
                 if ended.index in state.exits_noted:
                     continue
@@ -521,11 +529,11 @@ class ClusterManager:
                 )
         state.watched_at = time.monotonic()
         if state.stop_requested_at is not None and not state.spawner_stopped:
-            if spawner is not None and submitted(state.spawner_state):
+            if spawner is not None and handle is not None:
                 # SIGTERM (scancel on Slurm) is a graceful stop for a worker: it records its
                 # in-flight requests as cancelled and ships everything before it exits.
                 state.spawner_stopped = True
-                self._spawn(self._stop_workers(spawner, state))
+                self._spawn(self._stop_workers(spawner, state, handle))
             if state.start_ns is None:  # stopped before it started: nobody will finish
                 for index, worker in enumerate(state.workers):
                     if not worker.final:
@@ -533,7 +541,7 @@ class ClusterManager:
         if all(w.final for w in state.workers) and not self._awaiting_explanation(state, spawner):
             await self._finalise(state)
 
-    def _awaiting_explanation(self, state: ClusterState, spawner: Spawner | None) -> bool:
+    def _awaiting_explanation(self, state: ClusterState, spawner: Spawner[Any] | None) -> bool:
         """Whether a worker stopped by the scheduler, not the service, is still unexplained
         by the spawner (and the wait for it has not run out)."""
         if spawner is None or state.stop_requested_at is not None:
@@ -543,26 +551,29 @@ class ClusterManager:
             for index, worker in enumerate(state.workers)
             if worker.state == "cancelled" and index not in state.exits_noted
         ]
-        if not unexplained or not submitted(state.spawner_state):
+        if not unexplained or state.followed() is None:
             return False
         now = time.monotonic()
         if state.explain_until is None:
             state.explain_until = now + self.settings.explain_wait_s
         return now < state.explain_until
 
-    async def _stop_workers(self, spawner: Spawner, state: ClusterState) -> None:
+    async def _stop_workers(
+        self, spawner: Spawner[Any], state: ClusterState, handle: SpawnerHandle
+    ) -> None:
         try:
-            await spawner.stop(state.id, state.spawner_state, grace_s=self.settings.stop_grace_s)
+            await spawner.stop(state.id, handle, grace_s=self.settings.stop_grace_s)
         except SpawnerError as exc:
             log.warning("cluster %s: %s", state.id, exc)
             await self._event(state.id, "spawner", str(exc))
 
     async def _release(self, state: ClusterState) -> None:
         spawner = self.spawners.get(state.config.spawner.kind)
-        if spawner is None or state.spawner_stopped or not submitted(state.spawner_state):
+        handle = state.followed()
+        if spawner is None or state.spawner_stopped or handle is None:
             return
         try:
-            await spawner.release(state.id, state.spawner_state)
+            await spawner.release(state.id, handle)
         except SpawnerError as exc:
             log.warning("cluster %s: %s", state.id, exc)
             await self._event(state.id, "spawner", str(exc))
@@ -583,10 +594,14 @@ class ClusterManager:
             else:
                 status, reason = "failed", "no worker completed: " + ", ".join(outcomes)
             record = await self._require(state.id)
+            ended = dataclasses.replace(
+                record, status=status, reason=reason or record.reason, finished_at=_now()
+            )
             try:
                 warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
-                finished = dataclasses.replace(record, status=status)
-                summary = await asyncio.to_thread(summarise, self.store, finished, warnings)
+                summary = await asyncio.to_thread(
+                    cluster_summary, self.store, ended, warnings, fed=state.statistics
+                )
             except StoreUnavailable:
                 raise  # the database failed: the next watchdog tick tries again
             except Exception as exc:
@@ -598,22 +613,21 @@ class ClusterManager:
                     f"computing the results failed ({type(exc).__name__}: {exc}); the raw "
                     f"samples are kept: GET /api/v1/clusters/{state.id}/samples"
                 )
-                summary = summarize(
-                    (),
-                    cluster={"id": record.id, "name": record.name, "status": status},
-                    slo=state.config.slo,
-                    group_order=[g.name for g in state.config.groups],
-                    extra_warnings=[reason],
+                ended = dataclasses.replace(ended, status=status, reason=reason)
+                summary = await asyncio.to_thread(
+                    cluster_summary, self.store, ended, [reason], samples=False
                 )
-            summary["workers"] = await asyncio.to_thread(worker_rows, self.store, state.id)
+            # The one summary: GET …/results and run's summary.json serve this document.
             fields: dict[str, Any] = {
                 "status": status,
-                "finished_at": _now(),
-                "summary_json": orjson.dumps(summary).decode(),
+                "finished_at": ended.finished_at,
+                "summary_json": summary.model_dump_json(),
             }
             if reason is not None:
                 fields["reason"] = reason
             await asyncio.to_thread(self.store.update_cluster, state.id, **fields)
+            state.statistics.close()
+            self.sinks.pop(state.id, None)
             await asyncio.to_thread(finish_clients, self.store, state.id)
             state.status = status
             state.live.set_status(status)
@@ -646,16 +660,23 @@ class ClusterManager:
         await asyncio.to_thread(self.store.add_event, cluster_id, kind, message, data)
 
     async def _recover(self, record: ClusterRecord) -> None:
-        state = recovered_state(record, self.live)
+        state, stored_handle = recovered_state(record, self.live)
         workers = await asyncio.to_thread(self.store.list_workers, record.id)
         state.workers = [WorkerLive(state=w.state) for w in workers]
-        if not launched(record.status, state.spawner_state):
+        reason = "the service restarted while launching"
+        spawner = self.spawners.get(state.config.spawner.kind)
+        if stored_handle and spawner is not None:
+            try:
+                state.handle = spawner.restore(stored_handle)
+            except SpawnerError as exc:
+                reason = f"the service restarted and {exc}"
+        if not launched(state):
             self.active[record.id] = state
-            await self._set_status(state, "failed", reason="the service restarted while launching")
+            await self._set_status(state, "failed", reason=reason)
             await self._finalise(state)
             return
         try:
-            await asyncio.to_thread(replay_live, self.store, record.id, state.live)
+            await asyncio.to_thread(replay_live, self.store, state)
             await asyncio.to_thread(replay_stops, self.store, state)
         except StoreUnavailable:
             raise  # the store itself fails: the service cannot start on it

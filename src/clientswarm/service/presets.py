@@ -19,11 +19,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from clientswarm.config.errors import validation_problems
 from clientswarm.config.models import SpawnerConfig
+from clientswarm.errors import ClientswarmError
 
 _SPAWNER = TypeAdapter(SpawnerConfig)
 
 
-class PresetError(ValueError):
+class PresetError(ClientswarmError, ValueError):
     """A preset file that cannot be used (the message is one line)."""
 
 

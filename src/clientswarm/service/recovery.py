@@ -1,8 +1,8 @@
 """What a restarted service rebuilds from its store to follow an unfinished cluster again.
 
 The manager decides what to do with a recovered cluster (:meth:`ClusterManager._recover`);
-this module reads the store: the cluster's state, whether its workers were ever launched, its
-live statistics, and the stops asked for before the restart.
+this module reads the store: the cluster's state and its spawner's stored handle, whether its
+workers were ever launched, its live statistics, and the stops asked for before the restart.
 """
 
 from __future__ import annotations
@@ -13,30 +13,35 @@ from typing import Any
 import orjson
 
 from clientswarm.config.models import ClusterConfig
-from clientswarm.metrics.live import LiveStats
-from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.derive import measured_parts
 from clientswarm.service.prometheus import LiveRegistry
-from clientswarm.service.state import ClusterState, submitted
+from clientswarm.service.state import BASE_DIR_KEY, ClusterState
 from clientswarm.store import ClusterRecord, Store
 
 REPLAY_BATCH = 5000
 """Stored samples fed to the live statistics at a time while replaying."""
 
 
-def recovered_state(record: ClusterRecord, live: LiveRegistry) -> ClusterState:
-    """The in-memory state of a stored cluster (its workers not yet read)."""
+def recovered_state(
+    record: ClusterRecord, live: LiveRegistry
+) -> tuple[ClusterState, dict[str, Any]]:
+    """The in-memory state of a stored cluster (its workers not yet read, its spawner's handle
+    not restored), and the handle's stored JSON form (empty when nothing was submitted)."""
     config = ClusterConfig.model_validate_json(record.config_json)
     stats = live.get_or_create(record.id, config.name)
     state = ClusterState(record.id, config, record.token_hash, stats, status=record.status)
     state.start_ns = record.start_ns
-    state.spawner_state = orjson.loads(record.spawner_state_json or "{}")
-    return state
+    stored: dict[str, Any] = orjson.loads(record.spawner_state_json or "{}")
+    state.base_dir = str(stored.pop(BASE_DIR_KEY, "."))
+    return state, stored
 
 
-def launched(status: str, spawner_state: dict[str, Any]) -> bool:
+def launched(state: ClusterState) -> bool:
     """Whether the cluster's workers had been handed to a spawner that started something to
     follow before the restart."""
-    return status != "pending" and (status != "starting" or submitted(spawner_state))
+    return state.status != "pending" and (
+        state.status != "starting" or state.followed() is not None
+    )
 
 
 def replay_stops(store: Store, state: ClusterState) -> None:
@@ -52,16 +57,13 @@ def replay_stops(store: Store, state: ClusterState) -> None:
             worker.stop_all = True
 
 
-def replay_live(store: Store, cluster_id: str, live: LiveStats) -> None:
-    """Rebuild the live statistics of a recovered cluster from its stored samples."""
-    batch: list[Sample] = []
-    for sample in store.iter_samples(cluster_id):
-        batch.append(sample)
-        if len(batch) >= REPLAY_BATCH:
-            live.add(batch, batch[-1].end_ns / 1e9)
-            batch = []
-    if batch:
-        live.add(batch, batch[-1].end_ns / 1e9)
+def replay_live(store: Store, state: ClusterState) -> None:
+    """Rebuild the live and the exact statistics of a recovered cluster from its stored
+    samples, as if each chunk had just been committed."""
+    for batch in store.iter_columns(state.id, chunk=REPLAY_BATCH):
+        parts = measured_parts(batch, slo=state.config.slo)
+        state.live.add_parts(parts, batch.columns["end_ns"][-1] / 1e9)
+        state.statistics.add_parts(parts, len(batch))
 
 
 __all__ = ["launched", "recovered_state", "replay_live", "replay_stops"]

@@ -1,12 +1,11 @@
-"""A cluster's results from its store: the exact summary, and what to say about its workers."""
+"""A cluster's results from its store: its one summary, and what to say about its workers."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.prompts import token_length_note, token_lengths_of
-from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, summarize
+from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, ClusterStatistics
+from clientswarm.metrics.summary import ClusterInfo, Summary, WorkerRow
 from clientswarm.store import ClusterRecord, Store
 
 LOOP_LAG_BOUND_S = 0.010
@@ -14,42 +13,65 @@ LOOP_LAG_BOUND_S = 0.010
 showed 21 ms of loop lag inflating TTFT p50 by 45 % (bench/RESULTS.md, 256 clients)."""
 
 
-def summarise(store: Store, record: ClusterRecord, warnings: list[str]) -> dict[str, Any]:
-    """The summary.json of ``record``, exact from every stored sample (streamed, not held).
+def cluster_summary(
+    store: Store,
+    record: ClusterRecord,
+    warnings: list[str],
+    *,
+    fed: ClusterStatistics | None = None,
+    samples: bool = True,
+) -> Summary:
+    """The summary of ``record`` as it stands (its status, reason and times), exact from
+    every stored sample; without ``samples``, of none (a cluster whose samples the statistics
+    cannot take).
 
-    Each group with prompts says whether its prompts' token lengths are ``exact`` (a tokenizer
-    was configured) or ``approximate`` (words), also as a line of ``notes``.
-    The store keeps each sample's ``step`` flag, so the steps of user-defined interactions
-    land in their group's ``steps`` entry, and the group and total Stats count interactions.
+    ``fed``: the statistics the service fed every batch it committed; used when they hold as
+    many samples as the store, else (a batch stored but not fed, rows written by another
+    hand) the samples are streamed from the store, a batch of columns at a time.
+
+    ``warnings`` make the run untrustworthy. Each group with prompts says whether its prompts'
+    token lengths are ``exact`` (a tokenizer was configured) or ``approximate`` (words), also
+    as a line of ``notes``. The store keeps each sample's ``step`` flag, so the steps of
+    user-defined interactions land in their group's ``steps`` entry, and the group and total
+    Stats count interactions. ``workers`` are the cluster's workers as they are now.
     """
     config = ClusterConfig.model_validate_json(record.config_json)
-    summary = summarize(
-        store.iter_samples(record.id),
-        cluster={"id": record.id, "name": record.name, "status": record.status},
-        slo=config.slo,
-        group_order=[g.name for g in config.groups],
-        extra_warnings=warnings,
+    cluster = ClusterInfo(
+        id=record.id,
+        name=record.name,
+        status=record.status,
+        reason=record.reason,
+        started_at=record.started_at,
+        ended_at=record.finished_at,
     )
-    notes = []
+    if samples and fed is not None and fed.samples == store.count_samples(record.id):
+        summary = fed.summary(cluster, extra_warnings=warnings)
+    else:
+        order = [g.name for g in config.groups]
+        with ClusterStatistics(slo=config.slo, group_order=order) as streamed:
+            for columns in store.iter_columns(record.id) if samples else ():
+                streamed.add(columns)
+            summary = streamed.summary(cluster, extra_warnings=warnings)
     for group in config.groups:
+        stats_of_group = summary.groups.get(group.name)
         lengths = token_lengths_of(group.interaction)
-        if lengths is not None and group.name in summary["groups"]:
-            summary["groups"][group.name]["input_token_lengths"] = lengths
-            notes.append(f"{group.name}: {token_length_note(group.interaction)}")
-    summary["notes"] = notes
+        if lengths is not None and stats_of_group is not None:
+            stats_of_group.input_token_lengths = lengths
+            summary.notes.append(f"{group.name}: {token_length_note(group.interaction)}")
+    summary.workers = worker_rows(store, record.id)
     return summary
 
 
-def worker_rows(store: Store, cluster_id: str) -> list[dict[str, Any]]:
+def worker_rows(store: Store, cluster_id: str) -> list[WorkerRow]:
     """One line per worker for the summary."""
     return [
-        {
-            "index": w.index,
-            "state": w.state,
-            "error": w.error,
-            "samples": w.samples,
-            "loop_lag_p99_s": w.loop_lag_p99_s,
-        }
+        WorkerRow(
+            index=w.index,
+            state=w.state,
+            error=w.error,
+            samples=w.samples,
+            loop_lag_p99_s=w.loop_lag_p99_s,
+        )
         for w in store.list_workers(cluster_id)
     ]
 

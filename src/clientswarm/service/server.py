@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -40,7 +41,7 @@ async def running_service(
     host: str = "127.0.0.1",
     port: int = 0,
     log_level: str = "warning",
-    spawners: dict[str, Spawner] | None = None,
+    spawners: dict[str, Spawner[Any]] | None = None,
     sock: socket.socket | None = None,
     before_serving: Callable[[ClusterManager], Awaitable[None]] | None = None,
 ) -> AsyncIterator[RunningService]:

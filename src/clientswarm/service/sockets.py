@@ -1,6 +1,6 @@
 """The service's listening socket, bound by us (so port 0 works in-process) and light to import:
-``clientswarm run`` binds it before the service's code has loaded (see
-:mod:`clientswarm.run.early`)."""
+``clientswarm run`` binds it before the service's code has loaded, and the workers it starts
+meanwhile queue their first calls on it (see :mod:`clientswarm.run.start`)."""
 
 from __future__ import annotations
 

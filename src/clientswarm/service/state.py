@@ -7,10 +7,13 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from typing import Any
+
+import orjson
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.live import LiveStats
+from clientswarm.metrics.stats import ClusterStatistics
+from clientswarm.protocol.spawning import SpawnerHandle
 
 CLUSTER_ACTIVE = ("pending", "starting", "running")
 CLUSTER_FINAL = ("completed", "failed", "cancelled")
@@ -33,28 +36,13 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def submitted(spawner_state: dict[str, Any]) -> bool:
-    """Whether a spawner has started something to follow (local pids, a Slurm job id, a
-    Kubernetes Job)."""
-    return bool(
-        spawner_state.get("pids") or spawner_state.get("job_id") or spawner_state.get("job")
-    )
+BASE_DIR_KEY = "base_dir"
+"""The service's own key in a stored spawner state; every other key is the handle's."""
 
 
 def token_matches(token: str, token_hash: str) -> bool:
     """Constant-time check of a presented token against a stored hash."""
     return hmac.compare_digest(hash_token(token), token_hash)
-
-
-@dataclass(frozen=True)
-class ClusterPreset:
-    """What ``clientswarm run`` fixed before its service was up (:mod:`clientswarm.run.early`):
-    the id and token its standby workers were given, and the start time their clients run
-    from (``None``: the workers register and wait for the service's start time as usual)."""
-
-    cluster_id: str
-    token: str
-    start_ns: int | None = None
 
 
 @dataclass
@@ -89,7 +77,10 @@ class ClusterState:
     status: str = "pending"
     start_ns: int | None = None
     created_mono: float = field(default_factory=time.monotonic)
-    spawner_state: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = "."
+    """The folder its configuration's relative paths start from."""
+    handle: SpawnerHandle | None = None
+    """What its spawner's ``submit`` returned; ``None`` until it did."""
     workers: list[WorkerLive] = field(default_factory=list)
     stop_requested_at: float | None = None
     stop_reason: str | None = None
@@ -100,16 +91,30 @@ class ClusterState:
     watched_at: float | None = None
     """When the watchdog last judged its workers' silence (monotonic): a gap much longer than
     its interval since is time the service itself did not run (paused, starved)."""
-    started_early: bool = False
-    """Its workers were given the start time before the service was up (``clientswarm run``'s
-    standbys): they register after their clients have started."""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the start time is fixed or a stop is requested: wakes the workers' held
     ``GET assignment`` calls, so every worker learns the start time at once."""
 
+    statistics: ClusterStatistics = field(init=False, repr=False, compare=False)
+    """The exact statistics of every batch committed while the service follows it (the final
+    summary's, :meth:`ClusterManager._commit_batch`)."""
+
     def __post_init__(self) -> None:
         if not self.workers:
             self.workers = [WorkerLive() for _ in range(self.config.spawner.workers)]
+        self.statistics = ClusterStatistics(
+            slo=self.config.slo, group_order=[g.name for g in self.config.groups]
+        )
+
+    def followed(self) -> SpawnerHandle | None:
+        """The spawner's handle when it started anything to follow (and stop), else None."""
+        return self.handle if self.handle is not None and self.handle.following else None
+
+    def spawner_state_json(self) -> str:
+        """What the store keeps of it for a restart: the base folder and, once submitted, the
+        JSON form of the spawner's handle (what the cluster view shows as ``spawner_state``)."""
+        handle = {} if self.handle is None else self.handle.to_json()
+        return orjson.dumps({**handle, BASE_DIR_KEY: self.base_dir}).decode()
 
     def worker_of_client(self, client_id: int) -> int:
         """Index of the worker hosting ``client_id``."""

@@ -2,11 +2,11 @@
 
 Each worker runs ``python -m clientswarm.worker --service URL --cluster ID --index N`` in its
 own session, with the cluster token in its environment and its output in
-``<log_dir>/worker-<N>.log`` (or takes a standby worker that has already loaded its code, see
-:mod:`clientswarm.spawners.standby`). Workers outlive a restart of the service (they keep retrying
-their batches until it is back); the service then follows them by heartbeat and by process,
-identified beyond its pid (start time and boot, see :mod:`clientswarm.spawners.identity`): a
-stop signals only the processes it started, never whatever process now holds a stored pid.
+``<log_dir>/worker-<N>.log``. Workers outlive a restart of the service (they keep retrying their
+batches until it is back); the service then follows them by heartbeat and by process, identified
+beyond its pid (start time and boot, kept in the :class:`LocalHandle`, see
+:mod:`clientswarm.spawners.identity`): a stop signals only the processes it started, never
+whatever process now holds a stored pid.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import os
 import shlex
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from clientswarm.errors import SpawnerError
-from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
+from clientswarm.protocol.spawning import ClusterLaunch, SpawnerHandle, WorkerExit
 from clientswarm.spawners.identity import WorkerProcess, boot_id, start_ticks
-from clientswarm.spawners.standby import StandbyWorkers
 
 LOG_TAIL_LINES = 20
 
@@ -46,10 +46,23 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def stored_worker(state: dict[str, Any], key: str) -> WorkerProcess:
-    """Worker ``key`` (its index as a string) of a stored local spawner state."""
-    started = state.get("started", {}).get(key)
-    return WorkerProcess(int(state["pids"][key]), started, state.get("boot_id"))
+class LocalHandle(SpawnerHandle):
+    """The worker processes of one cluster: each one's pid and start time (clock ticks after
+    boot, ``None`` where unknown) by index, the machine's boot id, and their log folder."""
+
+    pids: dict[int, int]
+    started: dict[int, int | None] = {}
+    boot_id: str | None = None
+    log_dir: str = "."
+
+    @property
+    def following(self) -> bool:
+        """Whether it names any process."""
+        return bool(self.pids)
+
+    def worker(self, index: int) -> WorkerProcess:
+        """Worker ``index`` as a process that can be checked before it is signalled."""
+        return WorkerProcess(self.pids[index], self.started.get(index), self.boot_id)
 
 
 class LocalSpawner:
@@ -57,12 +70,11 @@ class LocalSpawner:
 
     kind = "local"
 
-    def __init__(self, standby: StandbyWorkers | None = None) -> None:
+    def __init__(self) -> None:
         # The processes this service instance started, by cluster and worker index (never by
         # pid: a pid may be reused by another cluster's worker); they are signalled through
         # their Popen. After a restart only the stored identities remain.
         self._children: dict[str, dict[int, subprocess.Popen[bytes]]] = {}
-        self._standby = standby
 
     def argv(self, launch: ClusterLaunch, index: int) -> list[str]:
         """The command line of worker ``index``."""
@@ -78,22 +90,16 @@ class LocalSpawner:
             lines.append(f"{env} {command} > {log} 2>&1 &")
         return "\n".join(lines) + "\n"
 
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
-        """Start every worker; the state holds their pids, start times and the boot id."""
+    async def submit(self, launch: ClusterLaunch) -> LocalHandle:
+        """Start every worker; the handle holds their pids, start times and the boot id."""
         return await asyncio.to_thread(self._start_all, launch)
 
-    def _start_all(self, launch: ClusterLaunch) -> dict[str, Any]:
+    def _start_all(self, launch: ClusterLaunch) -> LocalHandle:
         Path(launch.log_dir).mkdir(parents=True, exist_ok=True)
         env = launch.full_env()
         children = self._children.setdefault(launch.cluster_id, {})
-        pids: dict[str, int] = {}
+        pids: dict[int, int] = {}
         for index in range(launch.workers):
-            if self._standby is not None:
-                ready = self._standby.hand_off(launch, index, log_path(launch.log_dir, index))
-                if ready is not None:
-                    children[index] = ready
-                    pids[str(index)] = ready.pid
-                    continue
             try:
                 with log_path(launch.log_dir, index).open("ab") as log:
                     process = subprocess.Popen(
@@ -105,50 +111,52 @@ class LocalSpawner:
                         start_new_session=True,  # outlives the service; a Ctrl-C does not hit it
                     )
             except OSError as exc:
-                self._kill_now(launch.cluster_id, {"pids": pids})
+                self._kill_now(launch.cluster_id, LocalHandle(pids=pids))
                 raise SpawnerError(
                     f"could not start worker {index} of cluster {launch.cluster_id} with "
                     f"{launch.python}: {exc}"
                 ) from exc
             children[index] = process
-            pids[str(index)] = process.pid
+            pids[index] = process.pid
         # Read while they are unreaped children, so each pid is still the process started.
-        started = {key: start_ticks(pid) for key, pid in pids.items()}
-        return {"pids": pids, "started": started, "boot_id": boot_id(), "log_dir": launch.log_dir}
+        started = {index: start_ticks(pid) for index, pid in pids.items()}
+        return LocalHandle(pids=pids, started=started, boot_id=boot_id(), log_dir=launch.log_dir)
 
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
+    def restore(self, stored: Mapping[str, Any]) -> LocalHandle:
+        """The handle of a restarted service, from its JSON form."""
+        return LocalHandle.from_json(stored)
+
+    async def poll(self, cluster_id: str, handle: LocalHandle) -> list[WorkerExit]:
         """Workers whose process has ended, with exit code (when known) and log tail."""
         ended: list[WorkerExit] = []
         children = self._children.get(cluster_id, {})
-        for key in state.get("pids", {}):
-            index = int(key)
+        for index in handle.pids:
             child = children.get(index)
             if child is not None:
                 code = child.poll()
                 if code is None:
                     continue
                 reason = f"exited with code {code}"
-            elif stored_worker(state, key).alive():
+            elif handle.worker(index).alive():
                 continue
             else:
                 code, reason = None, "its process is gone (exit code unknown after a restart)"
-            tail = log_tail(log_path(state.get("log_dir", "."), index))
+            tail = log_tail(log_path(handle.log_dir, index))
             ended.append(WorkerExit(index, code, reason, tail))
         return ended
 
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
+    async def stop(self, cluster_id: str, handle: LocalHandle, grace_s: float) -> None:
         """SIGTERM every live worker, then SIGKILL those still alive after ``grace_s``; only
         ever the processes started as its workers (see :mod:`clientswarm.spawners.identity`)."""
-        keys = list(state.get("pids", {}))
-        for key in keys:
-            self._signal(cluster_id, state, key, signal.SIGTERM)
+        for index in handle.pids:
+            self._signal(cluster_id, handle, index, signal.SIGTERM)
         for _ in range(max(1, int(grace_s / 0.05))):
-            if not any(self._alive(cluster_id, state, key) for key in keys):
+            if not any(self._alive(cluster_id, handle, index) for index in handle.pids):
                 break
             await asyncio.sleep(0.05)
-        self._kill_now(cluster_id, state)
+        self._kill_now(cluster_id, handle)
 
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+    async def release(self, cluster_id: str, handle: LocalHandle) -> None:
         """Forget the worker processes of a finished cluster once they have been reaped."""
         children = self._children.get(cluster_id, {})
         for index, child in list(children.items()):
@@ -157,28 +165,28 @@ class LocalSpawner:
         if not children:
             self._children.pop(cluster_id, None)
 
-    def _kill_now(self, cluster_id: str, state: dict[str, Any]) -> None:
+    def _kill_now(self, cluster_id: str, handle: LocalHandle) -> None:
         children = self._children.get(cluster_id, {})
-        for key in state.get("pids", {}):
-            if self._alive(cluster_id, state, key):
-                self._signal(cluster_id, state, key, signal.SIGKILL)
-            child = children.get(int(key))
+        for index in handle.pids:
+            if self._alive(cluster_id, handle, index):
+                self._signal(cluster_id, handle, index, signal.SIGKILL)
+            child = children.get(index)
             if child is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=1.0)
 
     def _signal(
-        self, cluster_id: str, state: dict[str, Any], key: str, sig: signal.Signals
+        self, cluster_id: str, handle: LocalHandle, index: int, sig: signal.Signals
     ) -> None:
-        child = self._children.get(cluster_id, {}).get(int(key))
+        child = self._children.get(cluster_id, {}).get(index)
         if child is not None:  # Popen sends nothing once it has reaped the child
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(sig)
         else:
-            stored_worker(state, key).signal(sig)
+            handle.worker(index).signal(sig)
 
-    def _alive(self, cluster_id: str, state: dict[str, Any], key: str) -> bool:
-        child = self._children.get(cluster_id, {}).get(int(key))
+    def _alive(self, cluster_id: str, handle: LocalHandle, index: int) -> bool:
+        child = self._children.get(cluster_id, {}).get(index)
         if child is not None:
             return child.poll() is None
-        return stored_worker(state, key).alive()
+        return handle.worker(index).alive()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
-from clientswarm.protocol.spawning import ClusterLaunch, Spawner, WorkerExit
+from clientswarm.errors import ConfigError, SpawnerError
+from clientswarm.protocol.spawning import ClusterLaunch, Spawner, SpawnerHandle, WorkerExit
 
 SPAWNERS: dict[str, str] = {
     "local": "clientswarm.spawners.local:LocalSpawner",
@@ -17,11 +20,43 @@ SPAWNERS: dict[str, str] = {
 """Every spawner class, by the ``spawner.kind`` that selects it (imported when first used:
 the Kubernetes client library alone takes a tenth of a second to load)."""
 
+EXTRAS: dict[str, tuple[str, str]] = {"kubernetes": ("lightkube", "kubernetes")}
+"""Spawners whose client library is not in the base install: ``kind`` -> (the module they
+import, the extra of ``clientswarm`` that installs it)."""
 
-def spawner_class(kind: str) -> type[Spawner]:
-    """The spawner class of ``kind`` (a key of :data:`SPAWNERS`)."""
+
+def missing_extra(kind: str) -> str | None:
+    """The problem line of a ``spawner.kind`` whose extra is not installed here (None when it
+    is, or needs none). Looks the module up without importing it, so validating stays cheap."""
+    if kind not in EXTRAS:
+        return None
+    module, extra = EXTRAS[kind]
+    try:
+        if importlib.util.find_spec(module) is not None:
+            return None
+    except (ImportError, ValueError):  # a broken installation: as good as none
+        pass
+    return (
+        f"spawner.kind: {kind!r} needs the {module} package, which is not installed here: "
+        f"pip install 'clientswarm[{extra}]'"
+    )
+
+
+def spawner_class(kind: str) -> type[Spawner[Any]]:
+    """The spawner class of ``kind`` (a key of :data:`SPAWNERS`); SpawnerError naming the extra
+    to install when its library cannot be loaded."""
     module, name = SPAWNERS[kind].split(":")
-    cls: type[Spawner] = getattr(importlib.import_module(module), name)
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as exc:
+        if kind not in EXTRAS:
+            raise
+        package, extra = EXTRAS[kind]
+        raise SpawnerError(
+            f"the {kind} spawner cannot be loaded ({exc}): it needs the {package} package, "
+            f"pip install 'clientswarm[{extra}]'"
+        ) from exc
+    cls: type[Spawner[Any]] = getattr(imported, name)
     return cls
 
 
@@ -30,10 +65,10 @@ class LazySpawner:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._spawner: Spawner | None = None
+        self._spawner: Spawner[Any] | None = None
 
     @property
-    def spawner(self) -> Spawner:
+    def spawner(self) -> Spawner[Any]:
         """The real spawner."""
         if self._spawner is None:
             self._spawner = spawner_class(self.kind)()
@@ -43,24 +78,30 @@ class LazySpawner:
         """See :class:`Spawner`."""
         return self.spawner.render(launch)
 
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
+    async def submit(self, launch: ClusterLaunch) -> SpawnerHandle:
         """See :class:`Spawner`."""
-        return await self.spawner.submit(launch)
+        handle: SpawnerHandle = await self.spawner.submit(launch)
+        return handle
 
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
+    def restore(self, stored: Mapping[str, Any]) -> SpawnerHandle:
         """See :class:`Spawner`."""
-        return await self.spawner.poll(cluster_id, state)
+        handle: SpawnerHandle = self.spawner.restore(stored)
+        return handle
 
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
+    async def poll(self, cluster_id: str, handle: SpawnerHandle) -> list[WorkerExit]:
         """See :class:`Spawner`."""
-        await self.spawner.stop(cluster_id, state, grace_s)
+        return await self.spawner.poll(cluster_id, handle)
 
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+    async def stop(self, cluster_id: str, handle: SpawnerHandle, grace_s: float) -> None:
         """See :class:`Spawner`."""
-        await self.spawner.release(cluster_id, state)
+        await self.spawner.stop(cluster_id, handle, grace_s)
+
+    async def release(self, cluster_id: str, handle: SpawnerHandle) -> None:
+        """See :class:`Spawner`."""
+        await self.spawner.release(cluster_id, handle)
 
 
-def default_spawners() -> dict[str, Spawner]:
+def default_spawners() -> dict[str, Spawner[Any]]:
     """One spawner of every kind, for a service (each imported when first used)."""
     return {kind: LazySpawner(kind) for kind in SPAWNERS}
 
@@ -73,14 +114,17 @@ def render_submission(
     log_dir: str = "<data-dir>/logs/<cluster-id>",
     python: str | None = None,
 ) -> str:
-    """Exactly what the spawner of ``config`` would submit, with placeholders and no secrets."""
+    """Exactly what the spawner of ``config`` would submit, with placeholders and no secrets;
+    ConfigError when that spawner needs an extra that is not installed."""
+    problem = missing_extra(config.spawner.kind)
+    if problem is not None:
+        raise ConfigError([problem])
     launch = ClusterLaunch(
         cluster_id=cluster_id,
-        workers=config.spawner.workers,
         service_url=service_url,
         token="<redacted>",
         log_dir=log_dir,
         python=python or sys.executable,
-        options=config.spawner.model_dump(),
+        options=config.spawner,
     )
     return spawner_class(config.spawner.kind)().render(launch)

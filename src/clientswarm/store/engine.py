@@ -1,5 +1,9 @@
 """Engines for the store: SQLite tuned for one writer at a time, PostgreSQL through psycopg 3.
 
+psycopg comes with the ``postgres`` extra (:data:`POSTGRES_EXTRA`): without it, a PostgreSQL
+URL fails in :func:`make_engine` with a :class:`~clientswarm.store.records.StoreError` that
+says what to install.
+
 SQLite connections run with WAL journaling (readers never block the writer), ``synchronous=
 NORMAL`` (a commit survives a crash of the process, though not always a power cut), foreign
 keys on (cascading deletes) and a busy timeout, so concurrent writers wait instead of failing.
@@ -20,6 +24,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
+from clientswarm.store.records import StoreError
+
 BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the write lock before giving up."""
 
@@ -29,6 +35,9 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 PG_CONNECT_TIMEOUT_S = 10
 """How long a new PostgreSQL connection may take, unless the URL sets ``connect_timeout``."""
 
+POSTGRES_EXTRA = "pip install 'clientswarm[postgres]'"
+"""What to install for a PostgreSQL store: psycopg 3 is not in the base install."""
+
 BEGIN_OPTION = "clientswarm_begin"
 """Execution option naming the SQLite ``BEGIN`` mode (``IMMEDIATE`` for writes)."""
 
@@ -36,7 +45,8 @@ BEGIN_OPTION = "clientswarm_begin"
 def url_from(value: str | os.PathLike[str]) -> URL:
     """A SQLAlchemy URL from a URL or a plain file path (→ SQLite).
 
-    ``postgresql://`` and ``postgres://`` get the psycopg 3 driver, the one clientswarm ships.
+    ``postgresql://`` and ``postgres://`` get the psycopg 3 driver, the one of the ``postgres``
+    extra.
     """
     text = os.fspath(value)
     if "://" not in text:
@@ -77,7 +87,15 @@ def make_engine(url: URL, *, background_checkpoints: bool = False) -> Engine:
             # An unreachable host would otherwise hold a connection attempt (and the service's
             # start, or a request) for the system's TCP timeout, minutes.
             kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        return create_engine(url, **kwargs)
+        try:
+            return create_engine(url, **kwargs)  # imports the driver
+        except ImportError as exc:
+            if url.get_driver_name() != "psycopg":
+                raise  # a driver the URL chose itself: the caller says it cannot be loaded
+            shown = url.set(drivername="postgresql").render_as_string(hide_password=True)
+            raise StoreError(
+                f"the store {shown} needs psycopg, which cannot be loaded ({exc}): {POSTGRES_EXTRA}"
+            ) from exc
     if is_memory_sqlite(url):
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
@@ -125,6 +143,7 @@ __all__ = [
     "BEGIN_OPTION",
     "BUSY_TIMEOUT_MS",
     "PG_CONNECT_TIMEOUT_S",
+    "POSTGRES_EXTRA",
     "is_memory_sqlite",
     "make_engine",
     "sqlite_file",

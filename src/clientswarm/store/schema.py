@@ -7,12 +7,16 @@ Every table but ``clusters``, ``store_meta`` and ``samples`` hangs off ``cluster
 Units: ``*_at`` are Unix epoch seconds (float64), ``*_ns`` Unix epoch nanoseconds (bigint),
 ``*_s`` seconds. JSON columns (``*_json``) are UTF-8 JSON text, written by the caller.
 
+The columns of ``samples`` after ``cluster_id`` are derived from the sample's field table
+(:mod:`clientswarm.metrics.fields`), in field order, so a row maps to a sample positionally.
 ``samples.itl_s`` holds the inter-token latencies as packed little-endian float64 bytes
-(8 bytes per gap, empty for none): a third of the size of JSON text, exact, and cheap to
-pack and unpack (see :mod:`clientswarm.store.samples`).
+(8 bytes per gap, empty for none), as the wire brought them: a third of the size of JSON text,
+exact, and read by the statistics without unpacking.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,7 +32,11 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    true,
 )
+from sqlalchemy.types import TypeEngine
+
+from clientswarm.metrics.fields import SAMPLE_FIELDS, FieldKind, SampleField
 
 SCHEMA_VERSION = 1
 """Bumped on every incompatible change of the tables below.
@@ -120,6 +128,33 @@ batches = Table(
     Column("count", Integer, nullable=False),
 )
 
+#: Columns added since their table first shipped, as (table, column name): ``Store.create_all``
+#: adds each one that an existing database lacks (``ALTER TABLE … ADD COLUMN``).
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("samples", "step"),)
+
+
+def _sample_type(f: SampleField) -> TypeEngine[Any]:
+    """The column type of a sample field."""
+    if f.kind is FieldKind.INT:
+        return Integer() if f.int32 else BigInteger()
+    if f.kind is FieldKind.TEXT:
+        return Text() if f.max_length is None else String(f.max_length)
+    if f.kind is FieldKind.BOOL:
+        return Boolean()
+    return LargeBinary()  # FieldKind.SECONDS: packed float64
+
+
+def sample_column(f: SampleField) -> Column[Any]:
+    """The ``samples`` column of a sample field. A column added after schema version 1
+    shipped gets its field's default on the server, so that older rows read as it."""
+    server_default = None
+    if ("samples", f.name) in ADDED_COLUMNS:
+        if f.default not in (True, False):  # pragma: no cover - guards a field added later
+            raise RuntimeError(f"added sample field {f.name} needs a server default for old rows")
+        server_default = true() if f.default else false()
+    return Column(f.name, _sample_type(f), nullable=f.nullable, server_default=server_default)
+
+
 samples = Table(
     "samples",
     metadata,
@@ -128,37 +163,12 @@ samples = Table(
     # arrive through Store.add_batch, whose batch row checks the cluster in the same
     # transaction, and Store.delete_cluster deletes them explicitly.
     Column("cluster_id", String(64), nullable=False),
-    # From here on: the fields of clientswarm.metrics.sample.Sample, in declaration order.
-    Column("group", String(255), nullable=False),
-    Column("client", Integer, nullable=False),
-    Column("worker", Integer, nullable=False),
-    Column("name", String(255), nullable=False),
-    Column("scheduled_ns", BigInteger, nullable=False),
-    Column("sent_ns", BigInteger, nullable=False),
-    Column("end_ns", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("first_token_ns", BigInteger),
-    Column("last_token_ns", BigInteger),
-    Column("input_tokens", Integer),
-    Column("output_tokens", Integer),
-    Column("token_source", String(16)),
-    Column("itl_s", LargeBinary, nullable=False),
-    Column("error_kind", String(64)),
-    Column("error_message", Text),
-    Column("http_status", Integer),
-    Column("stage", Integer, nullable=False),
-    Column("warmup", Boolean, nullable=False),
-    # Added after schema version 1 shipped: Store.create_all adds it to an older database
-    # (ADD COLUMN), whose rows read as interactions (false), hence the server default.
-    Column("step", Boolean, nullable=False, server_default=false()),
-    # The one secondary index (each costs ingest speed): iter_samples' id windows, counts and
+    # From here on: the sample's fields, in declaration order (clientswarm.metrics.fields).
+    *(sample_column(f) for f in SAMPLE_FIELDS),
+    # The one secondary index (each costs ingest speed): iter_columns' id windows, counts and
     # cascading deletes find a cluster's rows through it. Counting by group scans them.
     Index("ix_samples_cluster_id", "cluster_id", "id"),
 )
-
-#: Columns added since their table first shipped, as (table, column name): ``Store.create_all``
-#: adds each one that an existing database lacks (``ALTER TABLE … ADD COLUMN``).
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("samples", "step"),)
 
 events = Table(
     "events",
@@ -185,6 +195,7 @@ __all__ = [
     "clusters",
     "events",
     "metadata",
+    "sample_column",
     "samples",
     "store_meta",
     "workers",

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.schema import CreateColumn
 
+from clientswarm.metrics.columns import SampleColumns
 from clientswarm.metrics.sample import Sample
 from clientswarm.store import schema
 from clientswarm.store.database import Database
@@ -38,8 +39,9 @@ from clientswarm.store.records import (
 from clientswarm.store.samples import (
     SAMPLE_COLUMNS,
     SampleInserter,
+    as_columns,
     client_counts,
-    sample_from_values,
+    columns_of_rows,
 )
 
 _IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
@@ -285,8 +287,13 @@ class Store:
 
     # -- samples ------------------------------------------------------------------------
 
-    def add_batch(self, cluster_id: str, worker: int, seq: int, samples: Sequence[Sample]) -> bool:
+    def add_batch(
+        self, cluster_id: str, worker: int, seq: int, samples: SampleColumns | Sequence[Sample]
+    ) -> bool:
         """Store one batch of a worker in one committed transaction; False for a seen ``seq``.
+
+        ``samples``: the batch as columns (as the wire decoded them: their ITL bytes are stored
+        as they are), or as samples.
 
         BatchRejected when the database refuses a value (nothing is stored; sending the same
         batch again cannot help), StoreUnavailable when the database fails (nothing is stored;
@@ -297,19 +304,20 @@ class Store:
         rolls back and nothing of it is stored. Counters of the clients and the worker grow
         in the same transaction.
         """
+        batch = as_columns(samples)
         batch_row = {
             "cluster_id": cluster_id,
             "worker": worker,
             "seq": seq,
             "received_at": time.time(),
-            "count": len(samples),
+            "count": len(batch),
         }
         try:
             with self._db.begin("add_batch") as conn:
                 conn.execute(_b.insert().values(batch_row))
-                if samples:
-                    self._samples.insert(conn, cluster_id, samples)
-                    self._count(conn, cluster_id, worker, samples)
+                if len(batch):
+                    self._samples.insert(conn, cluster_id, batch)
+                    self._count(conn, cluster_id, worker, batch)
         except IntegrityError as exc:
             if self._batch_exists(cluster_id, worker, seq):
                 return False
@@ -325,9 +333,7 @@ class Store:
             ) from exc
         return True
 
-    def _count(
-        self, conn: Connection, cluster_id: str, worker: int, batch: Sequence[Sample]
-    ) -> None:
+    def _count(self, conn: Connection, cluster_id: str, worker: int, batch: SampleColumns) -> None:
         counts = client_counts(batch)
         if counts:  # none in a batch of steps only
             conn.execute(
@@ -356,8 +362,9 @@ class Store:
         with self._db.read("batch_exists") as conn:
             return conn.execute(query).first() is not None
 
-    def iter_samples(self, cluster_id: str, *, chunk: int = 5000) -> Iterator[Sample]:
-        """Every sample of a cluster in insertion (id) order, read at most ``chunk`` at a time.
+    def iter_columns(self, cluster_id: str, *, chunk: int = 10_000) -> Iterator[SampleColumns]:
+        """Every sample of a cluster in insertion (id) order, as columns of at most ``chunk``
+        samples (the ITLs as stored, packed).
 
         Pages through id windows ``(lo, lo + chunk]`` rather than ``LIMIT``: a window bounds
         the rows a query can touch whatever plan the database picks (PostgreSQL without fresh
@@ -382,12 +389,18 @@ class Store:
                 with self._db.read("iter_samples") as conn:
                     rows = conn.execute(query).all()
                 lo += chunk
-                for row in rows:
-                    yield sample_from_values(row)
+                if rows:
+                    yield columns_of_rows(rows)
             _, newest = self._sample_id_span(cluster_id)
             if newest is None or newest <= last:
                 return
             last = newest
+
+    def iter_samples(self, cluster_id: str, *, chunk: int = 5000) -> Iterator[Sample]:
+        """Every sample of a cluster in insertion order, as ``Sample`` objects (read as
+        :meth:`iter_columns` reads them, ``chunk`` at a time)."""
+        for columns in self.iter_columns(cluster_id, chunk=chunk):
+            yield from columns.to_samples()
 
     def _sample_id_span(self, cluster_id: str) -> tuple[int | None, int | None]:
         query = select(func.min(_s.c.id), func.max(_s.c.id)).where(_s.c.cluster_id == cluster_id)

@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
-import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
-import orjson
 
 from clientswarm import aio
 from clientswarm.errors import WorkerError
-from clientswarm.imports import collections_paused
-from clientswarm.protocol.assignment import Assignment, WorkerReport
+from clientswarm.protocol.assignment import WorkerReport
 from clientswarm.protocol.internal import TOKEN_ENV
-from clientswarm.protocol.standby import EARLY_READY
 from clientswarm.worker.service_client import (
     ServiceWorkerOptions,
     WorkerEndpoint,
@@ -97,13 +92,6 @@ async def serve(endpoint: WorkerEndpoint, options: ServiceWorkerOptions) -> Work
     help="Give up once the service has been unreachable this many seconds "
     "(default: never, so nothing measured is lost while the service restarts).",
 )
-@click.option(
-    "--standby",
-    is_flag=True,
-    hidden=True,
-    help="Load everything, then read the other options as one JSON line on stdin "
-    "(how `clientswarm run` has its local workers ready before its service is).",
-)
 @click.pass_context
 def worker_command(
     ctx: click.Context,
@@ -112,7 +100,6 @@ def worker_command(
     index: int | None,
     register_timeout: float,
     outage_limit: float | None,
-    standby: bool,
 ) -> None:
     """Run one worker: its clients drive the target and its samples go to the service.
 
@@ -120,14 +107,6 @@ def worker_command(
     """
     root = ctx.find_root().obj or {}
     debug = bool(root.get("debug"))
-    if standby:
-        orders = wait_for_orders()
-        if orders is None:
-            return  # not needed after all
-        obj = {"debug": debug, "early_assignment": orders.get("early_assignment")}
-        with worker_command.make_context(ctx.info_name, list(orders["args"]), obj=obj) as handed:
-            worker_command.invoke(handed)
-        return
     if service is None or cluster is None or index is None:
         _fail("--service, --cluster and --index are required", EXIT_INVALID)
     if not service.startswith(("http://", "https://")):
@@ -139,11 +118,7 @@ def worker_command(
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s worker {index} %(levelname)s %(message)s"
     )
-    options = ServiceWorkerOptions(
-        register_timeout_s=register_timeout,
-        outage_limit_s=outage_limit,
-        early_assignment=root.get("early_assignment"),
-    )
+    options = ServiceWorkerOptions(register_timeout_s=register_timeout, outage_limit_s=outage_limit)
     try:
         report = aio.run(serve(endpoint, options))
     except WorkerError as exc:
@@ -154,43 +129,4 @@ def worker_command(
         _fail(f"worker {index} failed: {report.error or 'no reason given'}", EXIT_FAILED)
 
 
-def wait_for_orders() -> dict[str, Any] | None:
-    """A standby worker's wait: load the code a run needs, then read the orders the local
-    spawner writes on stdin (see :mod:`clientswarm.spawners.standby`), take its environment
-    and send all output to its log from then on. ``None`` when stdin closes without orders.
-
-    Orders with an ``early`` assignment (all but its start time) are answered ``ready`` on
-    stdout; the next line on stdin is ``start <ns>``, which puts the assignment with that start
-    time under ``early_assignment``, or ``wait`` (register and wait for the service's start)."""
-    with collections_paused():
-        import clientswarm.config.models
-        import clientswarm.interactions.registry
-        import clientswarm.interactions.user  # noqa: F401  (what a run loads first; now, not then)
-
-    loaded_mono = time.monotonic()
-    line = sys.stdin.buffer.readline()
-    if not line.strip():
-        return None
-    orders: dict[str, Any] = orjson.loads(line)
-    os.environ.update(orders["env"])
-    early = orders.pop("early", None)
-    if early is not None:
-        assignment = Assignment.model_validate(early)  # now, not after the start
-        os.write(sys.stdout.fileno(), EARLY_READY)
-        answer = sys.stdin.buffer.readline().split()
-        if len(answer) == 2 and answer[0] == b"start":
-            orders["early_assignment"] = assignment.model_copy(update={"start_ns": int(answer[1])})
-    log_fd = os.open(orders["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    waited_s = time.monotonic() - loaded_mono
-    print(f"standby worker pid {os.getpid()} took these orders after {waited_s:.2f} s", flush=True)
-    if early is not None and "early_assignment" not in orders:
-        print("no early start: registering and waiting for the service's start time", flush=True)
-    return orders
-
-
-__all__ = ["TOKEN_ENV", "serve", "wait_for_orders", "worker_command"]
+__all__ = ["TOKEN_ENV", "serve", "worker_command"]

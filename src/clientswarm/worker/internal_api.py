@@ -33,7 +33,6 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from clientswarm.errors import WorkerError
-from clientswarm.protocol.assignment import Assignment
 from clientswarm.protocol.internal import TOKEN_ENV, worker_path
 
 log = logging.getLogger("clientswarm.worker")
@@ -111,10 +110,6 @@ class ServiceWorkerOptions:
     register_timeout_s: float = 120.0
     request_timeout_s: float = 30.0
     outage_limit_s: float | None = None
-    early_assignment: Assignment | None = None
-    """The assignment, start time included, handed over before the service was up (a standby
-    worker of ``clientswarm run``, :mod:`clientswarm.spawners.standby`): the clients start from
-    it while the worker registers and has the service confirm it."""
 
 
 class InternalApiClient:

@@ -157,8 +157,6 @@ class _ServiceWorker:
         self._gone = False  # the service answered 410: the cluster was stopped
 
     async def run(self) -> WorkerReport:
-        if self._options.early_assignment is not None:
-            return await self._run_early(self._options.early_assignment)
         reply = await self._until_stopped(self._register())
         if reply is None:
             why = "the cluster no longer needs this worker" if self._gone else "stopped early"
@@ -179,55 +177,8 @@ class _ServiceWorker:
             return report
         return await self._run_assignment(assignment)
 
-    async def _run_early(self, assignment: Assignment) -> WorkerReport:
-        """Run an assignment handed over before the service was up: the clients start at its
-        start time while the worker registers (its calls wait in the service's listen queue
-        until the service is up) and has the service confirm that start time."""
-        log.info(
-            "worker %d starts its clients at %.3f, before registering (early start)",
-            self._endpoint.index,
-            assignment.start_ns / 1e9,
-        )
-        registered = asyncio.Event()
-        joining = asyncio.create_task(self._join_early(assignment, registered))
-        try:
-            return await self._run_assignment(self._checked(assignment), registered=registered)
-        finally:
-            joining.cancel()
-            await asyncio.gather(joining, return_exceptions=True)
-
-    async def _join_early(self, assignment: Assignment, registered: asyncio.Event) -> None:
-        """Register, confirm the start time, then heartbeat until cancelled; stop the worker
-        when the service does not want it. A failure is recorded in the API client (raised)."""
-        try:
-            reply = await self._register()
-        finally:
-            registered.set()
-        if reply is None:
-            self._stop.set()
-            return
-        heartbeat = asyncio.create_task(self._heartbeats(reply.heartbeat_interval_s))
-        try:
-            confirmed = await self._poll_assignment()
-            if confirmed is None:
-                self._stop.set()
-            elif confirmed.start_ns != assignment.start_ns:
-                raise self._api.fail(
-                    ServiceRejectedError(
-                        f"the service starts the cluster at {confirmed.start_ns}, not at "
-                        f"{assignment.start_ns} as this worker was told"
-                    )
-                )
-            await heartbeat
-        finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-
-    async def _run_assignment(
-        self, assignment: Assignment, registered: asyncio.Event | None = None
-    ) -> WorkerReport:
-        """Run the clients of ``assignment`` to the end, then post ``/finish`` (after the
-        registration, when that goes on beside the clients: ``registered``)."""
+    async def _run_assignment(self, assignment: Assignment) -> WorkerReport:
+        """Run the clients of ``assignment`` to the end, then post ``/finish``."""
         try:
             runtime = WorkerRuntime(assignment, self._sink)
         except Exception as exc:  # e.g. a dataset missing on this host: tell the service
@@ -241,8 +192,6 @@ class _ServiceWorker:
             report = await runtime.run()  # ends with the final flush: before /finish
         finally:
             watcher.cancel()
-        if registered is not None:  # /finish must not overtake /register
-            await self._first_of(registered, self._api.failed)
         if self._api.failure is not None:
             raise self._api.failure
         if report.outcome == "failed":

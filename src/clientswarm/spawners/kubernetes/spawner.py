@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -30,8 +30,7 @@ from lightkube.types import CascadeType, PatchType
 
 from clientswarm.config.spawners import KubernetesSpawnerConfig
 from clientswarm.errors import SpawnerError
-from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
-from clientswarm.protocol.spawning import parse_options as spawner_options
+from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit, options_of
 from clientswarm.spawners.kubernetes.render import (
     CLUSTER_LABEL,
     CONTAINER_NAME,
@@ -41,7 +40,7 @@ from clientswarm.spawners.kubernetes.render import (
     render_submission,
     secret_name,
 )
-from clientswarm.spawners.kubernetes.states import PodEnd, ended_workers
+from clientswarm.spawners.kubernetes.states import KubernetesHandle, PodEnd, ended_workers
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +51,6 @@ RBAC_HINT = (
     "(secrets, jobs.batch, pods and pods/log in the cluster's namespace)"
 )
 T = TypeVar("T")
-
-
-def parse_options(launch: ClusterLaunch) -> KubernetesSpawnerConfig:
-    """The Kubernetes options of ``launch`` (a dump of :class:`KubernetesSpawnerConfig`)."""
-    return spawner_options(launch, KubernetesSpawnerConfig, "kubernetes", "Kubernetes")
 
 
 def api_problem(exc: BaseException, action: str) -> SpawnerError:
@@ -109,7 +103,7 @@ class KubernetesSpawner:
 
     def render(self, launch: ClusterLaunch) -> str:
         """The Secret and the Job, as YAML (the token redacted). Pure."""
-        return render_submission(launch, parse_options(launch))
+        return render_submission(launch, options_of(launch, KubernetesSpawnerConfig))
 
     @contextlib.asynccontextmanager
     async def _client(self, namespace: str | None) -> AsyncIterator[AsyncClient]:
@@ -126,9 +120,9 @@ class KubernetesSpawner:
         except API_FAILURES as exc:
             raise api_problem(exc, action) from exc
 
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
+    async def submit(self, launch: ClusterLaunch) -> KubernetesHandle:
         """Create the token Secret, the Job, then hand the Secret to the Job."""
-        config = parse_options(launch)
+        config = options_of(launch, KubernetesSpawnerConfig)
         secret_doc, job_doc = render_objects(launch, config)
         secret, job = secret_name(launch.cluster_id), job_name(launch.cluster_id)
         namespace = config.namespace or "the current namespace"
@@ -162,23 +156,22 @@ class KubernetesSpawner:
                     )
         except ConfigError as exc:
             raise api_problem(exc, f"create the Job {job} {where}") from exc
-        return {
-            "job": job,
-            "namespace": namespace,
-            "job_uid": uid,
-            "workers": launch.workers,
-        }
+        return KubernetesHandle(job=job, namespace=namespace, job_uid=uid, workers=launch.workers)
+
+    def restore(self, stored: Mapping[str, Any]) -> KubernetesHandle:
+        """The handle of a restarted service, from its JSON form."""
+        return KubernetesHandle.from_json(stored)
 
     async def _observe(
-        self, client: AsyncClient, cluster_id: str, state: dict[str, Any]
+        self, client: AsyncClient, cluster_id: str, handle: KubernetesHandle
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """The cluster's Job (``None`` when gone) and its pods, found by the cluster label."""
-        namespace, name = str(state["namespace"]), str(state["job"])
+        namespace, name = handle.namespace, handle.job
         labels: dict[str, Any] = {CLUSTER_LABEL: cluster_id}
         jobs = [j async for j in client.list(Job, namespace=namespace, labels=labels)]
         pods = [p async for p in client.list(Pod, namespace=namespace, labels=labels)]
         job = next((j.to_dict() for j in jobs if j.metadata and j.metadata.name == name), None)
-        uid = (job or {}).get("metadata", {}).get("uid") or state.get("job_uid")
+        uid = (job or {}).get("metadata", {}).get("uid") or handle.job_uid
         owned = []
         for pod in pods:
             refs: list[OwnerReference] = (
@@ -200,23 +193,23 @@ class KubernetesSpawner:
                 lines.append(line)
         return "".join(lines)
 
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
+    async def poll(self, cluster_id: str, handle: KubernetesHandle) -> list[WorkerExit]:
         """Workers whose pod ended (or never will start): reason, exit code, log tail.
 
         A failing API is logged (once per distinct problem) and asked again later; the
         heartbeats say meanwhile whether the workers are alive.
         """
-        if not state.get("job"):
+        if not handle.job:
             return []
-        workers = int(state.get("workers", 0))
+        workers = handle.workers
         view = self._views.setdefault(cluster_id, _JobView())
         now = self._monotonic()
         if len(view.ended) < workers and now - view.queried_at >= self.query_interval_s:
             view.queried_at = now
-            namespace = str(state["namespace"])
+            namespace = handle.namespace
             try:
                 async with self._client(namespace) as client:
-                    job, pods = await self._observe(client, cluster_id, state)
+                    job, pods = await self._observe(client, cluster_id, handle)
                     for index, end in ended_workers(job, pods, workers).items():
                         if index not in view.ended:
                             tail = await self._log_tail(client, namespace, end)
@@ -231,15 +224,15 @@ class KubernetesSpawner:
                     view.last_problem = problem
         return [view.ended[index] for index in sorted(view.ended)]
 
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
+    async def stop(self, cluster_id: str, handle: KubernetesHandle, grace_s: float) -> None:
         """Delete the Job in the foreground, then wait up to ``grace_s`` for it to be gone.
 
         The kubelet sends every worker SIGTERM, and SIGKILL after the pod's
         ``terminationGracePeriodSeconds``; the owned Secret goes with the Job.
         """
-        if not state.get("job"):
+        if not handle.job:
             return
-        namespace, name = str(state["namespace"]), str(state["job"])
+        namespace, name = handle.namespace, handle.job
         action = f"delete the Job {name} in namespace {namespace}"
         try:
             async with self._client(namespace) as client:
@@ -264,19 +257,19 @@ class KubernetesSpawner:
         finally:
             self._views.pop(cluster_id, None)  # the next poll asks the API at once
 
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+    async def release(self, cluster_id: str, handle: KubernetesHandle) -> None:
         """The cluster is over: delete its Job if pods are left that never started.
 
         A pod stuck on its image or config would otherwise wait forever; a finished Job is
         left for ``kubectl`` (and ``ttl_seconds_after_finished``).
         """
         self._views.pop(cluster_id, None)
-        if not state.get("job"):
+        if not handle.job:
             return
-        namespace, name = str(state["namespace"]), str(state["job"])
+        namespace, name = handle.namespace, handle.job
         try:
             async with self._client(namespace) as client:
-                job, pods = await self._observe(client, cluster_id, state)
+                job, pods = await self._observe(client, cluster_id, handle)
                 stuck = [p for p in pods if (p.get("status") or {}).get("phase") == "Pending"]
                 if job is not None and stuck:
                     await client.delete(

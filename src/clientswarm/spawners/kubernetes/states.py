@@ -4,6 +4,8 @@ A worker has ended when its pod has (``Succeeded``/``Failed``), when its pod can
 (``ImagePullBackOff``, ``CreateContainerConfigError``, …), or when the Job ended or went away
 without it. Each end carries the reason a user needs: ``OOMKilled`` with the hint to raise the
 memory limit, the eviction message, the Job's ``DeadlineExceeded``, the container's exit code.
+
+:class:`KubernetesHandle` names the Job those pods belong to, as the spawner's handle.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from clientswarm.protocol.spawning import SpawnerHandle
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 """Label (Kubernetes >= 1.28) and annotation (all versions) holding a pod's completion index."""
@@ -31,6 +35,21 @@ JOB_STOPPED_PODS = frozenset(
     {"DeadlineExceeded", "BackoffLimitExceeded", "MaxFailedIndexesExceeded"}
 )
 """Job failure reasons for which the job controller itself terminates the remaining pods."""
+
+
+class KubernetesHandle(SpawnerHandle):
+    """One cluster's Indexed Job: its name, namespace and uid (its pods name it as their
+    owner), and how many workers it runs."""
+
+    job: str
+    namespace: str
+    job_uid: str | None = None
+    workers: int
+
+    @property
+    def following(self) -> bool:
+        """Whether a Job was created."""
+        return bool(self.job)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The ``slurm`` spawner: the workers of a cluster are the tasks of one Slurm job array.
 
 ``submit`` renders the batch script, writes it to ``<log_dir>/clientswarm.sbatch`` and submits
-it through the command-line tools or slurmrestd; the stored state holds the array's job id, so a
-restarted service follows and stops the same array. ``poll`` asks Slurm at most every
+it through the command-line tools or slurmrestd; its :class:`SlurmHandle` holds the array's job
+id, so a restarted service follows and stops the same array. ``poll`` asks Slurm at most every
 ``query_interval_s`` (the service asks every half second; slurmctld need not answer that
 often) and reports each task that has ended with its Slurm state, reason, exit code and the
 tail of its output file.
@@ -14,15 +14,14 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from clientswarm.config.spawners import SlurmRestConfig, SlurmSpawnerConfig
 from clientswarm.errors import SpawnerError
-from clientswarm.protocol.spawning import ClusterLaunch, WorkerExit
-from clientswarm.protocol.spawning import parse_options as spawner_options
+from clientswarm.protocol.spawning import ClusterLaunch, SpawnerHandle, WorkerExit, options_of
 from clientswarm.spawners.local import log_path, log_tail
 from clientswarm.spawners.slurm.cli import SlurmCli
 from clientswarm.spawners.slurm.render import (
@@ -55,9 +54,20 @@ class SlurmBackend(Protocol):
         ...
 
 
-def parse_options(launch: ClusterLaunch) -> SlurmSpawnerConfig:
-    """The Slurm options of ``launch`` (a dump of :class:`SlurmSpawnerConfig`)."""
-    return spawner_options(launch, SlurmSpawnerConfig, "slurm", "Slurm")
+class SlurmHandle(SpawnerHandle):
+    """One cluster's job array: its job id and size, where its output goes, and how Slurm was
+    reached (the slurmrestd endpoint when through it)."""
+
+    job_id: str
+    workers: int
+    log_dir: str
+    submit_via: Literal["cli", "rest"] = "cli"
+    rest: SlurmRestConfig | None = None
+
+    @property
+    def following(self) -> bool:
+        """Whether Slurm gave the array a job id."""
+        return bool(self.job_id)
 
 
 def _write_script(log_dir: Path, script: str) -> None:
@@ -93,11 +103,11 @@ class SlurmSpawner:
 
     def render(self, launch: ClusterLaunch) -> str:
         """How the array is submitted (token redacted) and its batch script. Pure."""
-        return render_submission(launch, parse_options(launch))
+        return render_submission(launch, options_of(launch, SlurmSpawnerConfig))
 
-    async def submit(self, launch: ClusterLaunch) -> dict[str, Any]:
-        """Submit the array; the state holds its job id and how to reach Slurm again."""
-        config = parse_options(launch)
+    async def submit(self, launch: ClusterLaunch) -> SlurmHandle:
+        """Submit the array; the handle holds its job id and how to reach Slurm again."""
+        config = options_of(launch, SlurmSpawnerConfig)
         log_dir = Path(log_dir_of(launch, config))
         script = render_sbatch(launch, config)
         try:
@@ -107,62 +117,59 @@ class SlurmSpawner:
                 f"could not write the batch script of cluster {launch.cluster_id} to {log_dir}: "
                 f"{exc}; log_dir must be a writable folder that the compute nodes share"
             ) from exc
-        rest_state: dict[str, Any] | None = None
-        if config.submit_via == "rest" and config.rest is not None:
-            rest = SlurmRest(config.rest)
+        rest = config.rest if config.submit_via == "rest" else None
+        if rest is not None:
             env = job_environment(launch.token, rest_worker_env(launch, os.environ))
-            job = rest_job(launch, config, env, config.rest.api_version)
-            job_id = await rest.submit(script, job)
-            rest_state = config.rest.model_dump()
+            job = rest_job(launch, config, env, rest.api_version)
+            job_id = await SlurmRest(rest).submit(script, job)
         else:
             job_id = await self.cli.submit(
                 log_dir / SCRIPT_NAME, launch.full_env(), export_option(launch)
             )
-        return {
-            "job_id": job_id,
-            "workers": launch.workers,
-            "log_dir": str(log_dir),
-            "submit_via": config.submit_via,
-            "rest": rest_state,
-        }
+        return SlurmHandle(
+            job_id=job_id,
+            workers=launch.workers,
+            log_dir=str(log_dir),
+            submit_via="rest" if rest is not None else "cli",
+            rest=rest,
+        )
 
-    def _backend(self, state: dict[str, Any]) -> SlurmBackend:
-        if state.get("submit_via") == "rest":
-            return SlurmRest(SlurmRestConfig.model_validate(state.get("rest") or {}))
-        return self.cli
+    def restore(self, stored: Mapping[str, Any]) -> SlurmHandle:
+        """The handle of a restarted service, from its JSON form."""
+        return SlurmHandle.from_json(stored)
 
-    async def poll(self, cluster_id: str, state: dict[str, Any]) -> list[WorkerExit]:
+    def _backend(self, handle: SlurmHandle) -> SlurmBackend:
+        return self.cli if handle.rest is None else SlurmRest(handle.rest)
+
+    async def poll(self, cluster_id: str, handle: SlurmHandle) -> list[WorkerExit]:
         """Workers whose array task has ended: Slurm state, reason, exit code, output tail."""
-        job_id = str(state.get("job_id") or "")
+        job_id, workers = handle.job_id, handle.workers
         if not job_id:
             return []
-        workers = int(state.get("workers", 0))
         view = self._views.setdefault(job_id, _ArrayView())
         now = self._monotonic()
         if len(view.ended) < workers and now - view.queried_at >= self.query_interval_s:
             view.queried_at = now  # a failing query is not retried sooner either
-            view.tasks = await self._backend(state).tasks(job_id)
-            log_dir = str(state.get("log_dir", "."))
+            view.tasks = await self._backend(handle).tasks(job_id)
             for end in ended_tasks(view.tasks, job_id, workers):
                 if end.index not in view.ended:
-                    tail = log_tail(log_path(log_dir, end.index))
+                    tail = log_tail(log_path(handle.log_dir, end.index))
                     view.ended[end.index] = WorkerExit(
                         end.index, end.exit_code, end.reason, tail, cancelled=end.cancelled
                     )
         return [view.ended[index] for index in sorted(view.ended)]
 
-    async def stop(self, cluster_id: str, state: dict[str, Any], grace_s: float) -> None:
+    async def stop(self, cluster_id: str, handle: SlurmHandle, grace_s: float) -> None:
         """Cancel the array, then wait up to ``grace_s`` for Slurm to show every task ended.
 
         ``scancel`` (and slurmrestd's DELETE) already escalate: SIGTERM to the worker, SIGKILL
         after the cluster's ``KillWait``.
         """
-        job_id = str(state.get("job_id") or "")
+        job_id, workers = handle.job_id, handle.workers
         if not job_id:
             return
-        backend = self._backend(state)
+        backend = self._backend(handle)
         await backend.cancel(job_id)
-        workers = int(state.get("workers", 0))
         deadline = self._monotonic() + grace_s
         while True:
             with contextlib.suppress(SpawnerError):
@@ -174,7 +181,7 @@ class SlurmSpawner:
             await asyncio.sleep(STOP_POLL_S)
         self._views.pop(job_id, None)  # the next poll asks Slurm at once
 
-    async def release(self, cluster_id: str, state: dict[str, Any]) -> None:
+    async def release(self, cluster_id: str, handle: SlurmHandle) -> None:
         """Forget the array. A task Slurm starts after the cluster ended is refused by the
         service and exits at once."""
-        self._views.pop(str(state.get("job_id") or ""), None)
+        self._views.pop(handle.job_id, None)

@@ -1,0 +1,157 @@
+"""The sample's field table: read from ``Sample`` once, every format derived from it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Literal
+
+import pyarrow as pa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateTable
+
+from clientswarm.metrics.fields import (
+    COLUMNS,
+    FIELDS,
+    NO_DEFAULT,
+    SAMPLE_FIELDS,
+    FieldKind,
+    SampleField,
+    fields_of,
+)
+from clientswarm.metrics.sample import INT32, Sample, Stored
+from clientswarm.metrics.wire import FIELD_TYPES
+from clientswarm.reports.parquet import PARQUET_SCHEMA
+from clientswarm.store import schema
+
+# The samples table as schema version 1 shipped it (with ``step``, added since): the table
+# derived from the field table must be this one, or existing stores break.
+SQLITE_SAMPLES = """
+CREATE TABLE samples (
+	id INTEGER NOT NULL,
+	cluster_id VARCHAR(64) NOT NULL,
+	"group" VARCHAR(255) NOT NULL,
+	client INTEGER NOT NULL,
+	worker INTEGER NOT NULL,
+	name VARCHAR(255) NOT NULL,
+	scheduled_ns BIGINT NOT NULL,
+	sent_ns BIGINT NOT NULL,
+	end_ns BIGINT NOT NULL,
+	status VARCHAR(16) NOT NULL,
+	first_token_ns BIGINT,
+	last_token_ns BIGINT,
+	input_tokens INTEGER,
+	output_tokens INTEGER,
+	token_source VARCHAR(16),
+	itl_s BLOB NOT NULL,
+	error_kind VARCHAR(64),
+	error_message TEXT,
+	http_status INTEGER,
+	stage INTEGER NOT NULL,
+	warmup BOOLEAN NOT NULL,
+	step BOOLEAN DEFAULT 0 NOT NULL,
+	PRIMARY KEY (id)
+)"""
+
+# What Parquet files were written with before the schema was derived: readers rely on it.
+PARQUET_COLUMNS = [
+    ("group", pa.string()),
+    ("client", pa.int64()),
+    ("worker", pa.int64()),
+    ("name", pa.string()),
+    ("scheduled_ns", pa.int64()),
+    ("sent_ns", pa.int64()),
+    ("end_ns", pa.int64()),
+    ("status", pa.string()),
+    ("first_token_ns", pa.int64()),
+    ("last_token_ns", pa.int64()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("token_source", pa.string()),
+    ("itl_s", pa.list_(pa.float64())),
+    ("error_kind", pa.string()),
+    ("error_message", pa.string()),
+    ("http_status", pa.int64()),
+    ("stage", pa.int64()),
+    ("warmup", pa.bool_()),
+    ("step", pa.bool_()),
+    ("ttft_s", pa.float64()),
+    ("e2e_s", pa.float64()),
+    ("tpot_s", pa.float64()),
+    ("schedule_lag_s", pa.float64()),
+]
+
+
+def ddl(dialect: object) -> str:
+    text = str(CreateTable(schema.samples).compile(dialect=dialect))  # type: ignore[arg-type]
+    return "\n".join(line.rstrip().rstrip(",") for line in text.strip().splitlines())
+
+
+def test_the_store_table_is_the_one_schema_version_1_shipped() -> None:
+    expected = "\n".join(line.rstrip(",") for line in SQLITE_SAMPLES.strip().splitlines())
+    assert ddl(sqlite.dialect()) == expected
+    pg = ddl(postgresql.dialect())
+    assert "itl_s BYTEA NOT NULL" in pg and "step BOOLEAN DEFAULT false NOT NULL" in pg
+    assert "client INTEGER NOT NULL" in pg and "sent_ns BIGINT NOT NULL" in pg
+
+
+def test_the_parquet_schema_is_the_one_files_were_written_with() -> None:
+    assert PARQUET_SCHEMA.equals(pa.schema(PARQUET_COLUMNS))
+
+
+def test_every_format_has_every_field_in_the_declared_order() -> None:
+    names = [f.name for f in dataclasses.fields(Sample)]
+    assert [f.name for f in SAMPLE_FIELDS] == names
+    assert list(COLUMNS) == [n for n in names if n != "itl_s"]
+    assert [c.name for c in schema.samples.columns][2:] == names
+    assert PARQUET_SCHEMA.names[: len(names)] == names
+    assert list(FIELD_TYPES) == list(COLUMNS)
+
+
+def test_statistics_dtypes_come_from_the_table() -> None:
+    from clientswarm.metrics.columns import SampleColumns
+
+    assert {f.name: f.dtype.kind for f in SAMPLE_FIELDS if f.dtype.kind != "O"} == {
+        **{name: "i" for name in ("client", "worker", "scheduled_ns", "sent_ns", "end_ns")},
+        **{name: "i" for name in ("first_token_ns", "last_token_ns", "input_tokens")},
+        **{name: "i" for name in ("output_tokens", "http_status", "stage")},
+        "itl_s": "f",
+        "warmup": "b",
+        "step": "b",
+    }
+    sample = Sample(group="g", client=1, worker=0, name="n", scheduled_ns=5, sent_ns=6, end_ns=9)
+    cols = SampleColumns.from_samples([sample, sample])
+    for f in SAMPLE_FIELDS:
+        if f.name != "itl_s":
+            values, _ = cols.array(f.name)
+            assert values.dtype == f.dtype, f.name
+
+
+def test_wire_types_come_from_the_table() -> None:
+    assert FIELD_TYPES["status"].choices == {"ok", "error"}
+    assert FIELD_TYPES["token_source"].choices == {"usage", "tokenizer", "chunks", None}
+    assert FIELD_TYPES["first_token_ns"].kinds == {int, type(None)}
+    assert FIELD_TYPES["client"].kinds == {int}  # 32-bit in the store, an integer on the wire
+    assert FIELDS["client"].int32 and not FIELDS["sent_ns"].int32
+
+
+def test_a_declaration_reads_into_the_table() -> None:
+    @dataclasses.dataclass
+    class Declared:
+        label: Annotated[str, Stored(max_length=32)]
+        count: Annotated[int, INT32]
+        at_ns: int
+        mode: Literal["a", "b"] = "a"
+        note: str | None = None
+        flag: bool = False
+        itl_s: list[float] = dataclasses.field(default_factory=list)
+
+    assert fields_of(Declared) == (
+        SampleField("label", FieldKind.TEXT, nullable=False, max_length=32),
+        SampleField("count", FieldKind.INT, nullable=False, int32=True),
+        SampleField("at_ns", FieldKind.INT, nullable=False),
+        SampleField("mode", FieldKind.TEXT, False, default="a", choices=frozenset({"a", "b"})),
+        SampleField("note", FieldKind.TEXT, nullable=True, default=None),
+        SampleField("flag", FieldKind.BOOL, nullable=False, default=False),
+        SampleField("itl_s", FieldKind.SECONDS, nullable=False, default=()),
+    )
+    assert not fields_of(Declared)[0].has_default and fields_of(Declared)[0].default is NO_DEFAULT
