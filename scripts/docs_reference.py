@@ -632,7 +632,13 @@ def exported_families() -> list[Any]:
         )
 
     registry = LiveRegistry()
-    live = registry.get_or_create("cluster-id", "example", groups=["chat"], status="running")
+    live = registry.get_or_create(
+        "cluster-id",
+        "example",
+        groups=["chat"],
+        group_targets={"chat": "default"},
+        status="running",
+    )
     live.add(
         [
             sample(t0),
@@ -655,10 +661,12 @@ def metrics_page() -> str:
         _header("the families that clientswarm.service.prometheus.LiveCollector yields"),
         "What `GET /metrics` on the service exports (the [monitor API](rest-api.md#monitor)). "
         "`cluster` is the cluster id, `cluster_name` its configured name, `group` the client "
-        "group. Totals over groups are `sum()`s: no total series is exported beside the "
-        "groups. Requests, tokens and latencies count measured samples only (not warm-up, "
-        "not cancelled), like the final statistics. Prometheus finds the service through "
-        "HTTP service discovery at `GET /api/v1/monitor/targets`.\n",
+        "group, `target` the name of the group's target (`default` for a configuration with one "
+        "`target:`). Totals over groups are `sum()`s: no total series is exported beside the "
+        "groups, and a target's are `sum by (target)`. Requests, tokens and latencies count "
+        "measured samples only (not warm-up, not cancelled), like the final statistics. "
+        "Prometheus finds the service through HTTP service discovery at "
+        "`GET /api/v1/monitor/targets`.\n",
         "Steps of user-defined interactions (a `ctx.measure` span, a helper's LLM call) are "
         "not requests of their group: the `clientswarm_step_*` families count them, labelled "
         "also by `step`.\n",

@@ -16,7 +16,7 @@ joined the tree still catches it::
     │   ├── StoreInUse                       store.records: another service owns the store
     │   └── BatchRejected                    store.records: the database refused a batch's value
     ├── BatchFormatError (ValueError)        metrics.wire: a sample batch in no valid form
-    ├── NotFound                             service.manager: no such cluster, client, group (404)
+    ├── NotFound                             service.reads: no such cluster, client, group (404)
     ├── Conflict                             service.manager: not in the cluster's status (409)
     ├── Gone                                 service.manager: the cluster let the worker go (410)
     ├── Busy                                 service.manager: at an operator's limit (429)

@@ -19,11 +19,13 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.sample import Sample
 from clientswarm.run.mock_target import mock_target
+from clientswarm.service.manager import ClusterManager
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.store import ClusterRecord, Store, WorkerRecord
@@ -55,6 +57,12 @@ class Ran:
     workers: list[WorkerRecord]
 
 
+def started(manager: ClusterManager, cluster_id: str) -> bool:
+    """Whether the cluster's start time is fixed (its workers have their assignment)."""
+    snapshot = manager.snapshot(cluster_id)
+    return snapshot is not None and snapshot.start_ns is not None
+
+
 async def run_in_process(
     data: dict[str, Any],
     tmp_path: Path,
@@ -72,9 +80,7 @@ async def run_in_process(
         record = await manager.create(config, base_dir=tmp_path)
         if kill_worker_after_s is not None or stop_after_s is not None:
             async with manager.changed:
-                await manager.changed.wait_for(
-                    lambda: manager.active[record.id].start_ns is not None
-                )
+                await manager.changed.wait_for(lambda: started(manager, record.id))
             await asyncio.sleep(kill_worker_after_s or stop_after_s or 0.0)
             if kill_worker_after_s is not None:  # by the pid it registered with
                 pid = store.list_workers(record.id)[1].pid
@@ -82,8 +88,7 @@ async def run_in_process(
                 os.kill(pid, signal.SIGKILL)
             else:
                 await manager.stop_cluster(record.id)
-        async with manager.changed:
-            await manager.changed.wait_for(lambda: record.id not in manager.active)
+        await manager.wait_finished(record.id)
     finished = store.get_cluster(record.id)
     assert finished is not None and finished.summary_json is not None
     return Ran(
@@ -313,6 +318,13 @@ def test_run_cli_end_to_end(tmp_path: Path) -> None:
     assert summary["groups"]["completion"]["requests"] == 10
     assert set(summary["total"]["ttft_s"]) >= {"mean", "min", "p50", "p90", "p95", "p99", "max"}
     assert (out / "samples.parquet").exists()
+    # one target: named "default", its numbers the total's, and no row of its own in the tables
+    assert summary["targets"] == {"default": summary["total"]}
+    assert {g["target"] for g in summary["groups"].values()} == {"default"}
+    tables = done.stdout[done.stdout.index("Throughput") :]
+    assert "TTFT" in tables and "target" not in tables
+    targets = pq.read_table(out / "samples.parquet", columns=["target"]).column(0).to_pylist()
+    assert set(targets) == {"default"}
 
 
 def test_run_cli_against_an_unreachable_target_records_failures(tmp_path: Path) -> None:
@@ -362,8 +374,7 @@ async def test_a_spawner_that_cannot_start_workers_says_why(tmp_path: Path) -> N
         record = await service.manager.create(
             validate_config_data(cluster("http://127.0.0.1:9", hello))
         )
-        async with service.manager.changed:
-            await service.manager.changed.wait_for(lambda: record.id not in service.manager.active)
+        await service.manager.wait_finished(record.id)
     finished = store.get_cluster(record.id)
     assert finished is not None and finished.status == "failed"
     assert finished.reason is not None

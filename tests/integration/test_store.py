@@ -234,6 +234,36 @@ def test_a_store_without_the_step_column_gets_it_and_reads_interactions(store: S
         reopened.close()
 
 
+def test_the_target_round_trips_and_a_store_without_its_column_reads_the_default(
+    store: Store,
+) -> None:
+    setup_cluster(store)
+    old = [sample(client=i % 4, i=i) for i in range(3)]
+    assert store.add_batch("c1", 0, 1, old)
+    with store.engine.begin() as conn:  # as a store written before samples named their target
+        conn.execute(text("ALTER TABLE samples DROP COLUMN target"))
+    assert "target" not in {c["name"] for c in inspect(store.engine).get_columns("samples")}
+    store.close()
+
+    reopened = Store(store.url)
+    reopened.create_all()
+    reopened.create_all()  # idempotent once the column is there
+    try:
+        assert [s.target for s in reopened.iter_samples("c1")] == ["default"] * 3
+        new = [sample(client=1, i=9), sample(client=2, i=10)]
+        new[0].target, new[1].target = "a", "b"
+        assert reopened.add_batch("c1", 1, 1, new)
+        assert list(reopened.iter_samples("c1")) == old + new
+        summary = summarize(reopened.iter_samples("c1"), cluster={"id": "c1"})
+        assert {t: st["requests"] for t, st in summary["targets"].items()} == {
+            "default": 2,  # the first of the old three is a warm-up sample
+            "a": 1,
+            "b": 1,
+        }
+    finally:
+        reopened.close()
+
+
 def test_add_batch_is_idempotent(store: Store) -> None:
     setup_cluster(store)
     batch = [sample(i=i) for i in range(5)]

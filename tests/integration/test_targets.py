@@ -8,8 +8,11 @@ import os
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from service_process import CLI, simulator
+from prometheus_client.parser import text_string_to_metric_families
+
+from service_process import CLI, ServiceProcess, simulator
 
 
 def requests_seen(url: str) -> int:
@@ -18,30 +21,26 @@ def requests_seen(url: str) -> int:
     return sum(n for route, n in routes.items() if not route.startswith("/mock"))
 
 
+def two_targets(a: str, b: str) -> dict[str, Any]:
+    """Group to-a sends 7 requests to target a, to-b 3 to target b (listed first)."""
+    hello = {"kind": "hello"}
+    return {
+        "name": "ab",
+        "targets": {"b": {"url": b, "api_key_env": "B_KEY"}, "a": {"url": a}},
+        "groups": [
+            {"name": "to-a", "target": "a", "interaction": hello, "stop": {"requests": 7}},
+            {"name": "to-b", "target": "b", "interaction": hello, "stop": {"requests": 3}},
+        ],
+    }
+
+
 def test_each_group_loads_the_target_it_names(tmp_path: Path) -> None:
     with simulator() as a, simulator() as b:
-        config = {
-            "name": "ab",
-            "targets": {"a": {"url": a}, "b": {"url": b, "api_key_env": "B_KEY"}},
-            "groups": [
-                {
-                    "name": "to-a",
-                    "target": "a",
-                    "interaction": {"kind": "hello"},
-                    "stop": {"requests": 7},
-                },
-                {
-                    "name": "to-b",
-                    "target": "b",
-                    "interaction": {"kind": "hello"},
-                    "stop": {"requests": 3},
-                },
-            ],
-        }
         path = tmp_path / "ab.json"
-        path.write_text(json.dumps(config))
+        path.write_text(json.dumps(two_targets(a, b)))
+        out = tmp_path / "out"
         done = subprocess.run(
-            [CLI, "run", str(path), "--output", str(tmp_path / "out")],
+            [CLI, "run", str(path), "--output", str(out), "--samples-format", "jsonl"],
             env={**os.environ, "B_KEY": "k"},
             capture_output=True,
             text=True,
@@ -50,6 +49,45 @@ def test_each_group_loads_the_target_it_names(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         seen = requests_seen(a), requests_seen(b)
     assert seen == (7, 3)
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["groups"]["to-a"]["requests"] == 7
     assert summary["groups"]["to-b"]["requests"] == 3
+    # the target travels with every sample, and each target's statistics count what it saw
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert (
+        sorted((r["group"], r["target"]) for r in rows) == [("to-a", "a")] * 7 + [("to-b", "b")] * 3
+    )
+    targets = summary["targets"]
+    assert list(targets) == ["b", "a"]  # the configuration's order
+    assert (targets["a"]["requests"], targets["b"]["requests"]) == seen
+    assert (summary["groups"]["to-a"]["target"], summary["groups"]["to-b"]["target"]) == ("a", "b")
+    lines = done.stdout.splitlines()
+    assert sum(line.lstrip().startswith(("target a ", "target b ")) for line in lines) == 4
+
+
+def test_the_service_labels_series_and_live_stats_by_target(tmp_path: Path) -> None:
+    with (
+        simulator() as a,
+        simulator() as b,
+        ServiceProcess(tmp_path / "svc", extra=("--allow-env", "B_KEY"), env={"B_KEY": "k"}) as svc,
+    ):
+        status, created = svc.api("POST", "/clusters", two_targets(a, b))
+        assert status == 201, created
+        assert svc.wait_status(created["id"])["status"] == "completed"
+        seen = {"a": requests_seen(a), "b": requests_seen(b)}
+        status, results = svc.api("GET", f"/clusters/{created['id']}/results")
+        assert status == 200
+        status, live = svc.api("GET", f"/monitor/clusters/{created['id']}/stats")
+        assert status == 200
+        _, metrics, _ = svc.request("GET", "/metrics", prefix="")
+    assert {t: st["requests"] for t, st in results["targets"].items()} == seen == {"b": 3, "a": 7}
+    since = live["since_start"]
+    assert {g: st["target"] for g, st in since["groups"].items()} == {"to-a": "a", "to-b": "b"}
+    assert {t: st["requests"] for t, st in since["targets"].items()} == seen
+    families = {f.name: f for f in text_string_to_metric_families(metrics.decode())}
+    ok = {
+        (s.labels["target"], s.labels["group"]): s.value
+        for s in families["clientswarm_requests"].samples
+        if s.labels["outcome"] == "ok"
+    }
+    assert ok == {("a", "to-a"): 7, ("b", "to-b"): 3}

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+from pathlib import Path
 from typing import Annotated, Literal
 
+import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateTable
 
+from clientswarm.config.models import DEFAULT_TARGET
 from clientswarm.metrics.fields import (
     COLUMNS,
     FIELDS,
@@ -19,12 +25,20 @@ from clientswarm.metrics.fields import (
     fields_of,
 )
 from clientswarm.metrics.sample import INT32, Sample, Stored
-from clientswarm.metrics.wire import FIELD_TYPES
+from clientswarm.metrics.wire import (
+    FIELD_TYPES,
+    PACKED_MEDIA_TYPE,
+    BatchFormatError,
+    ColumnarBatch,
+    decode_batch,
+)
+from clientswarm.reports.export import SampleFormat, read_samples, write_samples
 from clientswarm.reports.parquet import PARQUET_SCHEMA
 from clientswarm.store import schema
 
-# The samples table as schema version 1 shipped it (with ``step``, added since): the table
-# derived from the field table must be this one, or existing stores break.
+# The samples table as schema version 1 shipped it (with ``step`` and ``target``, added since
+# with a default for the rows before): the table derived from the field table must be this one,
+# or existing stores break.
 SQLITE_SAMPLES = """
 CREATE TABLE samples (
 	id INTEGER NOT NULL,
@@ -49,10 +63,12 @@ CREATE TABLE samples (
 	stage INTEGER NOT NULL,
 	warmup BOOLEAN NOT NULL,
 	step BOOLEAN DEFAULT 0 NOT NULL,
+	target VARCHAR(255) DEFAULT 'default' NOT NULL,
 	PRIMARY KEY (id)
 )"""
 
-# What Parquet files were written with before the schema was derived: readers rely on it.
+# What Parquet files were written with before the schema was derived (and ``target``, added
+# since at the end of the fields): readers rely on it.
 PARQUET_COLUMNS = [
     ("group", pa.string()),
     ("client", pa.int64()),
@@ -74,6 +90,7 @@ PARQUET_COLUMNS = [
     ("stage", pa.int64()),
     ("warmup", pa.bool_()),
     ("step", pa.bool_()),
+    ("target", pa.string()),
     ("ttft_s", pa.float64()),
     ("e2e_s", pa.float64()),
     ("tpot_s", pa.float64()),
@@ -91,6 +108,7 @@ def test_the_store_table_is_the_one_schema_version_1_shipped() -> None:
     assert ddl(sqlite.dialect()) == expected
     pg = ddl(postgresql.dialect())
     assert "itl_s BYTEA NOT NULL" in pg and "step BOOLEAN DEFAULT false NOT NULL" in pg
+    assert "target VARCHAR(255) DEFAULT 'default' NOT NULL" in pg
     assert "client INTEGER NOT NULL" in pg and "sent_ns BIGINT NOT NULL" in pg
 
 
@@ -155,3 +173,68 @@ def test_a_declaration_reads_into_the_table() -> None:
         SampleField("itl_s", FieldKind.SECONDS, nullable=False, default=()),
     )
     assert not fields_of(Declared)[0].has_default and fields_of(Declared)[0].default is NO_DEFAULT
+
+
+def target_samples() -> list[Sample]:
+    base = {"client": 0, "worker": 0, "name": "hello", "scheduled_ns": 5, "sent_ns": 6}
+    return [
+        Sample(group="to-a", end_ns=9, target="a", **base),
+        Sample(group="to-b", end_ns=10, target="b", **base),
+    ]
+
+
+def test_the_target_is_a_field_with_the_one_targets_name_by_default() -> None:
+    assert FIELDS["target"] == SampleField(
+        "target", FieldKind.TEXT, nullable=False, default=DEFAULT_TARGET, max_length=255
+    )
+    assert FIELD_TYPES["target"].kinds == {str} and FIELD_TYPES["target"].choices is None
+    assert PARQUET_SCHEMA.field("target").type == pa.string()
+    sample = Sample(group="g", client=1, worker=0, name="n", scheduled_ns=5, sent_ns=6, end_ns=9)
+    assert sample.target == DEFAULT_TARGET == "default"
+
+
+def test_the_target_crosses_the_wire_and_a_batch_without_it_is_the_default() -> None:
+    samples = target_samples()
+    batch = ColumnarBatch()
+    batch.add(samples)
+    line, _, itl = batch.encode(1).partition(b"\n")
+    head = orjson.loads(line)
+    assert head["columns"]["target"] == ["a", "b"]
+    assert decode_batch(orjson.dumps(head) + b"\n" + itl, PACKED_MEDIA_TYPE)[1] == samples
+    del head["columns"]["target"]  # a worker that did not know targets: the one target's
+    older = decode_batch(orjson.dumps(head) + b"\n" + itl, PACKED_MEDIA_TYPE)[1]
+    assert [s.target for s in older] == ["default", "default"]
+    head["columns"]["target"] = ["a", 7]
+    with pytest.raises(BatchFormatError, match=r"columns\.target\[1\]: expected a string"):
+        decode_batch(orjson.dumps(head) + b"\n" + itl, PACKED_MEDIA_TYPE)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_every_samples_file_has_the_target(tmp_path: Path, fmt: SampleFormat) -> None:
+    samples = target_samples()
+    path = write_samples(tmp_path / f"samples.{fmt}", samples, fmt)
+    if fmt == "csv":
+        with path.open(newline="") as f:
+            assert [row["target"] for row in csv.DictReader(f)] == ["a", "b"]
+    else:
+        assert list(read_samples(path)) == samples
+
+
+def test_files_written_before_the_target_read_as_the_default(tmp_path: Path) -> None:
+    samples = target_samples()
+    table = pq.read_table(write_samples(tmp_path / "new.parquet", samples, "parquet"))
+    pq.write_table(table.drop_columns(["target"]), tmp_path / "old.parquet")
+    assert [s.target for s in read_samples(tmp_path / "old.parquet")] == ["default"] * 2
+    lines = [
+        orjson.loads(line)
+        for line in write_samples(tmp_path / "new.jsonl", samples, "jsonl")
+        .read_bytes()
+        .splitlines()
+    ]
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(
+        b"".join(
+            orjson.dumps({k: v for k, v in row.items() if k != "target"}) + b"\n" for row in lines
+        )
+    )
+    assert [s.target for s in read_samples(old)] == ["default"] * 2

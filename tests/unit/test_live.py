@@ -282,13 +282,14 @@ def test_prometheus_counts_steps_in_series_of_their_own() -> None:
     }
 
     def values(name: str, **labels: str) -> dict[tuple[str, ...], float]:
+        shown = [s for s in families[name].samples if s.name == name + "_total"]
+        assert {s.labels["target"] for s in shown} == {"default"}  # the samples' target
         return {
-            tuple(s.labels[k] for k in sorted(s.labels) if k not in ("cluster", "cluster_name")): (
-                s.value
-            )
-            for s in families[name].samples
-            if s.name == name + "_total" and all(s.labels[k] == v for k, v in labels.items())
-        }
+            tuple(s.labels[k] for k in sorted(s.labels) if k not in ("cluster", "cluster_name")
+                  and k != "target"): s.value
+            for s in shown
+            if all(s.labels[k] == v for k, v in labels.items())
+        }  # fmt: skip
 
     assert values("clientswarm_requests") == {("rag", "ok"): 1.0, ("rag", "error"): 1.0}
     assert values("clientswarm_errors") == {("rag", "client"): 1.0}
@@ -321,7 +322,7 @@ def test_one_derivation_of_a_batch_feeds_the_live_and_the_exact_statistics() -> 
     cols = SampleColumns.from_samples(batch)
     slo = SLOConfig(ttft_s=0.15)
     parts = measured_parts(cols, slo=slo)  # what the service does with each committed batch
-    assert set(parts) == {("chat", None), ("chat", "retrieve")}
+    assert set(parts) == {("default", "chat", None), ("default", "chat", "retrieve")}
     live, exact = LiveStats("c1"), ClusterStatistics(slo=slo)
     live.add_parts(parts, T0 + 5)
     exact.add_parts(parts, len(cols))

@@ -380,7 +380,9 @@ def test_group_stats_count_interactions_and_steps_are_summarised_by_name() -> No
     alone = [s for s in samples if s.step and s.name == "chat"]
     for s in alone:
         s.step = False
-    assert llm == run(alone)["groups"]["rag"]
+    as_group = run(alone)["groups"]["rag"]
+    assert as_group.pop("target") == "default"  # a group names its target, a step does not
+    assert llm == as_group
     assert "steps" not in summary["groups"]["chat"]  # a group without steps has no key
     assert "steps" not in summary["total"]
 

@@ -22,7 +22,7 @@ class ClientContext:
 
     ``http1`` carries the built-ins' OpenAI requests (the hot path); ``session`` the rest.
     ``emit`` records a finished (or, on cancellation, partial) sample; the worker fills in
-    ``stage`` and ``warmup`` and ships it.
+    ``target`` (the name of the group's target), ``stage`` and ``warmup`` and ships it.
     """
 
     session: aiohttp.ClientSession

@@ -219,29 +219,34 @@ def _gaps_of(d: Derived, rows: I64, every: bool) -> F64:
     return d.itl_s[np.repeat(keep, d.itl_counts)]
 
 
-Parts = dict[tuple[str, str | None], Measured]
-"""What each group's interactions, ``(group, None)``, and each of its steps, ``(group, step
-name)``, add to statistics."""
+PartKey = tuple[str, str, str | None]
+"""``(target, group, None)`` for a group's interactions, ``(target, group, step name)`` for
+one of its steps."""
+
+Parts = dict[PartKey, Measured]
+"""What the interactions and each step of each group, by target, add to statistics (a group
+has one target, so a group's samples usually make one part, or one per step)."""
 
 
-def split_rows(cols: SampleColumns) -> dict[tuple[str, str | None], I64 | None]:
-    """The rows of each group's interactions, ``(group, None)``, and of each of its steps,
-    ``(group, step name)``, in order of first appearance; None for every row when they all
-    are one group's interactions."""
-    groups, steps = cols.columns["group"], cols.columns["step"]
-    if not any(steps) and groups.count(groups[0]) == len(groups):
-        return {(groups[0], None): None}
+def split_rows(cols: SampleColumns) -> dict[PartKey, I64 | None]:
+    """The rows of each part (:data:`PartKey`), in order of first appearance; None for every
+    row when they all are one group's interactions, to one target."""
+    groups, steps, targets = cols.columns["group"], cols.columns["step"], cols.columns["target"]
+    n = len(groups)
+    if not any(steps) and groups.count(groups[0]) == n and targets.count(targets[0]) == n:
+        return {(targets[0], groups[0], None): None}
     names = cols.columns["name"]
-    rows: dict[tuple[str, str | None], list[int]] = {}
-    for i, (group, step, name) in enumerate(zip(groups, steps, names, strict=True)):
-        rows.setdefault((group, name if step else None), []).append(i)
+    rows: dict[PartKey, list[int]] = {}
+    every = zip(targets, groups, steps, names, strict=True)
+    for i, (target, group, step, name) in enumerate(every):
+        rows.setdefault((target, group, name if step else None), []).append(i)
     return {key: np.array(index, dtype=np.int64) for key, index in rows.items()}
 
 
 def measured_parts(
     cols: SampleColumns, d: Derived | None = None, slo: SLOConfig | None = None
 ) -> Parts:
-    """What each group and step of ``cols`` adds to statistics (:func:`split_rows`,
+    """What each part of ``cols`` adds to statistics (:func:`split_rows`,
     :func:`measured`): computed once per batch for the live and the exact statistics alike.
     ``d``: ``derive(cols)`` when already made."""
     if not len(cols):
@@ -288,6 +293,7 @@ __all__ = [
     "VALUE_METRICS",
     "Derived",
     "Measured",
+    "PartKey",
     "Parts",
     "derive",
     "derived_of",

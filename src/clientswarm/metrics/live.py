@@ -8,6 +8,9 @@ for two windows:
 - **last 10 s** (:data:`WINDOW_S`), by receive time: a ring of 1-s slots (:data:`SLOT_S`), merged
   on read. A slot leaves the window once it is 10 s old, so the window spans the last 9 to 10 s.
 
+Each group has one target (``group_targets``, else the ``target`` of its first sample): the
+snapshot names it in each group's entry and merges the groups of each target under ``targets``.
+
 Totals are merges of the groups' histograms, never averages of percentiles. The definitions are
 those of the exact final statistics, computed by the same code
 (:func:`~clientswarm.metrics.derive.measured`): warm-up samples and requests cut off by a stop
@@ -31,7 +34,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +183,7 @@ class LiveStats:
         cluster_name: str | None = None,
         *,
         groups: Sequence[str] = (),
+        group_targets: Mapping[str, str] | None = None,
         status: str | None = None,
     ) -> None:
         self.cluster_id = cluster_id
@@ -187,6 +191,7 @@ class LiveStats:
         self.status = status
         self._lock = threading.Lock()
         self._since: dict[str, Tally] = {g: Tally() for g in groups}
+        self._targets: dict[str, str] = dict(group_targets or {})
         self._steps_since: StepTallies = {}
         self._ring = [_Slot() for _ in range(_SLOTS)]
         self._workers: dict[str, int] = {}
@@ -207,15 +212,22 @@ class LiveStats:
         (:func:`~clientswarm.metrics.derive.measured_parts`)."""
         tallies: dict[str, Tally] = {}
         step_tallies: dict[str, dict[str, Tally]] = {}
-        for (group, step), m in parts.items():
+        targets: dict[str, str] = {}
+        for (target, group, step), m in parts.items():
+            targets.setdefault(group, target)
             t = Tally.of(m)
             if step is None:
-                tallies[group] = t
+                had = tallies.get(group)  # one part per group, unless it had several targets
+                tallies[group] = t if had is None else had.merge(t)
             else:
                 tallies.setdefault(group, Tally())  # the group shows, with or without requests
-                step_tallies.setdefault(group, {})[step] = t
+                named = step_tallies.setdefault(group, {})
+                had = named.get(step)
+                named[step] = t if had is None else had.merge(t)
         index = math.floor(now_s / SLOT_S)
         with self._lock:
+            for group, target in targets.items():
+                self._targets.setdefault(group, target)  # a group has one target
             slot = self._ring[index % _SLOTS]
             if slot.index < index:  # a newer slot replaces an old one; a late one is kept
                 for t in slot.groups.values():
@@ -253,6 +265,12 @@ class LiveStats:
         """Workers by state, as last set."""
         with self._lock:
             return dict(self._workers)
+
+    @property
+    def group_targets(self) -> dict[str, str]:
+        """Each group's target name: as given, else that of its first sample."""
+        with self._lock:
+            return dict(self._targets)
 
     @property
     def active_clients(self) -> dict[str, int]:
@@ -302,15 +320,18 @@ class LiveStats:
         recent = self.window(now_s)
         steps_since = self.steps_since_start()
         steps_recent = self.steps_window(now_s)
+        targets = self.group_targets
         window_start_s = (math.floor(now_s / SLOT_S) - _SLOTS + 1) * SLOT_S
+        recent_view = _View(recent, steps_recent, since, steps_since, targets)
+        since_view = _View(since, steps_since, since, steps_since, targets)
         return {
             "cluster": self.cluster_id,
             "cluster_name": self.cluster_name,
             "status": self.status,
             "now_s": now_s,
             "window_s": WINDOW_S,
-            "window_10s": _view(recent, steps_recent, since, steps_since, now_s, window_start_s),
-            "since_start": _view(since, steps_since, since, steps_since, now_s, -math.inf),
+            "window_10s": recent_view.stats(now_s, window_start_s),
+            "since_start": since_view.stats(now_s, -math.inf),
             "workers": self.workers,
             "active_clients": self.active_clients,
         }
@@ -323,38 +344,59 @@ def _merge_into(since: Tally, t: Tally, now_s: float) -> None:
         since.start_s = min(since.start_s, now_s)
 
 
-def _view(
-    tallies: Mapping[str, Tally],
-    steps: Mapping[str, Mapping[str, Tally]],
-    since: Mapping[str, Tally],
-    steps_since: Mapping[str, Mapping[str, Tally]],
-    now_s: float,
-    not_before_s: float,
-) -> dict[str, Any]:
-    """``{"total": S, "groups": {g: S}}`` of one window; ``S["steps"]`` for groups with steps.
+@dataclass(frozen=True, slots=True)
+class _View:
+    """One window's tallies (by group, and by group and step), with the since-start ones whose
+    ``start_s`` start each span, and each group's target."""
 
-    Spans start at the since-start tallies' ``start_s`` (or the window's start, if later).
-    """
+    tallies: Mapping[str, Tally]
+    steps: Mapping[str, Mapping[str, Tally]]
+    since: Mapping[str, Tally]
+    steps_since: Mapping[str, Mapping[str, Tally]]
+    targets: Mapping[str, str]
 
-    def span(start_s: float) -> float:
-        return 0.0 if math.isinf(start_s) else now_s - max(start_s, not_before_s)
+    def stats(self, now_s: float, not_before_s: float) -> dict[str, Any]:
+        """``{"total": S, "groups": {g: S + {"target"}}, "targets": {t: S}}`` of the window;
+        ``S["steps"]`` for groups with steps. Spans start at the since-start tallies'
+        ``start_s`` (or the window's start, if later) and end at ``now_s``."""
 
-    total = Tally()
-    for t in tallies.values():
-        total.merge(t)
-    first = min((t.start_s for t in since.values()), default=math.inf)
-    groups: dict[str, dict[str, Any]] = {}
-    for g, t in tallies.items():
-        start_s = since[g].start_s if g in since else math.inf
-        groups[g] = t.stats(span(start_s))
-        named = steps.get(g)
-        if named:
-            started = steps_since.get(g, {})
-            groups[g]["steps"] = {
-                name: st.stats(span(started[name].start_s if name in started else math.inf))
-                for name, st in named.items()
-            }
-    return {"total": total.stats(span(first)), "groups": groups}
+        def span(start_s: float) -> float:
+            return 0.0 if math.isinf(start_s) else now_s - max(start_s, not_before_s)
+
+        def started(groups: Iterable[str]) -> float:
+            return min((self.since[g].start_s for g in groups if g in self.since), default=math.inf)
+
+        groups: dict[str, dict[str, Any]] = {}
+        by_target: dict[str, list[str]] = {}
+        for g, t in self.tallies.items():
+            groups[g] = t.stats(span(started([g])))
+            target = self.targets.get(g)
+            groups[g]["target"] = target
+            if target is not None:
+                by_target.setdefault(target, []).append(g)
+            named = self.steps.get(g)
+            if named:
+                first = self.steps_since.get(g, {})
+                groups[g]["steps"] = {
+                    name: st.stats(span(first[name].start_s if name in first else math.inf))
+                    for name, st in named.items()
+                }
+        return {
+            "total": _merged(self.tallies.values()).stats(span(started(self.since))),
+            "groups": groups,
+            "targets": {
+                target: _merged(self.tallies[g] for g in names).stats(span(started(names)))
+                for target, names in by_target.items()
+            },
+        }
+
+
+def _merged(tallies: Iterable[Tally]) -> Tally:
+    """One tally of several."""
+    out = Tally()
+    for t in tallies:
+        out.merge(t)
+    return out
 
 
 __all__ = [

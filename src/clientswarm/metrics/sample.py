@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
+from clientswarm.config.models import DEFAULT_TARGET
+
 TokenSource = Literal["usage", "tokenizer", "chunks"]
 Status = Literal["ok", "error"]
 
@@ -75,6 +77,10 @@ class Sample:
     #: ``name`` being the step's name. Group statistics count interactions; steps are
     #: summarised by name, under their group's ``steps``.
     step: bool = False
+    #: The name of the target the sample's group loads (a key of the configuration's
+    #: ``targets``; :data:`~clientswarm.config.models.DEFAULT_TARGET` for the one ``target:``).
+    #: The worker sets it on every sample its client emits, whatever the interaction built.
+    target: Annotated[str, Stored(max_length=255)] = DEFAULT_TARGET
 
     @property
     def ok(self) -> bool:

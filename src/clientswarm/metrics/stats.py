@@ -26,6 +26,10 @@ Definitions (also printed under the terminal table):
   ``succeeded``. ``goodput_rate`` is goodput per second of ``duration_s``.
 - Rates are 0.0 when ``duration_s`` is 0 (no measured samples).
 
+Targets: each sample names its group's target (``sample.target``). ``targets`` has the Stats
+of each target's samples, over interactions like the total (with one target, the total's
+numbers); each group's statistics name the target of its samples (``target``).
+
 Steps: a user-defined interaction records one sample for the whole interaction plus one per
 step inside it (``sample.step``, named after the step). Group and total statistics are over
 interactions only; each group with steps gets ``"steps": {name: Stats}``, in order of first
@@ -67,9 +71,9 @@ _CHUNK = 10_000  # samples turned into columns at a time when given as Sample ob
 
 
 class _Accumulated:
-    """What the measured samples of one group (or step, or all groups) added up to. The total
-    keeps no values of its own (``values=False``): its distributions are the union of the
-    groups'."""
+    """What the measured samples of one group and target (or one step) added up to. A union
+    of them (a group, a target, the total) keeps no values of its own (``values=False``): its
+    distributions are those of its parts together."""
 
     def __init__(self, memory_values: int, spool_dir: str | None, values: bool = True) -> None:
         self.requests = self.succeeded = self.warmup = self.cancelled = self.goodput = 0
@@ -85,6 +89,12 @@ class _Accumulated:
         )
 
     def add(self, m: Measured) -> None:
+        self.add_counts(m)
+        for name, exact in self.values.items():
+            exact.add(m.values[name])
+
+    def add_counts(self, m: Measured | _Accumulated) -> None:
+        """Add the counts and times of ``m`` (not its values)."""
         self.requests += m.requests
         self.succeeded += m.succeeded
         self.warmup += m.warmup
@@ -98,8 +108,6 @@ class _Accumulated:
         self.end_ns = _max(self.end_ns, m.end_ns)
         self.first_sent_ns = _min(self.first_sent_ns, m.first_sent_ns)
         self.last_sent_ns = _max(self.last_sent_ns, m.last_sent_ns)
-        for name, exact in self.values.items():
-            exact.add(m.values[name])
 
     def stats(self, dists: dict[str, Dist] | None = None) -> dict[str, Any]:
         """The Stats of these samples (the module docstring's definitions); ``dists``: their
@@ -168,6 +176,9 @@ class ClusterStatistics:
     within their group. Goodput is judged against ``slo``. ``memory_values`` and
     ``spool_dir``: see :class:`~clientswarm.metrics.exact.ExactValues`. Use it as a context
     manager (or call :meth:`close`) to free its temporary files.
+
+    The values are kept once, per group and target (the samples' ``target``; a group has one):
+    a group's, a target's and the total's distributions are unions of those cells.
     """
 
     def __init__(
@@ -183,8 +194,8 @@ class ClusterStatistics:
         """Every sample added, warm-up, cancelled and steps included."""
         self._lock = threading.Lock()
         self._memory_values, self._spool_dir = memory_values, spool_dir
-        self._total = _Accumulated(memory_values, spool_dir, values=False)
-        self._groups = {name: self._new() for name in group_order}
+        self._groups: dict[str, None] = dict.fromkeys(group_order)  # ordered, values unused
+        self._cells: dict[tuple[str, str], _Accumulated] = {}  # (target, group)
         self._steps: dict[str, dict[str, _Accumulated]] = {}
 
     def _new(self) -> _Accumulated:
@@ -204,16 +215,14 @@ class ClusterStatistics:
         """Take what a batch of ``count`` samples adds, made with this ``slo``."""
         with self._lock:
             self.samples += count
-            for (group, step), m in parts.items():
+            for (target, group, step), m in parts.items():
+                self._groups.setdefault(group, None)
                 if step is None:
-                    acc = self._groups.get(group)
+                    acc = self._cells.get((target, group))
                     if acc is None:
-                        acc = self._groups[group] = self._new()
+                        acc = self._cells[(target, group)] = self._new()
                     acc.add(m)
-                    self._total.add(m)
                     continue
-                if group not in self._groups:
-                    self._groups[group] = self._new()
                 named = self._steps.setdefault(group, {})
                 acc = named.get(step)
                 if acc is None:
@@ -226,27 +235,28 @@ class ClusterStatistics:
         *,
         lag_bound_s: float = DEFAULT_LAG_BOUND_S,
         extra_warnings: Iterable[str] = (),
+        target_order: Sequence[str] = (),
     ) -> Summary:
         """The summary of every sample added (the module docstring's definitions).
 
         ``extra_warnings`` (e.g. worker event-loop lag) are reported and mark the run as not
-        trustworthy, as does a p99 schedule lag above ``lag_bound_s`` in any group.
+        trustworthy, as does a p99 schedule lag above ``lag_bound_s`` in any group. Targets
+        named in ``target_order`` come first in ``targets``, in that order, even without
+        samples; others follow in order of first appearance.
         """
         with self._lock:
-            dists = {
-                name: {m: v.distribution() for m, v in acc.values.items()}
-                for name, acc in self._groups.items()
+            cells = _Cells(self._cells)
+            total = Stats(**cells.stats(list(self._cells)))
+            targets = dict.fromkeys([*target_order, *(t for t, _ in self._cells)])
+            by_target = {
+                t: Stats(**cells.stats([k for k in self._cells if k[0] == t])) for t in targets
             }
-            measured = [name for name, acc in self._groups.items() if acc.requests]
-            if len(measured) == 1:  # the total's values are that group's: the same numbers
-                union = dists[measured[0]]
-            else:
-                union = {
-                    m: exact_distribution([g.values[m] for g in self._groups.values()])
-                    for m in VALUE_METRICS
-                }
-            total = Stats(**self._total.stats(union))
-            groups = {name: acc.stats(dists[name]) for name, acc in self._groups.items()}
+            groups = {}
+            for g in self._groups:
+                keys = [k for k in self._cells if k[1] == g]
+                groups[g] = cells.stats(keys)
+                if len({t for t, _ in keys}) == 1:  # a group has one target
+                    groups[g]["target"] = keys[0][0]
             for name, named in self._steps.items():
                 groups[name]["steps"] = {step: Stats(**a.stats()) for step, a in named.items()}
         untrusted = [*extra_warnings]
@@ -259,6 +269,7 @@ class ClusterStatistics:
             cluster=cluster,
             total=total,
             groups={name: GroupStats(**stats) for name, stats in groups.items()},
+            targets=by_target,
             warnings=untrusted + notes,
             trustworthy=not untrusted,
             slo=None if self.slo is None else self.slo.model_dump(exclude_none=True),
@@ -268,11 +279,38 @@ class ClusterStatistics:
     def close(self) -> None:
         """Free the temporary files of the distributions."""
         with self._lock:
-            for acc in [self._total, *self._groups.values()]:
+            for acc in self._cells.values():
                 acc.close()
             for named in self._steps.values():
                 for acc in named.values():
                     acc.close()
+
+
+class _Cells:
+    """The Stats of unions of cells (``(target, group)`` accumulations), each distinct union's
+    distributions computed once: with one target, the total's are the target's."""
+
+    def __init__(self, cells: Mapping[tuple[str, str], _Accumulated]) -> None:
+        self._cells = cells
+        self._dists: dict[tuple[tuple[str, str], ...], dict[str, Dist]] = {}
+
+    def stats(self, keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """The Stats of the samples of the cells ``keys`` together."""
+        parts = [self._cells[k] for k in keys]
+        # Only cells with measured samples hold values: the union is theirs.
+        measured = tuple(k for k in keys if self._cells[k].requests)
+        dists = self._dists.get(measured)
+        if dists is None:
+            dists = self._dists[measured] = {
+                m: exact_distribution([self._cells[k].values[m] for k in measured])
+                for m in VALUE_METRICS
+            }
+        if len(parts) == 1:
+            return parts[0].stats(dists)
+        merged = _Accumulated(0, None, values=False)
+        for acc in parts:
+            merged.add_counts(acc)
+        return merged.stats(dists)
 
 
 def summarize(
@@ -281,6 +319,7 @@ def summarize(
     cluster: Mapping[str, Any],
     slo: SLOConfig | None = None,
     group_order: Sequence[str] | None = None,
+    target_order: Sequence[str] = (),
     lag_bound_s: float = DEFAULT_LAG_BOUND_S,
     extra_warnings: Iterable[str] = (),
 ) -> dict[str, Any]:
@@ -293,7 +332,10 @@ def summarize(
         for cols in chunks_of(samples, _CHUNK):
             stats.add(cols)
         summary = stats.summary(
-            ClusterInfo(**cluster), lag_bound_s=lag_bound_s, extra_warnings=extra_warnings
+            ClusterInfo(**cluster),
+            lag_bound_s=lag_bound_s,
+            extra_warnings=extra_warnings,
+            target_order=target_order,
         )
     return summary.document()
 

@@ -17,7 +17,7 @@ from clientswarm.metrics.dist import Dist
 
 
 class Stats(BaseModel):
-    """Exact statistics of a set of samples (a group, a step, or all groups)."""
+    """Exact statistics of a set of samples (a group, a step, a target, or all groups)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,16 +47,17 @@ class Stats(BaseModel):
 
 
 class GroupStats(Stats):
-    """A group's statistics, with its steps (only a group that has some) and how exact its
-    prompts' token lengths are (only a group with prompts)."""
+    """A group's statistics, with the name of its target, its steps (only a group that has
+    some) and how exact its prompts' token lengths are (only a group with prompts)."""
 
+    target: str | None = None
     steps: dict[str, Stats] | None = None
     input_token_lengths: Literal["exact", "approximate"] | None = None
 
     @model_serializer(mode="wrap")
     def _without_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in ("steps", "input_token_lengths"):
+        for key in ("target", "steps", "input_token_lengths"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
@@ -90,6 +91,8 @@ class Summary(BaseModel):
     cluster: ClusterInfo
     total: Stats
     groups: dict[str, GroupStats]
+    targets: dict[str, Stats]
+    """The Stats of each target's samples (interactions, like ``total``), by target name."""
     warnings: list[str]
     trustworthy: bool
     slo: dict[str, float] | None = None

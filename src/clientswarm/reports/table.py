@@ -2,7 +2,9 @@
 
 Two narrow tables rather than one wide one, so the report reads at 100-120 columns. The steps of
 a user-defined interaction (a group's ``steps``) get rows of their own, indented under their
-group (``  ↳ retrieve``); the total counts interactions only, like the group rows.
+group (``  ↳ retrieve``); the total counts interactions only, like the group rows. A run with
+several targets gets a row per target (``target a``) between the groups and the total; one
+with one target shows none (its row would repeat the total's).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
     """Print the summary of one cluster (the summary.json shape) on ``console``."""
     groups: Mapping[str, Mapping[str, Any]] = summary.get("groups", {})
     total: Mapping[str, Any] = summary.get("total", {})
+    targets: Mapping[str, Mapping[str, Any]] = summary.get("targets", {})
     console.print(_title(summary.get("cluster", {})))
-    console.print(throughput_table(groups, total))
-    console.print(latency_table(groups, total))
+    console.print(throughput_table(groups, total, targets))
+    console.print(latency_table(groups, total, targets))
     errors = _errors_line(groups)
     if errors is not None:
         console.print(errors)
@@ -61,8 +64,13 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
     console.print(Text(DEFINITIONS + _slo_text(summary.get("slo")), style="dim"))
 
 
-def throughput_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str, Any]) -> Table:
-    """One row per group and a total row: counts and per-second rates."""
+def throughput_table(
+    groups: Mapping[str, Mapping[str, Any]],
+    total: Mapping[str, Any],
+    targets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Table:
+    """One row per group, one per target when there are several, and a total row: counts and
+    per-second rates."""
     table = Table(title="Throughput", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("group", no_wrap=True)
     for header in (
@@ -81,12 +89,19 @@ def throughput_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str
         for step, step_stats in _steps(stats).items():
             table.add_row(_step_label(step), *_throughput_cells(step_stats), style="dim")
     table.add_section()
+    for name, stats in _shown_targets(targets).items():
+        table.add_row(_target_label(name), *_throughput_cells(stats))
     table.add_row(Text(_TOTAL, style="bold"), *_throughput_cells(total), style="bold")
     return table
 
 
-def latency_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str, Any]) -> Table:
-    """Latency percentiles in milliseconds: one block of rows per group, then the total."""
+def latency_table(
+    groups: Mapping[str, Mapping[str, Any]],
+    total: Mapping[str, Any],
+    targets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Table:
+    """Latency percentiles in milliseconds: one block of rows per group, one per target when
+    there are several, then the total."""
     table = Table(title="Latency (ms)", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("group", no_wrap=True)
     table.add_column("metric", no_wrap=True)
@@ -96,6 +111,7 @@ def latency_table(groups: Mapping[str, Mapping[str, Any]], total: Mapping[str, A
     for name, stats in groups.items():
         blocks.append((name, stats, None))
         blocks.extend((_step_label(step), st, "dim") for step, st in _steps(stats).items())
+    blocks.extend((_target_label(t), st, None) for t, st in _shown_targets(targets).items())
     if len(groups) != 1:
         blocks.append((_TOTAL, total, "bold"))
     for name, stats, style in blocks:
@@ -121,6 +137,18 @@ def _steps(stats: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
 def _step_label(step: str) -> str:
     """A step's row label, indented under its group."""
     return f"  ↳ {step}"
+
+
+def _shown_targets(
+    targets: Mapping[str, Mapping[str, Any]] | None,
+) -> Mapping[str, Mapping[str, Any]]:
+    """The targets that get rows: none unless there are several."""
+    return targets if targets is not None and len(targets) > 1 else {}
+
+
+def _target_label(target: str) -> str:
+    """A target's row label."""
+    return f"target {target}"
 
 
 def _title(cluster: Mapping[str, Any]) -> Text:

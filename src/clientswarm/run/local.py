@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import signal
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +24,9 @@ from clientswarm.metrics.columns import SampleSink
 from clientswarm.reports.export import SamplesFile, write_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.run.mock_target import mock_target
-from clientswarm.run.progress import ProgressLine, show_progress
+from clientswarm.run.progress import progress_line, show_progress
 from clientswarm.run.start import RunStart, start_run
 from clientswarm.service.manager import ClusterManager
-from clientswarm.service.results import live_warnings
 from clientswarm.service.server import running_service
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClusterRecord, Store
@@ -52,33 +50,6 @@ def planned_duration_s(config: ClusterConfig) -> float | None:
 PROGRESS_DELAY_S = 0.3
 """Seconds between submitting the cluster and drawing the progress line: local workers have
 sent their first requests by then (about 0.15 s), unhindered by the line's drawing."""
-
-
-def progress_of(manager: ClusterManager, cluster_id: str, planned_s: float | None) -> ProgressLine:
-    """The progress line of a cluster the in-process service follows."""
-    state = manager.active.get(cluster_id)
-    if state is None:
-        return ProgressLine("finishing", 0.0, planned_s, 0, 0, 0, 0, 0, 0)
-    tallies = state.live.since_start().values()
-    elapsed = 0.0 if state.start_ns is None else max(0.0, time.time() - state.start_ns / 1e9)
-    states = [w.state for w in state.workers]
-    lags = {g: t.hist["schedule_lag_s"] for g, t in state.live.window(time.time()).items()}
-    warnings = live_warnings(
-        [w.loop_lag_p99_s for w in state.workers],
-        {g: h.quantiles([0.99])[0] for g, h in lags.items()},
-    )
-    return ProgressLine(
-        status=state.status,
-        elapsed_s=elapsed,
-        planned_s=planned_s,
-        succeeded=sum(t.succeeded for t in tallies),
-        failed=sum(t.failed for t in tallies),
-        in_flight=sum(w.in_flight for w in state.workers),
-        workers_running=sum(s in ("registered", "running") for s in states),
-        workers_total=len(states),
-        workers_failed=sum(s in ("failed", "lost") for s in states),
-        warning=warnings[0] if warnings else None,
-    )
 
 
 async def run_cluster(
@@ -110,7 +81,7 @@ async def run_cluster(
             raise
         created.append(record)
         if samples is not None:  # before the first request: it sees every batch
-            manager.sinks[record.id] = samples
+            manager.add_sink(record.id, samples)
 
     service_running = running_service(
         store, start.settings, spawners=spawners, sock=start.sock, before_serving=create
@@ -146,13 +117,12 @@ async def follow(
     async def display_progress() -> None:
         await asyncio.sleep(PROGRESS_DELAY_S)  # rich loads and draws once workers have sent
         await show_progress(
-            lambda: progress_of(manager, cluster_id, planned_s), console or _console()
+            lambda: progress_line(manager.snapshot(cluster_id), planned_s), console or _console()
         )
 
     display = asyncio.create_task(display_progress())
     try:
-        async with manager.changed:
-            await manager.changed.wait_for(lambda: cluster_id not in manager.active)
+        await manager.wait_finished(cluster_id)
     finally:
         display.cancel()
         loop.remove_signal_handler(signal.SIGINT)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from clientswarm.service.snapshot import ClusterSnapshot
+
 
 @dataclass(frozen=True)
 class ProgressLine:
@@ -32,6 +34,26 @@ class ProgressLine:
     workers_failed: int
     warning: str | None = None
     """Why the numbers are not trustworthy right now (the first reason), if they are not."""
+
+
+def progress_line(snapshot: ClusterSnapshot | None, planned_s: float | None) -> ProgressLine:
+    """The line of a cluster the in-process service follows (``None``: it no longer does,
+    its results are being written)."""
+    if snapshot is None:
+        return ProgressLine("finishing", 0.0, planned_s, 0, 0, 0, 0, 0, 0)
+    warnings = snapshot.warnings()
+    return ProgressLine(
+        status=snapshot.status.value,
+        elapsed_s=snapshot.elapsed_s,
+        planned_s=planned_s,
+        succeeded=snapshot.succeeded,
+        failed=snapshot.failed,
+        in_flight=snapshot.in_flight,
+        workers_running=sum(w.state.alive for w in snapshot.workers),
+        workers_total=len(snapshot.workers),
+        workers_failed=sum(w.state.broken for w in snapshot.workers),
+        warning=warnings[0] if warnings else None,
+    )
 
 
 def progress_text(line: ProgressLine, rate_per_s: float) -> Text:

@@ -73,12 +73,12 @@ def create_app(
         and ``store`` says since when and what kind of failure (never the database's own
         message, which may name hosts and paths: the cluster view has it). Still 200: the
         service is alive, and restarting it would not mend a full disk."""
-        store = manager.store.health.view(detail=False)
+        health = manager.health()
         return {
-            "status": "ok" if store["ok"] else "degraded",
+            "status": "ok" if health.ok else "degraded",
             "version": __version__,
-            "active_clusters": len(manager.active),
-            "store": store,
+            "active_clusters": health.active_clusters,
+            "store": health.store,
         }
 
     _register_config_schema(app, token_required=settings.api_token is not None)

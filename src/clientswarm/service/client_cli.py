@@ -22,9 +22,10 @@ from rich.table import Table
 
 from clientswarm.errors import ClientswarmError, ConfigError
 from clientswarm.reports.table import render_summary, report_console
+from clientswarm.service.lifecycle import ClusterStatus
 
 DEFAULT_SERVICE = "http://127.0.0.1:8080"
-FINAL = ("completed", "failed", "cancelled")
+FINAL = tuple(s.value for s in ClusterStatus if s.final)
 
 service_option = click.option(
     "--service",

@@ -9,6 +9,7 @@ import orjson
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.load import clients_of_worker
+from clientswarm.service.lifecycle import ClusterStatus
 from clientswarm.service.state import hash_token
 from clientswarm.store import ClientRecord, ClusterRecord
 
@@ -21,7 +22,7 @@ def new_cluster_rows(
     record = ClusterRecord(
         id=cluster_id,
         name=config.name,
-        status="pending",
+        status=ClusterStatus.PENDING.value,
         reason=None,
         config_json=config.model_dump_json(),
         token_hash=hash_token(token),

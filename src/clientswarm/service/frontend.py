@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 from urllib.parse import quote
@@ -20,7 +19,7 @@ from clientswarm.interactions.loader import entry_point_interactions
 from clientswarm.interactions.registry import BUILTIN_INTERACTIONS
 from clientswarm.reports.export import MEDIA_TYPES, stream_samples
 from clientswarm.service.errors import CONFIG_REFUSED, error_responses
-from clientswarm.service.manager import ClusterManager, NotFound
+from clientswarm.service.manager import ClusterManager
 from clientswarm.service.params import (
     ClientId,
     ClusterId,
@@ -29,8 +28,7 @@ from clientswarm.service.params import (
     GroupName,
     StatusFilter,
 )
-from clientswarm.service.views import client_view, cluster_view, progress_view
-from clientswarm.store import ClusterRecord
+from clientswarm.service.views import client_view, cluster_view
 
 API_PREFIX = "/api/v1"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -101,13 +99,6 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         dependencies=[Depends(guard)],
         responses=error_responses(401, 403, 503),
     )
-    store = manager.store
-
-    async def record_of(cluster_id: str) -> ClusterRecord:
-        record = await asyncio.to_thread(store.get_cluster, cluster_id)
-        if record is None:
-            raise NotFound(f"no cluster with id {cluster_id!r}")
-        return record
 
     @router.post(
         "/clusters",
@@ -141,16 +132,15 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         status: StatusFilter = None,
     ) -> list[dict[str, Any]]:
         """Clusters, newest first."""
-        records = await asyncio.to_thread(store.list_clusters, status)
-        return [cluster_view(r, brief=True) for r in records]
+        return [cluster_view(r, brief=True) for r in await manager.clusters(status)]
 
     @router.get("/clusters/{cluster_id}", responses=error_responses(404, 422))
     async def show_cluster(cluster_id: ClusterId) -> dict[str, Any]:
         """Status, timings, per-worker and per-group client states."""
-        record = await record_of(cluster_id)
-        workers = await asyncio.to_thread(store.list_workers, cluster_id)
-        clients = await asyncio.to_thread(store.list_clients, cluster_id)
-        return cluster_view(record, workers=workers, clients=clients, store=store.health)
+        record = await manager.cluster(cluster_id)
+        workers = await manager.workers(cluster_id)
+        clients = await manager.clients(cluster_id)
+        return cluster_view(record, workers=workers, clients=clients, store=manager.store_health())
 
     @router.get("/clusters/{cluster_id}/clients", responses=error_responses(404, 422))
     async def list_clients(
@@ -159,18 +149,16 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         state: StatusFilter = None,
     ) -> list[dict[str, Any]]:
         """The cluster's clients (filter by group and state)."""
-        record = await record_of(cluster_id)
+        record = await manager.cluster(cluster_id)
         config = ClusterConfig.model_validate_json(record.config_json)
-        clients = await asyncio.to_thread(store.list_clients, cluster_id, group=group, state=state)
+        clients = await manager.clients(cluster_id, group=group, state=state)
         return [client_view(c, config) for c in clients]
 
     @router.get("/clusters/{cluster_id}/clients/{client_id}", responses=error_responses(404, 422))
     async def show_client(cluster_id: ClusterId, client_id: ClientId) -> dict[str, Any]:
         """One client."""
-        record = await record_of(cluster_id)
-        client = await asyncio.to_thread(store.get_client, cluster_id, client_id)
-        if client is None:
-            raise NotFound(f"cluster {cluster_id} has no client {client_id}")
+        record = await manager.cluster(cluster_id)
+        client = await manager.client(cluster_id, client_id)
         return client_view(client, ClusterConfig.model_validate_json(record.config_json))
 
     @router.post(
@@ -179,28 +167,14 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
     )
     async def stop_client(cluster_id: ClusterId, client_id: ClientId) -> dict[str, Any]:
         """Stop one client; the others carry on."""
-        client = await asyncio.to_thread(store.get_client, cluster_id, client_id)
-        if client is None:
-            await record_of(cluster_id)
-            raise NotFound(f"cluster {cluster_id} has no client {client_id}")
-        await manager.stop_clients(cluster_id, [client_id], f"client {client_id} stopped")
-        return {"stopped": [client_id]}
+        return {"stopped": await manager.stop_client(cluster_id, client_id)}
 
     @router.post(
         "/clusters/{cluster_id}/groups/{group}/stop", responses=error_responses(404, 409, 422)
     )
     async def stop_group(cluster_id: ClusterId, group: GroupName) -> dict[str, Any]:
         """Stop every client of one group; the other groups carry on."""
-        record = await record_of(cluster_id)
-        names = [g.name for g in ClusterConfig.model_validate_json(record.config_json).groups]
-        if group not in names:
-            raise NotFound(
-                f"cluster {cluster_id} has no group {group!r}; groups: {', '.join(names)}"
-            )
-        clients = await asyncio.to_thread(store.list_clients, cluster_id, group=group)
-        ids = [c.id for c in clients]
-        await manager.stop_clients(cluster_id, ids, f"group {group!r} stopped")
-        return {"stopped": ids}
+        return {"stopped": await manager.stop_group(cluster_id, group)}
 
     @router.post(
         "/clusters/{cluster_id}/stop", status_code=202, responses=error_responses(404, 409, 422)
@@ -234,10 +208,10 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         cluster_id: ClusterId, format: Literal["jsonl", "csv", "parquet"] = "jsonl"
     ) -> StreamingResponse:
         """Every raw sample, streamed (never built in memory)."""
-        record = await record_of(cluster_id)
+        record = await manager.cluster(cluster_id)
         filename = f"{record.name}-{cluster_id}-samples.{format}"
         return StreamingResponse(
-            stream_samples(store.iter_columns(cluster_id), format),
+            stream_samples(manager.samples(cluster_id), format),
             media_type=MEDIA_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
@@ -248,9 +222,7 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         after: EventId = 0,
     ) -> list[dict[str, Any]]:
         """What happened to the cluster (status changes, workers lost, stops)."""
-        await record_of(cluster_id)
-        rows = await asyncio.to_thread(store.list_events, cluster_id, after_id=after)
-        return [dataclasses.asdict(e) for e in rows]
+        return [dataclasses.asdict(e) for e in await manager.events(cluster_id, after)]
 
     @router.get(
         "/clusters/{cluster_id}/progress",
@@ -262,7 +234,7 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
     )
     async def progress(cluster_id: ClusterId, interval_s: float = Query(1.0, ge=0.1, le=60)) -> Any:
         """Live progress as Server-Sent Events: ``progress`` events, then one ``end``."""
-        await record_of(cluster_id)
+        await manager.cluster(cluster_id)
         return StreamingResponse(
             _progress_events(manager, cluster_id, interval_s), media_type="text/event-stream"
         )
@@ -319,13 +291,12 @@ async def _progress_events(
     manager: ClusterManager, cluster_id: str, interval_s: float
 ) -> AsyncIterator[bytes]:
     while True:
-        record = await asyncio.to_thread(manager.store.get_cluster, cluster_id)
-        if record is None:
+        progress = await manager.progress(cluster_id)
+        if progress is None:
             yield b'event: end\ndata: {"status": "deleted"}\n\n'
             return
-        view = progress_view(record, manager.active.get(cluster_id), time.time())
-        kind = b"end" if record.summary_json else b"progress"
-        yield b"event: " + kind + b"\ndata: " + orjson.dumps(view) + b"\n\n"
-        if record.summary_json:
+        kind = b"end" if progress.final else b"progress"
+        yield b"event: " + kind + b"\ndata: " + orjson.dumps(progress.view) + b"\n\n"
+        if progress.final:
             return
         await asyncio.sleep(interval_s)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -32,12 +29,8 @@ from clientswarm.service.errors import error_responses
 from clientswarm.service.manager import ClusterManager, Gone
 from clientswarm.service.params import ClusterId, WorkerIndex
 from clientswarm.service.ratelimit import retry_after
-from clientswarm.service.state import ClusterState, hash_token, token_matches
+from clientswarm.service.state import ClusterState
 from clientswarm.store import BatchRejected, StoreUnavailable
-
-_NO_CLUSTER_HASH = hash_token(secrets.token_urlsafe(32))
-"""Compared with the token presented for a cluster that does not exist: no token matches it,
-and the answer (403) and the work are those of a wrong token for one that does."""
 
 _WITH_BODY = error_responses(400, 413)
 """The statuses of a route with a JSON body besides those of every route of the router."""
@@ -58,13 +51,7 @@ def internal_router(manager: ClusterManager) -> APIRouter:
         token = bearer_token(request)
         if token is None:
             raise HTTPException(401, "missing the cluster's bearer token", BEARER_CHALLENGE)
-        state = manager.active.get(cluster_id)
-        if state is not None:
-            token_hash = state.token_hash
-        else:
-            record = await asyncio.to_thread(manager.store.get_cluster, cluster_id)
-            token_hash = record.token_hash if record is not None else _NO_CLUSTER_HASH
-        if not token_matches(token, token_hash):
+        if not await manager.worker_token_matches(cluster_id, token):
             raise HTTPException(403, f"the bearer token is not the one of cluster {cluster_id}")
         return manager.cluster_for_worker(cluster_id, index)
 
@@ -118,11 +105,11 @@ def internal_router(manager: ClusterManager) -> APIRouter:
         the worker sends it again).
         """
         state = await authorised(request, cluster_id, index)
-        wait_s = manager.batch_limiter.wait_s(cluster_id, index)
+        wait_s = manager.batch_wait_s(cluster_id, index)
         if wait_s > 0:  # the worker keeps the batch and sends it again: nothing is lost
             raise HTTPException(
                 429,
-                f"worker {index} sends more than {manager.batch_limiter.rate_per_s:g} sample "
+                f"worker {index} sends more than {manager.max_batches_per_s:g} sample "
                 "batches a second (the operator's --max-batches-per-s); retry later",
                 {"Retry-After": retry_after(wait_s)},
             )

@@ -1,11 +1,17 @@
 """The control plane: clusters from creation to their final status.
 
-``pending`` (stored) → ``starting`` (workers submitted to the spawner) → ``running`` (the
-workers have their shared start time) → ``completed`` | ``failed`` (with the reason) |
-``cancelled`` (stopped). A watchdog follows every active cluster: a worker whose process ended
-before it finished, or that missed its heartbeats, is marked ``lost`` (``failed`` before it
-registered) and the cluster carries on with the others. On start the service recovers every
-unfinished cluster from the store and follows its workers again.
+Statuses and their moves are declared in :mod:`clientswarm.service.lifecycle`; a cluster's
+:class:`~clientswarm.service.state.ClusterState` is its state machine (every change of a status
+or a worker's state is one transaction with its event). ``pending`` (stored) → ``starting``
+(workers submitted to the spawner) → ``running`` (the workers have their shared start time) →
+``completed`` | ``failed`` (with the reason) | ``cancelled`` (stopped). A watchdog follows
+every active cluster (:class:`~clientswarm.service.following.Follower`): a worker whose process
+ended before it finished, or that missed its heartbeats, is marked ``lost`` (``failed`` before
+it had its assignment) and the cluster carries on with the others. On start the service
+recovers every unfinished cluster from the store and follows its workers again.
+
+What only reads (the routers, ``clientswarm run``) calls the manager's read side
+(:class:`~clientswarm.service.reads.ClusterReads`), never its live objects or the store.
 """
 
 from __future__ import annotations
@@ -41,26 +47,21 @@ from clientswarm.protocol.internal import (
 from clientswarm.protocol.spawning import ClusterLaunch, Spawner, SpawnerHandle, Submitted
 from clientswarm.service.admission import Admitted, admit_and_build
 from clientswarm.service.creation import new_cluster_rows
+from clientswarm.service.following import Follower, worker_ended
+from clientswarm.service.journal import Journal
+from clientswarm.service.lifecycle import ClusterStatus, WorkerState
 from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.ratelimit import BatchLimiter
+from clientswarm.service.reads import ClusterReads, NotFound
 from clientswarm.service.recovery import launched, recovered_state, replay_live, replay_stops
 from clientswarm.service.results import cluster_summary, finish_clients, worker_warnings
 from clientswarm.service.settings import ServiceSettings
-from clientswarm.service.state import (
-    CLUSTER_FINAL,
-    ClusterState,
-    WorkerLive,
-    worker_may_become,
-)
+from clientswarm.service.state import ClusterState, live_of
 from clientswarm.service.storewatch import StoreWatch
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClientRecord, ClusterRecord, Store, StoreUnavailable
 
 log = logging.getLogger("clientswarm.service")
-
-
-class NotFound(ClientswarmError):
-    """No such cluster, client or group."""
 
 
 class Conflict(ClientswarmError):
@@ -79,8 +80,14 @@ def _now() -> float:
     return time.time()
 
 
-class ClusterManager:
-    """Creates clusters, follows their workers, and finalises their results."""
+def _runs(state: ClusterState) -> bool:
+    # A function, not an inline test: the status changes across the awaits between two tests.
+    return state.status is ClusterStatus.RUNNING
+
+
+class ClusterManager(ClusterReads):
+    """Creates clusters, follows their workers, and finalises their results; what it knows
+    is read through its read side (:class:`~clientswarm.service.reads.ClusterReads`)."""
 
     def __init__(
         self,
@@ -89,19 +96,19 @@ class ClusterManager:
         live: LiveRegistry | None = None,
         spawners: dict[str, Spawner[Any]] | None = None,
     ) -> None:
-        self.store = store
-        self.settings = settings
-        self.live = live or LiveRegistry()
+        super().__init__(store, settings, live or LiveRegistry())
         self.spawners: dict[str, Spawner[Any]] = spawners or default_spawners()
-        self.active: dict[str, ClusterState] = {}
+        self.journal = Journal(store)
+        self.changed = self.journal.changed
+        """Notified after every change of a status or a worker's state."""
         self.sinks: dict[str, SampleSink] = {}
         """Who else takes a cluster's committed batches, by cluster id (``clientswarm run``'s
         samples file); dropped when the cluster is finalised."""
         self.batch_limiter = BatchLimiter(settings.policy.limits.max_batches_per_s)
+        self.follower = Follower(settings, self.spawners, self._spawn)
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.changed = asyncio.Condition()
 
     # -- lifecycle of the manager ---------------------------------------------------------
     async def start(self) -> None:
@@ -145,13 +152,13 @@ class ClusterManager:
             config, cluster_id=cluster_id, token=token, base_dir=base
         )
         await asyncio.to_thread(self._store_new, record, clients, config.spawner.workers)
-        live = self.live.get_or_create(
-            cluster_id, config.name, groups=[g.name for g in config.groups], status="pending"
+        live = live_of(self.live, cluster_id, config, record.status)
+        state = ClusterState(
+            cluster_id, config, record.token_hash, live, self.journal, base_dir=str(base)
         )
-        state = ClusterState(cluster_id, config, record.token_hash, live, base_dir=str(base))
         self.active[cluster_id] = state
-        self._count_workers(state)
-        await self._event(cluster_id, "created", f"cluster {config.name!r} created")
+        live.set_workers(state.worker_counts())
+        await self.journal.event(cluster_id, "created", f"cluster {config.name!r} created")
         if submitted is None:
             self._spawn(self._launch(state, token, admitted.spawner))
         else:
@@ -166,6 +173,15 @@ class ClusterManager:
             config, self.settings.policy, base_dir=base_dir, python=self.settings.python
         )
 
+    def add_sink(self, cluster_id: str, sink: SampleSink) -> None:
+        """Give ``sink`` every batch of the cluster committed from now on."""
+        self.sinks[cluster_id] = sink
+
+    async def wait_finished(self, cluster_id: str) -> None:
+        """Return once the cluster has finished (its results are final)."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: cluster_id not in self.active)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, keeping a reference until it is done."""
         task = asyncio.create_task(coro)
@@ -178,7 +194,7 @@ class ClusterManager:
         self.store.create_clients(record.id, clients)
 
     async def _launch(self, state: ClusterState, token: str, options: SpawnerConfig) -> None:
-        spawner = self.spawners.get(state.config.spawner.kind)
+        spawner = self.follower.spawner_of(state)
         launch = ClusterLaunch(
             cluster_id=state.id,
             service_url=self.settings.advertise_url,
@@ -197,8 +213,9 @@ class ClusterManager:
                 )
             handle = await spawner.submit(launch)
         except SpawnerError as exc:
-            await self._set_status(state, "failed", reason=str(exc))
-            await self._finalise(state)
+            state.failure = str(exc)
+            with contextlib.suppress(StoreUnavailable):  # the watchdog's next tick ends it
+                await self._finalise(state)
             return
         await self._submitted(state, launch, handle)
 
@@ -208,45 +225,63 @@ class ClusterManager:
         """The spawner started the workers of ``launch``: keep its handle (in the store too,
         for a restart) and say so."""
         state.handle = handle
-        await self._event(
+        await self.journal.event(
             state.id, "submitted", f"{launch.workers} worker(s) submitted", handle.to_json()
         )
         await asyncio.to_thread(
             self.store.update_cluster, state.id, spawner_state_json=state.spawner_state_json()
         )
-        if state.status == "pending":
-            await self._set_status(state, "starting")
+        await state.move(ClusterStatus.STARTING)  # refused when a worker started it already
 
     async def stop_cluster(self, cluster_id: str, reason: str = "stopped by the user") -> None:
         """Stop every worker of a cluster; what they measured is kept."""
-        state = self.active.get(cluster_id)
-        if state is None:
-            await self._require(cluster_id)
-            raise Conflict(f"cluster {cluster_id} has already finished")
+        state = await self._unfinished(cluster_id)
         if state.stop_requested_at is None:
             state.stop_requested_at = time.monotonic()
             state.stop_reason = reason
             state.settled.set()
             for worker in state.workers:
                 worker.stop_all = True
-            await self._event(cluster_id, "stopping", reason)
+            await self.journal.event(cluster_id, "stopping", reason)
 
-    async def stop_clients(self, cluster_id: str, client_ids: list[int], why: str) -> None:
-        """Stop some clients; the rest of the cluster carries on."""
-        state = self.active.get(cluster_id)
-        if state is None:
-            await self._require(cluster_id)
-            raise Conflict(f"cluster {cluster_id} has already finished")
+    async def stop_client(self, cluster_id: str, client_id: int) -> list[int]:
+        """Stop one client; the others carry on. The ids stopped."""
+        await self.client(cluster_id, client_id)
+        return await self.stop_clients(cluster_id, [client_id], f"client {client_id} stopped")
+
+    async def stop_group(self, cluster_id: str, group: str) -> list[int]:
+        """Stop every client of one group; the other groups carry on. The ids stopped."""
+        record = await self.cluster(cluster_id)
+        names = [g.name for g in ClusterConfig.model_validate_json(record.config_json).groups]
+        if group not in names:
+            raise NotFound(
+                f"cluster {cluster_id} has no group {group!r}; groups: {', '.join(names)}"
+            )
+        ids = [c.id for c in await self.clients(cluster_id, group=group)]
+        return await self.stop_clients(cluster_id, ids, f"group {group!r} stopped")
+
+    async def stop_clients(self, cluster_id: str, client_ids: list[int], why: str) -> list[int]:
+        """Stop some clients; the rest of the cluster carries on. The ids stopped."""
+        state = await self._unfinished(cluster_id)
         for client_id in client_ids:
             state.workers[state.worker_of_client(client_id)].stop_clients.add(client_id)
         await asyncio.to_thread(self.store.set_client_state, cluster_id, client_ids, "stopped")
         await asyncio.to_thread(self._count_active_clients, state)
-        await self._event(cluster_id, "clients_stopped", why, {"clients": client_ids})
+        await self.journal.event(cluster_id, "clients_stopped", why, {"clients": client_ids})
+        return client_ids
+
+    async def _unfinished(self, cluster_id: str) -> ClusterState:
+        """The cluster while it is followed; NotFound or Conflict (it has finished)."""
+        state = self.active.get(cluster_id)
+        if state is None:
+            await self.cluster(cluster_id)
+            raise Conflict(f"cluster {cluster_id} has already finished")
+        return state
 
     async def delete(self, cluster_id: str) -> None:
         """Delete a finished cluster and everything of it."""
-        record = await self._require(cluster_id)
-        if record.status not in CLUSTER_FINAL:
+        record = await self.cluster(cluster_id)
+        if not ClusterStatus(record.status).final:
             raise Conflict(
                 f"cluster {cluster_id} is {record.status}; stop it first "
                 f"(POST /api/v1/clusters/{cluster_id}/stop), then delete it"
@@ -256,18 +291,12 @@ class ClusterManager:
 
     async def results(self, cluster_id: str) -> dict[str, Any]:
         """The summary.json of a cluster: final once finished, partial while it runs."""
-        record = await self._require(cluster_id)
+        record = await self.cluster(cluster_id)
         if record.summary_json:
             summary: dict[str, Any] = orjson.loads(record.summary_json)
             return summary
         partial = await asyncio.to_thread(cluster_summary, self.store, record, [])
         return partial.document()
-
-    async def _require(self, cluster_id: str) -> ClusterRecord:
-        record = await asyncio.to_thread(self.store.get_cluster, cluster_id)
-        if record is None:
-            raise NotFound(f"no cluster with id {cluster_id!r}")
-        return record
 
     # -- internal API -----------------------------------------------------------------------
     def cluster_for_worker(self, cluster_id: str, index: int) -> ClusterState:
@@ -279,17 +308,27 @@ class ClusterManager:
             raise NotFound(f"cluster {cluster_id} has no worker {index}")
         return state
 
+    def batch_wait_s(self, cluster_id: str, index: int) -> float:
+        """Seconds worker ``index`` must wait before its next batch is taken (0: none), at
+        the operator's ``max_batches_per_s``."""
+        return self.batch_limiter.wait_s(cluster_id, index)
+
+    @property
+    def max_batches_per_s(self) -> float | None:
+        """The operator's limit of sample batches a second per worker."""
+        return self.batch_limiter.rate_per_s
+
     async def register(
         self, state: ClusterState, index: int, req: RegisterRequest
     ) -> RegisterReply:
         """A worker announced itself."""
         worker = state.workers[index]
-        if state.start_ns is not None and worker.state in ("pending", "failed"):
+        if state.start_ns is not None and worker.state in (WorkerState.PENDING, WorkerState.FAILED):
             raise Gone(f"worker {index} registered after the cluster started")
         worker.last_seen = time.monotonic()
         registered = {"pid": req.pid, "host": req.host, "registered_at": _now()}
-        await self._move_worker(
-            state, index, "registered", fields={**registered, "last_heartbeat_at": _now()}
+        await state.move_worker(
+            index, WorkerState.REGISTERED, fields={**registered, "last_heartbeat_at": _now()}
         )
         return RegisterReply(
             # Several beats per lost_after_s, so that one late beat is not a lost worker.
@@ -301,23 +340,21 @@ class ClusterManager:
 
     async def assignment(self, state: ClusterState, index: int) -> Assignment | NotYet:
         """The worker's assignment once every worker is ready (or the start timeout passed)."""
-        worker = state.workers[index]
-        if state.stop_requested_at is not None or worker.final:
-            raise Gone(f"cluster {state.id} no longer needs worker {index}")
-        if state.start_ns is None:
-            waiting = [i for i, w in enumerate(state.workers) if w.state == "pending"]
+        self._still_needed(state, index)
+        if not _runs(state):
+            waiting = [i for i, w in enumerate(state.workers) if w.state is WorkerState.PENDING]
             timed_out = time.monotonic() - state.created_mono > self.settings.start_timeout_s
-            if waiting and not timed_out:
+            if waiting and not timed_out and state.start_ns is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(state.settled.wait(), self.settings.assignment_hold_s)
-                if state.stop_requested_at is not None or worker.final:
-                    raise Gone(f"cluster {state.id} no longer needs worker {index}")
-                if state.start_ns is None:
+                self._still_needed(state, index)
+                if not _runs(state):  # still waiting for the others
                     return NotYet(retry_after_s=0.1, reason=f"waiting for workers {waiting}")
             else:
                 await self._start(state, late=waiting)
-        worker.last_seen = time.monotonic()
-        await self._move_worker(state, index, "running")
+                self._still_needed(state, index)
+        state.workers[index].last_seen = time.monotonic()
+        await state.move_worker(index, WorkerState.RUNNING)
         assert state.start_ns is not None
         workers = len(state.workers)
         return Assignment(
@@ -326,26 +363,31 @@ class ClusterManager:
             workers=workers,
             start_ns=state.start_ns,
             config=state.config,
-            clients=[
-                c.client_id for c in clients_of_worker(state.config, index, len(state.workers))
-            ],
+            clients=[c.client_id for c in clients_of_worker(state.config, index, workers)],
             base_dir=state.base_dir,
             path_roots=self.settings.policy.file_scope().confined_to,
         )
 
+    def _still_needed(self, state: ClusterState, index: int) -> None:
+        """Gone when the cluster was stopped or has ended, or the worker has."""
+        if state.stop_requested_at is not None or state.status.final or state.workers[index].final:
+            raise Gone(f"cluster {state.id} no longer needs worker {index}")
+
     async def _start(self, state: ClusterState, late: list[int]) -> None:
-        """Fix the start time (now plus the margin); fail the ``late`` workers."""
-        state.start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
+        """Fix the start time (now plus the margin) and run: the status and the start in one
+        transaction before any worker hears of it; fail the ``late`` workers. Called again
+        (a second worker, the store failed the first time), it runs what is left to do."""
+        if state.start_ns is None:
+            state.start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
+        fields = {"start_ns": state.start_ns, "started_at": _now()}
+        await state.move(ClusterStatus.RUNNING, fields=fields)
         state.settled.set()
+        timeout_s = self.settings.start_timeout_s
         for index in late:
-            await self._worker_ended(
-                state, index, "failed", f"did not register within {self.settings.start_timeout_s} s"
+            await worker_ended(
+                state, index, WorkerState.FAILED, f"did not register within {timeout_s} s"
             )
-        await asyncio.to_thread(
-            self.store.update_cluster, state.id, start_ns=state.start_ns, started_at=_now()
-        )
         await asyncio.to_thread(self._clients_running, state)
-        await self._set_status(state, "running")
 
     def _clients_running(self, state: ClusterState) -> None:
         pending = [c.id for c in self.store.list_clients(state.id, state="pending")]
@@ -385,12 +427,16 @@ class ClusterManager:
         worker = state.workers[index]
         worker.last_seen, worker.in_flight = time.monotonic(), beat.in_flight
         worker.loop_lag_p99_s = beat.loop_lag_p99_s
-        if worker.state == "lost":  # it was silent (e.g. paused) and is back: follow it again
-            await self._move_worker(
-                state, index, "running", fields={"error": None, "finished_at": None}
+        if worker.state is WorkerState.LOST or worker.moving.locked():
+            # It was silent (e.g. paused) and is back: follow it again. Also when a move is
+            # being written: it may be the one that finds it lost.
+            await state.move_worker(
+                index,
+                WorkerState.RUNNING,
+                fields={"error": None, "finished_at": None},
+                only_from=WorkerState.LOST,
             )
-        await asyncio.to_thread(
-            self.store.update_worker,
+        await self.journal.update_worker(
             state.id,
             index,
             last_heartbeat_at=_now(),
@@ -402,67 +448,10 @@ class ClusterManager:
 
     async def finish(self, state: ClusterState, index: int, report: WorkerReport) -> None:
         """The worker is done."""
-        await self._worker_ended(
-            state, index, report.outcome, report.error, report=report.model_dump()
-        )
+        outcome = WorkerState(report.outcome)
+        await worker_ended(state, index, outcome, report.error, report=report.model_dump())
 
     # -- following ------------------------------------------------------------------------
-    async def _worker_ended(
-        self,
-        state: ClusterState,
-        index: int,
-        outcome: str,
-        error: str | None,
-        report: dict[str, Any] | None = None,
-        unheard_since: float | None = None,
-    ) -> None:
-        """The worker ended with ``outcome`` (see :meth:`_move_worker` for ``unheard_since``)."""
-        fields: dict[str, Any] = {"error": error, "finished_at": _now()}
-        if report is not None:
-            fields["report_json"] = orjson.dumps(report).decode()
-            fields["loop_lag_p99_s"] = report.get("loop_lag_p99_s")
-        await self._move_worker(
-            state, index, outcome, fields=fields, why=error, unheard_since=unheard_since
-        )
-
-    async def _move_worker(
-        self,
-        state: ClusterState,
-        index: int,
-        to: str,
-        *,
-        fields: dict[str, Any] | None = None,
-        why: str | None = None,
-        unheard_since: float | None = None,
-    ) -> bool:
-        """The one place a worker changes state: memory, then store, then event, under the
-        worker's lock, so that concurrent transitions are persisted in the order they were
-        made, each once (:func:`worker_may_become`). With ``unheard_since`` (its ``last_seen``
-        when it was found silent), only if it has not been heard from since once the lock is
-        held: a heartbeat that came in meanwhile wins. False when the move was refused."""
-        worker = state.workers[index]
-        async with worker.moving:
-            if not worker_may_become(worker.state, to):
-                return False
-            if unheard_since is not None and worker.last_seen != unheard_since:
-                return False
-            previous, worker.state = worker.state, to
-            await asyncio.to_thread(
-                self.store.update_worker, state.id, index, state=to, **(fields or {})
-            )
-            if previous == "lost" and to == "running":
-                await self._event(state.id, "worker_back", f"worker {index} is heard from again")
-            elif to not in ("registered", "running", "completed"):
-                await self._event(state.id, f"worker_{to}", f"worker {index}: {why or to}")
-        self._count_workers(state)
-        async with self.changed:
-            self.changed.notify_all()
-        return True
-
-    def _count_workers(self, state: ClusterState) -> None:
-        """Workers by state for the monitor (``clientswarm_workers``), after every change."""
-        self.live.get_or_create(state.id, state.config.name).set_workers(state.counts_by_state())
-
     async def _watch(self) -> None:
         store_watch = StoreWatch(self.store)
         while True:
@@ -473,228 +462,101 @@ class ClusterManager:
                 log.exception("following the store's health failed")
             for state in list(self.active.values()):
                 try:
-                    await self._check(state)
+                    if await self.follower.check(state):
+                        await self._finalise(state)
                 except StoreUnavailable:  # said once by store_watch; the next tick tries again
                     pass
                 except Exception:  # one bad cluster must not stop the others being followed
                     log.exception("following cluster %s failed", state.id)
 
-    async def _check(self, state: ClusterState) -> None:
-        spawner = self.spawners.get(state.config.spawner.kind)
-        handle = state.followed()
-        if spawner is not None and handle is not None:
-            for ended in await spawner.poll(state.id, handle):
-                worker = state.workers[ended.index]
-                if ended.index in state.exits_noted:
-                    continue
-                state.exits_noted.add(ended.index)
-                if worker.final:
-                    outside = ended.cancelled or state.stop_requested_at is None
-                    if worker.state == "cancelled" and outside:
-                        # It finished cleanly on the scheduler's SIGTERM (scancel, a Job's
-                        # deadline) rather than the service's: say who stopped it.
-                        await asyncio.to_thread(
-                            self.store.update_worker, state.id, ended.index, error=ended.reason
-                        )
-                    continue
-                if ended.cancelled:
-                    outcome = "cancelled"
-                elif worker.state in ("pending", "registered"):
-                    outcome = "failed"
-                else:
-                    outcome = "lost"
-                lines = ended.log_tail.strip().splitlines()[-3:]
-                tail = f"; last output: {' | '.join(lines)}" if lines else ""
-                await self._worker_ended(
-                    state, ended.index, outcome, f"worker {ended.reason}{tail}"
-                )
-        now = time.monotonic()
-        stall_s = state.excuse_stall(now, self.settings.watch_interval_s)
-        if stall_s:  # paused (SIGSTOP, a VM freeze) or starved: the workers could not be heard
-            log.warning(
-                "cluster %s: the service did not run for %.1f s; workers' silence in that "
-                "time is not held against them",
-                state.id,
-                stall_s,
-            )
-        for index, worker in enumerate(state.workers):
-            silent = now - worker.last_seen > self.settings.lost_after_s
-            if worker.state == "running" and silent:
-                await self._worker_ended(
-                    state,
-                    index,
-                    "lost",
-                    f"no heartbeat for {self.settings.lost_after_s:g} s",
-                    unheard_since=worker.last_seen,
-                )
-        state.watched_at = time.monotonic()
-        if state.stop_requested_at is not None and not state.spawner_stopped:
-            if spawner is not None and handle is not None:
-                # SIGTERM (scancel on Slurm) is a graceful stop for a worker: it records its
-                # in-flight requests as cancelled and ships everything before it exits.
-                state.spawner_stopped = True
-                self._spawn(self._stop_workers(spawner, state, handle))
-            if state.start_ns is None:  # stopped before it started: nobody will finish
-                for index, worker in enumerate(state.workers):
-                    if not worker.final:
-                        await self._worker_ended(state, index, "cancelled", None)
-        if all(w.final for w in state.workers) and not self._awaiting_explanation(state, spawner):
-            await self._finalise(state)
-
-    def _awaiting_explanation(self, state: ClusterState, spawner: Spawner[Any] | None) -> bool:
-        """Whether a worker stopped by the scheduler, not the service, is still unexplained
-        by the spawner (and the wait for it has not run out)."""
-        if spawner is None or state.stop_requested_at is not None:
-            return False
-        unexplained = [
-            index
-            for index, worker in enumerate(state.workers)
-            if worker.state == "cancelled" and index not in state.exits_noted
-        ]
-        if not unexplained or state.followed() is None:
-            return False
-        now = time.monotonic()
-        if state.explain_until is None:
-            state.explain_until = now + self.settings.explain_wait_s
-        return now < state.explain_until
-
-    async def _stop_workers(
-        self, spawner: Spawner[Any], state: ClusterState, handle: SpawnerHandle
-    ) -> None:
-        try:
-            await spawner.stop(state.id, handle, grace_s=self.settings.stop_grace_s)
-        except SpawnerError as exc:
-            log.warning("cluster %s: %s", state.id, exc)
-            await self._event(state.id, "spawner", str(exc))
-
-    async def _release(self, state: ClusterState) -> None:
-        spawner = self.spawners.get(state.config.spawner.kind)
-        handle = state.followed()
-        if spawner is None or state.spawner_stopped or handle is None:
-            return
-        try:
-            await spawner.release(state.id, handle)
-        except SpawnerError as exc:
-            log.warning("cluster %s: %s", state.id, exc)
-            await self._event(state.id, "spawner", str(exc))
-
     async def _finalise(self, state: ClusterState) -> None:
+        """End the cluster (:meth:`ClusterState.outcome`) with its exact summary, then stop
+        following it. Resumable: a store that fails midway leaves the rest to the next tick."""
         if state.id in self._finalising:
             return
         self._finalising.add(state.id)
         try:
-            await self._release(state)
-            outcomes = [w.state for w in state.workers]
-            if state.status == "failed":
-                status, reason = "failed", None
-            elif state.stop_requested_at is not None:
-                status, reason = "cancelled", state.stop_reason
-            elif "completed" in outcomes:
-                status, reason = "completed", None
-            else:
-                status, reason = "failed", "no worker completed: " + ", ".join(outcomes)
-            record = await self._require(state.id)
-            ended = dataclasses.replace(
-                record, status=status, reason=reason or record.reason, finished_at=_now()
-            )
-            try:
-                warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
-                summary = await asyncio.to_thread(
-                    cluster_summary, self.store, ended, warnings, fed=state.statistics
-                )
-            except StoreUnavailable:
-                raise  # the database failed: the next watchdog tick tries again
-            except Exception as exc:
-                # A bug, or stored data the statistics cannot take: trying again on every tick
-                # would fail alike, forever. Fail the cluster once, saying why.
-                log.exception("cluster %s: computing its results failed", state.id)
-                status = "failed"
-                reason = (
-                    f"computing the results failed ({type(exc).__name__}: {exc}); the raw "
-                    f"samples are kept: GET /api/v1/clusters/{state.id}/samples"
-                )
-                ended = dataclasses.replace(ended, status=status, reason=reason)
-                summary = await asyncio.to_thread(
-                    cluster_summary, self.store, ended, [reason], samples=False
-                )
-            # The one summary: GET …/results and run's summary.json serve this document.
-            fields: dict[str, Any] = {
-                "status": status,
-                "finished_at": ended.finished_at,
-                "summary_json": summary.model_dump_json(),
-            }
-            if reason is not None:
-                fields["reason"] = reason
-            await asyncio.to_thread(self.store.update_cluster, state.id, **fields)
+            await self.follower.release(state)
+            if not state.status.final:
+                status, reason, summary_json = await self._final_summary(state)
+                fields = {"finished_at": _now(), "summary_json": summary_json}
+                if not await state.move(status, reason=reason, fields=fields):
+                    raise RuntimeError(f"cluster {state.id}: {state.status} cannot end {status}")
             state.statistics.close()
             self.sinks.pop(state.id, None)
             await asyncio.to_thread(finish_clients, self.store, state.id)
-            state.status = status
-            state.live.set_status(status)
             for group in state.config.groups:
                 state.live.set_active_clients(group.name, 0)
-            await self._event(state.id, status, reason or f"cluster {status}")
             self.active.pop(state.id, None)
             self.batch_limiter.forget(state.id)
         finally:
             self._finalising.discard(state.id)
-        async with self.changed:
-            self.changed.notify_all()
+        await self.journal.notify()
 
-    async def _set_status(
-        self, state: ClusterState, status: str, reason: str | None = None
-    ) -> None:
-        state.status = status
-        state.live.set_status(status)
-        fields: dict[str, Any] = {"status": status}
-        if reason is not None:
-            fields["reason"] = reason
-        await asyncio.to_thread(self.store.update_cluster, state.id, **fields)
-        await self._event(state.id, status, reason or f"cluster {status}")
-        async with self.changed:
-            self.changed.notify_all()
-
-    async def _event(
-        self, cluster_id: str, kind: str, message: str, data: dict[str, Any] | None = None
-    ) -> None:
-        await asyncio.to_thread(self.store.add_event, cluster_id, kind, message, data)
+    async def _final_summary(self, state: ClusterState) -> tuple[ClusterStatus, str | None, str]:
+        """The status the cluster ends with, the reason, and its exact summary (JSON): the
+        one summary that ``GET …/results`` and ``clientswarm run``'s summary.json serve."""
+        status, reason = state.outcome()
+        record = await self.cluster(state.id)
+        ended = dataclasses.replace(
+            record, status=status.value, reason=reason or record.reason, finished_at=_now()
+        )
+        try:
+            warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
+            summary = await asyncio.to_thread(
+                cluster_summary, self.store, ended, warnings, fed=state.statistics
+            )
+        except StoreUnavailable:
+            raise  # the database failed: the next watchdog tick tries again
+        except Exception as exc:
+            # A bug, or stored data the statistics cannot take: trying again on every tick
+            # would fail alike, forever. Fail the cluster once, saying why.
+            log.exception("cluster %s: computing its results failed", state.id)
+            failed = (
+                f"computing the results failed ({type(exc).__name__}: {exc}); the raw "
+                f"samples are kept: GET /api/v1/clusters/{state.id}/samples"
+            )
+            status, reason = ClusterStatus.FAILED, state.failure or failed  # the first cause
+            ended = dataclasses.replace(ended, status=status.value, reason=reason)
+            summary = await asyncio.to_thread(
+                cluster_summary, self.store, ended, [failed], samples=False
+            )
+        return status, reason, summary.model_dump_json()
 
     async def _recover(self, record: ClusterRecord) -> None:
-        state, stored_handle = recovered_state(record, self.live)
         workers = await asyncio.to_thread(self.store.list_workers, record.id)
-        state.workers = [WorkerLive(state=w.state) for w in workers]
+        state, stored_handle = recovered_state(record, workers, self.live, self.journal)
         reason = "the service restarted while launching"
-        spawner = self.spawners.get(state.config.spawner.kind)
+        spawner = self.follower.spawner_of(state)
         if stored_handle and spawner is not None:
             try:
                 state.handle = spawner.restore(stored_handle)
             except SpawnerError as exc:
                 reason = f"the service restarted and {exc}"
         if not launched(state):
-            self.active[record.id] = state
-            await self._set_status(state, "failed", reason=reason)
-            await self._finalise(state)
-            return
-        try:
-            await asyncio.to_thread(replay_live, self.store, state)
-            await asyncio.to_thread(replay_stops, self.store, state)
-        except StoreUnavailable:
-            raise  # the store itself fails: the service cannot start on it
-        except Exception as exc:
-            # Stored data the statistics cannot take (a batch written before batches were
-            # checked): fail this cluster once, saying why, and follow the others.
-            log.exception("cluster %s: recovering it after the restart failed", record.id)
-            self.active[record.id] = state
-            reason = (
-                f"recovering it after the service restarted failed ({type(exc).__name__}: "
-                f"{exc}); the raw samples are kept: GET /api/v1/clusters/{record.id}/samples"
-            )
-            await self._set_status(state, "failed", reason=reason)
-            await self._finalise(state)
-            return
+            state.failure = reason
+        else:
+            try:
+                await asyncio.to_thread(replay_live, self.store, state)
+                await asyncio.to_thread(replay_stops, self.store, state)
+            except StoreUnavailable:
+                raise  # the store itself fails: the service cannot start on it
+            except Exception as exc:
+                # Stored data the statistics cannot take (a batch written before batches were
+                # checked): fail this cluster once, saying why, and follow the others.
+                log.exception("cluster %s: recovering it after the restart failed", record.id)
+                state.failure = (
+                    f"recovering it after the service restarted failed ({type(exc).__name__}: "
+                    f"{exc}); the raw samples are kept: GET /api/v1/clusters/{record.id}/samples"
+                )
         self.active[record.id] = state
-        self._count_workers(state)
-        await self._event(record.id, "recovered", "the service restarted and follows it again")
+        if state.failure is not None:
+            await self._finalise(state)
+            return
+        state.live.set_workers(state.worker_counts())
+        await self.journal.event(
+            record.id, "recovered", "the service restarted and follows it again"
+        )
 
 
 __all__ = ["Busy", "ClusterManager", "Conflict", "Gone", "NotFound"]

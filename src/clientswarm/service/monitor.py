@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from clientswarm.service.errors import error_responses
-from clientswarm.service.manager import ClusterManager, NotFound
+from clientswarm.service.manager import ClusterManager
 from clientswarm.service.params import ClusterId
-from clientswarm.service.prometheus import http_sd_targets, render_metrics
 
 
 def monitor_router(manager: ClusterManager, guard: Any) -> APIRouter:
@@ -23,20 +21,16 @@ def monitor_router(manager: ClusterManager, guard: Any) -> APIRouter:
     @router.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Counters, histograms and gauges of every cluster, labelled by cluster and group."""
-        return Response(render_metrics(manager.live), media_type=CONTENT_TYPE_LATEST)
+        return Response(manager.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/api/v1/monitor/targets")
     async def targets() -> list[dict[str, Any]]:
         """Scrape targets in Prometheus' HTTP service-discovery format."""
-        return http_sd_targets(manager.settings.advertise_url)
+        return manager.scrape_targets()
 
     @router.get("/api/v1/monitor/clusters/{cluster_id}/stats", responses=error_responses(404, 422))
     async def stats(cluster_id: ClusterId) -> dict[str, Any]:
         """Live statistics of one cluster: the last 10 s and since the start."""
-        live = manager.live.get(cluster_id)
-        if live is None:
-            raise NotFound(f"no live statistics for cluster {cluster_id!r}")
-        snapshot: dict[str, Any] = live.snapshot(time.time())
-        return snapshot
+        return manager.live_stats(cluster_id)
 
     return router

@@ -5,7 +5,9 @@ the service follows; :func:`render_metrics` exposes them in the Prometheus text 
 custom collector, built fresh at each scrape from the since-start counters and histograms.
 
 Series (``cluster`` is the cluster id, ``cluster_name`` its configured name, ``group`` the
-client group; totals are ``sum()`` s, so no total series is exported beside the groups):
+client group, and ``target``, on every series that has ``group``, the name of the group's
+target; totals are ``sum()`` s, so no total series is exported beside the groups, and a
+target's are ``sum by (target)``):
 
 =========================================  ========  =======================================
 metric                                     type      labels besides cluster, cluster_name
@@ -27,7 +29,7 @@ metric                                     type      labels besides cluster, clu
 
 Steps of user-defined interactions (a ``ctx.measure`` span, a helper's LLM call) are not
 requests of their group: the series above count interactions only. Each step has series of its
-own, labelled by ``group`` and ``step`` (its name), with the same meaning:
+own, labelled by ``target``, ``group`` and ``step`` (its name), with the same meaning:
 ``clientswarm_step_requests_total``, ``clientswarm_step_errors_total``,
 ``clientswarm_step_excluded_requests_total``, ``clientswarm_step_output_tokens_total``,
 ``clientswarm_step_input_tokens_total`` and the histograms ``clientswarm_step_ttft_seconds``,
@@ -106,7 +108,7 @@ HISTOGRAMS: dict[str, tuple[str, str, tuple[float, ...]]] = {
 STEP_HISTOGRAMS: tuple[str, ...] = ("ttft_s", "itl_s", "tpot_s", "e2e_s")
 
 _CLUSTER = ("cluster", "cluster_name")
-_GROUP = (*_CLUSTER, "group")
+_GROUP = (*_CLUSTER, "target", "group")
 _STEP = (*_GROUP, "step")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -124,13 +126,21 @@ class LiveRegistry:
         cluster_name: str | None = None,
         *,
         groups: Sequence[str] = (),
+        group_targets: Mapping[str, str] | None = None,
         status: str | None = None,
     ) -> LiveStats:
-        """The cluster's live statistics, created (with these groups and status) if new."""
+        """The cluster's live statistics, created (with these groups, their targets by group
+        name, and status) if new."""
         with self._lock:
             live = self._clusters.get(cluster_id)
             if live is None:
-                live = LiveStats(cluster_id, cluster_name, groups=groups, status=status)
+                live = LiveStats(
+                    cluster_id,
+                    cluster_name,
+                    groups=groups,
+                    group_targets=group_targets,
+                    status=status,
+                )
                 self._clusters[cluster_id] = live
             return live
 
@@ -169,7 +179,8 @@ class LiveCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """One family per metric, with a series per cluster and group (and step)."""
+        """One family per metric, with a series per cluster and group (and step), labelled by
+        the group's target too."""
         groups = _TallyFamilies("clientswarm_", _GROUP, "requests", tuple(HISTOGRAMS))
         steps = _TallyFamilies("clientswarm_step_", _STEP, "steps", STEP_HISTOGRAMS)
         active = GaugeMetricFamily(
@@ -182,13 +193,16 @@ class LiveCollector(Collector):
         for live in self.registry.clusters():
             cluster = [live.cluster_id, live.cluster_name or ""]
             statuses[live.status or "unknown"] += 1
+            # A group not yet known to have a target (no sample, none given) has none: an
+            # empty label, which Prometheus reads as no label.
+            targets = live.group_targets
             for group, t in live.since_start().items():
-                groups.add([*cluster, group], t)
+                groups.add([*cluster, targets.get(group, ""), group], t)
             for group, named in live.steps_since_start().items():
                 for step, t in named.items():
-                    steps.add([*cluster, group, step], t)
+                    steps.add([*cluster, targets.get(group, ""), group, step], t)
             for group, n in sorted(live.active_clients.items()):
-                active.add_metric([*cluster, group], n)
+                active.add_metric([*cluster, targets.get(group, ""), group], n)
             for state, n in sorted(live.workers.items()):
                 workers.add_metric([*cluster, state], n)
         clusters = GaugeMetricFamily(

@@ -14,23 +14,34 @@ import orjson
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.derive import measured_parts
+from clientswarm.service.journal import Journal
+from clientswarm.service.lifecycle import ClusterStatus, WorkerState
 from clientswarm.service.prometheus import LiveRegistry
-from clientswarm.service.state import BASE_DIR_KEY, ClusterState
-from clientswarm.store import ClusterRecord, Store
+from clientswarm.service.state import BASE_DIR_KEY, ClusterState, WorkerLive, live_of
+from clientswarm.store import ClusterRecord, Store, WorkerRecord
 
 REPLAY_BATCH = 5000
 """Stored samples fed to the live statistics at a time while replaying."""
 
 
 def recovered_state(
-    record: ClusterRecord, live: LiveRegistry
+    record: ClusterRecord, workers: list[WorkerRecord], live: LiveRegistry, journal: Journal
 ) -> tuple[ClusterState, dict[str, Any]]:
-    """The in-memory state of a stored cluster (its workers not yet read, its spawner's handle
-    not restored), and the handle's stored JSON form (empty when nothing was submitted)."""
+    """The in-memory state of a stored cluster with its stored ``workers`` (its spawner's
+    handle not restored), and the handle's stored JSON form (empty when nothing was
+    submitted)."""
     config = ClusterConfig.model_validate_json(record.config_json)
-    stats = live.get_or_create(record.id, config.name)
-    state = ClusterState(record.id, config, record.token_hash, stats, status=record.status)
-    state.start_ns = record.start_ns
+    stats = live_of(live, record.id, config, record.status)
+    state = ClusterState(
+        record.id,
+        config,
+        record.token_hash,
+        stats,
+        journal,
+        initial_status=ClusterStatus(record.status),
+        start_ns=record.start_ns,
+        workers=[WorkerLive(WorkerState(w.state)) for w in workers],
+    )
     stored: dict[str, Any] = orjson.loads(record.spawner_state_json or "{}")
     state.base_dir = str(stored.pop(BASE_DIR_KEY, "."))
     return state, stored
@@ -39,8 +50,8 @@ def recovered_state(
 def launched(state: ClusterState) -> bool:
     """Whether the cluster's workers had been handed to a spawner that started something to
     follow before the restart."""
-    return state.status != "pending" and (
-        state.status != "starting" or state.followed() is not None
+    return state.status is not ClusterStatus.PENDING and (
+        state.status is not ClusterStatus.STARTING or state.followed() is not None
     )
 
 

@@ -6,6 +6,7 @@ from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.prompts import token_length_note, token_lengths_of
 from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, ClusterStatistics
 from clientswarm.metrics.summary import ClusterInfo, Summary, WorkerRow
+from clientswarm.service.lifecycle import WorkerState
 from clientswarm.store import ClusterRecord, Store
 
 LOOP_LAG_BOUND_S = 0.010
@@ -29,6 +30,9 @@ def cluster_summary(
     many samples as the store, else (a batch stored but not fed, rows written by another
     hand) the samples are streamed from the store, a batch of columns at a time.
 
+    Every target of the configuration has an entry in ``targets`` (in its order), every group
+    names its target, with or without samples.
+
     ``warnings`` make the run untrustworthy. Each group with prompts says whether its prompts'
     token lengths are ``exact`` (a tokenizer was configured) or ``approximate`` (words), also
     as a line of ``notes``. The store keeps each sample's ``step`` flag, so the steps of
@@ -44,16 +48,19 @@ def cluster_summary(
         started_at=record.started_at,
         ended_at=record.finished_at,
     )
+    targets = list(config.target_map())
     if samples and fed is not None and fed.samples == store.count_samples(record.id):
-        summary = fed.summary(cluster, extra_warnings=warnings)
+        summary = fed.summary(cluster, extra_warnings=warnings, target_order=targets)
     else:
         order = [g.name for g in config.groups]
         with ClusterStatistics(slo=config.slo, group_order=order) as streamed:
             for columns in store.iter_columns(record.id) if samples else ():
                 streamed.add(columns)
-            summary = streamed.summary(cluster, extra_warnings=warnings)
+            summary = streamed.summary(cluster, extra_warnings=warnings, target_order=targets)
     for group in config.groups:
         stats_of_group = summary.groups.get(group.name)
+        if stats_of_group is not None and stats_of_group.target is None:  # no samples yet
+            stats_of_group.target = config.target_name_of(group)
         lengths = token_lengths_of(group.interaction)
         if lengths is not None and stats_of_group is not None:
             stats_of_group.input_token_lengths = lengths
@@ -107,7 +114,7 @@ def worker_warnings(store: Store, cluster_id: str) -> list[str]:
     """Workers that failed, were lost, or whose event loop lagged: their timings mislead."""
     lines = []
     for w in store.list_workers(cluster_id):
-        if w.state in ("failed", "lost"):
+        if WorkerState(w.state).broken:
             lines.append(f"worker {w.index} {w.state}: {w.error or 'no reason given'}")
         elif (lag_s := w.loop_lag_p99_s or 0.0) > LOOP_LAG_BOUND_S:
             lines.append(

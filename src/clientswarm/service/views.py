@@ -11,9 +11,8 @@ from clientswarm.config.models import ClusterConfig
 from clientswarm.config.redact import redact_config, redact_vary
 from clientswarm.load.clients import first_client, group_of_client
 from clientswarm.load.vary import describe_variant
-from clientswarm.service.results import live_warnings
-from clientswarm.service.state import ClusterState
-from clientswarm.store import ClientRecord, ClusterRecord, StoreHealth, WorkerRecord
+from clientswarm.service.snapshot import ClusterSnapshot
+from clientswarm.store import ClientRecord, ClusterRecord, WorkerRecord
 
 
 def _elapsed_s(record: ClusterRecord, now: float) -> float | None:
@@ -28,7 +27,7 @@ def cluster_view(
     workers: list[WorkerRecord] | None = None,
     clients: list[ClientRecord] | None = None,
     brief: bool = False,
-    store: StoreHealth | None = None,
+    store: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A cluster: status and timings; unless ``brief``, its workers, groups and config.
 
@@ -50,7 +49,7 @@ def cluster_view(
         "elapsed_s": _elapsed_s(record, time.time()),
     }
     if store is not None:
-        view["store"] = store.view()
+        view["store"] = store
     if brief:
         return view
     config = orjson.loads(record.config_json)
@@ -110,22 +109,26 @@ def client_view(client: ClientRecord, config: ClusterConfig | None = None) -> di
     return view
 
 
-def progress_view(record: ClusterRecord, state: ClusterState | None, now: float) -> dict[str, Any]:
-    """One live-progress event: status, elapsed time, workers, and the live statistics."""
+def progress_view(
+    record: ClusterRecord,
+    snapshot: ClusterSnapshot | None,
+    live: dict[str, Any] | None,
+    now: float,
+) -> dict[str, Any]:
+    """One live-progress event: status, elapsed time and, while the service follows the
+    cluster (``snapshot``), its workers, requests in flight, the ``live`` statistics and
+    whether its numbers are trustworthy right now."""
     view: dict[str, Any] = {
         "id": record.id,
         "status": record.status,
         "reason": record.reason,
         "elapsed_s": _elapsed_s(record, now),
     }
-    if state is not None:
-        view["workers"] = state.counts_by_state()
-        view["in_flight"] = sum(w.in_flight for w in state.workers)
-        view["live"] = state.live.snapshot(now)
-        recent = view["live"]["window_10s"]["groups"]
-        view["warnings"] = live_warnings(
-            [w.loop_lag_p99_s for w in state.workers],
-            {g: stats["schedule_lag_s"]["p99"] for g, stats in recent.items()},
-        )
+    if snapshot is not None:
+        view["workers"] = snapshot.worker_counts()
+        view["in_flight"] = snapshot.in_flight
+        if live is not None:
+            view["live"] = live
+        view["warnings"] = snapshot.warnings()
         view["trustworthy"] = not view["warnings"]
     return view

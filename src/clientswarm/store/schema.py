@@ -130,7 +130,12 @@ batches = Table(
 
 #: Columns added since their table first shipped, as (table, column name): ``Store.create_all``
 #: adds each one that an existing database lacks (``ALTER TABLE … ADD COLUMN``).
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("samples", "step"),)
+#:
+#: ``samples.target`` is such an addition rather than a new schema version, which would make
+#: every existing store unusable for the sake of one label: rows written before it read as
+#: ``default``, the name of the one target of a ``target:`` configuration (``targets:``, the
+#: only way to name others, came just before the column, in the same unreleased version).
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("samples", "step"), ("samples", "target"))
 
 
 def _sample_type(f: SampleField) -> TypeEngine[Any]:
@@ -147,11 +152,14 @@ def _sample_type(f: SampleField) -> TypeEngine[Any]:
 def sample_column(f: SampleField) -> Column[Any]:
     """The ``samples`` column of a sample field. A column added after schema version 1
     shipped gets its field's default on the server, so that older rows read as it."""
-    server_default = None
+    server_default: Any = None
     if ("samples", f.name) in ADDED_COLUMNS:
-        if f.default not in (True, False):  # pragma: no cover - guards a field added later
+        if isinstance(f.default, bool):
+            server_default = true() if f.default else false()
+        elif isinstance(f.default, str):
+            server_default = f.default
+        else:  # pragma: no cover - guards a field added later
             raise RuntimeError(f"added sample field {f.name} needs a server default for old rows")
-        server_default = true() if f.default else false()
     return Column(f.name, _sample_type(f), nullable=f.nullable, server_default=server_default)
 
 

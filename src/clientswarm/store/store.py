@@ -422,18 +422,36 @@ class Store:
         self, cluster_id: str, kind: str, message: str, data: dict[str, Any] | None = None
     ) -> int:
         """Append an event to a cluster's log; its id."""
-        data_json = None if data is None else orjson.dumps(data).decode()
-        row = {
-            "cluster_id": cluster_id,
-            "ts": time.time(),
-            "kind": kind,
-            "message": message,
-            "data_json": data_json,
-        }
+        row = _event_row(cluster_id, kind, message, data)
         with self._db.begin("add_event") as conn:
             key = conn.execute(_e.insert().values(row)).inserted_primary_key
         assert key is not None
         return int(key[0])
+
+    def record_move(
+        self,
+        cluster_id: str,
+        fields: dict[str, Any],
+        *,
+        worker: int | None = None,
+        event: tuple[str, str, dict[str, Any] | None] | None = None,
+    ) -> bool:
+        """Set ``fields`` of a cluster (of its worker ``worker`` when given) and append
+        ``event`` (kind, message, data) to its log in one transaction: both or neither. False
+        when there is no such cluster or worker, and then nothing is written."""
+        if worker is None:
+            values = _checked_fields(_c, fields, key=("id",))
+            query = _c.update().where(_c.c.id == cluster_id)
+        else:
+            values = _checked_fields(_w, fields, key=("cluster_id", "index"))
+            query = _w.update().where(_w.c.cluster_id == cluster_id, _w.c.index == worker)
+        row = None if event is None else _event_row(cluster_id, *event)
+        with self._db.begin("record_move") as conn:
+            if conn.execute(query.values(values)).rowcount == 0:
+                return False
+            if row is not None:
+                conn.execute(_e.insert().values(row))
+        return True
 
     def list_events(
         self, cluster_id: str, *, after_id: int = 0, limit: int = 1000
@@ -460,6 +478,18 @@ def _add_missing_columns(conn: Connection) -> None:
         column = schema.metadata.tables[table_name].c[column_name]
         ddl = CreateColumn(column).compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {quote(table_name)} ADD COLUMN {ddl}")
+
+
+def _event_row(
+    cluster_id: str, kind: str, message: str, data: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "cluster_id": cluster_id,
+        "ts": time.time(),
+        "kind": kind,
+        "message": message,
+        "data_json": None if data is None else orjson.dumps(data).decode(),
+    }
 
 
 def _event(row: Row[Any]) -> EventRecord:

@@ -229,7 +229,9 @@ class WorkerRuntime:
                     continue
                 target = self.config.target_name_of(group)
                 contexts = {
-                    c.client_id: self._context(session, http1, headers[target], group, c)
+                    c.client_id: self._context(
+                        session, http1, headers[target], group, c, target_name=target
+                    )
                     for c in mine
                 }
                 interactions = {
@@ -267,6 +269,8 @@ class WorkerRuntime:
         headers: dict[str, str],
         group: GroupConfig,
         client: WorkerClient,
+        *,
+        target_name: str,
     ) -> ClientContext:
         backoff = self._backoffs[client.client_id] = ConnectBackoff(
             backoff_rng(self.config.seed, client.client_id)
@@ -274,6 +278,9 @@ class WorkerRuntime:
         record, observe = self.recorder.record, backoff.observe
 
         def emit(sample: Sample) -> None:
+            # Here, once per sample of every interaction (built-in or user-defined): each
+            # carries its group's target without the interactions knowing about targets.
+            sample.target = target_name
             record(sample)
             observe(sample)  # the client learns from each outcome whether it must back off
 
