@@ -59,7 +59,21 @@ def machine_cpu() -> tuple[float, float]:
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (walks /proc)."""
+    """Direct children of ``pid``: from ``/proc/PID/task/*/children`` (a few tens of µs, cheap
+    enough to poll every few ms without taking the CPU from what is measured), else by walking
+    ``/proc`` (milliseconds: every process's ``stat``)."""
+    try:
+        found: list[int] = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(child) for child in (task / "children").read_text().split()]
+        return found
+    except FileNotFoundError as exc:
+        if not Path(f"/proc/{pid}").exists():
+            return []  # gone
+        if "children" not in str(exc.filename):
+            return []
+    except OSError:
+        return []
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -15,6 +15,7 @@ import click
 
 from clientswarm import __version__
 from clientswarm.errors import ClientswarmError, ConfigError
+from clientswarm.imports import single_threaded_native_libraries
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -58,6 +59,7 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Spawn many clients that load-test an AI inference service and measure every interaction."""
+    single_threaded_native_libraries()  # before any command imports numpy
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 

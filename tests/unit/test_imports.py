@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from clientswarm.imports import collections_paused
+from clientswarm.imports import NATIVE_THREAD_VARIABLES, collections_paused
 
 
 def loaded_after(*modules: str) -> set[str]:
@@ -60,3 +62,41 @@ def test_collections_paused_restores_the_collector_state(enabled: bool) -> None:
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def blas_threads_in(argv: list[str], env: dict[str, str]) -> str:
+    """``OPENBLAS_NUM_THREADS`` as a clientswarm entry point leaves it in its own process."""
+    code = (
+        "import os, sys\n"
+        f"sys.argv = {argv!r}\n"
+        "from clientswarm.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(os.environ.get('OPENBLAS_NUM_THREADS', '-'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    return out.stdout.split()[-1]
+
+
+def test_commands_ask_numpys_blas_for_one_thread_unless_the_user_said(tmp_path: Path) -> None:
+    # numpy's OpenBLAS would start a thread per core on import, taking ~0.1 s of CPU from the
+    # core the other process of a run is loading its code on.
+    config = tmp_path / "c.yaml"
+    config.write_text("name: x\n")
+    env = {k: v for k, v in os.environ.items() if k not in NATIVE_THREAD_VARIABLES}
+    argv = ["clientswarm", "validate", str(config)]
+    assert blas_threads_in(argv, env) == "1"
+    assert blas_threads_in(argv, {**env, "OPENBLAS_NUM_THREADS": "4"}) == "4"
+
+
+def test_the_worker_module_asks_for_one_blas_thread() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in NATIVE_THREAD_VARIABLES}
+    code = "import os, clientswarm.worker.__main__; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    assert out.stdout.split()[-1] == "1"
