@@ -112,6 +112,8 @@ class PacedServer:
             return 200, {"ok": True}
         if method == "GET" and path == "/health":
             return 200, "ok"
+        if method == "GET" and path == "/v1/models":  # what a run's preflight asks first
+            return 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
         return 404, {"error": f"no route {method} {path}"}
 
 

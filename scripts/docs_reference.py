@@ -444,10 +444,18 @@ def rest_api_page() -> str:
         f"OpenAPI {document['openapi']}, service version {code(info['version'])}. The raw "
         "document is [openapi.json](openapi.json); a running service also serves it at "
         "`/openapi.json`, with an interactive view at `/docs`.\n",
-        "Every error answers an [ErrorBody](#errorbody), "
-        '`{"error": {"status", "message", "problems"}}`; input that does not validate answers '
-        "422 with one line per problem in `problems`, naming the field. Each route lists every "
-        "status it may answer.\n",
+        "Every error answers an [ErrorBody](#errorbody): the status again and one readable "
+        "line, e.g. `GET /api/v1/clusters/nope` answers 404 with "
+        '`{"error": {"status": 404, "message": "no cluster with id \'nope\'"}}`. Input that does '
+        "not validate (a path or query parameter, a body, a configuration) answers 422 and adds "
+        "`problems`, one line per problem naming the field, the first of them repeated in "
+        "`message`: `GET /api/v1/clusters?status=bogus` answers "
+        '`{"error": {"status": 422, "message": "invalid request: query status: Input should be '
+        "'pending', 'starting', 'running', 'completed', 'failed' or 'cancelled'; got "
+        '\\"bogus\\"", "problems": ["query status: …"]}}`. `problems` is absent from every other '
+        "error. Each route lists every status it may answer; besides those, any path answers "
+        "405 (with `Allow` naming the methods it serves) to another method, and 500 (`internal "
+        "error (…); see the service log`) only for a bug.\n",
     ]
     for tag, title, intro in API_GROUPS:
         ops = operations.get(tag, [])
@@ -559,8 +567,11 @@ def cli_page() -> str:
     out = [
         "# Command line\n",
         _header("click's help of clientswarm.cli:main and every command"),
-        "Every command's `--help`, as click prints it. Exit codes: 0 success, 1 the run "
-        "failed, 2 invalid input (configuration file or options); `--debug` shows tracebacks.\n",
+        "Every command's `--help`, as click prints it. Exit codes of `run`, `submit --wait` "
+        "and `calibrate`: 0 the run completed and every threshold held, 1 the run failed, was "
+        "aborted or cancelled, 2 invalid input (configuration file, options, paths), 3 the run "
+        "completed but a threshold failed; the other commands exit 0 on success, 1 on failure "
+        "and 2 on invalid input. Every error is one line; `--debug` shows tracebacks.\n",
     ]
     commands = list(_walk(main, "clientswarm", None))
     out.append(

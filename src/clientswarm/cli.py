@@ -1,7 +1,9 @@
 """The ``clientswarm`` command line: parse, validate, call one entry point.
 
 Every failure prints one clear line to stderr and exits non-zero; ``--debug`` shows tracebacks.
-Exit codes: 0 success, 1 run failed, 2 invalid input (config file or options).
+Exit codes (:mod:`clientswarm.verdict`): 0 success (a run completed and every threshold held),
+1 failed (a run failed, was aborted or cancelled), 2 invalid input (config file, options, paths),
+3 a run completed but a threshold failed.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ import click
 from clientswarm import __version__
 from clientswarm.errors import ClientswarmError, ConfigError
 from clientswarm.imports import single_threaded_native_libraries
-
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+from clientswarm.verdict import EXIT_FAILED, EXIT_INVALID
 
 
 class _Group(click.Group):

@@ -27,21 +27,24 @@ joined the tree still catches it::
     ├── ConnectionDropped (ConnectionError)  interactions.http1: closed mid-answer
     ├── EventTooLarge (ValueError)           interactions.sse: an SSE event past its bound
     ├── StepFailed                           interactions.user: a step of a user journey failed
+    ├── ThresholdError (ValueError)          a threshold expression that is not valid
     └── InvalidRequest (ValueError)          mock.wire: a request the mock target cannot serve
 
 Where a class is caught, not its place in the tree, decides what it does. ``TargetError``,
 ``Http1Error``, ``ConnectionDropped`` and ``EventTooLarge`` are raised while one request is
 performed and caught there: they become a failed sample, its error kind decided by
 :func:`clientswarm.interactions.http.classify_exception` (which tests the specific classes,
-never the root). ``StepFailed`` fails the journey of a user-defined interaction unless the
+never the root). ``ThresholdError`` becomes a line of a ``ConfigError`` (the configuration's
+``thresholds``). ``StepFailed`` fails the journey of a user-defined interaction unless the
 interaction catches it. ``BatchFormatError`` is a 422 of the internal API, ``InvalidRequest``
 a 400 of the mock target. None of them reaches the CLI's handler of ``ClientswarmError``.
 
 Private signals stay out of the tree on purpose and derive from ``Exception``:
 ``_DuplicateKey`` and ``_OutOfBounds`` (config.loader), ``_DatasetProblems``
-(interactions.prompts) and ``_TooLarge`` (service.bodylimit). Each carries a result from a
-``raise`` to the one ``except`` of its own module that turns it into a ``ConfigError`` or an
-answer; outside the tree, no handler of ``ClientswarmError`` on the way can take it instead.
+(interactions.prompts), ``_TooLarge`` (service.bodylimit) and ``_NoAnswer`` (preflight).
+Each carries a result from a ``raise`` to the one ``except`` of its own module that turns it
+into a ``ConfigError``, an answer or a failed check; outside the tree, no handler of
+``ClientswarmError`` on the way can take it instead.
 
 A failed request against the target is never an exception that ends the run: it is a recorded
 sample with ``status == "error"`` and an ``error_kind``.
@@ -70,3 +73,8 @@ class SpawnerError(ClientswarmError):
 
 class WorkerError(ClientswarmError):
     """A worker failed to run its assignment."""
+
+
+class ThresholdError(ClientswarmError, ValueError):
+    """A threshold expression that is not valid (:mod:`clientswarm.thresholds`); the message
+    says what is wrong and what is valid."""

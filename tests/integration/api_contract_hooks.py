@@ -44,6 +44,8 @@ ACROSS_FIELDS = re.compile(
             r"give exactly one of",
             r"submit_via: rest needs rest",
             r"more than once",
+            r"must be <= window",  # abort.min_requests
+            r"is known only at the end of the run",  # a threshold with abort: true
         ]
     )
 )

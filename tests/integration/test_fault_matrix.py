@@ -77,6 +77,7 @@ def cluster(target: str, *groups: dict[str, Any], workers: int = 1) -> dict[str,
         "name": "fault-matrix",
         "seed": 7,
         "target": {"url": target, "model": "mock-model", "timeout_s": 10},
+        "preflight": False,  # the faults come mid-run; every request the target sees is a sample
         "spawner": {"kind": "local", "workers": workers},
         "groups": list(groups),
     }
@@ -263,6 +264,7 @@ def target_runs(service: ServiceProcess) -> dict[str, TargetRun]:
         )
         down = cluster(f"http://127.0.0.1:{stack.enter_context(closed_port())}", workers=2)
         down["groups"] = [open_group(HELLO) | {"load": {"kind": "closed", "think_time_s": 0}}]
+        down["abort"] = False  # every attempt stored is what this tests, not the abort rule
         configs["target-down"] = down
         ids = {name: submit(service, config) for name, config in configs.items()}
         runs = {name: finish(service, cluster_id) for name, cluster_id in ids.items()}

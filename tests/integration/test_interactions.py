@@ -272,23 +272,15 @@ async def test_in_stream_error(run: Run, server: ScriptedServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "message"),
+    ("status", "body"),
     [
-        (
-            500,
-            {"error": {"message": "internal failure", "type": "InternalServerError"}},
-            "internal failure",
-        ),
-        (
-            429,
-            {"object": "error", "message": "too many requests", "code": 429},
-            "too many requests",
-        ),
-        (400, {"detail": "bad field"}, "bad field"),
+        (500, {"error": {"message": "internal failure", "type": "InternalServerError"}}),
+        (429, {"object": "error", "message": "too many requests", "code": 429}),
+        (400, {"detail": "bad field"}),
     ],
 )
 async def test_http_errors_carry_the_body_message(
-    run: Run, server: ScriptedServer, status: int, body: Any, message: str
+    run: Run, server: ScriptedServer, status: int, body: Any
 ) -> None:
     server.script(
         CHAT, Script([(0.0, orjson.dumps(body))], status=status, content_type="application/json")
@@ -299,7 +291,7 @@ async def test_http_errors_carry_the_body_message(
         f"http_{status}",
         status,
     )
-    assert sample.error_message == f"HTTP {status}: {message}"
+    assert sample.error_message == f"HTTP {status} POST {CHAT}: {orjson.dumps(body).decode()}"
     assert sample.first_token_ns is None and sample.end_ns > sample.sent_ns
 
 
@@ -307,7 +299,7 @@ async def test_long_error_message_is_truncated(run: Run, server: ScriptedServer)
     server.script(CHAT, Script([(0.0, b"x" * 5000)], status=503, content_type="text/plain"))
     sample = await run.once(chat())
     assert sample.error_kind == "http_503"
-    assert sample.error_message is not None and len(sample.error_message) == 500
+    assert sample.error_message == f"HTTP 503 POST {CHAT}: " + "x" * 199 + "…"  # bounded
 
 
 async def test_connection_dropped_mid_stream(run: Run, server: ScriptedServer) -> None:
@@ -464,7 +456,10 @@ async def test_http_with_body_headers_and_expected_status(run: Run, server: Scri
 
     server.script("/down", Script([(0.0, b"maintenance")], status=503, content_type="text/plain"))
     sample = await run.once(build(HttpInteraction(path="/down")))
-    assert (sample.error_kind, sample.error_message) == ("http_503", "HTTP 503: maintenance")
+    assert (sample.error_kind, sample.error_message) == (
+        "http_503",
+        "HTTP 503 GET /down: maintenance",
+    )
 
 
 # --- registry ----------------------------------------------------------------------------------

@@ -302,3 +302,43 @@ def test_clientswarm_run_starts_its_job_as_every_cluster_starts_and_leaves_it_fi
     assert {p["status"]["phase"] for p in worker_pods(kube, summary["cluster"]["id"])} == {
         "Succeeded"
     }
+
+
+def test_a_run_whose_pods_cannot_start_says_why_first_and_shows_no_empty_report(
+    tmp_path: Path, kube: FakeKubernetesApi
+) -> None:
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="loadtest")
+    config = cluster("http://127.0.0.1:9", workers=1, duration_s=1)
+    config["spawner"] = {"kind": "kubernetes", "image": "fake.invalid/clientswarm:nope"}
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [CLI, "run", str(file), "-o", str(out)],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    (first,) = done.stderr.splitlines()  # the cause, first and on one line
+    assert first.startswith("error: the run failed: no worker completed: failed; worker 0 failed:")
+    assert 'ImagePullBackOff: Back-off pulling image "fake.invalid/clientswarm:nope"' in first
+    assert "Throughput" not in done.stdout and "warning" not in done.stdout  # no empty report
+    assert done.stdout.splitlines()[-2:] == [
+        f"results: {out}/summary.json, {out}/samples.parquet",
+        first.replace("error: the run ", "verdict: "),
+    ]
+    # Without a kubeconfig the Job cannot even be created: one line, before anything runs.
+    done = subprocess.run(
+        [CLI, "run", str(file), "-o", str(tmp_path / "out2")],
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "none")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert (
+        line.startswith("error: cannot create the Job ") and "no Kubernetes configuration" in line
+    )

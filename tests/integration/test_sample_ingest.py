@@ -44,6 +44,7 @@ async def test_packed_and_row_batches_are_stored_and_bad_ones_get_a_422(tmp_path
         {
             "name": "ingest",
             "target": {"url": "http://127.0.0.1:9", "model": "m"},
+            "preflight": False,  # the test plays the workers: nothing listens there
             "spawner": {"kind": "local", "workers": 1},
             "groups": [
                 {

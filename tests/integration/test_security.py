@@ -332,7 +332,7 @@ async def test_workers_get_only_what_the_operator_passes_on(tmp_path: Path) -> N
         await target.close()
     assert view["config"]["target"]["headers"] == {"X-Literal": "<redacted>"}
     sent = [r.headers for r in target.requests]
-    assert len(sent) == 3
+    assert len(sent) == 4  # the service's preflight (GET /), then the clients' 3 requests
     assert {h.get("Authorization") for h in sent} == {"Bearer vllm-key-1"}
     assert {h.get("X-Extra") for h in sent} == {"extra-2"}
     assert {h.get("X-Literal") for h in sent} == {"literal-secret-3"}  # sent, never shown
@@ -352,6 +352,7 @@ def test_throttled_batches_are_resent_not_lost(tmp_path: Path) -> None:
         load = {"kind": "open", "rate": 40, "arrival": "constant"}
         cluster = config(
             target={"url": target},
+            preflight=False,  # every request the target sees is a client's
             spawner={"kind": "local", "workers": 1},
             groups=[
                 {

@@ -127,9 +127,9 @@ def test_create_run_complete_and_results_match_the_samples(
     status, listed = service.api("GET", "/clusters?status=completed")
     assert [c["id"] for c in listed] == [cluster_id]
     status, clients = service.api("GET", f"/clusters/{cluster_id}/clients?group=chat")
-    assert sum(c["succeeded"] for c in clients) == results["groups"]["chat"]["succeeded"] + sum(
-        1 for r in rows if r["warmup"] and r["group"] == "chat" and r["status"] == "ok"
-    )
+    # Clients are counted as the summary counts: warm-up samples are left out of both.
+    assert sum(c["succeeded"] for c in clients) == results["groups"]["chat"]["succeeded"]
+    assert sum(c["failed"] for c in clients) == results["groups"]["chat"]["failed"]
     for fmt in ("csv", "parquet"):
         status, raw, headers = service.request(
             "GET", f"/clusters/{cluster_id}/samples?format={fmt}"
@@ -152,6 +152,11 @@ def test_bad_config_is_a_422_that_names_the_field(service: ServiceProcess, targe
     assert status == 422 and "invalid YAML" in body["error"]["message"]
     status, body = service.api("GET", "/clusters/nope")
     assert status == 404 and body["error"]["message"] == "no cluster with id 'nope'"
+    assert body == {"error": {"status": 404, "message": "no cluster with id 'nope'"}}
+    status, body = service.api("GET", "/clusters?status=bogus")
+    assert status == 422, body
+    (problem,) = body["error"]["problems"]
+    assert problem.startswith("query status: ") and "'completed'" in problem and "bogus" in problem
 
 
 def test_stop_a_group_and_a_client_while_the_rest_continue(
@@ -179,6 +184,17 @@ def test_stop_a_group_and_a_client_while_the_rest_continue(
     assert len(others) > 10  # the other chat clients kept going to the end
     _status, client = service.api("GET", f"/clusters/{cluster_id}/clients/1")
     assert client["state"] == "stopped"
+    # A stopped client's request cut off in flight is no failure, there as in the summary.
+    _status, results = service.api("GET", f"/clusters/{cluster_id}/results")
+    for group in ("chat", "hello"):
+        _status, clients = service.api("GET", f"/clusters/{cluster_id}/clients?group={group}")
+        stats = results["groups"][group]
+        assert sum(c["succeeded"] for c in clients) == stats["succeeded"], group
+        assert sum(c["failed"] for c in clients) == stats["failed"] == 0, group
+    mine = [r for r in rows if r["client"] == 1 and not r["warmup"]]
+    measured = [r for r in mine if r["error_kind"] != "cancelled"]
+    assert len(mine) - len(measured) <= 1  # at most its request in flight, cut off by the stop
+    assert (client["succeeded"], client["failed"]) == (len(measured), 0)
 
 
 def test_stop_a_cluster_and_delete_it_once_finished(service: ServiceProcess, target: str) -> None:

@@ -27,6 +27,7 @@ def one_worker() -> ClusterConfig:
         {
             "name": "handles",
             "target": {"url": "http://127.0.0.1:9", "model": "m"},
+            "preflight": False,  # the test plays the workers: nothing listens there
             "spawner": {"kind": "local", "workers": 1},
             "groups": [{"name": "g", "interaction": {"kind": "hello"}, "stop": {"requests": 1}}],
         }

@@ -45,6 +45,7 @@ def config_data(workers: int, url: str = "http://127.0.0.1:9") -> dict[str, Any]
     return {
         "name": "start",
         "target": {"url": url, "model": "m"},
+        "preflight": False,  # these test the start itself (test_preflight.py tests the check)
         "warmup_s": 0,
         "groups": [
             {

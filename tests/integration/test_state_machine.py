@@ -32,6 +32,7 @@ HELLO = RegisterRequest(pid=1, host="h", version="0")
 CONFIG = {
     "name": "machine",
     "target": {"url": "http://127.0.0.1:9", "model": "m"},
+    "preflight": False,  # the test plays the workers: nothing listens there
     "spawner": {"kind": "local", "workers": 2},
     "groups": [
         {"name": "g", "clients": 2, "interaction": {"kind": "hello"}, "stop": {"duration_s": 60}}

@@ -173,10 +173,16 @@ def test_add_batch_round_trip_and_counters(store: Store) -> None:
     clients = {c.id: (c.succeeded, c.failed) for c in store.list_clients("c1")}
     expected = {k: (0, 0) for k in range(4)}
     for s in batch:
-        ok, failed = expected[s.client]
-        expected[s.client] = (ok + s.ok, failed + (not s.ok))
+        if not s.warmup:  # counted as the summary counts: warm-up samples are left out
+            ok, failed = expected[s.client]
+            expected[s.client] = (ok + s.ok, failed + (not s.ok))
     assert clients == expected
-    assert [w.samples for w in store.list_workers("c1")] == [0, 20]
+    assert store.add_batch("c1", 1, 2, [sample(client=1, i=30, ok=False)])
+    cut = sample(client=1, i=31, ok=False)
+    cut.error_kind = "cancelled"  # the request in flight when the client was stopped
+    assert store.add_batch("c1", 1, 3, [cut])
+    assert store.get_client("c1", 1).failed == expected[1][1] + 1  # type: ignore[union-attr]
+    assert [w.samples for w in store.list_workers("c1")] == [0, 22]  # every sample is stored
 
 
 def step_of(s: Sample, name: str) -> Sample:
@@ -271,7 +277,8 @@ def test_add_batch_is_idempotent(store: Store) -> None:
     assert not store.add_batch("c1", 0, 7, batch)
     assert store.add_batch("c1", 1, 7, batch)  # another worker's seq 7
     assert store.count_samples("c1") == 10
-    assert store.get_client("c1", 0) == ClientRecord("c1", 0, "chat", 0, succeeded=10)
+    # each batch's i=0 is a warm-up sample: a client counts as its group does, without them
+    assert store.get_client("c1", 0) == ClientRecord("c1", 0, "chat", 0, succeeded=8)
     assert store.add_batch("c1", 0, 8, [])  # an empty batch is still recorded
     assert not store.add_batch("c1", 0, 8, [])
 
@@ -304,7 +311,7 @@ def test_concurrent_duplicate_batches_are_stored_once(store: Store) -> None:
     assert errors == []
     assert sorted(results) == [False] * (threads_n - 1) + [True]
     assert store.count_samples("c1") == 200
-    assert sum(c.succeeded for c in store.list_clients("c1")) == 200
+    assert sum(c.succeeded for c in store.list_clients("c1")) == 199  # less the warm-up one
     assert store.get_worker("c1", 0) == WorkerRecord("c1", 0, samples=200)
 
 

@@ -44,6 +44,7 @@ API_TOKEN = "frontend-token"
 CONFIG = {
     "name": "faults",
     "target": {"url": "http://127.0.0.1:9", "model": "m"},
+    "preflight": False,  # the test plays the workers: nothing listens there
     "spawner": {"kind": "local", "workers": 1},
     "groups": [
         {

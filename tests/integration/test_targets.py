@@ -26,6 +26,7 @@ def two_targets(a: str, b: str) -> dict[str, Any]:
     hello = {"kind": "hello"}
     return {
         "name": "ab",
+        "preflight": False,  # every request a target sees is a client's (counted exactly)
         "targets": {"b": {"url": b, "api_key_env": "B_KEY"}, "a": {"url": a}},
         "groups": [
             {"name": "to-a", "target": "a", "interaction": hello, "stop": {"requests": 7}},

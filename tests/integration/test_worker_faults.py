@@ -42,6 +42,7 @@ async def running_cluster(tmp_path: Path) -> tuple[ClusterManager, ClusterState]
         {
             "name": "faults",
             "target": {"url": "http://127.0.0.1:9", "model": "m"},
+            "preflight": False,  # the test plays the workers: nothing listens there
             "spawner": {"kind": "local", "workers": 2},
             "groups": [
                 {

@@ -196,7 +196,8 @@ def test_unknown_field_at_top_level() -> None:
     line = one_problem(changed(["seedd"], 1))
     assert line == (
         "seedd: unknown field 'seedd' (did you mean 'seed'?); "
-        "valid fields: name, seed, target, targets, spawner, warmup_s, slo, outputs, groups"
+        "valid fields: name, seed, target, targets, spawner, warmup_s, preflight, "
+        "preflight_timeout_s, slo, outputs, groups, thresholds, abort"
     )
 
 

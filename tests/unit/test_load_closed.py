@@ -91,6 +91,20 @@ def test_ramp_up_offsets_are_even_and_ignore_warmup() -> None:
     assert plan.client_windows(3) == [ClientWindow(7.5, 23.0, 0)]
 
 
+def test_without_ramp_up_clients_are_spread_by_default_and_zero_starts_them_together() -> None:
+    def offsets(
+        load: ClosedLoadConfig, duration_s: float | None, requests: int | None = None
+    ) -> list[float]:
+        plan = closed_plan(load, clients=4, warmup_s=0.0, duration_s=duration_s, requests=requests)
+        return [plan.start_offset_s(i) for i in range(4)]
+
+    assert offsets(ClosedLoadConfig(), 30.0) == [0.0, 0.25, 0.5, 0.75]  # over 1 s
+    assert offsets(ClosedLoadConfig(), None, requests=100) == [0.0, 0.25, 0.5, 0.75]
+    assert offsets(ClosedLoadConfig(), 2.0) == pytest.approx([0.0, 0.05, 0.1, 0.15])  # 10%
+    assert offsets(ClosedLoadConfig(ramp_up_s=0), 30.0) == [0.0] * 4  # explicit: together
+    assert offsets(ClosedLoadConfig.model_validate({"ramp_up_s": 0}), 30.0) == [0.0] * 4
+
+
 def test_windows_follow_stages_and_merge_when_consecutive() -> None:
     load = ClosedLoadConfig(
         stages=[

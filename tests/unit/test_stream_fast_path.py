@@ -78,14 +78,25 @@ def test_a_token_chunk_is_learnt_and_its_siblings_are_recognised() -> None:
         [chunk({"content": "a"}, usage={"completion_tokens": 1})],  # usage
         [chunk({"content": "a", "reasoning_content": "b"})],  # content without this text too
         [chunk({"content": 'a "quoted" text'})],  # an escape may hide the closing quote
-        [chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})],
+        [chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f"}}]})],
+        [chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]})],
     ],
-    ids=["role", "finish", "usage", "two-texts", "escaped", "tool-call"],
+    ids=["role", "finish", "usage", "two-texts", "escaped", "tool-call-name", "escaped-args"],
 )
 def test_nothing_is_learnt_from_a_chunk_whose_content_does_not_hinge_on_one_text(
     events: list[bytes],
 ) -> None:
     assert reader_after(*events).template is None
+
+
+def test_tool_call_arguments_are_learnt_and_counted_as_content() -> None:
+    def call(arguments: str) -> bytes:
+        return chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]})
+
+    template = learnt(call("{}"))
+    assert template.content(call("1,")) is True
+    assert template.content(call("")) is False
+    assert template.content(chunk({"content": "so"})) is None
 
 
 def test_reasoning_and_completion_texts_are_learnt_too() -> None:

@@ -76,7 +76,14 @@ class ClosedLoadConfig(StrictModel):
         default_factory=lambda: ConstantThink(value_s=0.0),
         description="Seconds between the end of one interaction and the next send",
     )
-    ramp_up_s: float = Field(default=0.0, ge=0, description="Clients start evenly over this time")
+    ramp_up_s: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Clients start evenly over this time. Not given: over min(1 s, 10% of the group's "
+            "time), so that clients are not in lockstep; 0 starts them all at once"
+        ),
+    )
     stages: list[ClosedStage] = Field(default_factory=list)
 
 

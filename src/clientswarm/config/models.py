@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from clientswarm.config.base import StrictModel
+from clientswarm.config.checks import AbortConfig, AbortSetting, Thresholds
 from clientswarm.config.interactions import InteractionConfig
 from clientswarm.config.lengths import LengthDist, coerce_length
 from clientswarm.config.load import ClosedLoadConfig, LoadConfig, StopConfig
@@ -419,6 +420,8 @@ class GroupConfig(StrictModel):
             "(client i gets values[i % len(values)]) or a range {min, max} drawn per client"
         ),
     )
+    thresholds: Thresholds = Field(default_factory=list)
+    """Pass/fail checks of the group's final statistics (scope ``groups.<name>``)."""
 
     @model_validator(mode="after")
     def _check_vary(self) -> GroupConfig:
@@ -500,9 +503,26 @@ class ClusterConfig(StrictModel):
     warmup_s: float = Field(
         default=0.0, ge=0, description="Seconds at the start whose samples are excluded from stats"
     )
+    preflight: bool = Field(
+        default=True,
+        description="Check every target where the clients run before any client starts: it "
+        "answers, serves the model, takes the API key, its url does not end in /v1; a failed "
+        "check fails the cluster (false: no check)",
+    )
+    preflight_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="How long the preflight waits for a target"
+    )
     slo: SLOConfig | None = None
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     groups: list[GroupConfig] = Field(min_length=1)
+    thresholds: Thresholds = Field(default_factory=list)
+    """Pass/fail checks of the total's final statistics (scope ``total``)."""
+    abort: AbortSetting = Field(
+        default_factory=AbortConfig,
+        description="Stop the run (status failed) when nearly all of its last requests failed "
+        "to connect or got 5xx/429 answers: {window, min_requests, failed_fraction, kinds}, or "
+        "false to never stop it so",
+    )
 
     @field_validator("groups")
     @classmethod

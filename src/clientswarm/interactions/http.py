@@ -5,7 +5,7 @@ turning failures into error kinds, and per-target URLs, headers and timeouts bui
 
 Error kinds, decided at this boundary (see ``clientswarm.metrics.sample``)::
 
-    HTTP status >= 400                                 http_<status>, message from the body
+    HTTP status >= 400                                 http_<status>: "HTTP 404 POST /path: <body>"
     {"error": ...} event inside a stream               stream_error
     invalid JSON, stream without [DONE] or finish      protocol  (also a malformed HTTP answer)
     asyncio.TimeoutError (target.timeout_s)            timeout
@@ -27,8 +27,9 @@ from pydantic import BaseModel
 from clientswarm.config.interactions import HelloInteraction, HttpInteraction
 from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.base import ClientContext
+from clientswarm.interactions.errortext import http_error_text
 from clientswarm.interactions.http1 import Http1Error
-from clientswarm.interactions.streaming import Measurement, TargetError, error_message_of
+from clientswarm.interactions.streaming import Measurement, TargetError
 from clientswarm.metrics.sample import (
     ERROR_CANCELLED,
     ERROR_CLIENT,
@@ -152,13 +153,22 @@ async def fail_http(
         body = await response.read()
     except aiohttp.ClientError:
         body = b""
-    fail_status(response.status, response.reason or "", body, m, now_ns())
+    where = (response.method, response.url.path)
+    fail_status(response.status, response.reason or "", body, m, now_ns(), where)
 
 
-def fail_status(status: int, reason: str, body: bytes, m: Measurement, end_ns: int) -> None:
-    """Record an HTTP error status with the message of its body (else its reason phrase)."""
-    message = error_message_of(body) if body else reason
-    m.fail(http_error_kind(status), f"HTTP {status}: {message}", end_ns)
+def fail_status(
+    status: int,
+    reason: str,
+    body: bytes,
+    m: Measurement,
+    end_ns: int,
+    request: tuple[str, str],
+) -> None:
+    """Record an HTTP error status of ``request`` (method, path or URL): its message says the
+    status, method, path and the start of the body (else the reason phrase), on one line."""
+    method, path = request
+    m.fail(http_error_kind(status), http_error_text(status, method, path, body, reason), end_ns)
 
 
 class Hello(BuiltinInteraction):

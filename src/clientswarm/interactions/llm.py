@@ -85,15 +85,14 @@ class _Collected:
         content = _text(delta.get("content"))
         if content:
             self.text.append(content)
-        arguments = False
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict):
-                arguments = self._tool_call(call) or arguments
-        return chat_has_content(choice) or arguments
+                self._tool_call(call)
+        return chat_has_content(choice)  # what the built-in chat counts, tool calls included
 
-    def _tool_call(self, call: dict[str, Any]) -> bool:
-        """Add one streamed piece of a tool call to its slot; True when it has arguments.
+    def _tool_call(self, call: dict[str, Any]) -> None:
+        """Add one streamed piece of a tool call to its slot.
 
         A piece without an integer ``index`` (null, missing) belongs to the first call, as
         pieces of a server that streams one call at a time.
@@ -107,11 +106,9 @@ class _Collected:
             slot["id"] = call["id"]
         function = call.get("function")
         if not isinstance(function, dict):
-            return False
+            return
         slot["function"]["name"] += _text(function.get("name"))
-        arguments = _text(function.get("arguments"))
-        slot["function"]["arguments"] += arguments
-        return bool(arguments)
+        slot["function"]["arguments"] += _text(function.get("arguments"))
 
     def completion_choice(self, choice: dict[str, Any]) -> bool:
         """Keep one streamed completion choice; True when it carries text."""

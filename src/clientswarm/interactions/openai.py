@@ -44,15 +44,31 @@ def completion_has_content(choice: dict[str, Any]) -> bool:
 
 
 def chat_has_content(choice: dict[str, Any]) -> bool:
-    """A streamed chat choice carries content when its delta has (reasoning) text.
+    """A streamed chat choice carries content when its delta has (reasoning) text or a piece
+    of a tool call's arguments.
 
-    The role-only first chunk does not count. ``reasoning`` is the newer vLLM name of
-    ``reasoning_content``.
+    The role-only first chunk does not count, nor a tool call's piece that only names it (its
+    id and function name). ``reasoning`` is the newer vLLM name of ``reasoning_content``. The
+    built-in ``chat`` and ``ctx.chat`` of user-defined interactions both count by this.
     """
     delta = choice.get("delta")
     if not isinstance(delta, dict):
         return False
-    return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"))
+    if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+        return True
+    calls = delta.get("tool_calls")
+    return isinstance(calls, list) and any(_has_arguments(call) for call in calls)
+
+
+def _has_arguments(call: Any) -> bool:
+    """Whether one streamed piece of a tool call carries text of its arguments."""
+    if not isinstance(call, dict):
+        return False
+    function = call.get("function")
+    if not isinstance(function, dict):
+        return False
+    arguments = function.get("arguments")
+    return isinstance(arguments, str) and bool(arguments)
 
 
 def generation_request(
@@ -110,7 +126,7 @@ async def post_measured(
             m.http_status = conn.status
             if conn.status >= 400:
                 body = await conn.read()
-                fail_status(conn.status, conn.reason, body, m, now_ns())
+                fail_status(conn.status, conn.reason, body, m, now_ns(), ("POST", target))
                 return None
             if stream:
                 await read_sse_stream(conn, m, content_of, markers, max_event_bytes)
@@ -244,6 +260,7 @@ class Chat(_Generation):
         b'"content":"',
         b'"reasoning_content":"',
         b'"reasoning":"',
+        b'"arguments":"',
     )
 
     def has_content(self, choice: dict[str, Any]) -> bool:

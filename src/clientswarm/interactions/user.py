@@ -37,6 +37,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from clientswarm.errors import ClientswarmError
+from clientswarm.interactions.errortext import http_error_text
 from clientswarm.interactions.http import classify_exception
 from clientswarm.interactions.openai import generation_request
 from clientswarm.interactions.streaming import MAX_ERROR_MESSAGE, TargetError, error_message_of
@@ -86,10 +87,15 @@ class StepFailed(ClientswarmError):
 
 
 class HttpStatusError(TargetError):
-    """The target answered an HTTP request with an error status (``check=True``)."""
+    """The target answered an HTTP request with an error status (``check=True``).
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(http_error_kind(status), f"HTTP {status}: {message}")
+    ``message`` is what the body says; ``text``, when given, is the whole one-line message of
+    the sample (:func:`~clientswarm.interactions.errortext.http_error_text`: status, method,
+    path and the start of the body), else ``HTTP <status>: <message>``.
+    """
+
+    def __init__(self, status: int, message: str, *, text: str | None = None) -> None:
+        super().__init__(http_error_kind(status), text or f"HTTP {status}: {message}")
         self.status = status
 
 
@@ -162,7 +168,11 @@ class TargetHttp:
             raw = await answer.read()
             response = Response(answer.status, dict(answer.headers), raw)
         if check and response.status >= 400:
-            raise HttpStatusError(response.status, error_message_of(raw) if raw else "")
+            raise HttpStatusError(
+                response.status,
+                error_message_of(raw) if raw else "",
+                text=http_error_text(response.status, method, self.url(path), raw),
+            )
         return response
 
     async def get(self, path: str, **kwargs: Any) -> Response:

@@ -17,9 +17,10 @@ Semantics shared by every module here:
   arrival ``j`` is sent by the group's client ``j % clients``, so each worker keeps its clients'
   arrivals and the fleet's union is the whole process (:mod:`clientswarm.load.open_loop`).
   ``max_concurrency`` is split across workers by :func:`worker_concurrency`.
-- **Closed loop**: clients ramp up, are active in the stages that include them, and owe an exact
-  share of ``stop.requests`` (:mod:`clientswarm.load.closed_loop`); they think between
-  interactions (:mod:`clientswarm.load.think`).
+- **Closed loop**: clients ramp up (spread over up to 1 s when ``ramp_up_s`` is not given),
+  are active in the stages that include them, and owe an exact share of ``stop.requests``
+  (:mod:`clientswarm.load.closed_loop`); they think between interactions
+  (:mod:`clientswarm.load.think`).
 - **Connection failures**: a client whose request failed to connect waits before its next send
   (50 ms doubling to 5 s, jittered, reset by the first answer); scheduled times never move, so
   the wait shows as schedule lag (:mod:`clientswarm.load.backoff`).
@@ -43,9 +44,11 @@ from clientswarm.load.clients import (
     worker_of_client,
 )
 from clientswarm.load.closed_loop import (
+    DEFAULT_RAMP_UP_S,
     ClientWindow,
     ClosedPlan,
     closed_plan,
+    default_ramp_up_s,
     plan_for_group,
     request_quota,
 )
@@ -70,6 +73,7 @@ from clientswarm.load.think import client_rng, mean_think_s, think_sampler
 __all__ = [
     "BACKOFF_INITIAL_S",
     "BACKOFF_MAX_S",
+    "DEFAULT_RAMP_UP_S",
     "Arrival",
     "ArrivalSchedule",
     "ClientWindow",
@@ -83,6 +87,7 @@ __all__ = [
     "client_rng",
     "clients_of_worker",
     "closed_plan",
+    "default_ramp_up_s",
     "failed_to_connect",
     "first_client",
     "group_end_s",

@@ -5,7 +5,11 @@ In a closed loop each client loops: send, wait for the answer, think (see
 
 - **Ramp-up**: local client ``i`` of ``n`` starts at ``ramp_up_s * i / n`` seconds after the
   cluster's start, whatever the warm-up (a ramp-up longer than ``warmup_s`` runs into the
-  measured time).
+  measured time). Without a ``ramp_up_s`` the clients are spread over
+  :func:`default_ramp_up_s` (at most :data:`DEFAULT_RAMP_UP_S`): clients that all start at
+  once against a server whose answers take the same time stay in lockstep, every send of a
+  round at the same instant, which measures a burst the configuration did not ask for. An
+  explicit ``ramp_up_s: 0`` still starts them together.
 - **Stages**: stage ``k`` paces the window :func:`~clientswarm.load.stages.stage_spans` gives it
   (shifted by ``warmup_s``; warm-up uses stage 0's client count). In a stage, local clients with
   index ``< stage.clients`` are active. A client never starts an interaction outside its windows:
@@ -29,6 +33,20 @@ from typing import NamedTuple
 from clientswarm.config.load import ClosedLoadConfig
 from clientswarm.config.models import ClusterConfig
 from clientswarm.load.stages import StageSpan, stage_at, stage_spans
+
+DEFAULT_RAMP_UP_S = 1.0
+"""The longest default spread of a closed-loop group's client starts (``ramp_up_s`` not given):
+about one request of a chat model, so that the clients' sends are spread over a round."""
+
+DEFAULT_RAMP_UP_SHARE = 0.1
+"""The default spread is at most this share of the group's time (warm-up included)."""
+
+
+def default_ramp_up_s(end_s: float) -> float:
+    """The ramp-up of a closed-loop group without ``ramp_up_s``: :data:`DEFAULT_RAMP_UP_S`,
+    or :data:`DEFAULT_RAMP_UP_SHARE` of the group's time ``end_s`` (from the start to its end,
+    warm-up included; ``inf`` when only requests bound it) when that is shorter."""
+    return min(DEFAULT_RAMP_UP_S, DEFAULT_RAMP_UP_SHARE * end_s)
 
 
 class ClientWindow(NamedTuple):
@@ -160,10 +178,13 @@ def closed_plan(
         [s.duration_s for s in load.stages], warmup_s=warmup_s, duration_s=duration_s
     )
     stage_clients = tuple(s.clients for s in load.stages) if load.stages else (clients,)
+    ramp_up_s = load.ramp_up_s
+    if ramp_up_s is None:
+        ramp_up_s = default_ramp_up_s(spans[-1].end_s)
     return ClosedPlan(
         clients=clients,
         warmup_s=warmup_s,
-        ramp_up_s=load.ramp_up_s,
+        ramp_up_s=ramp_up_s,
         spans=tuple(spans),
         stage_clients=stage_clients,
         requests=requests,

@@ -12,7 +12,10 @@ Definitions (also printed under the terminal table):
   of the measured samples. The total spans every group.
 - ``request_rate``: completed requests (successful *or not*) per second of ``duration_s``;
   ``succeeded_rate`` counts successful ones only. ``send_rate``: achieved arrival rate,
-  (n - 1) / (last send - first send).
+  (n - 1) / (last send - first send); ``send_span_s`` is that span.
+- Every rate is reported with the span it is over (``duration_s``, ``send_span_s``), however
+  short: the printed report shows a rate over less than ``MIN_RATE_SPAN_S`` (1 s) as a dash and
+  says why (:mod:`clientswarm.reports.table`), the JSON keeps the number beside its span.
 - ``output_token_rate``, ``input_tokens``, ``output_tokens``: over successful samples.
 - ``ttft_s``, ``tpot_s``, ``e2e_s``, ``e2e_from_schedule_s``: one value per successful sample
   that has it; ``itl_s``: every inter-token gap of every successful sample;
@@ -120,7 +123,8 @@ class _Accumulated:
         def rate(count: float) -> float:
             return count / duration_s if duration_s > 0 else 0.0
 
-        send_rate = None
+        send_rate: float | None = None
+        span_s: float | None = None
         if n >= 2 and self.first_sent_ns is not None and self.last_sent_ns is not None:
             span_s = (self.last_sent_ns - self.first_sent_ns) / 1e9
             send_rate = (n - 1) / span_s if span_s > 0 else None
@@ -146,6 +150,7 @@ class _Accumulated:
             "goodput": self.goodput,
             "succeeded_rate": rate(succeeded),
             "send_rate": send_rate,
+            "send_span_s": span_s,
             "error_rate": (n - succeeded) / n if n else 0.0,
             "token_sources": dict(sorted(self.token_sources.items())),
             "warmup_excluded": self.warmup,

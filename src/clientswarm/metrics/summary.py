@@ -11,9 +11,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from clientswarm.metrics.dist import Dist
+from clientswarm.timestamps import rfc3339
 
 
 class Stats(BaseModel):
@@ -40,6 +47,8 @@ class Stats(BaseModel):
     goodput: int
     succeeded_rate: float
     send_rate: float | None
+    send_span_s: float | None = None
+    """The span ``send_rate`` is over: last send - first send (None with fewer than 2)."""
     error_rate: float
     token_sources: dict[str, int]
     warmup_excluded: int
@@ -64,15 +73,68 @@ class GroupStats(Stats):
 
 
 class ClusterInfo(BaseModel):
-    """Which cluster, how it ended and when (epoch seconds)."""
+    """Which cluster, how it ended and when (RFC 3339 UTC strings; epoch seconds given are
+    converted, see :mod:`clientswarm.timestamps`)."""
 
     id: str | None = None
     name: str | None = None
     status: str | None = None
     reason: str | None = None
     """Why it failed or was cancelled (None when it completed)."""
-    started_at: float | None = None
-    ended_at: float | None = None
+    started_at: str | None = None
+    """When its clients started (None: they never did)."""
+    ended_at: str | None = None
+    """When it ended (None: it has not)."""
+
+    @field_validator("started_at", "ended_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return rfc3339(float(value))
+        return value
+
+
+class TargetInfo(BaseModel):
+    """One target as the run's metadata names it: where it was and which model (never its
+    headers or keys)."""
+
+    url: str
+    model: str | None = None
+
+
+class RunInfo(BaseModel):
+    """What ran, with what and where: enough to tell two runs apart and to repeat one."""
+
+    clientswarm_version: str
+    """The version of the service that ran it (and built this summary)."""
+    python_version: str
+    """That service's Python (e.g. ``3.11.7``)."""
+    hosts: list[str]
+    """The host names its workers registered from, sorted (empty: none registered)."""
+    targets: dict[str, TargetInfo]
+    """Each target by name (``default`` for a single ``target:``)."""
+    config_sha256: str
+    """SHA-256 (hex) of the configuration as validated: its canonical JSON (sorted keys, no
+    spaces), the content of config.json."""
+    seed: int
+    planned_duration_s: float | None
+    """Seconds its schedule asked for, warm-up included (None: only request counts bound
+    it)."""
+    measured_duration_s: float | None
+    """Seconds from ``started_at`` to ``ended_at`` (None until both are known)."""
+
+
+class ThresholdResult(BaseModel):
+    """One threshold of the configuration, judged on the final statistics
+    (:mod:`clientswarm.thresholds`)."""
+
+    scope: str
+    """``total``, or ``groups.<name>`` for a group's own."""
+    expr: str
+    """The expression as written, e.g. ``ttft_s.p99 < 0.5``."""
+    value: int | float | None
+    """The statistic's value (None: it has none, e.g. no streamed answer, which fails)."""
+    passed: bool
 
 
 class WorkerRow(BaseModel):
@@ -93,6 +155,8 @@ class Summary(BaseModel):
     groups: dict[str, GroupStats]
     targets: dict[str, Stats]
     """The Stats of each target's samples (interactions, like ``total``), by target name."""
+    thresholds: list[ThresholdResult] = []
+    """Every threshold of the configuration, in its order (total's first, then each group's)."""
     warnings: list[str]
     trustworthy: bool
     slo: dict[str, float] | None = None
@@ -100,10 +164,21 @@ class Summary(BaseModel):
     lag_bound_s: float
     notes: list[str] = []
     workers: list[WorkerRow] = []
+    run: RunInfo | None = None
+    """The run's metadata (None in a summary built from samples alone)."""
 
     def document(self) -> dict[str, Any]:
         """The JSON document (plain dicts and lists)."""
         return self.model_dump(mode="json")
 
 
-__all__ = ["ClusterInfo", "GroupStats", "Stats", "Summary", "WorkerRow"]
+__all__ = [
+    "ClusterInfo",
+    "GroupStats",
+    "RunInfo",
+    "Stats",
+    "Summary",
+    "TargetInfo",
+    "ThresholdResult",
+    "WorkerRow",
+]

@@ -6,6 +6,7 @@ them (``make test`` checks it with import-linter, ``[tool.importlinter]`` in pyp
 - :mod:`.internal`: the worker protocol (``/internal/v1``): register, assignment, sample
   batches, heartbeat, finish, and the cluster token's environment variable;
 - :mod:`.assignment`: what a worker is told to do, and how it reports back;
+- :mod:`.preflight`: what is checked of the targets before the start, and its results;
 - :mod:`.spawning`: the spawner seam: what the service hands a spawner to start a cluster's
   workers (:class:`~.spawning.ClusterLaunch`), the :class:`~.spawning.Spawner` protocol, the
   opaque :class:`~.spawning.SpawnerHandle` it answers with, and what it reports of an ended

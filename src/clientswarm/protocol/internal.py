@@ -14,6 +14,10 @@ GET        /assignment                             200 :class:`Assignment` once 
 POST       /samples     :class:`SampleBatch`       :class:`BatchAck` — only after the commit;
                                                    a ``seq`` seen before is acknowledged again
                                                    without being stored twice
+POST       /preflight   :class:`PreflightReport`   ``{}`` — worker 0 only, when its
+                                                   :class:`RegisterReply` carried a
+                                                   :class:`PreflightPlan`, before it asks for
+                                                   its assignment
 POST       /heartbeat   :class:`Heartbeat`         :class:`Control`
 POST       /finish      :class:`WorkerReport`      ``{}``
 =========  ===========  =========================  ==========================================
@@ -32,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from clientswarm.protocol.assignment import Assignment, WorkerReport
+from clientswarm.protocol.preflight import PreflightPlan, PreflightReport
 
 INTERNAL_PREFIX = "/internal/v1"
 TOKEN_ENV = "CLIENTSWARM_WORKER_TOKEN"
@@ -56,6 +61,12 @@ class RegisterReply(BaseModel):
 
     heartbeat_interval_s: float = Field(gt=0)
     lost_after_s: float = Field(gt=0)
+    preflight: PreflightPlan | None = Field(
+        default=None,
+        description="The targets this worker checks and reports (POST preflight) before it "
+        "asks for its assignment; worker 0 of a cluster whose workers run off the service's "
+        "machine (see clientswarm.protocol.preflight)",
+    )
 
 
 class NotYet(BaseModel):
@@ -105,6 +116,8 @@ __all__ = [
     "Control",
     "Heartbeat",
     "NotYet",
+    "PreflightPlan",
+    "PreflightReport",
     "RegisterReply",
     "RegisterRequest",
     "SampleBatch",

@@ -9,13 +9,15 @@ with one target shows none (its row would repeat the total's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from clientswarm.reports.caveats import SHORT, is_short, short_rates_line, total_mix_line
 
 #: Latency rows of each group: (label, Stats key).
 LATENCY_METRICS: tuple[tuple[str, str], ...] = (
@@ -44,6 +46,9 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
     targets: Mapping[str, Mapping[str, Any]] = summary.get("targets", {})
     console.print(_title(summary.get("cluster", {})))
     console.print(throughput_table(groups, total, targets))
+    short = short_rates_line(_throughput_rows(groups, total, targets))
+    if short is not None:
+        console.print(Text(short, style="dim"))
     console.print(latency_table(groups, total, targets))
     errors = _errors_line(groups)
     if errors is not None:
@@ -51,6 +56,9 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
     excluded = _excluded_line(total)
     if excluded is not None:
         console.print(excluded)
+    checks = thresholds_table(summary.get("thresholds") or [])
+    if checks is not None:
+        console.print(checks)
     trustworthy = summary.get("trustworthy", True)
     for warning in summary.get("warnings", []):
         style = "yellow" if trustworthy else "bold red"
@@ -114,6 +122,8 @@ def latency_table(
     blocks.extend((_target_label(t), st, None) for t, st in _shown_targets(targets).items())
     if len(groups) != 1:
         blocks.append((_TOTAL, total, "bold"))
+        table.caption = total_mix_line(groups, LATENCY_METRICS)
+        table.caption_justify = "left"
     for name, stats, style in blocks:
         for i, (label, key) in enumerate(LATENCY_METRICS):
             dist = stats.get(key) or {}
@@ -170,11 +180,29 @@ def _throughput_cells(stats: Mapping[str, Any]) -> list[str]:
         str(stats.get("succeeded", 0)),
         failed_cell,
         _number(stats.get("duration_s")),
-        _number(stats.get("request_rate")),
-        _number(stats.get("send_rate")),
-        _number(stats.get("output_token_rate")),
-        _number(stats.get("goodput_rate")),
+        *(_rate(stats, key) for key in ("request_rate", "send_rate", "output_token_rate")),
+        _rate(stats, "goodput_rate"),
     ]
+
+
+def _rate(stats: Mapping[str, Any], key: str) -> str:
+    """A rate, or an en dash when its span is too short to mean anything (``caveats``)."""
+    return SHORT if is_short(stats, key) else _number(stats.get(key))
+
+
+def _throughput_rows(
+    groups: Mapping[str, Mapping[str, Any]],
+    total: Mapping[str, Any],
+    targets: Mapping[str, Mapping[str, Any]] | None,
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The rows of the throughput table with their labels, in its order."""
+    rows: list[tuple[str, Mapping[str, Any]]] = []
+    for name, stats in groups.items():
+        rows.append((name, stats))
+        rows.extend((f"{name} step {step}", st) for step, st in _steps(stats).items())
+    rows.extend((_target_label(t), st) for t, st in _shown_targets(targets).items())
+    rows.append((_TOTAL, total))
+    return rows
 
 
 def _slo_text(slo: Mapping[str, float] | None) -> str:
@@ -203,6 +231,26 @@ def _errors_line(groups: Mapping[str, Mapping[str, Any]]) -> Text | None:
     if not parts:
         return None
     return Text("errors: " + " · ".join(parts), style="red")
+
+
+def thresholds_table(results: Sequence[Mapping[str, Any]]) -> Table | None:
+    """The thresholds judged on the final statistics (summary.json's ``thresholds``), one row
+    each with its value and whether it passed; None without thresholds."""
+    if not results:
+        return None
+    failed = sum(not r.get("passed") for r in results)
+    verdict = f"{failed} of {len(results)} failed" if failed else "all passed"
+    table = Table(title=f"Thresholds: {verdict}", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("scope", no_wrap=True)
+    table.add_column("threshold", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    for r in results:
+        value = r.get("value")
+        shown = "no value" if value is None else f"{value:.4g}"
+        result = Text("pass", style="green") if r.get("passed") else Text("FAIL", style="bold red")
+        table.add_row(str(r.get("scope")), str(r.get("expr")), shown, result)
+    return table
 
 
 def _excluded_line(total: Mapping[str, Any]) -> Text | None:
@@ -242,7 +290,14 @@ def _ms(seconds: float | None) -> str:
     return f"{ms:.3f}"
 
 
-__all__ = ["DEFINITIONS", "LATENCY_METRICS", "latency_table", "render_summary", "throughput_table"]
+__all__ = [
+    "DEFINITIONS",
+    "LATENCY_METRICS",
+    "latency_table",
+    "render_summary",
+    "thresholds_table",
+    "throughput_table",
+]
 
 
 def report_console() -> Console:

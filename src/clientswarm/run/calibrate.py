@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from rich.table import Table
 from clientswarm.config.loader import validate_config_data
 from clientswarm.run.local import run_locally
 from clientswarm.service.results import LOOP_LAG_BOUND_S
+from clientswarm.verdict import EXIT_FAILED, exit_code, verdict
 
 HEADROOM = 0.7
 """Share of a worker's saturated rate it can keep with a loop lag under the bound."""
@@ -112,6 +114,11 @@ def render(result: dict[str, Any], console: Console) -> None:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Size workers for it.")
 @click.option("--target", help="Calibrate against this URL instead of the built-in simulator.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.option(
+    "--no-preflight",
+    is_flag=True,
+    help="Skip the check of the target before the start (it answers, serves the model).",
+)
 def calibrate_command(
     interaction: str,
     max_tokens: int,
@@ -120,6 +127,7 @@ def calibrate_command(
     rate: float | None,
     target: str | None,
     as_json: bool,
+    no_preflight: bool,
 ) -> None:
     """Measure what one worker sustains here and suggest spawner.workers for --rate."""
     config = validate_config_data(
@@ -131,6 +139,8 @@ def calibrate_command(
             seconds=seconds,
         )
     )
+    if no_preflight:
+        config = config.model_copy(update={"preflight": False})
     simulator = None if target else f"--ttft-ms 0 --itl-ms 0 --output-tokens {max_tokens}"
     with tempfile.TemporaryDirectory(prefix="clientswarm-calibrate-") as scratch:
         summary = run_locally(
@@ -140,8 +150,13 @@ def calibrate_command(
             console=Console(stderr=True),
             mock_args=simulator,
         )
+    code = exit_code(summary)
+    if code == EXIT_FAILED:  # no figure from a run that failed: it would mislead
+        click.echo(f"error: the calibration run {verdict(summary)}", err=True)
+        sys.exit(code)
     result = suggestion(summary, rate, os.cpu_count() or 1)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         render(result, Console())
+    sys.exit(code)

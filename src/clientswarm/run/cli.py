@@ -11,24 +11,32 @@ from __future__ import annotations
 import gc
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from clientswarm.imports import collections_paused
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from clientswarm.config.models import ClusterConfig
     from clientswarm.config.paths import FileScope
 
 
-def default_output_dir(config: ClusterConfig) -> Path:
-    """``results/<name>-<YYYYmmdd-HHMMSS>`` unless the config names one."""
+def output_dir_of(config: ClusterConfig, output: Path | None, *, overwrite: bool) -> Path:
+    """The run's results directory, made ready before anything starts: ``--output``, else
+    the config's ``outputs.dir`` (refused when it holds an earlier run, unless
+    ``overwrite``), else a new ``results/<name>-<YYYYmmdd-HHMMSS>[-N]`` of its own.
+    ConfigError (exit 2, one line) when it cannot be used."""
+    from clientswarm.outputs import new_run_dir, prepare_run_dir
+
+    if output is not None:
+        return prepare_run_dir(output, overwrite=overwrite)
     if config.outputs.dir:
-        return Path(config.outputs.dir)
-    return Path("results") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        return prepare_run_dir(Path(config.outputs.dir), overwrite=overwrite, label="outputs.dir")
+    return new_run_dir(Path("results"), config.name)
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,23 @@ class RunOptions:
     dry_run: bool = False
     host: str = "127.0.0.1"
     port: int = 0
+    overwrite: bool = False
+    """Replace the earlier run's files in the output directory (else such a one is refused)."""
 
 
 @click.command("run")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Results directory.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Results directory (default: a new results/<name>-<timestamp>).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the earlier run's files in --output (else such a directory is refused).",
+)
 @click.option(
     "--samples-format",
     type=click.Choice(["jsonl", "parquet", "csv"]),
@@ -63,6 +83,12 @@ class RunOptions:
 @click.option("--mock-args", default="", help="Options for the simulator, e.g. '--ttft-ms 50'.")
 @click.option("--dry-run", is_flag=True, help="Print what the spawner would submit, then stop.")
 @click.option(
+    "--no-preflight",
+    is_flag=True,
+    help="Skip the check of the targets before any client starts (they answer, serve the "
+    "model, take the key); same as preflight: false in the config.",
+)
+@click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
@@ -72,11 +98,13 @@ class RunOptions:
 def run_command(
     file: Path,
     output: Path | None,
+    overwrite: bool,
     samples_format: str | None,
     workers: int | None,
     mock: bool,
     mock_args: str,
     dry_run: bool,
+    no_preflight: bool,
     host: str,
     port: int,
 ) -> None:
@@ -89,6 +117,8 @@ def run_command(
         config = config.model_copy(
             update={"spawner": config.spawner.model_copy(update={"workers": workers})}
         )
+    if no_preflight:
+        config = config.model_copy(update={"preflight": False})
     options = RunOptions(
         file=file,
         output=output,
@@ -97,15 +127,16 @@ def run_command(
         dry_run=dry_run,
         host=host,
         port=port,
+        overwrite=overwrite,
     )
-    status = run_config(config, options)
-    if status is not None:
-        sys.exit(0 if status == "completed" else 1)
+    code = run_config(config, options)
+    if code is not None:
+        sys.exit(code)
 
 
-def run_config(config: ClusterConfig, options: RunOptions) -> str | None:
-    """The body of ``clientswarm run`` once the configuration is valid: the cluster's final
-    status (``None`` after a dry run)."""
+def run_config(config: ClusterConfig, options: RunOptions) -> int | None:
+    """The body of ``clientswarm run`` once the configuration is valid: its exit code
+    (:func:`clientswarm.verdict.exit_code`; ``None`` after a dry run)."""
     with collections_paused():
         from clientswarm.config.paths import FileScope
         from clientswarm.errors import ConfigError
@@ -120,8 +151,7 @@ def run_config(config: ClusterConfig, options: RunOptions) -> str | None:
         _check_interactions(config, files)  # a bad dataset fails a dry run too
         click.echo(render_submission(config, service_url="<in-process service URL>"), nl=False)
         return None
-    output_dir = options.output or default_output_dir(config)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = output_dir_of(config, options.output, overwrite=options.overwrite)
     # The workers start now and load their code while this process loads the service's.
     with start_run(config, output_dir=output_dir, host=options.host, port=options.port) as start:
         _check_interactions(config, files)  # (a failure stops the workers)
@@ -139,15 +169,30 @@ def run_config(config: ClusterConfig, options: RunOptions) -> str | None:
             start=start,
         )
     from clientswarm.reports.table import render_summary, report_console  # after the run: rich
+    from clientswarm.verdict import exit_code, launch_failure
 
     console = report_console()
-    render_summary(summary, console)
+    cause = launch_failure(summary)
+    if cause is not None:  # nothing ran: the cause first, no empty tables
+        click.echo(f"error: the run failed: {cause}", err=True)
+    else:
+        render_summary(summary, console)
     fmt = options.samples_format or config.outputs.samples_format
-    console.print(f"results: {output_dir}/summary.json, {output_dir}/samples.{fmt}")
-    status: str = summary["cluster"]["status"]
-    if status == "failed":
-        console.print(f"the run failed: {summary['cluster'].get('reason')}", style="bold red")
-    return status
+    print_outcome(summary, output_dir, fmt, console)
+    return exit_code(summary)
+
+
+def print_outcome(summary: dict[str, Any], output_dir: Path, fmt: str, console: Console) -> None:
+    """The last lines of a run: where its results are, and its verdict
+    (:func:`clientswarm.verdict.verdict`)."""
+    from rich.text import Text
+
+    from clientswarm.verdict import EXIT_OK, exit_code, verdict
+
+    # Whole lines (no wrapping): scripts read them, and paths must stay copyable.
+    console.print(f"results: {output_dir}/summary.json, {output_dir}/samples.{fmt}", soft_wrap=True)
+    style = "bold green" if exit_code(summary) == EXIT_OK else "bold red"
+    console.print(Text(f"verdict: {verdict(summary)}", style=style), soft_wrap=True)
 
 
 def _check_interactions(config: ClusterConfig, files: FileScope) -> None:

@@ -19,7 +19,6 @@ import orjson
 
 from clientswarm import aio
 from clientswarm.config.models import ClusterConfig
-from clientswarm.load import group_end_s
 from clientswarm.metrics.columns import SampleSink
 from clientswarm.reports.export import SamplesFile, write_samples
 from clientswarm.reports.summary import write_summary
@@ -27,6 +26,7 @@ from clientswarm.run.mock_target import mock_target
 from clientswarm.run.progress import progress_line, show_progress
 from clientswarm.run.start import RunStart, start_run
 from clientswarm.service.manager import ClusterManager
+from clientswarm.service.runinfo import planned_duration_s
 from clientswarm.service.server import running_service
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClusterRecord, Store
@@ -39,12 +39,6 @@ def _console() -> Console:
     from clientswarm.reports.table import report_console  # rich: off the start-up path
 
     return report_console()
-
-
-def planned_duration_s(config: ClusterConfig) -> float | None:
-    """Seconds the cluster runs by its schedule; None when a request count alone bounds it."""
-    ends = [group_end_s(group, config.warmup_s) for group in config.groups]
-    return None if any(end is None for end in ends) else max(e for e in ends if e is not None)
 
 
 PROGRESS_DELAY_S = 0.3

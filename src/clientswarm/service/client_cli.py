@@ -19,10 +19,13 @@ import click
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from clientswarm.errors import ClientswarmError, ConfigError
 from clientswarm.reports.table import render_summary, report_console
 from clientswarm.service.lifecycle import ClusterStatus
+from clientswarm.timestamps import epoch_s
+from clientswarm.verdict import exit_code, launch_failure, verdict
 
 DEFAULT_SERVICE = "http://127.0.0.1:8080"
 FINAL = tuple(s.value for s in ClusterStatus if s.final)
@@ -138,9 +141,18 @@ def submit_command(file: Path, service: str, wait: bool, dry_run: bool) -> None:
     click.echo(created["id"])
     if wait:
         console = Console(stderr=True)
-        view = wait_for(client, created["id"], console)
-        render_summary(client.json("GET", f"/clusters/{created['id']}/results"), report_console())
-        sys.exit(0 if view["status"] == "completed" else 1)
+        wait_for(client, created["id"], console)
+        summary = client.json("GET", f"/clusters/{created['id']}/results")
+        output = report_console()
+        cause = launch_failure(summary)
+        if cause is not None:  # nothing ran: the cause, not empty tables
+            click.echo(f"error: the cluster failed: {cause}", err=True)
+        else:
+            render_summary(summary, output)
+        code = exit_code(summary)
+        style = "bold green" if code == 0 else "bold red"
+        output.print(Text(f"verdict: {verdict(summary)}", style=style), soft_wrap=True)
+        sys.exit(code)
 
 
 def with_user_sources(body: bytes, base_dir: Path) -> bytes | None:
@@ -206,7 +218,7 @@ def status_command(cluster_id: str | None, service: str, as_json: bool) -> None:
     if cluster_id is None:
         table = Table("id", "name", "status", "created", "elapsed s", "reason")
         for c in data:
-            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["created_at"]))
+            created = _local_time(c.get("created_at"))
             elapsed = f"{c['elapsed_s']:.1f}" if c.get("elapsed_s") is not None else ""
             table.add_row(c["id"], c["name"], c["status"], created, elapsed, c.get("reason") or "")
         console.print(table)
@@ -230,6 +242,14 @@ def status_command(cluster_id: str | None, service: str, as_json: bool) -> None:
         states = ", ".join(f"{k} {v}" for k, v in g["client_states"].items())
         groups.add_row(g["name"], g["interaction"], g["load"], str(g["clients"]), states)
     console.print(groups)
+
+
+def _local_time(instant: str | float | None) -> str:
+    """An instant of the API (RFC 3339; epoch seconds from an older service) in local time."""
+    if instant is None:
+        return ""
+    seconds = epoch_s(instant) if isinstance(instant, str) else float(instant)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 @click.command("stop")
@@ -275,11 +295,18 @@ def results_command(cluster_id: str, service: str, as_json: bool) -> None:
 )
 def samples_command(cluster_id: str, service: str, fmt: str, output: Path | None) -> None:
     """Download a cluster's raw samples (streamed)."""
+    from clientswarm.outputs import check_output_file
+
+    if output is not None:
+        check_output_file(output)  # before asking the service
     client = _client(service)
     req = client.request("GET", f"/clusters/{cluster_id}/samples?format={fmt}")
     req.add_header("Accept", "*/*")
     with client.open(req) as response:
-        sink = output.open("wb") if output is not None else sys.stdout.buffer
+        try:
+            sink = output.open("wb") if output is not None else sys.stdout.buffer
+        except OSError as exc:
+            raise ConfigError([f"--output {output}: {exc.strerror or exc}"]) from None
         try:
             while chunk := response.read(1 << 16):
                 sink.write(chunk)

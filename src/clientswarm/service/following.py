@@ -96,7 +96,11 @@ class Follower:
         """The spawner says the process of a worker ended."""
         worker = state.workers[ended.index]
         if not worker.final:
-            if ended.cancelled:
+            if ended.cancelled or (
+                state.stop_requested_at is not None and worker.state is WorkerState.RUNNING
+            ):
+                # Stopped by the spawner, or it exited after the service asked it to stop
+                # (its final report may still be on its way: its batches were acknowledged).
                 outcome = WorkerState.CANCELLED
             elif worker.state in (WorkerState.PENDING, WorkerState.REGISTERED):
                 outcome = WorkerState.FAILED

@@ -23,6 +23,7 @@ from clientswarm.service.manager import ClusterManager
 from clientswarm.service.params import (
     ClientId,
     ClusterId,
+    ClusterStatusFilter,
     EventId,
     GroupFilter,
     GroupName,
@@ -129,10 +130,11 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
 
     @router.get("/clusters", responses=error_responses(422))
     async def list_clusters(
-        status: StatusFilter = None,
+        status: ClusterStatusFilter = None,
     ) -> list[dict[str, Any]]:
-        """Clusters, newest first."""
-        return [cluster_view(r, brief=True) for r in await manager.clusters(status)]
+        """Clusters, newest first (only those in ``status`` when given)."""
+        wanted = None if status is None else status.value
+        return [cluster_view(r, brief=True) for r in await manager.clusters(wanted)]
 
     @router.get("/clusters/{cluster_id}", responses=error_responses(404, 422))
     async def show_cluster(cluster_id: ClusterId) -> dict[str, Any]:

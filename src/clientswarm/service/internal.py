@@ -19,6 +19,7 @@ from clientswarm.protocol.internal import (
     Control,
     Heartbeat,
     NotYet,
+    PreflightReport,
     RegisterReply,
     RegisterRequest,
     SampleBatch,
@@ -127,6 +128,16 @@ def internal_router(manager: ClusterManager) -> APIRouter:
             raise HTTPException(
                 503, f"{exc}; the batch was not stored, send it again", {"Retry-After": "1"}
             ) from None
+
+    @router.post(base + "/preflight", responses=_WITH_BODY)
+    async def preflight(
+        request: Request, cluster_id: ClusterId, index: WorkerIndex, body: PreflightReport
+    ) -> dict[str, str]:
+        """Worker 0 checked the targets (its registration's reply asked it to): the start
+        waits for this report, and a failed check fails the cluster."""
+        state = await authorised(request, cluster_id, index)
+        await manager.preflights.reported(state, index, body)
+        return {}
 
     @router.post(base + "/heartbeat", response_model=Control, responses=_WITH_BODY)
     async def heartbeat(

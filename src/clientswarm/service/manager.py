@@ -45,11 +45,13 @@ from clientswarm.protocol.internal import (
     WorkerReport,
 )
 from clientswarm.protocol.spawning import ClusterLaunch, Spawner, SpawnerHandle, Submitted
+from clientswarm.service.abort import RunGuard
 from clientswarm.service.admission import Admitted, admit_and_build
 from clientswarm.service.creation import new_cluster_rows
 from clientswarm.service.following import Follower, worker_ended
 from clientswarm.service.journal import Journal
 from clientswarm.service.lifecycle import ClusterStatus, WorkerState
+from clientswarm.service.preflight import Preflights
 from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.ratelimit import BatchLimiter
 from clientswarm.service.reads import ClusterReads, NotFound
@@ -106,9 +108,14 @@ class ClusterManager(ClusterReads):
         samples file); dropped when the cluster is finalised."""
         self.batch_limiter = BatchLimiter(settings.policy.limits.max_batches_per_s)
         self.follower = Follower(settings, self.spawners, self._spawn)
+        self.preflights = Preflights(settings, self.follower, self._spawn)
+        """The preflight of each cluster until it has ended (:mod:`.preflight`)."""
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.guards: dict[str, RunGuard] = {}
+        """What may abort each cluster (:mod:`clientswarm.service.abort`), by cluster id;
+        made at its first batch, dropped when it is finalised."""
 
     # -- lifecycle of the manager ---------------------------------------------------------
     async def start(self) -> None:
@@ -159,6 +166,7 @@ class ClusterManager(ClusterReads):
         self.active[cluster_id] = state
         live.set_workers(state.worker_counts())
         await self.journal.event(cluster_id, "created", f"cluster {config.name!r} created")
+        self.preflights.begin(state)  # while the workers start; their start waits for it
         if submitted is None:
             self._spawn(self._launch(state, token, admitted.spawner))
         else:
@@ -232,6 +240,7 @@ class ClusterManager(ClusterReads):
             self.store.update_cluster, state.id, spawner_state_json=state.spawner_state_json()
         )
         await state.move(ClusterStatus.STARTING)  # refused when a worker started it already
+        self.preflights.stop_workers(state)  # its preflight failed while they were submitted
 
     async def stop_cluster(self, cluster_id: str, reason: str = "stopped by the user") -> None:
         """Stop every worker of a cluster; what they measured is kept."""
@@ -336,11 +345,16 @@ class ClusterManager(ClusterReads):
                 self.settings.heartbeat_interval_s, self.settings.lost_after_s / 4
             ),
             lost_after_s=self.settings.lost_after_s,
+            preflight=self.preflights.plan_for(state, index),
         )
 
     async def assignment(self, state: ClusterState, index: int) -> Assignment | NotYet:
-        """The worker's assignment once every worker is ready (or the start timeout passed)."""
+        """The worker's assignment once the preflight passed (:mod:`.preflight`) and every
+        worker is ready (or the start timeout passed)."""
         self._still_needed(state, index)
+        if not _runs(state) and not await self.preflights.passed(state):
+            self._still_needed(state, index)  # the preflight failed: Gone
+            return NotYet(retry_after_s=0.1, reason="waiting for the preflight of the targets")
         if not _runs(state):
             waiting = [i for i, w in enumerate(state.workers) if w.state is WorkerState.PENDING]
             timed_out = time.monotonic() - state.created_mono > self.settings.start_timeout_s
@@ -405,7 +419,24 @@ class ClusterManager(ClusterReads):
         """Commit a batch (once), then feed the live statistics; ack only after the commit."""
         fresh = await asyncio.to_thread(self._commit_batch, state, index, seq, batch)
         state.workers[index].last_seen = time.monotonic()
+        guard = self.guards.get(state.id)
+        reason = None if guard is None else guard.take()
+        if reason is not None:
+            await self.abort_cluster(state, reason)
         return BatchAck(seq=seq, duplicate=not fresh)
+
+    async def abort_cluster(self, state: ClusterState, reason: str) -> None:
+        """Stop a cluster its own rules gave up on (:mod:`clientswarm.service.abort`): like a
+        stop from the user, but it ends ``failed`` with ``reason``. Nothing when a stop was
+        asked for already."""
+        if state.stop_requested_at is not None or state.status.final:
+            return
+        state.aborted = reason
+        log.warning("cluster %s: %s", state.id, reason)
+        # The stop first: it holds (in memory) even if writing its events fails.
+        with contextlib.suppress(Conflict):  # it ended meanwhile: nothing left to stop
+            await self.stop_cluster(state.id, reason)
+        await self.journal.event(state.id, "aborted", reason)
 
     def _commit_batch(
         self, state: ClusterState, index: int, seq: int, batch: SampleColumns
@@ -420,6 +451,10 @@ class ClusterManager(ClusterReads):
             sink = self.sinks.get(state.id)
             if sink is not None:
                 sink.add(batch)
+            guard = self.guards.get(state.id)
+            if guard is None:
+                guard = self.guards.setdefault(state.id, RunGuard(state.config))
+            guard.observe(batch, state.live)
         return fresh
 
     async def heartbeat(self, state: ClusterState, index: int, beat: Heartbeat) -> Control:
@@ -478,28 +513,37 @@ class ClusterManager(ClusterReads):
         try:
             await self.follower.release(state)
             if not state.status.final:
-                status, reason, summary_json = await self._final_summary(state)
-                fields = {"finished_at": _now(), "summary_json": summary_json}
+                ended_at = _now()  # the summary's ended_at is the record's, to the digit
+                status, reason, summary_json = await self._final_summary(state, ended_at)
+                fields = {"finished_at": ended_at, "summary_json": summary_json}
                 if not await state.move(status, reason=reason, fields=fields):
                     raise RuntimeError(f"cluster {state.id}: {state.status} cannot end {status}")
             state.statistics.close()
             self.sinks.pop(state.id, None)
+            self.guards.pop(state.id, None)
             await asyncio.to_thread(finish_clients, self.store, state.id)
             for group in state.config.groups:
                 state.live.set_active_clients(group.name, 0)
             self.active.pop(state.id, None)
             self.batch_limiter.forget(state.id)
+            self.preflights.forget(state.id)
         finally:
             self._finalising.discard(state.id)
         await self.journal.notify()
 
-    async def _final_summary(self, state: ClusterState) -> tuple[ClusterStatus, str | None, str]:
+    async def _final_summary(
+        self, state: ClusterState, ended_at: float | None = None
+    ) -> tuple[ClusterStatus, str | None, str]:
         """The status the cluster ends with, the reason, and its exact summary (JSON): the
-        one summary that ``GET …/results`` and ``clientswarm run``'s summary.json serve."""
+        one summary that ``GET …/results`` and ``clientswarm run``'s summary.json serve.
+        ``ended_at``: when it ended (epoch seconds; default now)."""
         status, reason = state.outcome()
         record = await self.cluster(state.id)
         ended = dataclasses.replace(
-            record, status=status.value, reason=reason or record.reason, finished_at=_now()
+            record,
+            status=status.value,
+            reason=reason or record.reason,
+            finished_at=_now() if ended_at is None else ended_at,
         )
         try:
             warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Path, Query
 
 from clientswarm.config.models import NAME_PATTERN
+from clientswarm.service.lifecycle import ClusterStatus
 
 ClusterId = Annotated[
     str,
@@ -47,7 +48,12 @@ StatusFilter = Annotated[
     str | None,
     Query(pattern=r"^[a-z_]+$", max_length=32, description="only those in this status"),
 ]
-"""An optional status (of a cluster) or state (of a client) in a query."""
+"""An optional state (of a client) in a query."""
+
+ClusterStatusFilter = Annotated[
+    ClusterStatus | None, Query(description="only clusters in this status")
+]
+"""An optional cluster status in a query: any other value is a 422 that lists the valid ones."""
 
 EventId = Annotated[
     int, Query(ge=0, le=2**63 - 1, description="only events after the one with this id")

@@ -7,7 +7,9 @@ from clientswarm.interactions.prompts import token_length_note, token_lengths_of
 from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, ClusterStatistics
 from clientswarm.metrics.summary import ClusterInfo, Summary, WorkerRow
 from clientswarm.service.lifecycle import WorkerState
-from clientswarm.store import ClusterRecord, Store
+from clientswarm.service.runinfo import run_info
+from clientswarm.service.verdicts import threshold_results
+from clientswarm.store import ClusterRecord, Store, WorkerRecord
 
 LOOP_LAG_BOUND_S = 0.010
 """A worker whose event loop lags more (p99) adds that much to what it measures: the benchmark
@@ -38,6 +40,8 @@ def cluster_summary(
     as a line of ``notes``. The store keeps each sample's ``step`` flag, so the steps of
     user-defined interactions land in their group's ``steps`` entry, and the group and total
     Stats count interactions. ``workers`` are the cluster's workers as they are now.
+    ``thresholds``: the configuration's, judged on these statistics
+    (:func:`~clientswarm.service.verdicts.threshold_results`).
     """
     config = ClusterConfig.model_validate_json(record.config_json)
     cluster = ClusterInfo(
@@ -65,22 +69,38 @@ def cluster_summary(
         if lengths is not None and stats_of_group is not None:
             stats_of_group.input_token_lengths = lengths
             summary.notes.append(f"{group.name}: {token_length_note(group.interaction)}")
-    summary.workers = worker_rows(store, record.id)
+    summary.notes.extend(preflight_notes(store, record.id))
+    workers = store.list_workers(record.id)
+    summary.workers = [_worker_row(w) for w in workers]
+    summary.run = run_info(config, record, workers)
+    summary.thresholds = threshold_results(config, summary)
     return summary
+
+
+def preflight_notes(store: Store, cluster_id: str) -> list[str]:
+    """The warnings of a cluster's preflight (:mod:`clientswarm.service.preflight`), as notes
+    of its summary: they do not make its numbers untrustworthy (a key unset for a target
+    that asks for none changes nothing)."""
+    return [
+        f"preflight: {event.message}"
+        for event in store.list_events(cluster_id, limit=200)
+        if event.kind == "preflight_warning"
+    ]
 
 
 def worker_rows(store: Store, cluster_id: str) -> list[WorkerRow]:
     """One line per worker for the summary."""
-    return [
-        WorkerRow(
-            index=w.index,
-            state=w.state,
-            error=w.error,
-            samples=w.samples,
-            loop_lag_p99_s=w.loop_lag_p99_s,
-        )
-        for w in store.list_workers(cluster_id)
-    ]
+    return [_worker_row(w) for w in store.list_workers(cluster_id)]
+
+
+def _worker_row(w: WorkerRecord) -> WorkerRow:
+    return WorkerRow(
+        index=w.index,
+        state=w.state,
+        error=w.error,
+        samples=w.samples,
+        loop_lag_p99_s=w.loop_lag_p99_s,
+    )
 
 
 def live_warnings(

@@ -29,6 +29,9 @@ class ServiceSettings:
     """How long the end of a cluster waits for the spawner to explain a worker that the
     scheduler stopped (scancel, a Job's deadline): a few of its query intervals."""
     watch_interval_s: float = 0.5
+    preflight_on_workers: bool = False
+    """Internal (tests): have worker 0 run the preflight of a ``local`` cluster too, as it
+    does on Slurm and Kubernetes, instead of the service (see :mod:`.preflight`)."""
     python: str = sys.executable
     api_token: str | None = field(default=None, repr=False)
     cors_origins: list[str] = field(default_factory=list)

@@ -117,6 +117,10 @@ class ClusterState:
     failure: str | None = None
     """Why it must fail now, whatever its workers do (its spawner refused it, it could not be
     recovered): the watchdog ends it with this reason."""
+    aborted: str | None = None
+    """Why its own rules stopped it (the abort rule, a threshold with ``abort``,
+    :mod:`clientswarm.service.abort`): once its workers have stopped it ends ``failed`` with
+    this reason."""
     spawner_stopped: bool = False
     exits_noted: set[int] = field(default_factory=set)
     explain_until: float | None = None
@@ -239,10 +243,12 @@ class ClusterState:
 
     def outcome(self) -> tuple[ClusterStatus, str | None]:
         """The status it ends with once every worker is final, and why: ``failed`` when it
-        must (:attr:`failure`), ``cancelled`` when stopped, ``completed`` when a worker
-        completed, else ``failed``."""
+        must (:attr:`failure`) or was aborted (:attr:`aborted`), ``cancelled`` when stopped,
+        ``completed`` when a worker completed, else ``failed``."""
         if self.failure is not None:
             return ClusterStatus.FAILED, self.failure
+        if self.aborted is not None:
+            return ClusterStatus.FAILED, self.aborted
         if self.stop_requested_at is not None:
             return ClusterStatus.CANCELLED, self.stop_reason
         states = [w.state for w in self.workers]

@@ -13,6 +13,7 @@ from clientswarm.load.clients import first_client, group_of_client
 from clientswarm.load.vary import describe_variant
 from clientswarm.service.snapshot import ClusterSnapshot
 from clientswarm.store import ClientRecord, ClusterRecord, WorkerRecord
+from clientswarm.timestamps import rfc3339
 
 
 def _elapsed_s(record: ClusterRecord, now: float) -> float | None:
@@ -30,6 +31,8 @@ def cluster_view(
     store: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A cluster: status and timings; unless ``brief``, its workers, groups and config.
+    Instants (``created_at``, ``started_at``, ``ended_at``, the workers' too) are RFC 3339
+    UTC strings, as in the summary (:mod:`clientswarm.timestamps`).
 
     ``store``: whether the service's store works, shown as ``{"ok", "problem", "since"}``
     (``problem``: one line, the database's own message): while it fails, the counts stand
@@ -43,9 +46,9 @@ def cluster_view(
         "status": record.status,
         "reason": record.reason,
         "spawner": record.spawner_kind,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
+        "created_at": rfc3339(record.created_at),
+        "started_at": rfc3339(record.started_at),
+        "ended_at": rfc3339(record.finished_at),
         "elapsed_s": _elapsed_s(record, time.time()),
     }
     if store is not None:
@@ -83,9 +86,9 @@ def worker_view(worker: WorkerRecord) -> dict[str, Any]:
         "in_flight": worker.in_flight,
         "exit_code": worker.exit_code,
         "error": worker.error,
-        "registered_at": worker.registered_at,
-        "last_heartbeat_at": worker.last_heartbeat_at,
-        "finished_at": worker.finished_at,
+        "registered_at": rfc3339(worker.registered_at),
+        "last_heartbeat_at": rfc3339(worker.last_heartbeat_at),
+        "finished_at": rfc3339(worker.finished_at),
         "loop_lag_p99_s": worker.loop_lag_p99_s,
     }
 

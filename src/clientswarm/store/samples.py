@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Dialect
 
 from clientswarm.metrics.columns import SampleColumns
 from clientswarm.metrics.fields import SAMPLE_FIELDS, FieldKind
-from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
 from clientswarm.store import schema
 
 SAMPLE_FIELDS_ORDER: tuple[str, ...] = tuple(f.name for f in SAMPLE_FIELDS)
@@ -70,9 +70,17 @@ class SampleInserter:
 
 
 def client_counts(batch: SampleColumns) -> dict[int, list[int]]:
-    """``{client: [succeeded, failed]}`` of one batch: interactions only, not their steps."""
+    """``{client: [succeeded, failed]}`` of one batch, counted as the summary counts a group's:
+    interactions only (not their steps), and neither warm-up samples nor requests cut off by a
+    stop (``error_kind == "cancelled"``, e.g. the request in flight when a client was stopped),
+    so a group's clients add up to the group's ``succeeded`` and ``failed``."""
     columns = batch.columns
-    interactions = [not step for step in columns["step"]]
+    interactions = [
+        not (step or warmup or kind == ERROR_CANCELLED)
+        for step, warmup, kind in zip(
+            columns["step"], columns["warmup"], columns["error_kind"], strict=True
+        )
+    ]
     counts: dict[int, list[int]] = {}
     for client, status in zip(
         compress(columns["client"], interactions),

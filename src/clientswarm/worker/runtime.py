@@ -54,6 +54,7 @@ from clientswarm.metrics.sample import ERROR_CLIENT, Sample
 from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
 from clientswarm.worker.looplag import LoopLagMonitor
 from clientswarm.worker.recorder import SampleRecorder, SampleSink
+from clientswarm.worker.timing import sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +325,7 @@ class WorkerRuntime:
             self.in_flight -= 1
 
     async def _sleep_until(self, at_ns: int) -> None:
-        delay_s = (at_ns - self.clock.now_ns()) / 1e9
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
+        await sleep_until(self.clock, at_ns)  # never early: schedule lag is >= 0
 
     async def _closed_client(
         self,

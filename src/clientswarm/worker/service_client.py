@@ -31,12 +31,14 @@ from clientswarm import __version__
 from clientswarm.errors import WorkerError
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
+from clientswarm.preflight import run_preflight
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.internal import (
     BatchAck,
     Control,
     Heartbeat,
     NotYet,
+    PreflightPlan,
     RegisterReply,
     RegisterRequest,
 )
@@ -163,6 +165,8 @@ class _ServiceWorker:
             return WorkerReport(outcome="cancelled", error=why)
         heartbeat = asyncio.create_task(self._heartbeats(reply.heartbeat_interval_s))
         try:
+            if reply.preflight is not None:  # worker 0, off the service's machine
+                await self._until_stopped(self._preflight(reply.preflight))
             return await self._run_registered()
         finally:
             heartbeat.cancel()
@@ -231,6 +235,22 @@ class _ServiceWorker:
             self._endpoint.cluster_id,
         )
         return reply
+
+    async def _preflight(self, plan: PreflightPlan) -> None:
+        """Check the targets of ``plan`` from here, as the clients will reach them (this
+        worker's environment holds their keys), and report to the service: the start waits
+        for it (:mod:`clientswarm.protocol.preflight`)."""
+        where = f"worker {self._endpoint.index} on {socket.gethostname()}"
+        report = await run_preflight(plan, os.environ, where=where)
+        for check in report.checks:
+            level = {"passed": logging.INFO, "warning": logging.WARNING}.get(check.level)
+            log.log(level or logging.ERROR, "preflight: %s", check.message)
+        try:
+            await self._api.call(
+                "POST", "preflight", report.model_dump_json().encode(), accept=(200, 410)
+            )
+        except WorkerError as exc:
+            raise self._api.fail(exc) from None
 
     async def _poll_assignment(self) -> Assignment | None:
         """The assignment once the start time is set; ``None`` when the cluster was stopped."""
