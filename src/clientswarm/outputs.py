@@ -22,6 +22,7 @@ from clientswarm.errors import ConfigError
 
 RUN_FILES = (
     "summary.json",
+    "timeseries.json",
     "config.json",
     "samples.jsonl",
     "samples.parquet",

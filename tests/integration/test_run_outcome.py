@@ -97,6 +97,7 @@ def test_a_run_ends_with_where_and_the_verdict_and_describes_itself(tmp_path: Pa
         "my-notes.txt",
         "samples.csv",
         "summary.json",
+        "timeseries.json",
     ]
     (log_dir,) = (out / "logs").iterdir()  # the earlier run's worker logs went with it
     assert log_dir.name == json.loads((out / "summary.json").read_text())["cluster"]["id"]

@@ -85,6 +85,20 @@ class ClosedLoadConfig(StrictModel):
         ),
     )
     stages: list[ClosedStage] = Field(default_factory=list)
+    stage_warmup_s: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Seconds at the start of each stage whose samples are warm-up: kept, but left out "
+            "of that stage's statistics (and the group's), so each stage is measured in "
+            "steady state. Needs stages; shorter than every stage"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _stage_warmup(self) -> ClosedLoadConfig:
+        _check_stage_warmup(self.stage_warmup_s, [s.duration_s for s in self.stages])
+        return self
 
 
 class OpenLoadConfig(StrictModel):
@@ -100,6 +114,15 @@ class OpenLoadConfig(StrictModel):
         description="Max requests in flight for the group; late ones wait",
     )
     stages: list[OpenStage] = Field(default_factory=list)
+    stage_warmup_s: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Seconds at the start of each stage whose samples are warm-up: kept, but left out "
+            "of that stage's statistics (and the group's), so each stage is measured in "
+            "steady state. Needs stages; shorter than every stage"
+        ),
+    )
 
     @model_validator(mode="after")
     def _rate_or_stages(self) -> OpenLoadConfig:
@@ -107,7 +130,22 @@ class OpenLoadConfig(StrictModel):
             raise ValueError("an open load needs a rate (requests per second) or stages")
         if self.rate is not None and self.stages:
             raise ValueError("give either rate or stages, not both")
+        _check_stage_warmup(self.stage_warmup_s, [s.duration_s for s in self.stages])
         return self
+
+
+def _check_stage_warmup(stage_warmup_s: float, durations: list[float]) -> None:
+    """A per-stage warm-up needs stages and must leave each of them a measured part."""
+    if not stage_warmup_s:
+        return
+    if not durations:
+        raise ValueError("stage_warmup_s needs stages (use warmup_s for a run without stages)")
+    shortest = min(durations)
+    if stage_warmup_s >= shortest:
+        raise ValueError(
+            f"stage_warmup_s ({stage_warmup_s}) must be shorter than every stage "
+            f"(the shortest lasts {shortest} s)"
+        )
 
 
 LoadConfig = Annotated[ClosedLoadConfig | OpenLoadConfig, Field(discriminator="kind")]

@@ -438,6 +438,11 @@ class GroupConfig(StrictModel):
                 "a group needs a stop condition: set stop.duration_s and/or stop.requests, "
                 "or give load.stages"
             )
+        if self.load.stage_warmup_s and self.stop.requests is not None:
+            raise ValueError(
+                "load.stage_warmup_s cannot be combined with stop.requests: bound the group "
+                "by its stages (or stop.duration_s) instead"
+            )
         if self.load.kind == "closed":
             for stage in self.load.stages:
                 if stage.clients > self.clients:

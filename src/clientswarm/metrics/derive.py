@@ -219,27 +219,36 @@ def _gaps_of(d: Derived, rows: I64, every: bool) -> F64:
     return d.itl_s[np.repeat(keep, d.itl_counts)]
 
 
-PartKey = tuple[str, str, str | None]
-"""``(target, group, None)`` for a group's interactions, ``(target, group, step name)`` for
-one of its steps."""
+PartKey = tuple[str, str, str | None, int | None]
+"""``(target, group, None, stage)`` for a group's interactions of one load stage (the
+sample's ``stage``), ``(target, group, step name, None)`` for one of its steps (steps are not
+split by stage)."""
 
 Parts = dict[PartKey, Measured]
-"""What the interactions and each step of each group, by target, add to statistics (a group
-has one target, so a group's samples usually make one part, or one per step)."""
+"""What the interactions of each group and stage, and each step of each group, by target,
+add to statistics (a group has one target, so a group's samples usually make one part per
+stage, or one per step)."""
 
 
 def split_rows(cols: SampleColumns) -> dict[PartKey, I64 | None]:
     """The rows of each part (:data:`PartKey`), in order of first appearance; None for every
-    row when they all are one group's interactions, to one target."""
+    row when they all are one group's interactions of one stage, to one target."""
     groups, steps, targets = cols.columns["group"], cols.columns["step"], cols.columns["target"]
+    stages = cols.columns["stage"]
     n = len(groups)
-    if not any(steps) and groups.count(groups[0]) == n and targets.count(targets[0]) == n:
-        return {(targets[0], groups[0], None): None}
+    if (
+        not any(steps)
+        and groups.count(groups[0]) == n
+        and targets.count(targets[0]) == n
+        and stages.count(stages[0]) == n
+    ):
+        return {(targets[0], groups[0], None, int(stages[0] or 0)): None}
     names = cols.columns["name"]
     rows: dict[PartKey, list[int]] = {}
-    every = zip(targets, groups, steps, names, strict=True)
-    for i, (target, group, step, name) in enumerate(every):
-        rows.setdefault((target, group, name if step else None), []).append(i)
+    every = zip(targets, groups, steps, names, stages, strict=True)
+    for i, (target, group, step, name, stage) in enumerate(every):
+        key = (target, group, name, None) if step else (target, group, None, int(stage or 0))
+        rows.setdefault(key, []).append(i)
     return {key: np.array(index, dtype=np.int64) for key, index in rows.items()}
 
 

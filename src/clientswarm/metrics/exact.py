@@ -122,12 +122,24 @@ class ExactValues:
         self._memory.append(np.array(values, dtype=np.float64))  # a copy: batches are reused
         self._in_memory += int(values.size)
         if self._in_memory > self.memory_values:
+            self.spill()
+
+    @property
+    def in_memory(self) -> int:
+        """How many values are held in memory (not yet in the file)."""
+        return self._in_memory
+
+    def spill(self) -> None:
+        """Move the values held in memory to the file (made now if need be); every later
+        value goes there too. For values that will hardly grow any more (a finished load
+        stage's), so that they stop holding memory."""
+        if self._file is None:
             # Anonymous (unlinked at once): nothing is left behind, however the process ends.
             self._file = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - kept open
             self._top = np.zeros(1 << _DIGIT_BITS, dtype=np.int64)
-            for part in self._memory:
-                self._spill(part)
-            self._memory, self._in_memory = [], 0
+        for part in self._memory:
+            self._spill(part)
+        self._memory, self._in_memory = [], 0
 
     def _spill(self, values: F64) -> None:
         """Append ``values`` to the file (their bytes as they are) and count their top bits."""

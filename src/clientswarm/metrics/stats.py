@@ -40,6 +40,17 @@ appearance, each computed over that step's samples with the definitions above (s
 exclusions, same SLO). Steps never make a run untrustworthy on their own: the schedule lag
 that matters is the interactions'.
 
+Stages: samples carry the load stage they were scheduled in (``sample.stage``). Given each
+staged group's plan (:func:`~clientswarm.load.stage_plan.stage_plans`), each such group gets
+``"stages": [StageStats, …]`` (in order, the list's index being the stage's, as DESIGN.md's
+summary shape has it; every stage of the plan, with or without samples), each the Stats of that
+stage's interactions with the definitions above (so its rates are over its own
+``duration_s``) plus its ``stage``, ``set_point`` (and ``set_point_unit``),
+``start_offset_s``, ``planned_s`` and ``stage_warmup_s``. Samples inside a stage's
+``stage_warmup_s`` are warm-up like those of ``warmup_s``: counted in ``warmup_excluded``.
+A stage is one more key the values are kept by, so a group's distributions are the union of
+its stages' and nothing is kept twice.
+
 A run whose p99 schedule lag exceeds ``lag_bound_s`` in any group is flagged: a warning that
 says what to change, and ``trustworthy: false``.
 
@@ -64,7 +75,14 @@ from clientswarm.metrics.derive import UNKNOWN_ERROR, VALUE_METRICS, Measured, P
 from clientswarm.metrics.dist import Dist
 from clientswarm.metrics.exact import MEMORY_VALUES, ExactValues, exact_distribution
 from clientswarm.metrics.sample import Sample
-from clientswarm.metrics.summary import ClusterInfo, GroupStats, Stats, Summary
+from clientswarm.metrics.summary import (
+    ClusterInfo,
+    GroupStats,
+    StagePlan,
+    StageStats,
+    Stats,
+    Summary,
+)
 
 #: Default bound on the p99 schedule lag above which a run is not trustworthy. 10 ms flags
 #: healthy runs on busy CI machines; 50 ms is well above noise and well below any real stall.
@@ -182,8 +200,9 @@ class ClusterStatistics:
     ``spool_dir``: see :class:`~clientswarm.metrics.exact.ExactValues`. Use it as a context
     manager (or call :meth:`close`) to free its temporary files.
 
-    The values are kept once, per group and target (the samples' ``target``; a group has one):
-    a group's, a target's and the total's distributions are unions of those cells.
+    The values are kept once, per group, target (the samples' ``target``; a group has one) and
+    load stage: a stage's, a group's, a target's and the total's distributions are unions of
+    those cells.
     """
 
     def __init__(
@@ -200,7 +219,7 @@ class ClusterStatistics:
         self._lock = threading.Lock()
         self._memory_values, self._spool_dir = memory_values, spool_dir
         self._groups: dict[str, None] = dict.fromkeys(group_order)  # ordered, values unused
-        self._cells: dict[tuple[str, str], _Accumulated] = {}  # (target, group)
+        self._cells: dict[_Key, _Accumulated] = {}  # (target, group, stage)
         self._steps: dict[str, dict[str, _Accumulated]] = {}
 
     def _new(self) -> _Accumulated:
@@ -220,12 +239,14 @@ class ClusterStatistics:
         """Take what a batch of ``count`` samples adds, made with this ``slo``."""
         with self._lock:
             self.samples += count
-            for (target, group, step), m in parts.items():
+            for (target, group, step, stage), m in parts.items():
                 self._groups.setdefault(group, None)
                 if step is None:
-                    acc = self._cells.get((target, group))
+                    key = (target, group, stage or 0)
+                    acc = self._cells.get(key)
                     if acc is None:
-                        acc = self._cells[(target, group)] = self._new()
+                        self._retire_stages(target, group)
+                        acc = self._cells[key] = self._new()
                     acc.add(m)
                     continue
                 named = self._steps.setdefault(group, {})
@@ -234,6 +255,16 @@ class ClusterStatistics:
                     acc = named[step] = self._new()
                 acc.add(m)
 
+    def _retire_stages(self, target: str, group: str) -> None:
+        """A group's next load stage started: its earlier stages' values (which hardly grow
+        any more) go to their files, so that a sweep of many stages holds in memory about what
+        one stage does. Small ones stay (a file each would cost more than they do)."""
+        for (t, g, _), acc in self._cells.items():
+            if t == target and g == group:
+                for values in acc.values.values():
+                    if values.in_memory > self._memory_values // 16:
+                        values.spill()
+
     def summary(
         self,
         cluster: ClusterInfo,
@@ -241,18 +272,20 @@ class ClusterStatistics:
         lag_bound_s: float = DEFAULT_LAG_BOUND_S,
         extra_warnings: Iterable[str] = (),
         target_order: Sequence[str] = (),
+        stage_plans: Mapping[str, Sequence[StagePlan]] | None = None,
     ) -> Summary:
         """The summary of every sample added (the module docstring's definitions).
 
         ``extra_warnings`` (e.g. worker event-loop lag) are reported and mark the run as not
         trustworthy, as does a p99 schedule lag above ``lag_bound_s`` in any group. Targets
         named in ``target_order`` come first in ``targets``, in that order, even without
-        samples; others follow in order of first appearance.
+        samples; others follow in order of first appearance. ``stage_plans``: each staged
+        group's stages (a group without an entry, or with none, gets no ``stages``).
         """
         with self._lock:
             cells = _Cells(self._cells)
             total = Stats(**cells.stats(list(self._cells)))
-            targets = dict.fromkeys([*target_order, *(t for t, _ in self._cells)])
+            targets = dict.fromkeys([*target_order, *(k[0] for k in self._cells)])
             by_target = {
                 t: Stats(**cells.stats([k for k in self._cells if k[0] == t])) for t in targets
             }
@@ -260,8 +293,14 @@ class ClusterStatistics:
             for g in self._groups:
                 keys = [k for k in self._cells if k[1] == g]
                 groups[g] = cells.stats(keys)
-                if len({t for t, _ in keys}) == 1:  # a group has one target
+                if len({k[0] for k in keys}) == 1:  # a group has one target
                     groups[g]["target"] = keys[0][0]
+                plans = (stage_plans or {}).get(g)
+                if plans:
+                    groups[g]["stages"] = [
+                        _stage_stats(cells, [k for k in keys if k[2] == p.stage], p)
+                        for p in sorted(plans, key=lambda p: p.stage)
+                    ]
             for name, named in self._steps.items():
                 groups[name]["steps"] = {step: Stats(**a.stats()) for step, a in named.items()}
         untrusted = [*extra_warnings]
@@ -291,15 +330,32 @@ class ClusterStatistics:
                     acc.close()
 
 
+_Key = tuple[str, str, int]
+"""A cell: ``(target, group, stage)``."""
+
+
+def _stage_stats(cells: _Cells, keys: Sequence[_Key], plan: StagePlan) -> StageStats:
+    """The Stats of one stage's cells ``keys`` (none: a stage without samples), with its plan."""
+    return StageStats(
+        **cells.stats(keys),
+        stage=plan.stage,
+        set_point=plan.set_point,
+        start_offset_s=plan.start_offset_s,
+        planned_s=plan.planned_s,
+        stage_warmup_s=plan.stage_warmup_s,
+        set_point_unit=plan.set_point_unit,
+    )
+
+
 class _Cells:
-    """The Stats of unions of cells (``(target, group)`` accumulations), each distinct union's
-    distributions computed once: with one target, the total's are the target's."""
+    """The Stats of unions of cells (``(target, group, stage)`` accumulations), each distinct
+    union's distributions computed once: with one target, the total's are the target's."""
 
-    def __init__(self, cells: Mapping[tuple[str, str], _Accumulated]) -> None:
+    def __init__(self, cells: Mapping[_Key, _Accumulated]) -> None:
         self._cells = cells
-        self._dists: dict[tuple[tuple[str, str], ...], dict[str, Dist]] = {}
+        self._dists: dict[tuple[_Key, ...], dict[str, Dist]] = {}
 
-    def stats(self, keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    def stats(self, keys: Sequence[_Key]) -> dict[str, Any]:
         """The Stats of the samples of the cells ``keys`` together."""
         parts = [self._cells[k] for k in keys]
         # Only cells with measured samples hold values: the union is theirs.
@@ -327,6 +383,7 @@ def summarize(
     target_order: Sequence[str] = (),
     lag_bound_s: float = DEFAULT_LAG_BOUND_S,
     extra_warnings: Iterable[str] = (),
+    stage_plans: Mapping[str, Sequence[StagePlan]] | None = None,
 ) -> dict[str, Any]:
     """The summary.json document of ``samples`` (see the module docstring and
     :meth:`ClusterStatistics.summary`): samples or batches of columns, read once and never
@@ -341,6 +398,7 @@ def summarize(
             lag_bound_s=lag_bound_s,
             extra_warnings=extra_warnings,
             target_order=target_order,
+            stage_plans=stage_plans,
         )
     return summary.document()
 

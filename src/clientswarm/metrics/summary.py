@@ -9,14 +9,13 @@ meaning (DESIGN.md's ``summary.json`` shape); what a later issue adds goes here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
     ConfigDict,
-    SerializerFunctionWrapHandler,
+    Field,
     field_validator,
-    model_serializer,
 )
 
 from clientswarm.metrics.dist import Dist
@@ -55,21 +54,59 @@ class Stats(BaseModel):
     cancelled_excluded: int
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+class StagePlan(NamedTuple):
+    """One load stage of a group as planned (:mod:`clientswarm.load.stage_plan` makes them
+    from the configuration): what :class:`StageStats` reports beside the statistics."""
+
+    stage: int
+    set_point: float
+    start_offset_s: float
+    planned_s: float
+    stage_warmup_s: float
+    set_point_unit: Literal["req/s", "clients"]
+
+
+class StageStats(Stats):
+    """One load stage's statistics: the Stats of the interactions scheduled in it (its
+    ``stage_warmup_s`` left out, in ``warmup_excluded``) and what it was planned to be
+    (:mod:`clientswarm.load.stage_plan`)."""
+
+    stage: int
+    """The stage's index (0, 1, …): its place in the group's ``stages`` and its samples'
+    ``stage``."""
+    set_point: float
+    """The stage's arrival rate (requests per second, open loop) or active clients (closed)."""
+    start_offset_s: float
+    """When the stage started, in seconds from the group's start (warm-up included)."""
+    planned_s: float
+    """How long it was planned to last, its warm-up included."""
+    set_point_unit: Literal["req/s", "clients"]
+    """What ``set_point`` counts: ``req/s`` (open loop) or ``clients`` (closed loop)."""
+    stage_warmup_s: float = 0.0
+    """Its first seconds whose samples are warm-up (``load.stage_warmup_s``)."""
+
+
 class GroupStats(Stats):
     """A group's statistics, with the name of its target, its steps (only a group that has
-    some) and how exact its prompts' token lengths are (only a group with prompts)."""
+    some), its load stages (only a group with ``load.stages``: ``[StageStats, …]``, in
+    order: the list's index is the stage's) and how exact its prompts' token lengths are
+    (only a group with prompts). Its own fields are over the whole run, every stage
+    together."""
 
-    target: str | None = None
-    steps: dict[str, Stats] | None = None
-    input_token_lengths: Literal["exact", "approximate"] | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in ("target", "steps", "input_token_lengths"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+    # Absent ones are left out of the document (``exclude_if``, not a serializer function, so
+    # that the OpenAPI schema of ``GET …/results`` still lists every field).
+    target: str | None = Field(default=None, exclude_if=_is_none)
+    steps: dict[str, Stats] | None = Field(default=None, exclude_if=_is_none)
+    """Journey steps of a user-defined interaction (not load stages)."""
+    stages: list[StageStats] | None = Field(default=None, exclude_if=_is_none)
+    """Load stages in order (``stages[k]`` is stage ``k``)."""
+    input_token_lengths: Literal["exact", "approximate"] | None = Field(
+        default=None, exclude_if=_is_none
+    )
 
 
 class ClusterInfo(BaseModel):
@@ -176,6 +213,8 @@ __all__ = [
     "ClusterInfo",
     "GroupStats",
     "RunInfo",
+    "StagePlan",
+    "StageStats",
     "Stats",
     "Summary",
     "TargetInfo",

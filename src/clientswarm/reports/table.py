@@ -2,7 +2,9 @@
 
 Two narrow tables rather than one wide one, so the report reads at 100-120 columns. The steps of
 a user-defined interaction (a group's ``steps``) get rows of their own, indented under their
-group (``  ↳ retrieve``); the total counts interactions only, like the group rows. A run with
+group (``  ↳ retrieve``); the total counts interactions only, like the group rows. A group with
+load stages gets a row per stage under its own whole-run row (``chat · stage 1 (20 req/s)``,
+its ``stages``). A run with
 several targets gets a row per target (``target a``) between the groups and the total; one
 with one target shows none (its row would repeat the total's).
 """
@@ -94,6 +96,8 @@ def throughput_table(
         table.add_column(header, justify="right", no_wrap=True)
     for name, stats in groups.items():
         table.add_row(name, *_throughput_cells(stats))
+        for key, stage_stats in _stages(stats).items():
+            table.add_row(_stage_label(name, key, stage_stats), *_throughput_cells(stage_stats))
         for step, step_stats in _steps(stats).items():
             table.add_row(_step_label(step), *_throughput_cells(step_stats), style="dim")
     table.add_section()
@@ -118,6 +122,7 @@ def latency_table(
     blocks: list[tuple[str, Mapping[str, Any], str | None]] = []
     for name, stats in groups.items():
         blocks.append((name, stats, None))
+        blocks.extend((_stage_label(name, k, st), st, None) for k, st in _stages(stats).items())
         blocks.extend((_step_label(step), st, "dim") for step, st in _steps(stats).items())
     blocks.extend((_target_label(t), st, None) for t, st in _shown_targets(targets).items())
     if len(groups) != 1:
@@ -142,6 +147,20 @@ def _steps(stats: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
     """The Stats of a group's steps by name (none for a group without steps)."""
     steps: Mapping[str, Mapping[str, Any]] = stats.get("steps") or {}
     return steps
+
+
+def _stages(stats: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """The Stats of a group's load stages by index (none for a group without stages)."""
+    stages: list[Mapping[str, Any]] = stats.get("stages") or []
+    return {str(k): stage for k, stage in enumerate(stages)}
+
+
+def _stage_label(group: str, key: str, stats: Mapping[str, Any]) -> str:
+    """A stage's row label with its set point, e.g. ``chat · stage 1 (20 req/s)``."""
+    point, unit = stats.get("set_point"), stats.get("set_point_unit")
+    if point is None:
+        return f"{group} · stage {key}"
+    return f"{group} · stage {key} ({point:g} {unit or ''})".replace(" )", ")")
 
 
 def _step_label(step: str) -> str:
@@ -199,6 +218,7 @@ def _throughput_rows(
     rows: list[tuple[str, Mapping[str, Any]]] = []
     for name, stats in groups.items():
         rows.append((name, stats))
+        rows.extend((_stage_label(name, k, st), st) for k, st in _stages(stats).items())
         rows.extend((f"{name} step {step}", st) for step, st in _steps(stats).items())
     rows.extend((_target_label(t), st) for t, st in _shown_targets(targets).items())
     rows.append((_TOTAL, total))
@@ -220,6 +240,7 @@ def _errors_line(groups: Mapping[str, Mapping[str, Any]]) -> Text | None:
         for name, stats in groups.items()
         for label, errors in [
             (name, stats.get("errors")),
+            *((_stage_label(name, k, st), st.get("errors")) for k, st in _stages(stats).items()),
             *((f"{name} ↳ {step}", st.get("errors")) for step, st in _steps(stats).items()),
         ]
     ]

@@ -28,6 +28,7 @@ from clientswarm.run.start import RunStart, start_run
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.runinfo import planned_duration_s
 from clientswarm.service.server import running_service
+from clientswarm.service.timeseries import cluster_timeseries
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClusterRecord, Store
 
@@ -126,10 +127,11 @@ async def follow(
 def write_results(
     store: Store, cluster_id: str, output_dir: Path, samples: SamplesFile
 ) -> dict[str, Any]:
-    """Write summary.json, finish the samples file and write the config that ran; return the
-    summary. summary.json is the document the service finalised, as ``GET …/results`` serves
-    it. ``samples`` was written while the batches were committed; when it failed or holds
-    other samples than the store, it is written again from the store."""
+    """Write summary.json, timeseries.json (:mod:`clientswarm.metrics.timeseries`), finish the
+    samples file and write the config that ran; return the summary. summary.json is the
+    document the service finalised, as ``GET …/results`` serves it. ``samples`` was written
+    while the batches were committed; when it failed or holds other samples than the store, it
+    is written again from the store."""
     record = store.get_cluster(cluster_id)
     assert record is not None and record.summary_json is not None
     summary: dict[str, Any] = orjson.loads(record.summary_json)
@@ -137,6 +139,8 @@ def write_results(
     if samples.error is not None or samples.samples != store.count_samples(cluster_id):
         write_samples(samples.path, store.iter_columns(cluster_id), samples.fmt)
     write_summary(output_dir / "summary.json", summary)
+    timeseries = cluster_timeseries(store, record)
+    (output_dir / "timeseries.json").write_bytes(orjson.dumps(timeseries))
     (output_dir / "config.json").write_bytes(
         orjson.dumps(orjson.loads(record.config_json), option=orjson.OPT_INDENT_2)
     )

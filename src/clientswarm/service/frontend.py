@@ -17,6 +17,8 @@ from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.journeys import params_model
 from clientswarm.interactions.loader import entry_point_interactions
 from clientswarm.interactions.registry import BUILTIN_INTERACTIONS
+from clientswarm.metrics.summary import Summary
+from clientswarm.metrics.timeseries import TimeSeriesDocument
 from clientswarm.reports.export import MEDIA_TYPES, stream_samples
 from clientswarm.service.errors import CONFIG_REFUSED, error_responses
 from clientswarm.service.manager import ClusterManager
@@ -75,6 +77,7 @@ _CLUSTER_LINKS = {
         ("ClusterClients", "get", "/clients"),
         ("ClusterEvents", "get", "/events"),
         ("ClusterResults", "get", "/results"),
+        ("ClusterTimeseries", "get", "/timeseries"),
         ("StopCluster", "post", "/stop"),
         ("DeleteCluster", "delete", ""),
     )
@@ -193,10 +196,31 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         """Delete a finished cluster and all its data (409 while it runs)."""
         await manager.delete(cluster_id)
 
-    @router.get("/clusters/{cluster_id}/results", responses=error_responses(404, 422))
+    @router.get(
+        "/clusters/{cluster_id}/results",
+        responses={
+            200: {"model": Summary, "description": "The summary.json document"},
+            **error_responses(404, 422),
+        },
+    )
     async def results(cluster_id: ClusterId) -> dict[str, Any]:
-        """Statistics in the summary.json shape: final once finished, partial before."""
+        """Statistics in the summary.json shape: final once finished, partial before. A group
+        with load stages has one block per stage in ``groups.<name>.stages``."""
         return await manager.results(cluster_id)
+
+    @router.get(
+        "/clusters/{cluster_id}/timeseries",
+        responses={
+            200: {"model": TimeSeriesDocument, "description": "Per-group 1-second time series"},
+            **error_responses(404, 422),
+        },
+    )
+    async def timeseries(cluster_id: ClusterId) -> dict[str, Any]:
+        """Per group, one value per 1-second bucket from the shared start time: completed
+        requests and output tokens per second, TTFT, ITL and schedule lag p50/p99, errors by
+        kind, requests in flight and active clients (null where a bucket has no value). Final
+        once the cluster finished, as far as it got before."""
+        return await manager.timeseries(cluster_id)
 
     @router.get(
         "/clusters/{cluster_id}/samples",

@@ -21,6 +21,7 @@ from clientswarm.service.prometheus import LiveRegistry, http_sd_targets, render
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.snapshot import ClusterSnapshot, ServiceHealth
 from clientswarm.service.state import ClusterState, hash_token, token_matches
+from clientswarm.service.timeseries import TimeSeriesCache
 from clientswarm.service.views import progress_view
 from clientswarm.store import ClientRecord, ClusterRecord, EventRecord, Store, WorkerRecord
 
@@ -53,6 +54,8 @@ class ClusterReads:
         self.live = live
         self.active: dict[str, ClusterState] = {}
         """The clusters being followed (not finished), by id."""
+        self.timeseries_cache = TimeSeriesCache()
+        """The time series of the last few finished clusters."""
 
     # -- stored records -------------------------------------------------------------------------
     async def cluster(self, cluster_id: str) -> ClusterRecord:
@@ -95,6 +98,14 @@ class ClusterReads:
         """Every stored sample of a cluster, a batch of columns at a time (a blocking
         iterator: stream it from a thread)."""
         return self.store.iter_columns(cluster_id)
+
+    async def timeseries(self, cluster_id: str) -> dict[str, Any]:
+        """A cluster's per-group time series (:mod:`clientswarm.metrics.timeseries`) from its
+        stored samples: final once it finished, as far as it got before; NotFound when there
+        is no such cluster."""
+        record = await self.cluster(cluster_id)
+        final = bool(record.summary_json)
+        return await asyncio.to_thread(self.timeseries_cache.get, self.store, record, final)
 
     async def worker_token_matches(self, cluster_id: str, token: str) -> bool:
         """Whether ``token`` is the cluster's own; an unknown cluster takes the same work and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.prompts import token_length_note, token_lengths_of
+from clientswarm.load.stage_plan import stage_plans
 from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, ClusterStatistics
 from clientswarm.metrics.summary import ClusterInfo, Summary, WorkerRow
 from clientswarm.service.lifecycle import WorkerState
@@ -37,9 +38,11 @@ def cluster_summary(
 
     ``warnings`` make the run untrustworthy. Each group with prompts says whether its prompts'
     token lengths are ``exact`` (a tokenizer was configured) or ``approximate`` (words), also
-    as a line of ``notes``. The store keeps each sample's ``step`` flag, so the steps of
-    user-defined interactions land in their group's ``steps`` entry, and the group and total
-    Stats count interactions. ``workers`` are the cluster's workers as they are now.
+    as a line of ``notes``. Each group with load stages gets one StageStats per stage
+    (``stages``, :func:`~clientswarm.load.stage_plan.stage_plans`). The store keeps each
+    sample's ``step`` flag, so the steps of user-defined interactions land in their group's
+    ``steps`` entry, and the group and total Stats count interactions. ``workers`` are the
+    cluster's workers as they are now.
     ``thresholds``: the configuration's, judged on these statistics
     (:func:`~clientswarm.service.verdicts.threshold_results`).
     """
@@ -53,14 +56,19 @@ def cluster_summary(
         ended_at=record.finished_at,
     )
     targets = list(config.target_map())
+    plans = {g.name: stage_plans(g, config.warmup_s) for g in config.groups}
     if samples and fed is not None and fed.samples == store.count_samples(record.id):
-        summary = fed.summary(cluster, extra_warnings=warnings, target_order=targets)
+        summary = fed.summary(
+            cluster, extra_warnings=warnings, target_order=targets, stage_plans=plans
+        )
     else:
         order = [g.name for g in config.groups]
         with ClusterStatistics(slo=config.slo, group_order=order) as streamed:
             for columns in store.iter_columns(record.id) if samples else ():
                 streamed.add(columns)
-            summary = streamed.summary(cluster, extra_warnings=warnings, target_order=targets)
+            summary = streamed.summary(
+                cluster, extra_warnings=warnings, target_order=targets, stage_plans=plans
+            )
     for group in config.groups:
         stats_of_group = summary.groups.get(group.name)
         if stats_of_group is not None and stats_of_group.target is None:  # no samples yet

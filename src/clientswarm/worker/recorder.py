@@ -32,6 +32,8 @@ class SampleRecorder:
 
     ``record`` is synchronous and cheap (it runs on the hot path, inside interactions): it tags
     the sample's warm-up flag and stage from its scheduled time and appends it to the buffer.
+    A sample is warm-up when scheduled before ``warmup_s``, or inside its stage's
+    ``stage_warmup_s`` (``stage_warmup_of``, :func:`~clientswarm.load.stage_plan.stage_warmup_of`).
     """
 
     def __init__(
@@ -43,11 +45,13 @@ class SampleRecorder:
         stage_of: Callable[[str, float], int],
         interval_s: float,
         batch_max: int,
+        stage_warmup_of: Callable[[str, float], bool] | None = None,
     ) -> None:
         self._sink = sink
         self._start_ns = start_ns
         self._warmup_end_ns = start_ns + int(warmup_s * 1e9)
         self._stage_of = stage_of
+        self._stage_warmup_of = stage_warmup_of
         self._interval_s = interval_s
         self._batch_max = batch_max
         self._buffer: list[Sample] = []
@@ -58,8 +62,11 @@ class SampleRecorder:
 
     def record(self, sample: Sample) -> None:
         """Tag and buffer one sample."""
-        sample.warmup = sample.scheduled_ns < self._warmup_end_ns
-        sample.stage = self._stage_of(sample.group, (sample.scheduled_ns - self._start_ns) / 1e9)
+        offset_s = (sample.scheduled_ns - self._start_ns) / 1e9
+        sample.warmup = sample.scheduled_ns < self._warmup_end_ns or (
+            self._stage_warmup_of is not None and self._stage_warmup_of(sample.group, offset_s)
+        )
+        sample.stage = self._stage_of(sample.group, offset_s)
         self._buffer.append(sample)
         self.recorded += 1
         if len(self._buffer) >= self._batch_max:

@@ -50,6 +50,7 @@ from clientswarm.load import (
     worker_concurrency,
     worker_schedule,
 )
+from clientswarm.load.stage_plan import stage_warmup_of
 from clientswarm.metrics.sample import ERROR_CLIENT, Sample
 from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
 from clientswarm.worker.looplag import LoopLagMonitor
@@ -105,6 +106,7 @@ class WorkerRuntime:
             stage_of=lambda group, offset_s: stage_at(spans[group], offset_s),
             interval_s=assignment.batch_interval_s,
             batch_max=assignment.batch_max,
+            stage_warmup_of=stage_warmup_of(self.config),
         )
         self.in_flight = 0
         self.loop_lag = LoopLagMonitor()

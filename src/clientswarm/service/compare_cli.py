@@ -1,0 +1,158 @@
+"""The ``clientswarm compare`` command: loads each run (a result directory, or a cluster of a
+service fetched over its REST API) and prints the comparison of
+:mod:`clientswarm.reports.compare`. It lives beside the service's other client commands because
+it may reach a service; the comparison itself knows nothing of services."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from clientswarm.errors import ClientswarmError, ConfigError
+from clientswarm.metrics.compare import CONFIDENCE, MAX_VALUES, RESAMPLES
+from clientswarm.reports.compare import (
+    LABELS,
+    RunResult,
+    Settings,
+    compare_runs,
+    load_directory,
+    parse_fail_if,
+    parse_min_effect,
+    read_sample_values,
+    render_comparison,
+)
+from clientswarm.verdict import EXIT_OK, EXIT_THRESHOLDS
+
+DEFAULT_SERVICE = "http://127.0.0.1:8080"
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def load_cluster(label: str, cluster_id: str, service: str) -> RunResult:
+    """A run from the results and samples of a cluster of the service at ``service``."""
+    from clientswarm.service.client_cli import ServiceClient
+
+    client = ServiceClient(service)
+    try:
+        summary = client.json("GET", f"/clusters/{cluster_id}/results")
+        if not isinstance(summary, dict) or not isinstance(summary.get("groups"), dict):
+            raise ConfigError([f"{cluster_id}: the service's results are not a summary"])
+        request = client.request("GET", f"/clusters/{cluster_id}/samples?format=parquet")
+        request.add_header("Accept", "*/*")
+        with tempfile.TemporaryDirectory(prefix="clientswarm-compare-") as folder:
+            path = Path(folder) / "samples.parquet"
+            with client.open(request) as response, path.open("wb") as sink:
+                while chunk := response.read(1 << 16):
+                    sink.write(chunk)
+            values = read_sample_values(path)
+    except ConfigError:
+        raise
+    except ClientswarmError as exc:
+        raise ConfigError(
+            [f"{cluster_id}: no result directory of that name; as a cluster of the service: {exc}"]
+        ) from None
+    return RunResult(label, f"{cluster_id} at {service}", summary, values)
+
+
+def load_run(label: str, ref: str, service: str) -> RunResult:
+    """A run from ``ref``: a result directory when such a path exists (or ``ref`` looks like
+    a path), else the id of a cluster of the service."""
+    path = Path(ref)
+    if path.exists() or not _ID.match(ref):
+        if not path.exists():
+            raise ConfigError([f"{ref}: no such directory"])
+        return load_directory(label, ref, path)
+    return load_cluster(label, ref, service)
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, metavar="A B [C ...]")
+@click.option(
+    "--service",
+    envvar="CLIENTSWARM_SERVICE",
+    default=DEFAULT_SERVICE,
+    show_default=True,
+    help="Base URL of the service whose cluster ids are given (env CLIENTSWARM_SERVICE).",
+)
+@click.option(
+    "--min-effect",
+    default="5%",
+    show_default=True,
+    help="The smallest change of a percentile called a difference.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 0.999),
+    default=CONFIDENCE,
+    show_default=True,
+    help="Confidence of the bootstrap intervals.",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(100, 100_000),
+    default=RESAMPLES,
+    show_default=True,
+    help="Bootstrap resamples.",
+)
+@click.option(
+    "--max-samples",
+    type=click.IntRange(100, 10_000_000),
+    default=MAX_VALUES,
+    show_default=True,
+    help="Values of one metric of one run resampled at most (a random subset beyond).",
+)
+@click.option(
+    "--fail-if",
+    "fail_if",
+    multiple=True,
+    metavar="EXPR",
+    help="Exit 3 when a later run changed this much from A, e.g. 'ttft_s.p99 > +10%' "
+    "(repeatable; a plain number is a difference in the statistic's unit).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_command(
+    runs: tuple[str, ...],
+    service: str,
+    min_effect: str,
+    confidence: float,
+    resamples: int,
+    max_samples: int,
+    fail_if: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Compare runs A B [C ...] (result directories or cluster ids of a service) with A.
+
+    Per group and stage: rates, TTFT/ITL/TPOT/E2E p50/p90/p99, errors and goodput side by
+    side, with the difference and a verdict from a bootstrap interval. Exit 3 when a --fail-if
+    holds, 2 on invalid input.
+    """
+    if len(runs) < 2:
+        raise ConfigError(["give at least two runs to compare: A (the baseline) and B"])
+    if len(runs) > len(LABELS):
+        raise ConfigError([f"at most {len(LABELS)} runs can be compared at once"])
+    settings = Settings(parse_min_effect(min_effect), confidence, resamples, max_samples)
+    gates = [parse_fail_if(text) for text in fail_if]
+    loaded = [load_run(LABELS[i], ref, service) for i, ref in enumerate(runs)]
+    comparison = compare_runs(loaded, settings, gates)
+    if as_json:
+        click.echo(json.dumps(comparison, indent=2, allow_nan=False, default=_json_default))
+    else:
+        from clientswarm.reports.table import report_console
+
+        render_comparison(comparison, report_console())
+    sys.exit(EXIT_OK if comparison["passed"] else EXIT_THRESHOLDS)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+__all__ = ["compare_command", "load_cluster", "load_run"]

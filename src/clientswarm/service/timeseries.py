@@ -1,0 +1,64 @@
+"""A cluster's time series from its store (:mod:`clientswarm.metrics.timeseries`).
+
+Computed on demand, streaming the stored samples a batch of columns at a time
+(``Store.iter_columns``), rather than kept up to date as batches are committed: it costs the
+batch path nothing, holds no memory for a running cluster, works the same for a cluster
+recovered after a restart or finished long ago, and is asked for rarely (a chart, a report, the
+end of ``clientswarm run``). A finished cluster's document does not change, so the last few are
+kept (:class:`TimeSeriesCache`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from clientswarm.config.models import ClusterConfig
+from clientswarm.metrics.timeseries import BUCKET_S, timeseries_of
+from clientswarm.store import ClusterRecord, Store
+
+
+def cluster_timeseries(store: Store, record: ClusterRecord) -> dict[str, Any]:
+    """The time series document of ``record`` as its stored samples stand (every group of its
+    configuration, in order; none before its shared start time is set)."""
+    config = ClusterConfig.model_validate_json(record.config_json)
+    order = [g.name for g in config.groups]
+    if record.start_ns is None:  # not started: no bucket has begun
+        groups: dict[str, Any] = {}
+        return {
+            "bucket_s": BUCKET_S,
+            "start": None,
+            "start_ns": None,
+            "warmup_s": config.warmup_s,
+            "groups": groups,
+        }
+    return timeseries_of(
+        store.iter_columns(record.id),
+        record.start_ns,
+        warmup_s=config.warmup_s,
+        group_order=order,
+    )
+
+
+class TimeSeriesCache:
+    """The documents of the last few finished clusters (theirs no longer change)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get(self, store: Store, record: ClusterRecord, final: bool) -> dict[str, Any]:
+        """``record``'s document: from the cache when ``final`` and there, else computed (and
+        kept when ``final``)."""
+        if final and (found := self._documents.get(record.id)) is not None:
+            self._documents.move_to_end(record.id)
+            return found
+        document = cluster_timeseries(store, record)
+        if final:
+            self._documents[record.id] = document
+            while len(self._documents) > self.size:
+                self._documents.popitem(last=False)
+        return document
+
+
+__all__ = ["TimeSeriesCache", "cluster_timeseries"]
