@@ -6,6 +6,8 @@
 #   munged, slurmctld, slurmd, sbatch, slurmrestd
 #                         Debian packages "munge slurmctld slurmd slurm-client slurmrestd"
 #                         (the Slurm tests; scripts/slurm-dev-cluster.sh starts the daemons)
+#   chromium, chromedriver  Debian packages "chromium chromium-driver" (the HTML report is
+#                         opened in real headless Chromium: tests/integration/test_report_browser.py)
 #
 # Idempotent and fast (< 1 s) when everything is present. As root with apt-get it installs what
 # is missing with --no-install-recommends, running `apt-get update` only then; otherwise it
@@ -30,6 +32,7 @@ have_pg() {
 have_pg || missing="$missing postgresql"
 { have munged && have slurmctld && have slurmd && have sbatch && have slurmrestd; } ||
     missing="$missing munge slurmctld slurmd slurm-client slurmrestd"
+{ have chromium && have chromedriver; } || missing="$missing chromium chromium-driver"
 
 [ -z "$missing" ] && exit 0
 

@@ -118,6 +118,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "results": "clientswarm.service.client_cli:results_command",
     "samples": "clientswarm.service.client_cli:samples_command",
     "compare": "clientswarm.service.compare_cli:compare_command",
+    "report": "clientswarm.service.report_cli:report_command",
     "worker": "clientswarm.worker.cli:worker_command",
 }
 """Commands that live next to the code they drive, imported only when invoked (or listed):

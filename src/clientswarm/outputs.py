@@ -24,6 +24,7 @@ RUN_FILES = (
     "summary.json",
     "timeseries.json",
     "config.json",
+    "report.html",
     "samples.jsonl",
     "samples.parquet",
     "samples.csv",

@@ -95,6 +95,7 @@ def test_a_run_ends_with_where_and_the_verdict_and_describes_itself(tmp_path: Pa
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         "config.json",
         "my-notes.txt",
+        "report.html",
         "samples.csv",
         "summary.json",
         "timeseries.json",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, model_validator
 
 from clientswarm.config.base import StrictModel
 
@@ -148,7 +148,107 @@ def _check_stage_warmup(stage_warmup_s: float, durations: list[float]) -> None:
         )
 
 
-LoadConfig = Annotated[ClosedLoadConfig | OpenLoadConfig, Field(discriminator="kind")]
+class SweepLoadConfig(StrictModel):
+    """Shorthand for a sweep: one stage per set point, each ``stage_s`` long.
+
+    ``rates`` becomes an open load with one stage per rate (``arrival`` constant by default,
+    like GuideLLM's sweep), ``concurrencies`` a closed load with one stage per number of
+    active clients (the group's ``clients`` defaults to the largest). It is expanded into that
+    ``open`` or ``closed`` load when the configuration is validated (``arrival`` and
+    ``max_concurrency`` apply to ``rates``), so everything downstream
+    (schedules, per-stage results, the group's duration = the sum of the stages) is the same.
+    """
+
+    kind: Literal["sweep"] = "sweep"
+    rates: list[Annotated[float, Field(gt=0)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Arrival rates (requests per second over the whole group), one stage each",
+    )
+    concurrencies: list[Annotated[int, Field(ge=1, le=1_000_000)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Numbers of active clients (closed loop), one stage each",
+    )
+    stage_s: float = Field(gt=0, description="Seconds each set point runs")
+    stage_warmup_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds at the start of each stage left out of its statistics",
+    )
+    arrival: Literal["poisson", "constant"] = Field(
+        default="constant", description="Arrival process of a rates sweep"
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Max requests in flight for the group in a rates sweep; late ones wait",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_points(self) -> SweepLoadConfig:
+        if (self.rates is None) == (self.concurrencies is None):
+            raise ValueError("a sweep needs exactly one of rates or concurrencies")
+        for name in ("arrival", "max_concurrency"):
+            if self.concurrencies is not None and name in self.model_fields_set:
+                raise ValueError(f"{name} applies to a rates sweep, not to concurrencies")
+        if self.stage_warmup_s and self.stage_warmup_s >= self.stage_s:
+            raise ValueError(
+                f"stage_warmup_s ({self.stage_warmup_s}) must be shorter than "
+                f"stage_s ({self.stage_s})"
+            )
+        return self
+
+    def expand(self) -> ClosedLoadConfig | OpenLoadConfig:
+        """The ``open`` (rates) or ``closed`` (concurrencies) staged load this sweep stands for."""
+        if self.rates is not None:
+            return OpenLoadConfig(
+                arrival=self.arrival,
+                max_concurrency=self.max_concurrency,
+                stages=[OpenStage(rate=r, duration_s=self.stage_s) for r in self.rates],
+                stage_warmup_s=self.stage_warmup_s,
+            )
+        return ClosedLoadConfig(
+            stages=[
+                ClosedStage(clients=c, duration_s=self.stage_s) for c in self.concurrencies or []
+            ],
+            stage_warmup_s=self.stage_warmup_s,
+        )
+
+
+def _expand_sweep(value: Any) -> Any:
+    return value.expand() if isinstance(value, SweepLoadConfig) else value
+
+
+def sweep_default_clients(data: Any) -> Any:
+    """A group mapping whose load is a ``concurrencies`` sweep and that gives no ``clients``
+    gets ``clients`` = the largest concurrency (anything else is returned unchanged)."""
+    if not isinstance(data, dict) or "clients" in data:
+        return data
+    load = data.get("load")
+    if not isinstance(load, dict) or load.get("kind") != "sweep":
+        return data
+    points = load.get("concurrencies")
+    if not isinstance(points, list) or not points:
+        return data
+    if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in points):
+        return data
+    return {**data, "clients": max(points)}
+
+
+if TYPE_CHECKING:
+    LoadConfig = ClosedLoadConfig | OpenLoadConfig
+else:
+    # A sweep is validated as its own kind (so that errors and the JSON schema know it), then
+    # replaced by the open or closed staged load it stands for.
+    LoadConfig = Annotated[
+        ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig,
+        Field(discriminator="kind"),
+        AfterValidator(_expand_sweep),
+    ]
 
 
 class StopConfig(StrictModel):

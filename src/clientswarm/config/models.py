@@ -21,7 +21,12 @@ from clientswarm.config.base import StrictModel
 from clientswarm.config.checks import AbortConfig, AbortSetting, Thresholds
 from clientswarm.config.interactions import InteractionConfig
 from clientswarm.config.lengths import LengthDist, coerce_length
-from clientswarm.config.load import ClosedLoadConfig, LoadConfig, StopConfig
+from clientswarm.config.load import (
+    ClosedLoadConfig,
+    LoadConfig,
+    StopConfig,
+    sweep_default_clients,
+)
 from clientswarm.config.spawners import (
     LocalSpawnerConfig,
     SlurmSpawnerConfig,
@@ -422,6 +427,11 @@ class GroupConfig(StrictModel):
     )
     thresholds: Thresholds = Field(default_factory=list)
     """Pass/fail checks of the group's final statistics (scope ``groups.<name>``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sweep_clients(cls, data: Any) -> Any:
+        return sweep_default_clients(data)
 
     @model_validator(mode="after")
     def _check_vary(self) -> GroupConfig:

@@ -128,7 +128,8 @@ def write_results(
     store: Store, cluster_id: str, output_dir: Path, samples: SamplesFile
 ) -> dict[str, Any]:
     """Write summary.json, timeseries.json (:mod:`clientswarm.metrics.timeseries`), finish the
-    samples file and write the config that ran; return the summary. summary.json is the
+    samples file, write the config that ran and report.html (:mod:`clientswarm.reports.html`);
+    return the summary. summary.json is the
     document the service finalised, as ``GET …/results`` serves it. ``samples`` was written
     while the batches were committed; when it failed or holds other samples than the store, it
     is written again from the store."""
@@ -141,9 +142,11 @@ def write_results(
     write_summary(output_dir / "summary.json", summary)
     timeseries = cluster_timeseries(store, record)
     (output_dir / "timeseries.json").write_bytes(orjson.dumps(timeseries))
-    (output_dir / "config.json").write_bytes(
-        orjson.dumps(orjson.loads(record.config_json), option=orjson.OPT_INDENT_2)
-    )
+    config = orjson.loads(record.config_json)
+    (output_dir / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+    from clientswarm.reports.html import write_report  # rich, via its tables: after the run
+
+    write_report(output_dir / "report.html", summary, timeseries, config)
     return summary
 
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from clientswarm.config.loader import config_json_schema, parse_config_text
 from clientswarm.config.models import ClusterConfig
@@ -221,6 +221,29 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
         kind, requests in flight and active clients (null where a bucket has no value). Final
         once the cluster finished, as far as it got before."""
         return await manager.timeseries(cluster_id)
+
+    @router.get(
+        "/clusters/{cluster_id}/report",
+        response_class=Response,  # no media type of its own: the errors stay JSON
+        responses={
+            200: {
+                "content": {"text/html": {"schema": {"type": "string"}}},
+                "description": "The report page",
+            },
+            **error_responses(404, 422),
+        },
+    )
+    async def report(cluster_id: ClusterId) -> HTMLResponse:
+        """The HTML report (report.html, as ``clientswarm run`` writes it): one self-contained
+        page built from the results, the time series and the configuration."""
+        from clientswarm.reports.html import render_report  # its tables load rich: not at start
+
+        record = await manager.cluster(cluster_id)
+        summary = await manager.results(cluster_id)
+        series = await manager.timeseries(cluster_id)
+        config = orjson.loads(record.config_json)
+        page = await asyncio.to_thread(render_report, summary, series, config)
+        return HTMLResponse(page)
 
     @router.get(
         "/clusters/{cluster_id}/samples",
