@@ -158,6 +158,34 @@ def test_the_sweep_fixture_renders_every_stage_and_chart(tmp_path: Path, browser
     assert state["verdict"].startswith("thresholds failed")
 
 
+CAPACITY_FIXTURE = FIXTURE.parent / "report-capacity"
+"""A capacity search of 8 probes against the simulator (4 slots, 10-token answers: about 36
+req/s), written by ``clientswarm run`` (summary, time series and configuration)."""
+
+
+def test_the_capacity_fixture_shows_the_search_and_its_chart(tmp_path: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    docs = {n: json.loads((CAPACITY_FIXTURE / f"{n}.json").read_text()) for n in DOCS}
+    page = tmp_path / "report.html"
+    page.write_text(render_report(docs["summary"], docs["timeseries"], docs["config"]))
+    state = open_page(browser, page)
+    assert state["console"] == []
+    assert state["declared"] == state["drawn"] == state["divs"]
+    capacity = docs["summary"]["groups"]["chat"]["capacity"]
+    assert browser.find_elements(By.ID, "chart-capacity-0")
+    rows = browser.find_elements(By.CSS_SELECTOR, 'table.probes[data-group="chat"] tbody tr')
+    if not rows:  # a table without tbody: its rows follow the head
+        rows = browser.find_elements(By.CSS_SELECTOR, 'table.probes[data-group="chat"] tr')[1:]
+    assert len(rows) == len(capacity["probes"])
+    for row, probe in zip(rows, capacity["probes"], strict=True):
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        assert cells[3] == str(probe["requests"])
+        assert cells[5] == ("pass" if probe["passed"] else "FAIL")
+    search = browser.find_element(By.CSS_SELECTOR, "p.search").text
+    assert search.startswith("chat: capacity at SLO (ttft_s ≤ 0.1 s; 95% of requests): 36 req/s")
+
+
 def test_the_service_serves_the_report_and_the_command_rebuilds_it(
     run_dir: Path, tmp_path: Path
 ) -> None:

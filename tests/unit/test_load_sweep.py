@@ -100,12 +100,13 @@ def test_an_expanded_config_round_trips() -> None:
         (
             {"kind": "sweep", "rates": [1], "concurrencies": [1], "stage_s": 1},
             {},
-            "groups[0].load: a sweep needs exactly one of rates or concurrencies",
+            "groups[0].load: a sweep needs exactly one of rates, concurrencies or points "
+            "(got rates and concurrencies)",
         ),
         (
             {"kind": "sweep", "stage_s": 1},
             {},
-            "groups[0].load: a sweep needs exactly one of rates or concurrencies",
+            "groups[0].load: a sweep needs exactly one of rates, concurrencies or points",
         ),
         (
             {"kind": "sweep", "rates": [5, 0], "stage_s": 1},
@@ -151,7 +152,7 @@ def test_invalid_sweeps_get_one_line(load: Any, group: dict[str, Any], expected:
 def test_unknown_field_of_a_sweep_lists_its_fields() -> None:
     line = problem_of({"kind": "sweep", "rates": [1], "stage_s": 1, "rate": 3})
     assert line.startswith("groups[0].load.rate: unknown field 'rate'")
-    assert "valid fields for kind 'sweep': kind, rates, concurrencies, stage_s" in line
+    assert "valid fields for kind 'sweep': kind, rates, concurrencies, points, stage_s" in line
 
 
 def test_the_json_schema_knows_the_sweep_kind() -> None:

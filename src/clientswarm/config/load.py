@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, model_validator
 
 from clientswarm.config.base import StrictModel
+from clientswarm.config.slo import SLOConfig
 
 
 class ConstantThink(StrictModel):
@@ -148,15 +149,28 @@ def _check_stage_warmup(stage_warmup_s: float, durations: list[float]) -> None:
         )
 
 
-class SweepLoadConfig(StrictModel):
-    """Shorthand for a sweep: one stage per set point, each ``stage_s`` long.
+DECISION_GAP_S = 3.0
+"""About how long an adaptive load pauses between two stages whose set point is chosen from the
+first one's results, on top of waiting for its requests in flight (at most ``drain_s``): the
+last samples ship, the service decides, and every worker learns the next set point at least
+1 s before its stage starts (:mod:`clientswarm.load.adaptive`)."""
 
-    ``rates`` becomes an open load with one stage per rate (``arrival`` constant by default,
-    like GuideLLM's sweep), ``concurrencies`` a closed load with one stage per number of
-    active clients (the group's ``clients`` defaults to the largest). It is expanded into that
-    ``open`` or ``closed`` load when the configuration is validated (``arrival`` and
-    ``max_concurrency`` apply to ``rates``), so everything downstream
-    (schedules, per-stage results, the group's duration = the sum of the stages) is the same.
+
+class SweepLoadConfig(StrictModel):
+    """A sweep: one stage per set point, each ``stage_s`` long, with its own results.
+
+    Explicit: ``rates`` becomes an open load with one stage per rate (``arrival`` constant by
+    default, like GuideLLM's sweep), ``concurrencies`` a closed load with one stage per number
+    of active clients (the group's ``clients`` defaults to the largest). It is expanded into
+    that ``open`` or ``closed`` load when the configuration is validated (``arrival`` and
+    ``max_concurrency`` apply to ``rates``), so everything downstream (schedules, per-stage
+    results, the group's duration = the sum of the stages) is the same.
+
+    Automatic: ``points: N`` first runs one client alone (the *synchronous* stage, closed
+    loop), then every client of the group at once (the *throughput* stage: the saturated
+    rate), then ``N`` constant-rate stages evenly spaced from the synchronous rate (excluded)
+    to the saturated one (included). The rates are chosen from the first two stages'
+    results while the group runs (:mod:`clientswarm.load.adaptive`).
     """
 
     kind: Literal["sweep"] = "sweep"
@@ -172,6 +186,15 @@ class SweepLoadConfig(StrictModel):
         max_length=1000,
         description="Numbers of active clients (closed loop), one stage each",
     )
+    points: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description=(
+            "Automatic sweep: this many constant rates between the measured synchronous rate "
+            "(one client) and the saturated one (all the group's clients at once)"
+        ),
+    )
     stage_s: float = Field(gt=0, description="Seconds each set point runs")
     stage_warmup_s: float = Field(
         default=0.0,
@@ -179,22 +202,37 @@ class SweepLoadConfig(StrictModel):
         description="Seconds at the start of each stage left out of its statistics",
     )
     arrival: Literal["poisson", "constant"] = Field(
-        default="constant", description="Arrival process of a rates sweep"
+        default="constant", description="Arrival process of the rate stages"
     )
     max_concurrency: int | None = Field(
         default=None,
         ge=1,
         le=1_000_000,
-        description="Max requests in flight for the group in a rates sweep; late ones wait",
+        description="Max requests in flight for the group in a rate stage; late ones wait",
+    )
+    drain_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Automatic sweep: how long the throughput stage's requests in flight may take to "
+            "end before the rates are chosen without them"
+        ),
     )
 
     @model_validator(mode="after")
     def _one_kind_of_points(self) -> SweepLoadConfig:
-        if (self.rates is None) == (self.concurrencies is None):
-            raise ValueError("a sweep needs exactly one of rates or concurrencies")
+        given = [n for n in ("rates", "concurrencies", "points") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a sweep needs exactly one of rates, concurrencies or points"
+                + (f" (got {' and '.join(given)})" if given else "")
+            )
         for name in ("arrival", "max_concurrency"):
             if self.concurrencies is not None and name in self.model_fields_set:
                 raise ValueError(f"{name} applies to a rates sweep, not to concurrencies")
+        if self.points is None and "drain_s" in self.model_fields_set:
+            raise ValueError("drain_s applies to an automatic sweep (points)")
         if self.stage_warmup_s and self.stage_warmup_s >= self.stage_s:
             raise ValueError(
                 f"stage_warmup_s ({self.stage_warmup_s}) must be shorter than "
@@ -202,8 +240,20 @@ class SweepLoadConfig(StrictModel):
             )
         return self
 
-    def expand(self) -> ClosedLoadConfig | OpenLoadConfig:
-        """The ``open`` (rates) or ``closed`` (concurrencies) staged load this sweep stands for."""
+    @property
+    def stages(self) -> tuple[()]:
+        """An automatic sweep has no stages planned ahead (they are chosen as it runs)."""
+        return ()
+
+    def upper_duration_s(self) -> float:
+        """The longest an automatic sweep can take: its stages and its one pause to decide."""
+        return (int(self.points or 0) + 2) * self.stage_s + self.drain_s + DECISION_GAP_S
+
+    def expand(self) -> ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig:
+        """The ``open`` (rates) or ``closed`` (concurrencies) staged load this sweep stands for;
+        an automatic sweep (points) stays itself."""
+        if self.points is not None:
+            return self
         if self.rates is not None:
             return OpenLoadConfig(
                 arrival=self.arrival,
@@ -217,6 +267,102 @@ class SweepLoadConfig(StrictModel):
             ],
             stage_warmup_s=self.stage_warmup_s,
         )
+
+
+class CapacityLoadConfig(StrictModel):
+    """A capacity search: the highest arrival rate at which at least ``target_goodput`` of the
+    requests meet the SLO, found in one run.
+
+    Each probe is a stage of ``stage_s`` at one constant rate. From ``start_rate`` the rate
+    grows by ``growth`` while probes pass; once one fails, the rate is bisected between the
+    highest that passed and the lowest that failed until they are within ``resolution`` of
+    each other (relative) or ``max_probes`` probes ran. The result names the capacity, the
+    bracket it lies in and each probe's verdict with its confidence
+    (:mod:`clientswarm.load.adaptive`).
+    """
+
+    kind: Literal["capacity"] = "capacity"
+    slo: SLOConfig | None = Field(
+        default=None, description="The objectives a request must meet; default: the cluster's slo"
+    )
+    target_goodput: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Share of a probe's requests that must meet the SLO for it to pass",
+    )
+    stage_s: float = Field(gt=0, description="Seconds each probe runs")
+    stage_warmup_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds at the start of each probe left out of its statistics and verdict",
+    )
+    start_rate: float = Field(default=1.0, gt=0, description="Rate of the first probe (req/s)")
+    max_rate: float | None = Field(
+        default=None, gt=0, description="Never probe above this rate (req/s)"
+    )
+    growth: float = Field(
+        default=2.0, gt=1, le=100, description="Factor the rate grows by while probes pass"
+    )
+    resolution: float = Field(
+        default=0.05,
+        ge=0.001,
+        lt=1,
+        description="Stop when the bracket's width is at most this share of its upper end",
+    )
+    max_probes: int = Field(default=12, ge=1, le=100, description="Probes run at most")
+    arrival: Literal["poisson", "constant"] = Field(
+        default="poisson", description="Arrival process of the probes"
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Max requests in flight for the group; late ones wait",
+    )
+    drain_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How long a probe's requests in flight may take to end after it; those still in "
+            "flight then count as missing the SLO"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CapacityLoadConfig:
+        if self.stage_warmup_s and self.stage_warmup_s >= self.stage_s:
+            raise ValueError(
+                f"stage_warmup_s ({self.stage_warmup_s}) must be shorter than "
+                f"stage_s ({self.stage_s})"
+            )
+        if self.max_rate is not None and self.max_rate < self.start_rate:
+            raise ValueError(
+                f"max_rate ({self.max_rate}) must be at least start_rate ({self.start_rate})"
+            )
+        return self
+
+    @property
+    def stages(self) -> tuple[()]:
+        """A capacity search has no stages planned ahead (each probe is chosen as it runs)."""
+        return ()
+
+    def peak_rate(self) -> float:
+        """The highest rate a probe can have."""
+        grown = self.start_rate * self.growth ** (self.max_probes - 1)
+        return grown if self.max_rate is None else min(grown, self.max_rate)
+
+    def upper_duration_s(self) -> float:
+        """The longest the search can take: every probe and a pause after each but the last."""
+        return self.max_probes * self.stage_s + (self.max_probes - 1) * (
+            self.drain_s + DECISION_GAP_S
+        )
+
+
+AdaptiveLoadConfig = SweepLoadConfig | CapacityLoadConfig
+"""A load whose set points are chosen from results while it runs (after validation, a
+``SweepLoadConfig`` is always an automatic one: explicit sweeps are expanded)."""
 
 
 def _expand_sweep(value: Any) -> Any:
@@ -240,12 +386,12 @@ def sweep_default_clients(data: Any) -> Any:
 
 
 if TYPE_CHECKING:
-    LoadConfig = ClosedLoadConfig | OpenLoadConfig
+    LoadConfig = ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig | CapacityLoadConfig
 else:
     # A sweep is validated as its own kind (so that errors and the JSON schema know it), then
-    # replaced by the open or closed staged load it stands for.
+    # an explicit one is replaced by the open or closed staged load it stands for.
     LoadConfig = Annotated[
-        ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig,
+        ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig | CapacityLoadConfig,
         Field(discriminator="kind"),
         AfterValidator(_expand_sweep),
     ]

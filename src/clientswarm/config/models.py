@@ -22,11 +22,14 @@ from clientswarm.config.checks import AbortConfig, AbortSetting, Thresholds
 from clientswarm.config.interactions import InteractionConfig
 from clientswarm.config.lengths import LengthDist, coerce_length
 from clientswarm.config.load import (
+    CapacityLoadConfig,
     ClosedLoadConfig,
     LoadConfig,
     StopConfig,
+    SweepLoadConfig,
     sweep_default_clients,
 )
+from clientswarm.config.slo import SLOConfig
 from clientswarm.config.spawners import (
     LocalSpawnerConfig,
     SlurmSpawnerConfig,
@@ -134,15 +137,6 @@ class TargetConfig(StrictModel):
         if not path.startswith("/"):
             raise ValueError("must start with '/'")
         return path
-
-
-class SLOConfig(StrictModel):
-    """Service-level objectives: a request meets them all or it does not count towards goodput."""
-
-    ttft_s: float | None = Field(default=None, gt=0, description="Max time to first token")
-    tpot_s: float | None = Field(default=None, gt=0, description="Max time per output token")
-    itl_s: float | None = Field(default=None, gt=0, description="Max mean inter-token latency")
-    e2e_s: float | None = Field(default=None, gt=0, description="Max end-to-end latency")
 
 
 class OutputsConfig(StrictModel):
@@ -441,7 +435,32 @@ class GroupConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _check_adaptive(self) -> GroupConfig:
+        load = self.load
+        if not isinstance(load, SweepLoadConfig | CapacityLoadConfig):
+            return self
+        what = "an automatic sweep" if load.kind == "sweep" else "a capacity search"
+        if self.stop.duration_s is not None or self.stop.requests is not None:
+            raise ValueError(
+                f"{what} ends by itself: remove stop (its stages bound the group; "
+                "stage_s sets how long each runs)"
+            )
+        if load.kind == "sweep" and self.clients < 2:
+            raise ValueError(
+                f"an automatic sweep needs clients of at least 2 (got {self.clients}): its "
+                "throughput stage runs every client of the group at once"
+            )
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the group's set points are chosen from results while it runs."""
+        return isinstance(self.load, SweepLoadConfig | CapacityLoadConfig)
+
+    @model_validator(mode="after")
     def _check_stop_and_stages(self) -> GroupConfig:
+        if self.adaptive:
+            return self
         stages = self.load.stages
         if self.stop.duration_s is None and self.stop.requests is None and not stages:
             raise ValueError(
@@ -465,6 +484,8 @@ class GroupConfig(StrictModel):
     @property
     def duration_s(self) -> float | None:
         """Measured duration of the group: stop.duration_s, else the sum of its stages."""
+        if isinstance(self.load, SweepLoadConfig | CapacityLoadConfig):
+            return self.load.upper_duration_s()  # at most: the set points are chosen live
         if self.stop.duration_s is not None:
             return self.stop.duration_s
         stages = self.load.stages
@@ -567,6 +588,21 @@ class ClusterConfig(StrictModel):
                 raise ValueError(
                     f"groups[{index}].target: {group.target!r} is not a target of this "
                     f"configuration; targets: {', '.join(names)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _capacity_slo(self) -> ClusterConfig:
+        for index, group in enumerate(self.groups):
+            load = group.load
+            if not isinstance(load, CapacityLoadConfig):
+                continue
+            slo = load.slo or self.slo
+            if slo is None or not slo.bounds():
+                raise ValueError(
+                    f"groups[{index}].load.slo: a capacity search needs an SLO to search "
+                    "against: set load.slo (e.g. {ttft_s: 0.5, tpot_s: 0.05}) or the "
+                    "cluster's slo"
                 )
         return self
 

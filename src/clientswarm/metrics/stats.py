@@ -344,6 +344,7 @@ def _stage_stats(cells: _Cells, keys: Sequence[_Key], plan: StagePlan) -> StageS
         planned_s=plan.planned_s,
         stage_warmup_s=plan.stage_warmup_s,
         set_point_unit=plan.set_point_unit,
+        role=plan.role,
     )
 
 

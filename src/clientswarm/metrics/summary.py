@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from clientswarm.config.stages import StageRole
 from clientswarm.metrics.dist import Dist
 from clientswarm.timestamps import rfc3339
 
@@ -68,6 +69,8 @@ class StagePlan(NamedTuple):
     planned_s: float
     stage_warmup_s: float
     set_point_unit: Literal["req/s", "clients"]
+    role: StageRole | None = None
+    """What the stage is for in an adaptive load (None in a planned one)."""
 
 
 class StageStats(Stats):
@@ -88,6 +91,62 @@ class StageStats(Stats):
     """What ``set_point`` counts: ``req/s`` (open loop) or ``clients`` (closed loop)."""
     stage_warmup_s: float = 0.0
     """Its first seconds whose samples are warm-up (``load.stage_warmup_s``)."""
+    role: StageRole | None = Field(default=None, exclude_if=_is_none)
+    """Its part in an adaptive load (automatic sweep, capacity search); absent otherwise."""
+
+
+class SweepResult(BaseModel):
+    """What an automatic sweep measured and chose (``load: {kind: sweep, points: N}``)."""
+
+    synchronous_rate: float | None = None
+    """Requests per second one client alone completed (stage 0; None: it did not end)."""
+    throughput_rate: float | None = None
+    """Requests per second every client at once completed (stage 1): the saturated rate."""
+    rates: list[float] = []
+    """The constant rates of the stages after them (req/s), in order."""
+    reason: str | None = None
+    """Why it ended early (None: every point ran as planned)."""
+
+
+class ProbeResult(BaseModel):
+    """One probe of a capacity search: a stage at one rate, and its verdict."""
+
+    stage: int
+    rate: float
+    """The probe's offered arrival rate (req/s)."""
+    requests: int
+    """Measured requests the verdict counted (those still in flight after ``drain_s``
+    included, as misses)."""
+    met_slo: int
+    """How many of them met every objective of the search's SLO."""
+    in_flight: int = 0
+    """Requests still in flight when the verdict was taken, counted as missing the SLO."""
+    goodput_share: float
+    """``met_slo / requests`` (0 when there were none)."""
+    passed: bool
+    """Whether ``goodput_share >= target_goodput``."""
+    confidence: float
+    """How sure the verdict is: the probability, given these counts (a uniform prior on the
+    share of requests the server meets at this rate), that the true share lies on the side of
+    ``target_goodput`` the verdict says."""
+
+
+class CapacityResult(BaseModel):
+    """What a capacity search found (``load: {kind: capacity}``)."""
+
+    slo: dict[str, float]
+    """The objectives searched against."""
+    target_goodput: float
+    capacity_rate: float | None
+    """The highest probed rate that passed (req/s); None: none did."""
+    bracket: tuple[float, float | None]
+    """The capacity lies in ``[low, high)``: ``low`` the highest rate that passed (0 when none
+    did), ``high`` the lowest that failed (None when none did: at least ``low``)."""
+    converged: bool
+    """Whether the bracket narrowed to ``resolution``."""
+    reason: str
+    """Why the search ended."""
+    probes: list[ProbeResult]
 
 
 class GroupStats(Stats):
@@ -107,6 +166,10 @@ class GroupStats(Stats):
     input_token_lengths: Literal["exact", "approximate"] | None = Field(
         default=None, exclude_if=_is_none
     )
+    sweep: SweepResult | None = Field(default=None, exclude_if=_is_none)
+    """An automatic sweep's measured end points and chosen rates."""
+    capacity: CapacityResult | None = Field(default=None, exclude_if=_is_none)
+    """A capacity search's result."""
 
 
 class ClusterInfo(BaseModel):
@@ -210,13 +273,17 @@ class Summary(BaseModel):
 
 
 __all__ = [
+    "CapacityResult",
     "ClusterInfo",
     "GroupStats",
+    "ProbeResult",
     "RunInfo",
     "StagePlan",
+    "StageRole",
     "StageStats",
     "Stats",
     "Summary",
+    "SweepResult",
     "TargetInfo",
     "ThresholdResult",
     "WorkerRow",

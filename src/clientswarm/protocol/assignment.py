@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.config.paths import FileScope
+from clientswarm.config.stages import GroupStages
 
 
 class Assignment(BaseModel):
@@ -36,6 +37,11 @@ class Assignment(BaseModel):
     )
     batch_interval_s: float = Field(default=0.5, gt=0, description="Max delay before samples ship")
     batch_max: int = Field(default=2000, ge=1, description="Max samples in one batch")
+    stages: dict[str, GroupStages] = Field(
+        default_factory=dict,
+        description="The stages of each adaptive group (automatic sweep, capacity search) "
+        "decided so far; heartbeat replies carry the later ones",
+    )
 
     def file_scope(self) -> FileScope:
         """Where the config's paths resolve on this worker: the service's scope again, so a

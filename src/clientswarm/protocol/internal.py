@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from clientswarm.config.stages import GroupStages
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.preflight import PreflightPlan, PreflightReport
 
@@ -99,6 +100,9 @@ class Heartbeat(BaseModel):
     recorded: int = 0
     active_clients: int = 0
     loop_lag_p99_s: float = 0.0
+    in_flight_groups: dict[str, int] = Field(
+        default_factory=dict, description="Requests in flight of each adaptive group"
+    )
 
 
 class Control(BaseModel):
@@ -106,6 +110,11 @@ class Control(BaseModel):
 
     stop_all: bool = False
     stop_clients: list[int] = Field(default_factory=list)
+    stages: dict[str, GroupStages] = Field(
+        default_factory=dict,
+        description="Every adaptive group's stages decided so far (the whole list each time: "
+        "workers ignore what they know)",
+    )
 
 
 __all__ = [

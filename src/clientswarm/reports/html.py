@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from clientswarm.config.redact import redact_config
-from clientswarm.reports.table import LATENCY_METRICS, _ms, _number, _stage_label
+from clientswarm.reports.table import (
+    LATENCY_METRICS,
+    _ms,
+    _number,
+    _stage_label,
+    search_lines,
+    set_point_text,
+)
 from clientswarm.verdict import verdict
 
 ASSETS = ("uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE")
@@ -383,8 +390,14 @@ def stage_charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                 lines=False,  # an overloaded stage may achieve less: no line between stages
             )
         )
-        by_point = sorted(stages, key=lambda st: _finite(st.get("set_point")) or 0.0)
+        # An automatic sweep's rate stages (req/s) follow closed-loop ones (clients): one axis.
+        rated = [st for st in stages if st.get("set_point_unit") == "req/s"]
+        by_point = sorted(
+            rated if rated and len(rated) < len(stages) else stages,
+            key=lambda st: _finite(st.get("set_point")) or 0.0,
+        )
         unit = str(by_point[0].get("set_point_unit") or "")
+        knee_point = knee(by_point) if unit == "req/s" else None
         charts.append(
             _chart(
                 f"stage-{index}-goodput",
@@ -398,13 +411,120 @@ def stage_charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                         if unit == "req/s"
                         else []
                     ),
+                    *(
+                        [
+                            (
+                                "knee",
+                                [
+                                    _finite(st.get("request_rate"))
+                                    if st.get("set_point") == knee_point
+                                    else None
+                                    for st in by_point
+                                ],
+                            )
+                        ]
+                        if knee_point is not None
+                        else []
+                    ),
                 ],
                 x_label=f"set point ({unit})" if unit else "set point",
                 y_label="req/s",
                 points=True,
             )
         )
+        capacity: Mapping[str, Any] | None = stats.get("capacity")
+        if capacity and capacity.get("probes"):
+            charts.append(capacity_chart(index, group, capacity))
     return charts
+
+
+KEEPS_UP = 0.95
+"""A rate stage whose achieved rate is at least this share of its offered one kept up."""
+
+
+def knee(stages: Sequence[Mapping[str, Any]]) -> float | None:
+    """The knee of a rate sweep: the highest offered rate (req/s) the target kept up with
+    (achieved at least :data:`KEEPS_UP` of it) below the first one it did not; None when it
+    kept up with none."""
+    found = None
+    for st in sorted(stages, key=lambda st: _finite(st.get("set_point")) or 0.0):
+        offered, achieved = _finite(st.get("set_point")), _finite(st.get("request_rate"))
+        if offered is None or achieved is None:
+            continue
+        if achieved < KEEPS_UP * offered:
+            break
+        found = offered
+    return found
+
+
+def capacity_chart(index: int, group: str, capacity: Mapping[str, Any]) -> dict[str, Any]:
+    """A capacity search: each probe's share of requests meeting the SLO by offered rate,
+    passes and failures apart, the target share as a line, the capacity marked."""
+    probes = sorted(capacity.get("probes") or [], key=lambda p: float(p.get("rate", 0.0)))
+    rates = [float(p.get("rate", 0.0)) for p in probes]
+    share = [float(p.get("goodput_share", 0.0)) for p in probes]
+    best = capacity.get("capacity_rate")
+    return _chart(
+        f"capacity-{index}",
+        f"{group}: share meeting the SLO vs offered rate",
+        rates,
+        [
+            (
+                "passed",
+                [v if p.get("passed") else None for v, p in zip(share, probes, strict=True)],
+            ),
+            (
+                "failed",
+                [None if p.get("passed") else v for v, p in zip(share, probes, strict=True)],
+            ),
+            ("target", [float(capacity.get("target_goodput", 0.0))] * len(probes)),
+            ("capacity", [v if r == best else None for v, r in zip(share, rates, strict=True)]),
+        ],
+        x_label="offered rate (req/s)",
+        y_label="share meeting the SLO",
+        points=True,
+    )
+
+
+def search_html(summary: Mapping[str, Any]) -> str:
+    """What each adaptive group found (the terminal's lines), and each capacity search's
+    probes as a table; empty without adaptive groups."""
+    groups: Mapping[str, Mapping[str, Any]] = summary.get("groups") or {}
+    lines = search_lines(groups)
+    if not lines:
+        return ""
+    parts = [f'<p class="search">{_e(line)}</p>' for line in lines]
+    for name, stats in groups.items():
+        capacity: Mapping[str, Any] | None = stats.get("capacity")
+        if not capacity:
+            continue
+        rows = "".join(
+            f'<tr class="{"" if p.get("passed") else "fail"}"><td class="num">{i + 1}</td>'
+            f'<td class="num">{_e(p.get("stage"))}</td>'
+            f'<td class="num">{_e(set_point_text(float(p.get("rate", 0.0))))}</td>'
+            f'<td class="num">{_e(p.get("requests"))}</td>'
+            f'<td class="num">{float(p.get("goodput_share", 0.0)):.1%}</td>'
+            f"<td>{'pass' if p.get('passed') else 'FAIL'}</td>"
+            f'<td class="num">{float(p.get("confidence", 0.0)):.2f}</td></tr>'
+            for i, p in enumerate(capacity.get("probes") or [])
+        )
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in (
+                "probe",
+                "stage",
+                "rate req/s",
+                "requests",
+                "met SLO",
+                "verdict",
+                "confidence",
+            )
+        )
+        parts.append(
+            f'<table class="probes" data-group="{_e(name)}"><thead><tr>{head}</tr></thead>'
+            f"{rows}</table>"
+        )
+    return "<h2>Search</h2>" + "".join(parts)
 
 
 # ---------------------------------------------------------------------- the page
@@ -500,7 +620,8 @@ def render_report(
         throughput_table(summary),
         "<h2>Latency (ms)</h2>",
         latency_table(summary),
-        section("Stages", [i for i in ids if i.startswith("stage-")]),
+        search_html(summary),
+        section("Stages", [i for i in ids if i.startswith(("stage-", "capacity-"))]),
         section("Latency distributions", [i for i in ids if i.startswith("dist-")]),
         section("Over time (1 s buckets)", [i for i in ids if i.startswith("ts-")]),
         "<h2>Errors by kind</h2>",
@@ -529,4 +650,19 @@ def write_report(
     path.write_text(render_report(summary, timeseries, config), encoding="utf-8")
 
 
-__all__ = ["ASSETS", "asset_text", "embed_json", "render_report", "write_report"]
+chart_spec = _chart
+"""Public name of the chart spec builder, for the other pages (:mod:`.compare_html`)."""
+
+REPORT_CSS = _CSS
+"""The pages' shared style sheet (besides uPlot's)."""
+
+
+__all__ = [
+    "ASSETS",
+    "REPORT_CSS",
+    "asset_text",
+    "chart_spec",
+    "embed_json",
+    "render_report",
+    "write_report",
+]

@@ -52,6 +52,11 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
     if short is not None:
         console.print(Text(short, style="dim"))
     console.print(latency_table(groups, total, targets))
+    for name, stats in groups.items():
+        if stats.get("capacity"):
+            console.print(probes_table(name, stats["capacity"]))
+    for line in search_lines(groups):
+        console.print(Text(line, style="bold"))
     errors = _errors_line(groups)
     if errors is not None:
         console.print(errors)
@@ -156,11 +161,80 @@ def _stages(stats: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
 
 
 def _stage_label(group: str, key: str, stats: Mapping[str, Any]) -> str:
-    """A stage's row label with its set point, e.g. ``chat · stage 1 (20 req/s)``."""
+    """A stage's row label with its set point, e.g. ``chat · stage 1 (20 req/s)``, and its
+    role in an adaptive load (``chat · stage 3 probe (40 req/s)``)."""
     point, unit = stats.get("set_point"), stats.get("set_point_unit")
+    role = stats.get("role")
+    label = f"{group} · stage {key}" + (f" {role}" if role else "")
     if point is None:
-        return f"{group} · stage {key}"
-    return f"{group} · stage {key} ({point:g} {unit or ''})".replace(" )", ")")
+        return label
+    return f"{label} ({set_point_text(point)} {unit or ''})".replace(" )", ")")
+
+
+def set_point_text(value: float) -> str:
+    """A set point (rate or clients) to four significant digits, without an exponent."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def search_lines(groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What each adaptive group found: an automatic sweep's end points and rates, a capacity
+    search's capacity and bracket (one line each; empty without adaptive groups)."""
+    lines = []
+    for name, stats in groups.items():
+        sweep: Mapping[str, Any] | None = stats.get("sweep")
+        if sweep is not None:
+            rates = ", ".join(set_point_text(r) for r in sweep.get("rates") or [])
+            synchronous = _rate_text(sweep.get("synchronous_rate"))
+            throughput = _rate_text(sweep.get("throughput_rate"))
+            line = f"{name}: automatic sweep: synchronous {synchronous}, throughput {throughput}"
+            line += f"; rates {rates} req/s" if rates else ""
+            lines.append(line + (f"; {sweep['reason']}" if sweep.get("reason") else ""))
+        capacity: Mapping[str, Any] | None = stats.get("capacity")
+        if capacity is not None:
+            lines.append(f"{name}: {capacity_text(capacity)}")
+    return lines
+
+
+def capacity_text(capacity: Mapping[str, Any]) -> str:
+    """A capacity search's result in one sentence."""
+    slo = ", ".join(f"{k} ≤ {v:g} s" for k, v in (capacity.get("slo") or {}).items())
+    share = f"{capacity.get('target_goodput', 0):.0%}"
+    low, high = capacity.get("bracket") or (0.0, None)
+    rate = capacity.get("capacity_rate")
+    found = _rate_text(rate) if rate is not None else "none (even the first probe failed)"
+    where = (
+        f"in [{set_point_text(low)}, {set_point_text(high)}) req/s"
+        if high is not None
+        else f"at least {set_point_text(low)} req/s (no probe failed)"
+    )
+    probes = len(capacity.get("probes") or [])
+    return (
+        f"capacity at SLO ({slo}; {share} of requests): {found}, {where}; "
+        f"{probes} probe(s); {capacity.get('reason', '')}"
+    )
+
+
+def _rate_text(value: float | None) -> str:
+    return _MISSING if value is None else f"{set_point_text(value)} req/s"
+
+
+def probes_table(name: str, capacity: Mapping[str, Any]) -> Table:
+    """A capacity search's probes: rate, requests, share meeting the SLO, verdict, confidence."""
+    table = Table(title=f"Capacity search: {name}", box=box.SIMPLE_HEAD, title_justify="left")
+    for column in ("probe", "stage", "rate req/s", "requests", "met SLO", "verdict", "confidence"):
+        table.add_column(column, justify="left" if column == "verdict" else "right")
+    for i, probe in enumerate(capacity.get("probes") or []):
+        passed = bool(probe.get("passed"))
+        table.add_row(
+            str(i + 1),
+            str(probe.get("stage")),
+            set_point_text(float(probe.get("rate", 0.0))),
+            str(probe.get("requests")),
+            f"{probe.get('goodput_share', 0.0):.1%}",
+            Text("pass" if passed else "FAIL", style="green" if passed else "red"),
+            f"{probe.get('confidence', 0.0):.2f}",
+        )
+    return table
 
 
 def _step_label(step: str) -> str:
@@ -314,8 +388,12 @@ def _ms(seconds: float | None) -> str:
 __all__ = [
     "DEFINITIONS",
     "LATENCY_METRICS",
+    "capacity_text",
     "latency_table",
+    "probes_table",
     "render_summary",
+    "search_lines",
+    "set_point_text",
     "thresholds_table",
     "throughput_table",
 ]

@@ -116,6 +116,15 @@ def load_run(label: str, ref: str, service: str) -> RunResult:
     "(repeatable; a plain number is a difference in the statistic's unit).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Also write the comparison as one self-contained HTML page (tables, CDFs of each "
+    "latency, sweep curves) to PATH.",
+)
 def compare_command(
     runs: tuple[str, ...],
     service: str,
@@ -125,12 +134,13 @@ def compare_command(
     max_samples: int,
     fail_if: tuple[str, ...],
     as_json: bool,
+    html_path: Path | None,
 ) -> None:
     """Compare runs A B [C ...] (result directories or cluster ids of a service) with A.
 
     Per group and stage: rates, TTFT/ITL/TPOT/E2E p50/p90/p99, errors and goodput side by
     side, with the difference and a verdict from a bootstrap interval. Exit 3 when a --fail-if
-    holds, 2 on invalid input.
+    holds, 2 on invalid input. --html also writes the comparison as a page (exit codes alike).
     """
     if len(runs) < 2:
         raise ConfigError(["give at least two runs to compare: A (the baseline) and B"])
@@ -138,15 +148,31 @@ def compare_command(
         raise ConfigError([f"at most {len(LABELS)} runs can be compared at once"])
     settings = Settings(parse_min_effect(min_effect), confidence, resamples, max_samples)
     gates = [parse_fail_if(text) for text in fail_if]
+    if html_path is not None and not html_path.parent.is_dir():
+        raise ConfigError([f"--html {html_path}: no such directory {html_path.parent}"])
     loaded = [load_run(LABELS[i], ref, service) for i, ref in enumerate(runs)]
     comparison = compare_runs(loaded, settings, gates)
+    if html_path is not None:
+        write_page(html_path, comparison, loaded)
     if as_json:
         click.echo(json.dumps(comparison, indent=2, allow_nan=False, default=_json_default))
     else:
         from clientswarm.reports.table import report_console
 
         render_comparison(comparison, report_console())
+    if html_path is not None:
+        click.echo(f"report: {html_path}", err=as_json)  # stdout stays pure JSON with --json
     sys.exit(EXIT_OK if comparison["passed"] else EXIT_THRESHOLDS)
+
+
+def write_page(path: Path, comparison: dict[str, Any], runs: list[RunResult]) -> None:
+    """Write the comparison's HTML page to ``path``; ConfigError (exit 2) when it cannot."""
+    from clientswarm.reports.compare_html import render_comparison_html
+
+    try:
+        path.write_text(render_comparison_html(comparison, runs), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"--html {path}: cannot write there: {exc.strerror or exc}"]) from None
 
 
 def _json_default(value: Any) -> Any:
@@ -155,4 +181,4 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-__all__ = ["compare_command", "load_cluster", "load_run"]
+__all__ = ["compare_command", "load_cluster", "load_run", "write_page"]

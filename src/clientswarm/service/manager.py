@@ -46,6 +46,8 @@ from clientswarm.protocol.internal import (
 )
 from clientswarm.protocol.spawning import ClusterLaunch, Spawner, SpawnerHandle, Submitted
 from clientswarm.service.abort import RunGuard
+from clientswarm.service.adaptive import EVENT_KIND as ADAPTIVE_EVENT
+from clientswarm.service.adaptive import WorkerBeat
 from clientswarm.service.admission import Admitted, admit_and_build
 from clientswarm.service.creation import new_cluster_rows
 from clientswarm.service.following import Follower, worker_ended
@@ -56,7 +58,12 @@ from clientswarm.service.prometheus import LiveRegistry
 from clientswarm.service.ratelimit import BatchLimiter
 from clientswarm.service.reads import ClusterReads, NotFound
 from clientswarm.service.recovery import launched, recovered_state, replay_live, replay_stops
-from clientswarm.service.results import cluster_summary, finish_clients, worker_warnings
+from clientswarm.service.results import (
+    cluster_summary,
+    finish_clients,
+    restore_adaptive,
+    worker_warnings,
+)
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import ClusterState, live_of
 from clientswarm.service.storewatch import StoreWatch
@@ -380,6 +387,7 @@ class ClusterManager(ClusterReads):
             clients=[c.client_id for c in clients_of_worker(state.config, index, workers)],
             base_dir=state.base_dir,
             path_roots=self.settings.policy.file_scope().confined_to,
+            stages=state.adaptive.orders() if state.adaptive is not None else {},
         )
 
     def _still_needed(self, state: ClusterState, index: int) -> None:
@@ -455,6 +463,8 @@ class ClusterManager(ClusterReads):
             if guard is None:
                 guard = self.guards.setdefault(state.id, RunGuard(state.config))
             guard.observe(batch, state.live)
+            if state.adaptive is not None:
+                state.adaptive.observe(batch, parts)
         return fresh
 
     async def heartbeat(self, state: ClusterState, index: int, beat: Heartbeat) -> Control:
@@ -462,6 +472,7 @@ class ClusterManager(ClusterReads):
         worker = state.workers[index]
         worker.last_seen, worker.in_flight = time.monotonic(), beat.in_flight
         worker.loop_lag_p99_s = beat.loop_lag_p99_s
+        worker.in_flight_groups, worker.heard_ns = beat.in_flight_groups, time.time_ns()
         if worker.state is WorkerState.LOST or worker.moving.locked():
             # It was silent (e.g. paused) and is back: follow it again. Also when a move is
             # being written: it may be the one that finds it lost.
@@ -478,8 +489,29 @@ class ClusterManager(ClusterReads):
             in_flight=beat.in_flight,
             loop_lag_p99_s=beat.loop_lag_p99_s,
         )
-        # The whole list every time: a lost reply must not lose a stop (workers ignore repeats).
-        return Control(stop_all=worker.stop_all, stop_clients=sorted(worker.stop_clients))
+        await self.decide_set_points(state)
+        # The whole lists every time: a lost reply must not lose a stop or a stage (workers
+        # ignore repeats).
+        return Control(
+            stop_all=worker.stop_all,
+            stop_clients=sorted(worker.stop_clients),
+            stages=state.adaptive.orders() if state.adaptive is not None else {},
+        )
+
+    async def decide_set_points(self, state: ClusterState) -> None:
+        """Decide the adaptive groups' next stages that are due (:mod:`.adaptive`), each
+        recorded as an event."""
+        adaptive = state.adaptive
+        if adaptive is None or state.start_ns is None or state.stop_requested_at is not None:
+            return
+        beats = [
+            WorkerBeat(w.in_flight_groups, w.heard_ns)
+            for w in state.workers
+            if w.state is WorkerState.RUNNING and w.heard_ns
+        ]
+        for group, message in adaptive.tick(state.start_ns, beats):
+            log.info("cluster %s: %s", state.id, message)
+            await self.journal.event(state.id, ADAPTIVE_EVENT, message, adaptive.event_data(group))
 
     async def finish(self, state: ClusterState, index: int, report: WorkerReport) -> None:
         """The worker is done."""
@@ -497,6 +529,7 @@ class ClusterManager(ClusterReads):
                 log.exception("following the store's health failed")
             for state in list(self.active.values()):
                 try:
+                    await self.decide_set_points(state)
                     if await self.follower.check(state):
                         await self._finalise(state)
                 except StoreUnavailable:  # said once by store_watch; the next tick tries again
@@ -582,6 +615,8 @@ class ClusterManager(ClusterReads):
         else:
             try:
                 await asyncio.to_thread(replay_live, self.store, state)
+                if state.adaptive is not None:
+                    await asyncio.to_thread(restore_adaptive, self.store, state.id, state.adaptive)
                 await asyncio.to_thread(replay_stops, self.store, state)
             except StoreUnavailable:
                 raise  # the store itself fails: the service cannot start on it

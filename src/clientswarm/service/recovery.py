@@ -75,6 +75,8 @@ def replay_live(store: Store, state: ClusterState) -> None:
         parts = measured_parts(batch, slo=state.config.slo)
         state.live.add_parts(parts, batch.columns["end_ns"][-1] / 1e9)
         state.statistics.add_parts(parts, len(batch))
+        if state.adaptive is not None:
+            state.adaptive.observe(batch, parts)
 
 
 __all__ = ["launched", "recovered_state", "replay_live", "replay_stops"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from clientswarm.config.models import ClusterConfig
 from clientswarm.interactions.prompts import token_length_note, token_lengths_of
 from clientswarm.load.stage_plan import stage_plans
 from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, ClusterStatistics
 from clientswarm.metrics.summary import ClusterInfo, Summary, WorkerRow
+from clientswarm.service.adaptive import EVENT_KIND as ADAPTIVE_EVENT
+from clientswarm.service.adaptive import AdaptiveRun
 from clientswarm.service.lifecycle import WorkerState
 from clientswarm.service.runinfo import run_info
 from clientswarm.service.verdicts import threshold_results
@@ -57,6 +61,10 @@ def cluster_summary(
     )
     targets = list(config.target_map())
     plans = {g.name: stage_plans(g, config.warmup_s) for g in config.groups}
+    adaptive = AdaptiveRun.of(config)
+    if adaptive is not None:
+        restore_adaptive(store, record.id, adaptive)
+        plans.update(adaptive.plans())
     if samples and fed is not None and fed.samples == store.count_samples(record.id):
         summary = fed.summary(
             cluster, extra_warnings=warnings, target_order=targets, stage_plans=plans
@@ -69,6 +77,9 @@ def cluster_summary(
             summary = streamed.summary(
                 cluster, extra_warnings=warnings, target_order=targets, stage_plans=plans
             )
+    for name, (sweep, capacity) in (adaptive.results() if adaptive is not None else {}).items():
+        if name in summary.groups:
+            summary.groups[name].sweep, summary.groups[name].capacity = sweep, capacity
     for group in config.groups:
         stats_of_group = summary.groups.get(group.name)
         if stats_of_group is not None and stats_of_group.target is None:  # no samples yet
@@ -83,6 +94,19 @@ def cluster_summary(
     summary.run = run_info(config, record, workers)
     summary.thresholds = threshold_results(config, summary)
     return summary
+
+
+def restore_adaptive(store: Store, cluster_id: str, adaptive: AdaptiveRun) -> None:
+    """Take up the decisions of a cluster's adaptive groups from its events
+    (:mod:`clientswarm.service.adaptive`)."""
+    after, decisions = 0, list[dict[str, Any]]()
+    while True:
+        events = store.list_events(cluster_id, after_id=after, limit=1000)
+        decisions.extend(e.data for e in events if e.kind == ADAPTIVE_EVENT and e.data)
+        if len(events) < 1000:
+            break
+        after = events[-1].id
+    adaptive.restore(decisions)
 
 
 def preflight_notes(store: Store, cluster_id: str) -> list[str]:

@@ -24,6 +24,7 @@ from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.live import LiveStats
 from clientswarm.metrics.stats import ClusterStatistics
 from clientswarm.protocol.spawning import SpawnerHandle
+from clientswarm.service.adaptive import AdaptiveRun
 from clientswarm.service.journal import Event, Journal
 from clientswarm.service.lifecycle import (
     ClusterStatus,
@@ -74,6 +75,10 @@ class WorkerLive:
     """Its event loop's recent lag (p99), from its last heartbeat."""
     stop_all: bool = False
     stop_clients: set[int] = field(default_factory=set)
+    in_flight_groups: dict[str, int] = field(default_factory=dict)
+    """Requests in flight of each adaptive group, from its last heartbeat."""
+    heard_ns: int = 0
+    """When its last heartbeat arrived (epoch ns; 0: none yet)."""
     moving: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     """Held while a state transition is written, so transitions are persisted in the order
     they were made."""
@@ -132,6 +137,8 @@ class ClusterState:
     """Set once it runs or a stop is requested: wakes the workers' held ``GET assignment``
     calls, so every worker learns the start time at once."""
 
+    adaptive: AdaptiveRun | None = field(init=False, repr=False, compare=False)
+    """Its adaptive groups' decisions (None: it has none), :mod:`clientswarm.service.adaptive`."""
     statistics: ClusterStatistics = field(init=False, repr=False, compare=False)
     """The exact statistics of every batch committed while the service follows it (the final
     summary's, :meth:`ClusterManager._commit_batch`)."""
@@ -143,6 +150,7 @@ class ClusterState:
         self._moving = asyncio.Lock()
         if not self.workers:
             self.workers = [WorkerLive() for _ in range(self.config.spawner.workers)]
+        self.adaptive = AdaptiveRun.of(self.config)
         self.statistics = ClusterStatistics(
             slo=self.config.slo, group_order=[g.name for g in self.config.groups]
         )

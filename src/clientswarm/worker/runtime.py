@@ -18,6 +18,7 @@ time does not move, so the wait shows as schedule lag.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import math
@@ -28,7 +29,12 @@ import aiohttp
 import numpy as np
 
 from clientswarm.clock import Clock
-from clientswarm.config.load import ClosedLoadConfig, OpenLoadConfig
+from clientswarm.config.load import (
+    CapacityLoadConfig,
+    ClosedLoadConfig,
+    OpenLoadConfig,
+    SweepLoadConfig,
+)
 from clientswarm.config.models import ClusterConfig, GroupConfig, TargetConfig
 from clientswarm.errors import WorkerError
 from clientswarm.interactions.base import ClientContext, Interaction
@@ -50,6 +56,9 @@ from clientswarm.load import (
     worker_concurrency,
     worker_schedule,
 )
+from clientswarm.load.adaptive import GroupStages, StageOrder, is_adaptive, stage_schedule
+from clientswarm.load.closed_loop import default_ramp_up_s
+from clientswarm.load.schedule import ArrivalSchedule
 from clientswarm.load.stage_plan import stage_warmup_of
 from clientswarm.metrics.sample import ERROR_CLIENT, Sample
 from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
@@ -80,14 +89,65 @@ def target_headers(target: TargetConfig) -> dict[str, str]:
 
 
 def group_spans(config: ClusterConfig) -> dict[str, list[StageSpan]]:
-    """Each group's stage spans, to tag samples with the stage they were scheduled in."""
+    """Each planned group's stage spans, to tag samples with the stage they were scheduled in
+    (adaptive groups learn theirs while they run: :class:`StageFeed`)."""
     spans: dict[str, list[StageSpan]] = {}
     for group in config.groups:
+        if is_adaptive(group):
+            continue
         durations = [stage.duration_s for stage in group.load.stages]
         spans[group.name] = stage_spans(
             durations, warmup_s=config.warmup_s, duration_s=group.stop.duration_s
         )
     return spans
+
+
+class StageFeed:
+    """The stages of one adaptive group as the service decides them (assignment, then
+    heartbeat replies), and the waiting for the next one."""
+
+    def __init__(self, warmup_s: float, stage_warmup_s: float) -> None:
+        self.orders: list[StageOrder] = []
+        self.final = False
+        self.waiting = False
+        """True while the group waits for a stage not decided yet."""
+        self._warmup_s, self._stage_warmup_s = warmup_s, stage_warmup_s
+        self._starts: list[float] = []
+        self._changed = asyncio.Event()
+
+    def update(self, stages: GroupStages) -> None:
+        """Take what the service sent (a repeat, or an older list, changes nothing)."""
+        if len(stages.stages) > len(self.orders):
+            self.orders = list(stages.stages)
+            self._starts = [order.start_offset_s for order in self.orders]
+        if stages.final and len(stages.stages) >= len(self.orders):
+            self.final = True
+        self._changed.set()
+
+    async def get(self, stage: int) -> StageOrder | None:
+        """Stage ``stage`` once decided; None when the group has no more."""
+        while stage >= len(self.orders):
+            if self.final:
+                return None
+            self.waiting = True
+            self._changed.clear()
+            try:
+                await self._changed.wait()
+            finally:
+                self.waiting = False
+        return self.orders[stage]
+
+    def stage_at(self, offset_s: float) -> int:
+        """The stage a send at ``offset_s`` belongs to (the last one started by then)."""
+        return max(bisect.bisect_right(self._starts, offset_s) - 1, 0)
+
+    def in_stage_warmup(self, offset_s: float) -> bool:
+        """Whether a send at ``offset_s`` lies in its stage's ``stage_warmup_s``."""
+        if not self._stage_warmup_s or not self.orders:
+            return False
+        order = self.orders[self.stage_at(offset_s)]
+        start = self._warmup_s if order.stage == 0 else order.start_offset_s
+        return start <= offset_s < start + self._stage_warmup_s
 
 
 class WorkerRuntime:
@@ -99,16 +159,39 @@ class WorkerRuntime:
         self.clock = clock or Clock()
         self._sink = sink
         spans = group_spans(self.config)
+        self._feeds: dict[str, StageFeed] = {
+            g.name: StageFeed(self.config.warmup_s, g.load.stage_warmup_s)
+            for g in self.config.groups
+            if is_adaptive(g)
+        }
+        self.set_stages(assignment.stages)
+        feeds = self._feeds
+
+        def stage_of(group: str, offset_s: float) -> int:
+            feed = feeds.get(group)
+            return feed.stage_at(offset_s) if feed is not None else stage_at(spans[group], offset_s)
+
+        planned_warmup = stage_warmup_of(self.config)
+        in_stage_warmup = planned_warmup
+        if any(g.load.stage_warmup_s for g in self.config.groups if is_adaptive(g)):
+
+            def in_stage_warmup(group: str, offset_s: float) -> bool:
+                feed = feeds.get(group)
+                if feed is not None:
+                    return feed.in_stage_warmup(offset_s)
+                return planned_warmup is not None and planned_warmup(group, offset_s)
+
         self.recorder = SampleRecorder(
             sink,
             start_ns=assignment.start_ns,
             warmup_s=self.config.warmup_s,
-            stage_of=lambda group, offset_s: stage_at(spans[group], offset_s),
+            stage_of=stage_of,
             interval_s=assignment.batch_interval_s,
             batch_max=assignment.batch_max,
-            stage_warmup_of=stage_warmup_of(self.config),
+            stage_warmup_of=in_stage_warmup,
         )
         self.in_flight = 0
+        self._in_flight_groups: dict[str, int] = dict.fromkeys(self._feeds, 0)
         self.loop_lag = LoopLagMonitor()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
@@ -131,6 +214,22 @@ class WorkerRuntime:
         self._client_requests: dict[int, set[asyncio.Task[None]]] = {}  # open loop, in flight
         self._dispatchers: dict[int, asyncio.Task[None]] = {}  # open loop, by group index
         self._backoffs: dict[int, ConnectBackoff] = {}  # after connection failures, by client
+
+    def set_stages(self, stages: dict[str, GroupStages]) -> None:
+        """Take the adaptive groups' stages the service decided (repeats change nothing)."""
+        for name, decided in stages.items():
+            feed = self._feeds.get(name)
+            if feed is not None:
+                feed.update(decided)
+
+    @property
+    def awaiting_stage(self) -> bool:
+        """Whether an adaptive group waits for its next stage (heartbeat more often then)."""
+        return any(feed.waiting for feed in self._feeds.values())
+
+    def in_flight_groups(self) -> dict[str, int]:
+        """Requests in flight of each adaptive group."""
+        return dict(self._in_flight_groups)
 
     @property
     def active_clients(self) -> int:
@@ -240,6 +339,12 @@ class WorkerRuntime:
                 interactions = {
                     c.client_id: self._interactions.of(group_index, c.local_index) for c in mine
                 }
+                if isinstance(group.load, SweepLoadConfig | CapacityLoadConfig):
+                    if not self._group_clients[group_index] <= self._stopped_clients:
+                        self._dispatchers[group_index] = tasks.create_task(
+                            self._adaptive_group(group_index, mine, interactions, contexts)
+                        )
+                    continue
                 if isinstance(group.load, OpenLoadConfig):
                     if not self._group_clients[group_index] <= self._stopped_clients:
                         self._dispatchers[group_index] = tasks.create_task(
@@ -305,6 +410,10 @@ class WorkerRuntime:
         while backoff.until_ns > self.clock.now_ns():  # held, not in flight: nothing is sent
             await self._sleep_until(backoff.until_ns)
         self.in_flight += 1
+        groups = self._in_flight_groups
+        counted = ctx.group in groups
+        if counted:
+            groups[ctx.group] += 1
         try:
             await interaction.perform(ctx, at_ns)
         except Exception as exc:  # interactions record failures; this is the safety net
@@ -325,6 +434,8 @@ class WorkerRuntime:
             )
         finally:
             self.in_flight -= 1
+            if counted:
+                groups[ctx.group] -= 1
 
     async def _sleep_until(self, at_ns: int) -> None:
         await sleep_until(self.clock, at_ns)  # never early: schedule lag is >= 0
@@ -363,10 +474,7 @@ class WorkerRuntime:
         a = self.assignment
         group = self.config.groups[group_index]
         assert isinstance(group.load, OpenLoadConfig)
-        cap = worker_concurrency(
-            group.load.max_concurrency, client_ids(self.config, group_index), a.worker, a.workers
-        )
-        slots = asyncio.Semaphore(cap) if cap else None
+        slots = self._slots(group_index, group.load.max_concurrency)
         schedule = worker_schedule(self.config, group_index, a.worker, a.workers)
         # Arrivals still to come per client: a client with none left and nothing in flight is
         # finished (no longer active).
@@ -375,6 +483,44 @@ class WorkerRuntime:
         for client_id in self._group_clients[group_index] - remaining.keys():
             self._active.discard(client_id)
 
+        def sent(client_id: int) -> None:
+            remaining[client_id] -= 1
+
+        def done(client_id: int) -> None:
+            if not self._client_requests[client_id] and not remaining[client_id]:
+                self._active.discard(client_id)
+
+        try:
+            async with asyncio.TaskGroup() as requests:
+                await self._dispatch(
+                    schedule, interactions, contexts, slots, requests, sent=sent, done=done
+                )
+        finally:
+            self._active.difference_update(self._group_clients[group_index])
+
+    def _slots(self, group_index: int, max_concurrency: int | None) -> asyncio.Semaphore | None:
+        """This worker's share of a group's ``max_concurrency`` (None: no cap)."""
+        a = self.assignment
+        cap = worker_concurrency(
+            max_concurrency, client_ids(self.config, group_index), a.worker, a.workers
+        )
+        return asyncio.Semaphore(cap) if cap else None
+
+    async def _dispatch(
+        self,
+        schedule: ArrivalSchedule,
+        interactions: dict[int, Interaction],
+        contexts: dict[int, ClientContext],
+        slots: asyncio.Semaphore | None,
+        requests: asyncio.TaskGroup,
+        *,
+        sent: Callable[[int], None] | None = None,
+        done: Callable[[int], None] | None = None,
+    ) -> None:
+        """Send each arrival of ``schedule`` (this worker's) at its time, as its own task in
+        ``requests``; ``sent``/``done`` are told the client of each arrival sent/ended."""
+        a = self.assignment
+
         async def one(ctx: ClientContext, at_ns: int) -> None:
             try:
                 await self._perform(interactions[ctx.client], ctx, at_ns)
@@ -382,28 +528,111 @@ class WorkerRuntime:
                 if slots is not None:
                     slots.release()
 
-        def done(task: asyncio.Task[None], client_id: int) -> None:
-            in_flight = self._client_requests[client_id]
-            in_flight.discard(task)
-            if not in_flight and not remaining[client_id]:
-                self._active.discard(client_id)
+        def ended(task: asyncio.Task[None], client_id: int) -> None:
+            self._client_requests[client_id].discard(task)
+            if done is not None:
+                done(client_id)
 
+        for offset_s, client_id, _stage, _warmup in schedule.rows():
+            if client_id in self._stopped_clients:
+                continue  # a stopped client's arrivals are skipped, not sent late
+            at_ns = a.start_ns + round(offset_s * 1e9)
+            await self._sleep_until(at_ns)
+            if slots is not None:
+                await slots.acquire()
+            if client_id in self._stopped_clients:  # stopped while we waited
+                if slots is not None:
+                    slots.release()
+                continue
+            if sent is not None:
+                sent(client_id)
+            task = requests.create_task(one(contexts[client_id], at_ns))
+            self._client_requests.setdefault(client_id, set()).add(task)
+            task.add_done_callback(functools.partial(ended, client_id=client_id))
+
+    async def _adaptive_group(
+        self,
+        group_index: int,
+        mine: list[WorkerClient],
+        interactions: dict[int, Interaction],
+        contexts: dict[int, ClientContext],
+    ) -> None:
+        """Run an adaptive group's stages as the service decides them
+        (:mod:`clientswarm.load.adaptive`): each closed-loop stage's active clients loop in
+        its window, each open-loop stage's arrivals (this worker's slice) are sent on time."""
+        a = self.assignment
+        group = self.config.groups[group_index]
+        load = group.load
+        assert isinstance(load, SweepLoadConfig | CapacityLoadConfig)
+        feed = self._feeds[group.name]
+        slots = self._slots(group_index, load.max_concurrency)
         try:
-            async with asyncio.TaskGroup() as requests:
-                for offset_s, client_id, _stage, _warmup in schedule.rows():
-                    if client_id in self._stopped_clients:
-                        continue  # a stopped client's arrivals are skipped, not sent late
-                    at_ns = a.start_ns + round(offset_s * 1e9)
-                    await self._sleep_until(at_ns)
-                    if slots is not None:
-                        await slots.acquire()
-                    if client_id in self._stopped_clients:  # stopped while we waited
-                        if slots is not None:
-                            slots.release()
-                        continue
-                    remaining[client_id] -= 1
-                    task = requests.create_task(one(contexts[client_id], at_ns))
-                    self._client_requests.setdefault(client_id, set()).add(task)
-                    task.add_done_callback(functools.partial(done, client_id=client_id))
+            async with asyncio.TaskGroup() as tasks:
+                stage = 0
+                while (order := await feed.get(stage)) is not None:
+                    if order.loop == "open":
+                        schedule = stage_schedule(self.config, group_index, order)
+                        await self._dispatch(
+                            schedule.for_worker(a.worker, a.workers),
+                            interactions,
+                            contexts,
+                            slots,
+                            tasks,
+                        )
+                    else:
+                        self._closed_stage(order, mine, interactions, contexts, tasks)
+                    await self._sleep_until(a.start_ns + round(order.end_offset_s * 1e9))
+                    stage += 1
         finally:
             self._active.difference_update(self._group_clients[group_index])
+
+    def _closed_stage(
+        self,
+        order: StageOrder,
+        mine: list[WorkerClient],
+        interactions: dict[int, Interaction],
+        contexts: dict[int, ClientContext],
+        tasks: asyncio.TaskGroup,
+    ) -> None:
+        """Start the clients active in closed-loop stage ``order``: local clients below its
+        set point, their starts spread like a default ramp-up so they are not in lockstep."""
+        active = int(order.set_point)
+        start_ns = self.assignment.start_ns
+        begin_s = order.start_offset_s
+        ramp_s = default_ramp_up_s(order.end_offset_s - begin_s)
+        for client in mine:
+            if client.local_index >= active or client.client_id in self._stopped_clients:
+                continue
+            first_ns = start_ns + round((begin_s + ramp_s * client.local_index / active) * 1e9)
+            task = tasks.create_task(
+                self._closed_window(
+                    client.client_id,
+                    first_ns,
+                    start_ns + round(order.end_offset_s * 1e9),
+                    interactions[client.client_id],
+                    contexts[client.client_id],
+                    self._client_tasks.get(client.client_id),
+                )
+            )
+            self._client_tasks[client.client_id] = task
+
+    async def _closed_window(
+        self,
+        client_id: int,
+        first_ns: int,
+        end_ns: int,
+        interaction: Interaction,
+        ctx: ClientContext,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """One client of a closed-loop stage: send, wait for the answer, send again, from
+        ``first_ns`` until ``end_ns`` (the one in flight then finishes); after its previous
+        stage's interaction, so a client never has two in flight."""
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        backoff = self._backoffs[client_id]
+        next_ns = first_ns
+        while max(next_ns, backoff.until_ns) < end_ns:
+            await self._sleep_until(next_ns)
+            await self._perform(interaction, ctx, next_ns)
+            next_ns = max(self.clock.now_ns(), next_ns)

@@ -29,6 +29,7 @@ import aiohttp
 
 from clientswarm import __version__
 from clientswarm.errors import WorkerError
+from clientswarm.load.adaptive import WAITING_HEARTBEAT_S
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
 from clientswarm.preflight import run_preflight
@@ -360,7 +361,21 @@ class _ServiceWorker:
                 if status == 410 and not self._stop.is_set():
                     log.warning("the service says the cluster is no longer running: %s", tail(data))
                 self._apply(control)
-            await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+            await self._until_next_beat(started, interval_s)
+
+    async def _until_next_beat(self, started: float, interval_s: float) -> None:
+        """Sleep until the next heartbeat is due: ``interval_s`` after the last one, or
+        :data:`~clientswarm.load.adaptive.WAITING_HEARTBEAT_S` after it while an adaptive
+        group waits for its next stage (so it learns the decision soon)."""
+        while True:
+            elapsed = time.monotonic() - started
+            runtime = self._runtime
+            due = interval_s
+            if runtime is not None and runtime.awaiting_stage:
+                due = min(interval_s, WAITING_HEARTBEAT_S)
+            if elapsed >= due:
+                return
+            await asyncio.sleep(min(due - elapsed, WAITING_HEARTBEAT_S))
 
     def _state(self) -> Heartbeat:
         runtime = self._runtime
@@ -371,9 +386,12 @@ class _ServiceWorker:
             recorded=runtime.recorder.recorded,
             active_clients=runtime.active_clients,
             loop_lag_p99_s=runtime.recent_loop_lag_p99_s(),  # the report has the exact one
+            in_flight_groups=runtime.in_flight_groups(),
         )
 
     def _apply(self, control: Control) -> None:
+        if control.stages and self._runtime is not None:
+            self._runtime.set_stages(control.stages)
         if control.stop_clients:
             if self._runtime is not None:
                 self._runtime.stop_clients(control.stop_clients)
