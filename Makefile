@@ -23,8 +23,8 @@ demo: $(STAMP) bytecode
 	$(BIN)/clientswarm run examples/quickstart.yaml --mock --output results/quickstart
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
@@ -43,6 +43,7 @@ bench: $(STAMP) bytecode
 # missing from the nav) fail the build.
 docs: $(STAMP)
 	$(BIN)/python scripts/docs_reference.py
+	$(BIN)/python scripts/grafana_dashboard.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 clean:

@@ -63,6 +63,9 @@ class ConfigError(ClientswarmError):
     def __init__(self, problems: list[str], source: str | None = None) -> None:
         self.problems = problems
         self.source = source
+        self.locations: list[dict[str, object]] | None = None
+        """Where each problem is in the text it came from (``message``, ``line``,
+        ``column``), when that text was at hand (:mod:`clientswarm.config.locate`)."""
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(problems))
 

@@ -82,7 +82,7 @@ def browser() -> Iterator[Any]:
         "--no-sandbox",
         "--disable-gpu",
         "--proxy-server=127.0.0.1:9",  # a proxy to nowhere: nothing leaves the machine
-        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # only the loopback
         "--window-size=1240,1000",
     ):
         options.add_argument(arg)

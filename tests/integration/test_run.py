@@ -286,7 +286,7 @@ def test_run_cli_end_to_end(tmp_path: Path) -> None:
         "name: e2e\n"
         "target: {url: 'http://127.0.0.1:1', model: mock-model}\n"
         "spawner: {kind: local, workers: 2}\n"
-        "warmup_s: 0.5\n"
+        "warmup_s: 1\n"
         "slo: {ttft_s: 1.0}\n"
         "groups:\n"
         "  - {name: chat, clients: 4, interaction: {kind: chat, max_tokens: 8},"
@@ -314,6 +314,11 @@ def test_run_cli_end_to_end(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "TTFT" in done.stdout and "chat" in done.stdout
+    # Not a terminal: plain progress lines (no bar), the warm-up labelled as such.
+    progress = done.stdout[: done.stdout.index("Throughput")].splitlines()
+    lines = [line for line in progress if "workers " in line]
+    assert lines and all(len(line) < 120 and "━" not in line for line in lines), progress
+    assert any("warm-up " in line and "not measured" in line for line in lines), progress
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= {"cluster", "total", "groups", "warnings", "trustworthy"}
     assert summary["cluster"]["status"] == "completed"

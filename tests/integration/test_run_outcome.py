@@ -159,6 +159,13 @@ def test_submit_wait_exits_with_the_runs_code(tmp_path: Path) -> None:
         assert done.stdout.splitlines()[-1] == "verdict: completed"
         # the cluster view says when, as the summary does
         cluster_id = done.stdout.splitlines()[0]
+        # While it waits: the status as it changes, and plain progress lines (not a terminal)
+        # from the service's progress stream.
+        waited = done.stderr.splitlines()
+        assert f"{cluster_id}: completed" in waited
+        progress = [line for line in waited if "  workers " in line]
+        assert progress and all(len(line) < 120 and "━" not in line for line in progress)
+        assert any(line.startswith(("starting  ", "running  ")) for line in progress), waited
         _, view = service.api("GET", f"/clusters/{cluster_id}")
         _, results = service.api("GET", f"/clusters/{cluster_id}/results")
         for key in ("started_at", "ended_at"):

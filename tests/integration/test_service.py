@@ -150,6 +150,19 @@ def test_bad_config_is_a_422_that_names_the_field(service: ServiceProcess, targe
     assert any("unknown field 'stopp'" in p and "did you mean 'stop'" in p for p in problems)
     status, body = service.api("POST", "/validate", "name: [", content_type="application/yaml")
     assert status == 422 and "invalid YAML" in body["error"]["message"]
+    (located,) = body["error"]["locations"]
+    assert (located["line"], located["column"]) == (1, 8)  # where YAML found the list unclosed
+    # Each problem with its line and column, for an editor (JSON is located as YAML is).
+    text = json.dumps(bad, indent=2)
+    status, body = service.api("POST", "/validate", text, content_type="application/json")
+    assert status == 422
+    lines = text.splitlines()
+    by_message = {p["message"]: p for p in body["error"]["locations"]}
+    assert set(by_message) == set(body["error"]["problems"])
+    clients = next(p for m, p in by_message.items() if m.startswith("groups[0].clients"))
+    assert '"clients": 0' in lines[clients["line"] - 1][clients["column"] - 1 :]
+    stopp = next(p for m, p in by_message.items() if "stopp" in m)
+    assert lines[stopp["line"] - 1][stopp["column"] - 1 :].startswith('"stopp"')
     status, body = service.api("GET", "/clusters/nope")
     assert status == 404 and body["error"]["message"] == "no cluster with id 'nope'"
     assert body == {"error": {"status": 404, "message": "no cluster with id 'nope'"}}

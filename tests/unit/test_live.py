@@ -335,3 +335,24 @@ def test_one_derivation_of_a_batch_feeds_the_live_and_the_exact_statistics() -> 
     assert final.steps is not None and final.steps["retrieve"].requests == 1
     assert live.steps_since_start()["chat"]["retrieve"].requests == 1
     exact.close()
+
+
+def test_recent_adds_up_the_window_for_a_progress_display() -> None:
+    live = LiveStats("c1", "demo", groups=["chat", "other"])
+    start = T0 - 20.0  # started long before: rates are over the window's span
+    live.add([_sample(T0 - 1, warmup=True, ttft_s=9.0), _sample(T0 - 1, warmup=True)], T0 - 15)
+    live.add([_sample(T0, ttft_s=0.1), _sample(T0, ttft_s=0.3)], T0 + 0.5)
+    live.add([_sample(T0, group="other", ttft_s=0.2, status="error")], T0 + 0.5)
+    recent = live.recent(T0 + 0.5, start)
+    span_s = T0 + 0.5 - (math.floor(T0) - 9)
+    assert recent.warmup == 2  # since the start, though out of the window
+    assert recent.request_rate == pytest.approx(3 / span_s)
+    assert recent.output_token_rate == pytest.approx(10 / span_s)
+    assert recent.ttft_p50_s == pytest.approx(0.1, rel=0.01)  # the failed one has none
+    # Just started: the rate is over the time since the start, not over the whole window.
+    fresh = LiveStats("c2")
+    fresh.add([_sample(T0, warmup=True)] * 4, T0 + 1.5)
+    early = fresh.recent(T0 + 2.0, T0)
+    assert early.request_rate == pytest.approx(2.0)
+    assert early.ttft_p50_s is None and early.warmup == 4
+    assert LiveStats("c3").recent(T0, T0).request_rate == 0.0

@@ -48,11 +48,11 @@ def test_live_warnings_name_lagging_workers_and_late_schedules() -> None:
 
 
 def test_the_progress_line_says_when_the_numbers_are_not_trustworthy() -> None:
-    from clientswarm.run.progress import ProgressLine, progress_text
+    from clientswarm.reports.progress import ProgressLine, progress_text
 
     line = ProgressLine("running", 3.0, 10.0, 5, 0, 2, 1, 1, 0, warning="worker 0: lag")
-    assert "not trustworthy now: worker 0: lag" in progress_text(line, 1.0).plain
+    assert "not trustworthy now: worker 0: lag" in progress_text(line).plain
     assert (
         "trustworthy"
-        not in progress_text(ProgressLine("running", 3.0, 10.0, 5, 0, 2, 1, 1, 0), 1.0).plain
+        not in progress_text(ProgressLine("running", 3.0, 10.0, 5, 0, 2, 1, 1, 0)).plain
     )

@@ -53,6 +53,9 @@ class RunOptions:
     port: int = 0
     overwrite: bool = False
     """Replace the earlier run's files in the output directory (else such a one is refused)."""
+    ui: bool = False
+    """Serve the web UI of the run's in-process service, and keep serving it after the run
+    until Ctrl-C."""
 
 
 @click.command("run")
@@ -95,6 +98,12 @@ class RunOptions:
     help="Address the in-process service listens on (compute nodes must reach it).",
 )
 @click.option("--port", default=0, type=click.IntRange(0, 65535), help="Its port (0: any free).")
+@click.option(
+    "--ui",
+    is_flag=True,
+    help="Serve the web UI of this run (its URL and token are printed) and keep serving it "
+    "after the run, with the results, until Ctrl-C.",
+)
 def run_command(
     file: Path,
     output: Path | None,
@@ -107,6 +116,7 @@ def run_command(
     no_preflight: bool,
     host: str,
     port: int,
+    ui: bool,
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
     with collections_paused():
@@ -128,6 +138,7 @@ def run_command(
         host=host,
         port=port,
         overwrite=overwrite,
+        ui=ui,
     )
     code = run_config(config, options)
     if code is not None:
@@ -167,6 +178,7 @@ def run_config(config: ClusterConfig, options: RunOptions) -> int | None:
             fmt=options.samples_format or config.outputs.samples_format,
             mock_args=options.mock_args,
             start=start,
+            ui=options.ui,
         )
     from clientswarm.reports.table import render_summary, report_console  # after the run: rich
     from clientswarm.verdict import exit_code, launch_failure

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from clientswarm.metrics.columns import SampleSink
 from clientswarm.reports.export import SamplesFile, write_samples
 from clientswarm.reports.summary import write_summary
 from clientswarm.run.mock_target import mock_target
-from clientswarm.run.progress import progress_line, show_progress
+from clientswarm.run.progress import cluster_progress, show_progress
 from clientswarm.run.start import RunStart, start_run
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.runinfo import planned_duration_s
@@ -55,6 +56,7 @@ async def run_cluster(
     store: Store,
     start: RunStart,
     samples: SampleSink | None = None,
+    linger: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> str:
     """Run ``config`` through an in-process service; return the cluster id once it finished.
     ``samples`` takes every batch the service commits (the run's samples file).
@@ -63,6 +65,9 @@ async def run_cluster(
     first request (the workers' registrations wait on the socket), creates the cluster with
     the id, token and workers that :func:`~clientswarm.run.start.start_run` started; then
     :func:`follow` shows it on ``console``.
+
+    ``linger``: called with the cluster's id and the service's URL once it has finished,
+    while the service still serves (``run --ui``: the web UI stays up until Ctrl-C).
     """
     spawners = {**default_spawners(), config.spawner.kind: start.spawner}
     created: list[ClusterRecord] = []
@@ -84,7 +89,13 @@ async def run_cluster(
     try:
         async with service_running as service:
             (record,) = created
+            if linger is not None:
+                (console or _console()).print(
+                    f"web UI: {service.url}/ (token: {start.settings.api_token})", soft_wrap=True
+                )
             await follow(service.manager, record.id, planned_duration_s(config), console)
+            if linger is not None:
+                await linger(record.id, service.url)
     except RuntimeError:
         if refused:  # the cluster was refused: say why, not that the service did not start
             raise refused[0] from None
@@ -111,8 +122,11 @@ async def follow(
 
     async def display_progress() -> None:
         await asyncio.sleep(PROGRESS_DELAY_S)  # rich loads and draws once workers have sent
+        record = await manager.cluster(cluster_id)
+        warmup_s = float(orjson.loads(record.config_json).get("warmup_s") or 0.0)
         await show_progress(
-            lambda: progress_line(manager.snapshot(cluster_id), planned_s), console or _console()
+            lambda: cluster_progress(manager, cluster_id, planned_s, warmup_s),
+            console or _console(),
         )
 
     display = asyncio.create_task(display_progress())
@@ -122,6 +136,19 @@ async def follow(
         display.cancel()
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def until_interrupted() -> None:
+    """Wait for Ctrl-C (SIGINT) or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def write_results(
@@ -159,12 +186,14 @@ def run_locally(
     fmt: str = "parquet",
     mock_args: str | None = None,
     start: RunStart | None = None,
+    ui: bool = False,
 ) -> dict[str, Any]:
     """Run ``config`` with a throw-away store (against the simulator started with
     ``mock_args`` unless None), write the results to ``output_dir``; return the summary.
     ``start``: the workers :func:`~clientswarm.run.start.start_run` started (the caller
     closes it); ``None``: they are started here, on a free loopback port. ``console`` as for
-    :func:`follow`."""
+    :func:`follow`. ``ui``: print the web UI's address, and once the run has ended and its
+    results are written, keep serving them there until Ctrl-C."""
     if start is None:  # nobody started the workers yet (``clientswarm calibrate``)
         with start_run(config, output_dir=output_dir) as started:
             return run_locally(
@@ -175,11 +204,24 @@ def run_locally(
                 fmt=fmt,
                 mock_args=mock_args,
                 start=started,
+                ui=ui,
             )
     with tempfile.TemporaryDirectory(prefix="clientswarm-run-") as scratch:
         store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
         store.create_all()
         samples = SamplesFile(output_dir / f"samples.{fmt}", fmt)
+        written: list[dict[str, Any]] = []
+
+        async def serve_results(cluster_id: str, url: str) -> None:
+            """``run --ui``: write the results, then serve them until Ctrl-C."""
+            written.append(
+                await asyncio.to_thread(write_results, store, cluster_id, output_dir, samples)
+            )
+            (console or _console()).print(
+                f"the run has ended; its results are in {output_dir} and at {url}/ until Ctrl-C",
+                soft_wrap=True,
+            )
+            await until_interrupted()
 
         async def main() -> str:
             async with contextlib.AsyncExitStack() as stack:
@@ -195,10 +237,14 @@ def run_locally(
                     store=store,
                     start=start,
                     samples=samples,
+                    linger=serve_results if ui else None,
                 )
 
         try:
-            return write_results(store, aio.run(main()), output_dir, samples)
+            cluster_id = aio.run(main())
+            if written:
+                return written[0]
+            return write_results(store, cluster_id, output_dir, samples)
         finally:
             samples.close()
             store.close()

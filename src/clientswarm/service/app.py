@@ -13,13 +13,16 @@ from clientswarm import __version__
 from clientswarm.config.loader import config_json_schema
 from clientswarm.config.models import ClusterConfig
 from clientswarm.protocol.internal import INTERNAL_PREFIX
+from clientswarm.service.apidocs import install_api_docs
 from clientswarm.service.auth import api_token_guard
 from clientswarm.service.bodylimit import BodySizeLimit
+from clientswarm.service.compare_route import compare_router
 from clientswarm.service.errors import install_error_handlers
 from clientswarm.service.frontend import frontend_router
 from clientswarm.service.internal import internal_router
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.monitor import monitor_router
+from clientswarm.service.ui import install_ui
 
 
 def create_app(
@@ -49,6 +52,8 @@ def create_app(
             "service, and serves their statistics to a frontend and a monitor."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served from the wheel's assets, not a CDN: install_api_docs
+        redoc_url=None,
     )
     guard = api_token_guard(settings.api_token)
     # FastAPI prepares a router's routes on the first request that reaches it, in the order
@@ -57,6 +62,9 @@ def create_app(
     app.include_router(internal_router(manager))
     app.include_router(frontend_router(manager, guard))
     app.include_router(monitor_router(manager, guard))
+    app.include_router(compare_router(manager, guard))
+    install_api_docs(app)
+    install_ui(app, token_required=settings.api_token is not None)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

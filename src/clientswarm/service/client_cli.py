@@ -6,12 +6,14 @@ Every command takes ``--service URL`` (env ``CLIENTSWARM_SERVICE``, default
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,11 @@ from rich.table import Table
 from rich.text import Text
 
 from clientswarm.errors import ClientswarmError, ConfigError
+from clientswarm.interactions.sse import SSEDecoder
+from clientswarm.reports.progress import ProgressDisplay
 from clientswarm.reports.table import render_summary, report_console
 from clientswarm.service.lifecycle import ClusterStatus
+from clientswarm.service.progress_events import plan_of, progress_of_event
 from clientswarm.timestamps import epoch_s
 from clientswarm.verdict import exit_code, launch_failure, verdict
 
@@ -99,18 +104,56 @@ def _client(service: str) -> ServiceClient:
     return ServiceClient(service)
 
 
+PROGRESS_INTERVAL_S = 0.5
+"""Seconds between two events of the progress stream that ``submit --wait`` asks for."""
+
+
 def wait_for(client: ServiceClient, cluster_id: str, console: Console) -> dict[str, Any]:
-    """Poll a cluster until it finishes, printing its status as it changes."""
-    last = None
+    """Follow a cluster until its results are final, printing its status as it changes and
+    showing its progress (:mod:`clientswarm.reports.progress`) from the service's progress
+    stream; a service without one is polled for the status alone."""
+    view = client.json("GET", f"/clusters/{cluster_id}")
+    plan = plan_of(view.get("config") or {})
+    last = _print_status(console, cluster_id, view, None)
+    try:
+        with ProgressDisplay(console) as display:
+            for event in progress_stream(client, cluster_id, PROGRESS_INTERVAL_S):
+                last = _print_status(console, cluster_id, event, last)
+                if event.get("status") not in FINAL:  # the status line says how it ended
+                    display.update(progress_of_event(event, plan))
+        return dict(client.json("GET", f"/clusters/{cluster_id}"))
+    except (ClientswarmError, OSError, http.client.HTTPException, ValueError):
+        pass  # no stream (an older service), or it broke off: poll
     while True:
         view = client.json("GET", f"/clusters/{cluster_id}")
-        line = f"{view['status']}" + (f" ({view['reason']})" if view.get("reason") else "")
-        if line != last:
-            console.print(f"{cluster_id}: {line}", style="dim")
-            last = line
+        last = _print_status(console, cluster_id, view, last)
         if view["status"] in FINAL:
             return dict(view)
         time.sleep(1.0)
+
+
+def _print_status(console: Console, cluster_id: str, view: dict[str, Any], last: str | None) -> str:
+    """Print the cluster's status (and why) when it differs from ``last``; return it."""
+    line = f"{view['status']}" + (f" ({view['reason']})" if view.get("reason") else "")
+    if line != last:
+        console.print(f"{cluster_id}: {line}", style="dim")
+    return line
+
+
+def progress_stream(
+    client: ServiceClient, cluster_id: str, interval_s: float
+) -> Iterator[dict[str, Any]]:
+    """The events of ``GET …/progress`` (one every ``interval_s``), up to the ``end`` one."""
+    req = client.request("GET", f"/clusters/{cluster_id}/progress?interval_s={interval_s}")
+    req.add_header("Accept", "text/event-stream")
+    decoder = SSEDecoder()
+    with client.open(req) as response:
+        while chunk := response.read1(1 << 16):
+            for event in decoder.feed(chunk):
+                yield json.loads(event.data)
+                if event.event == "end":
+                    return
+    raise ClientswarmError(f"the progress stream of cluster {cluster_id} ended early")
 
 
 @click.command("submit")

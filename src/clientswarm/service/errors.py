@@ -54,6 +54,19 @@ class ErrorDetail(BaseModel):
     problems: list[str] | None = Field(
         default=None, description="Invalid input only: one line per problem, naming the field"
     )
+    locations: list[ProblemAt] | None = Field(
+        default=None,
+        description="An invalid configuration only: each problem with its line and column in "
+        "the body (1-based), for an editor",
+    )
+
+
+class ProblemAt(BaseModel):
+    """One problem of a configuration and where it is in the text that was sent."""
+
+    message: str
+    line: int = Field(ge=1)
+    column: int = Field(ge=1)
 
 
 class ErrorBody(BaseModel):
@@ -116,7 +129,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConfigError)
     async def _config(_: Request, exc: ConfigError) -> JSONResponse:
         lines = exc.problems
-        return error_response(422, f"invalid configuration: {lines[0]}", lines)
+        body = error_body(422, f"invalid configuration: {lines[0]}", lines)
+        if exc.locations is not None:
+            body["error"]["locations"] = exc.locations
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

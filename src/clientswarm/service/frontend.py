@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -13,7 +14,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from clientswarm.config.loader import config_json_schema, parse_config_text
+from clientswarm.config.locate import locate_problems
 from clientswarm.config.models import ClusterConfig
+from clientswarm.errors import ConfigError
 from clientswarm.interactions.journeys import params_model
 from clientswarm.interactions.loader import entry_point_interactions
 from clientswarm.interactions.registry import BUILTIN_INTERACTIONS
@@ -85,14 +88,29 @@ _CLUSTER_LINKS = {
 """How a created cluster's id feeds the routes about it (OpenAPI links, for API testers)."""
 
 
-async def read_config(request: Request) -> ClusterConfig:
-    """The configuration in the body: YAML by content type, else JSON. ConfigError → 422."""
+async def read_config(request: Request) -> tuple[str, ClusterConfig]:
+    """The configuration in the body (and its text): YAML by content type, else JSON.
+    ConfigError → 422, with where each problem is (:func:`located`)."""
     body = (await request.body()).decode("utf-8", errors="replace")
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     fmt: Literal["yaml", "json"] = "yaml" if media in YAML_TYPES else "json"
     # The parsers are bounded (depth, aliases, numbers) but their work is linear in a body of
     # up to --max-body-mb: off the event loop, so other requests and workers are not held up.
-    return await asyncio.to_thread(parse_config_text, body, source="request body", fmt=fmt)
+    async with located(body):
+        config = await asyncio.to_thread(parse_config_text, body, source="request body", fmt=fmt)
+    return body, config
+
+
+@contextlib.asynccontextmanager
+async def located(text: str) -> AsyncIterator[None]:
+    """A ConfigError raised inside learns where each of its problems is in ``text``."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.locations is None:
+            found = await asyncio.to_thread(locate_problems, text, exc.problems)
+            exc.locations = [place.as_dict() for place in found]
+        raise
 
 
 def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
@@ -125,8 +143,9 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
     )
     async def create_cluster(request: Request) -> JSONResponse:
         """Create a cluster from a configuration and start it; 201 with its id."""
-        config = await read_config(request)
-        record = await manager.create(config)
+        text, config = await read_config(request)
+        async with located(text):  # the operator's refusals name fields too
+            record = await manager.create(config)
         view = {"id": record.id, "name": record.name, "status": record.status}
         headers = {"Location": f"{API_PREFIX}/clusters/{record.id}"}
         return JSONResponse(view, status_code=201, headers=headers)
@@ -318,7 +337,9 @@ def frontend_router(manager: ClusterManager, guard: Any) -> APIRouter:
     async def validate(request: Request) -> dict[str, Any]:
         """Validate a configuration without running it (422 with one line per problem): the
         same checks as creating it, against this service's operator policy."""
-        config = (await manager.admit(await read_config(request))).config
+        text, parsed = await read_config(request)
+        async with located(text):
+            config = (await manager.admit(parsed)).config
         return {
             "valid": True,
             "name": config.name,

@@ -1,0 +1,113 @@
+"""``GET /api/v1/compare``: clusters of this service side by side, as ``clientswarm compare``
+compares them (:mod:`clientswarm.reports.compare`): the comparison as JSON, or as the page of
+``compare --html`` (:mod:`clientswarm.reports.compare_html`), which the web UI shows."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import StringConstraints
+
+from clientswarm.reports.export import stream_samples
+from clientswarm.service.errors import error_responses
+from clientswarm.service.frontend import API_PREFIX
+from clientswarm.service.manager import ClusterManager
+
+MAX_COMPARED = 8
+"""Clusters one comparison takes at most."""
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_EFFECT_PATTERN = r"^([0-9]{1,2}([.][0-9]{1,6})?%|0?[.][0-9]{1,6}|0)$"
+
+
+async def _run_of(manager: ClusterManager, label: str, cluster_id: str) -> Any:
+    """One compared run from the store: its summary and its samples' values (through the
+    Parquet export, as ``compare`` reads a cluster of a service)."""
+    from clientswarm.reports.compare import RunResult, read_sample_values
+
+    await manager.cluster(cluster_id)  # 404 when there is none
+    summary = await manager.results(cluster_id)
+    with tempfile.TemporaryDirectory(prefix="clientswarm-compare-") as folder:
+        path = Path(folder) / "samples.parquet"
+
+        def write() -> None:
+            with path.open("wb") as sink:
+                for chunk in stream_samples(manager.samples(cluster_id), "parquet"):
+                    sink.write(chunk)
+
+        await asyncio.to_thread(write)
+        values = await asyncio.to_thread(read_sample_values, path)
+    return RunResult(label, cluster_id, summary, values)
+
+
+def compare_router(manager: ClusterManager, guard: Any) -> APIRouter:
+    """The compare route, behind ``guard`` (the API token)."""
+    router = APIRouter(
+        prefix=API_PREFIX,
+        tags=["frontend"],
+        dependencies=[Depends(guard)],
+        responses=error_responses(401, 403, 503),
+    )
+
+    @router.get(
+        "/compare",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+                "description": "The comparison (JSON) or its page (format=html)",
+            },
+            **error_responses(404, 422),
+        },
+    )
+    async def compare(
+        clusters: Annotated[
+            list[Annotated[str, StringConstraints(pattern=_ID_PATTERN, max_length=64)]],
+            Query(min_length=2, max_length=MAX_COMPARED, description="Cluster ids; the first is A"),
+        ],
+        format: Literal["json", "html"] = "json",
+        min_effect: Annotated[
+            str,
+            Query(
+                pattern=_EFFECT_PATTERN,
+                description="The smallest relative change called a difference: 5% or 0.05",
+            ),
+        ] = "5%",
+    ) -> Response:
+        """Compare clusters with the first (A): per group and stage, rates and TTFT/ITL/TPOT/
+        E2E percentiles side by side, with the difference and a bootstrap verdict, as
+        ``clientswarm compare`` does."""
+        from clientswarm.reports.compare import LABELS, Settings, compare_runs, parse_min_effect
+
+        settings = Settings(min_effect=parse_min_effect(min_effect))
+        runs = [await _run_of(manager, LABELS[i], c) for i, c in enumerate(clusters)]
+        comparison = await asyncio.to_thread(compare_runs, runs, settings, [])
+        if format == "html":
+            from clientswarm.reports.compare_html import render_comparison_html
+
+            page = await asyncio.to_thread(render_comparison_html, comparison, runs)
+            return HTMLResponse(page)
+        return JSONResponse(_plain(comparison))
+
+    return router
+
+
+def _plain(value: Any) -> Any:
+    """The comparison with numpy scalars as Python numbers (JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    item = getattr(value, "item", None)
+    return item() if callable(item) and not isinstance(value, str | bytes) else value
+
+
+__all__ = ["MAX_COMPARED", "compare_router"]
