@@ -27,6 +27,7 @@ joined the tree still catches it::
     ├── ConnectionDropped (ConnectionError)  interactions.http1: closed mid-answer
     ├── EventTooLarge (ValueError)           interactions.sse: an SSE event past its bound
     ├── StepFailed                           interactions.user: a step of a user journey failed
+    ├── ScrapeFailed                         enginescrape: an engine's metrics page unread
     ├── ThresholdError (ValueError)          a threshold expression that is not valid
     └── InvalidRequest (ValueError)          mock.wire: a request the mock target cannot serve
 
@@ -34,7 +35,8 @@ Where a class is caught, not its place in the tree, decides what it does. ``Targ
 ``Http1Error``, ``ConnectionDropped`` and ``EventTooLarge`` are raised while one request is
 performed and caught there: they become a failed sample, its error kind decided by
 :func:`clientswarm.interactions.http.classify_exception` (which tests the specific classes,
-never the root). ``ThresholdError`` becomes a line of a ``ConfigError`` (the configuration's
+never the root). ``ScrapeFailed`` becomes an ``engine_metrics`` event of the cluster (the run
+goes on). ``ThresholdError`` becomes a line of a ``ConfigError`` (the configuration's
 ``thresholds``). ``StepFailed`` fails the journey of a user-defined interaction unless the
 interaction catches it. ``BatchFormatError`` is a 422 of the internal API, ``InvalidRequest``
 a 400 of the mock target. None of them reaches the CLI's handler of ``ClientswarmError``.

@@ -43,6 +43,7 @@ ACROSS_FIELDS = re.compile(
             r"an automatic sweep needs clients of at least 2",
             r"a capacity search needs an SLO",
             r"must be at least start_rate",
+            r"groups \* prompts_per_group = .* prompts, more than the",
             r"applies to a rates sweep, not to concurrencies",
             r"stage_warmup_s \(.*\) must be shorter than stage_s",
             r"give one prompt source",

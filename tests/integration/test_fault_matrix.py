@@ -137,7 +137,9 @@ def simulator_stats(url: str) -> dict[str, Any]:
 def seen_by(url: str) -> Counter[str]:
     """Requests the simulator at ``url`` received by route, its own ``/mock/...`` left out."""
     stats = simulator_stats(url)
-    return Counter({r: n for r, n in stats["requests"].items() if not r.startswith("/mock")})
+    # Its /mock pages and the run's scrapes of its /metrics are not load.
+    own = ("/mock", "/metrics")
+    return Counter({r: n for r, n in stats["requests"].items() if not r.startswith(own)})
 
 
 def assert_stored_once(run: Run) -> None:
@@ -272,9 +274,8 @@ def target_runs(service: ServiceProcess) -> dict[str, TargetRun]:
         for name, url in urls.items():
             stats = simulator_stats(url)
             results[name] = TargetRun(runs[name], seen_by(url), stats["faults"], stats["completed"])
-        results["malformed-sse"] = TargetRun(
-            runs["malformed-sse"], Counter(r.path for r in malformed.requests), {}
-        )
+        load = Counter(r.path for r in malformed.requests if r.path != "/metrics")  # not scrapes
+        results["malformed-sse"] = TargetRun(runs["malformed-sse"], load, {})
         results["target-down"] = TargetRun(runs["target-down"], Counter(), {})
     return results
 

@@ -263,8 +263,8 @@ async def test_tool_call_answer(start: StartServer, session: aiohttp.ClientSessi
     async with session.get(server.url + "/metrics") as response:
         text = await response.text()
     assert (
-        'vllm:request_success_total{finished_reason="tool_calls",model_name="mock-model"} 2.0'
-        in text
+        'vllm:request_success_total{engine="0",finished_reason="stop",model_name="mock-model"} 2.0'
+        in text  # the engine stopped; tool_calls is the API's finish reason
     )
 
 
@@ -524,7 +524,7 @@ async def test_max_concurrency_queues_requests_fifo(
         assert (stats["running"], stats["waiting"]) == (1, 2)
         async with session.get(server.url + "/metrics") as response:
             text = await response.text()
-        assert 'vllm:num_requests_waiting{model_name="mock-model"} 2.0' in text
+        assert 'vllm:num_requests_waiting{engine="0",model_name="mock-model"} 2.0' in text
         ttfts = sorted(ttft for ttft, _ in await asyncio.gather(*tasks))
         return bool(ttfts == pytest.approx(expected, rel=0.10, abs=0.010))
 

@@ -217,6 +217,13 @@ def test_targets_must_be_allowed_by_the_operator(shared: ServiceProcess, tmp_pat
     for url in ["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:8000"]:
         status, body = shared.api("POST", "/validate", config(target={"url": url}))
         assert status == 200, (url, body)
+    # The service may scrape a target's engine metrics itself: only from allowed hosts.
+    metrics = {"url": "http://127.0.0.1:8000", "metrics": ["http://169.254.169.254/metrics"]}
+    (line,) = refused(shared, config(target=metrics))
+    assert line.startswith(
+        "target.metrics.urls[0]: 'http://169.254.169.254/metrics' is not a host this service "
+        "may reach"
+    )
     extra = ("--allow-target", "10.0.0.0/8", "--allow-target", "vllm.internal:8000")
     with ServiceProcess(tmp_path / "svc", token=TOKEN, extra=extra) as svc:
         for url, allowed in [
@@ -331,8 +338,13 @@ async def test_workers_get_only_what_the_operator_passes_on(tmp_path: Path) -> N
         await asyncio.to_thread(svc.stop)
         await target.close()
     assert view["config"]["target"]["headers"] == {"X-Literal": "<redacted>"}
-    sent = [r.headers for r in target.requests]
+    sent = [r.headers for r in target.requests if r.path != "/metrics"]
     assert len(sent) == 4  # the service's preflight (GET /), then the clients' 3 requests
+    # The service looked for the engine's metrics page, and sent it none of the target's
+    # credentials (a metrics URL may be another host).
+    scrapes = [r.headers for r in target.requests if r.path == "/metrics"]
+    assert scrapes, "the service looked for the target's /metrics"
+    assert not any({"Authorization", "X-Extra", "X-Literal"} & set(h) for h in scrapes)
     assert {h.get("Authorization") for h in sent} == {"Bearer vllm-key-1"}
     assert {h.get("X-Extra") for h in sent} == {"extra-2"}
     assert {h.get("X-Literal") for h in sent} == {"literal-secret-3"}  # sent, never shown
@@ -371,7 +383,7 @@ def test_throttled_batches_are_resent_not_lost(tmp_path: Path) -> None:
         _, raw, _ = svc.request("GET", f"/clusters/{created['id']}/samples?format=jsonl")
         with urllib.request.urlopen(target + "/mock/stats", timeout=10) as answer:
             routes = json.loads(answer.read())["requests"]
-    seen = sum(n for route, n in routes.items() if not route.startswith("/mock"))
+    seen = sum(n for route, n in routes.items() if not route.startswith(("/mock", "/metrics")))
     samples = [json.loads(line) for line in raw.splitlines()]
     assert len(samples) == seen == 160
     assert len({(s["client"], s["scheduled_ns"]) for s in samples}) == len(samples)

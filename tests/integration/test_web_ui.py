@@ -157,6 +157,13 @@ def test_submit_shows_problems_at_their_line_then_runs_stops_a_group_and_reports
         ),
         "three points on the live chart",
     )
+    # The simulator's own vLLM metrics, scraped by the service, chart beside them.
+    wait_for(
+        lambda: (
+            int(browser.find_element(By.ID, "live-engine").get_attribute("data-points") or 0) >= 1
+        ),
+        "the engine's chart",
+    )
     stop = wait_for(
         lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-group="bulk"] button.stop-group'),
         "the stop button of group bulk",

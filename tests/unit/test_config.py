@@ -187,8 +187,8 @@ def test_unknown_field_names_the_field_lists_valid_ones_and_suggests() -> None:
     line = one_problem(changed(["groups", 0, "interaction", "stremm"], True))
     assert line == (
         "groups[0].interaction.stremm: unknown field 'stremm' (did you mean 'stream'?); "
-        "valid fields for kind 'chat': kind, prompts, synthetic, dataset, tokenizer, stream, "
-        "max_tokens, model, extra_body, system_prompt"
+        "valid fields for kind 'chat': kind, prompts, synthetic, dataset, shared_prefix, "
+        "tokenizer, stream, max_tokens, model, extra_body, system_prompt"
     )
 
 

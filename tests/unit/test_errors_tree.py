@@ -29,7 +29,7 @@ from clientswarm.metrics.wire import BatchFormatError
 
 _LINE = re.compile(
     r"^    (?P<prefix>(?:[│ ]   )*(?:[├└]── )?)(?P<name>\w+)(?: \((?P<builtin>\w+)\))?"
-    r" {2,}(?:(?P<module>[a-z_]\w*(?:\.[a-z_]\w*)+): )?"
+    r" {2,}(?:(?P<module>[a-z_]\w*(?:\.[a-z_]\w*)*): )?"
 )
 
 

@@ -23,6 +23,9 @@ from clientswarm.config.base import StrictModel
 from clientswarm.config.lengths import MAX_TOKENS, LengthDist
 from clientswarm.config.paths import ConfigPath
 
+MAX_GENERATED_PROMPTS = 1_000_000
+"""Most prompts one generated source (``synthetic``, ``shared_prefix``) may make."""
+
 
 class SyntheticPrompts(StrictModel):
     """Generated prompts with the given input and output token lengths."""
@@ -32,8 +35,50 @@ class SyntheticPrompts(StrictModel):
         default=None, description="Requested output length (max_tokens); none uses max_tokens"
     )
     count: int = Field(
-        default=1000, ge=1, le=1_000_000, description="Number of distinct prompts to generate"
+        default=1000,
+        ge=1,
+        le=MAX_GENERATED_PROMPTS,
+        description="Number of distinct prompts to generate",
     )
+
+
+class SharedPrefixPrompts(StrictModel):
+    """Groups of generated prompts that share a prefix (inference-perf's ``shared_prefix``).
+
+    Each of ``groups`` groups has one prefix of ``prefix_tokens``; each of its
+    ``prompts_per_group`` prompts is that prefix, a space and a question of its own of
+    ``question_tokens``. A chat request sends the prompt as its user message, a completion as
+    its prompt, so every request of a group starts with the same bytes: what a server's prefix
+    cache (vLLM's automatic prefix caching) reuses. A conversation starts with a prompt and adds
+    only questions after it.
+    """
+
+    groups: int = Field(
+        default=10, ge=1, le=MAX_GENERATED_PROMPTS, description="Number of distinct prefixes"
+    )
+    prompts_per_group: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_GENERATED_PROMPTS,
+        description="Prompts (questions) per prefix",
+    )
+    prefix_tokens: LengthDist = Field(
+        description="Length of a group's shared prefix in tokens (drawn once per group)"
+    )
+    question_tokens: LengthDist = Field(description="Length of each prompt's own question")
+    output_tokens: LengthDist | None = Field(
+        default=None, description="Requested output length (max_tokens); none uses max_tokens"
+    )
+
+    @model_validator(mode="after")
+    def _not_too_many(self) -> SharedPrefixPrompts:
+        total = self.groups * self.prompts_per_group
+        if total > MAX_GENERATED_PROMPTS:
+            raise ValueError(
+                f"groups * prompts_per_group = {total:,} prompts, more than the "
+                f"{MAX_GENERATED_PROMPTS:,} allowed; use fewer groups or prompts per group"
+            )
+        return self
 
 
 class DatasetPrompts(StrictModel):
@@ -68,6 +113,7 @@ class _PromptSource(StrictModel):
     prompts: list[str] | None = Field(default=None, min_length=1, description="Fixed prompts")
     synthetic: SyntheticPrompts | None = None
     dataset: DatasetPrompts | None = None
+    shared_prefix: SharedPrefixPrompts | None = None
     tokenizer: ConfigPath | None = Field(
         default=None,
         description="Path to a Hugging Face tokenizer.json; token lengths are then exact, "
@@ -76,7 +122,8 @@ class _PromptSource(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> Any:
-        given = [n for n in ("prompts", "synthetic", "dataset") if getattr(self, n) is not None]
+        sources = ("prompts", "synthetic", "dataset", "shared_prefix")
+        given = [n for n in sources if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give one prompt source, not {' and '.join(given)}")
         if not given:
@@ -145,7 +192,8 @@ class ConversationInteraction(_PromptSource):
 
     The user messages of a conversation are the user turns of a dataset entry that has several
     (ShareGPT's human turns, a JSONL line's user ``messages``; up to ``turns``), else ``turns``
-    prompts drawn from the prompt source. Each
+    prompts drawn from the prompt source (with ``shared_prefix``: the first turn is a whole
+    prompt, its group's prefix and a question, and later turns are questions only). Each
     turn is a step ``turn-<n>`` (TTFT, ITL, tokens by turn number: how the growing history
     weighs); the conversation is the interaction.
     """

@@ -44,6 +44,77 @@ URL_PATTERN = r"^https?://[^/\s\x00-\x1f\x7f\x85]+(/[^\s\x00-\x1f\x7f\x85]*)?$"
 expressions count fewer characters as spaces than Python's)."""
 
 
+MetricsUrl = Annotated[str, Field(max_length=2048, json_schema_extra={"pattern": URL_PATTERN})]
+"""A metrics page's URL (checked by :meth:`EngineMetricsConfig._check_urls`; the schema says
+what it checks)."""
+
+
+class EngineMetricsConfig(StrictModel):
+    """Reading the target's engine metrics (its Prometheus page) during the run.
+
+    Written as ``false`` (do not), ``true`` (the default: the target's own ``/metrics``, if it
+    has one), a URL, a list of URLs (the replicas of a target behind one address), or this
+    mapping. Known engines (vLLM, SGLang, TGI) are recognised by their metric names; ``series``
+    adds any other by name.
+    """
+
+    enabled: bool = Field(default=True, description="Scrape the engine's metrics")
+    urls: list[MetricsUrl] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Metrics pages to scrape, e.g. http://10.0.0.5:8000/metrics (one per "
+        "replica); none: the target's url + /metrics, if it answers",
+    )
+    interval_s: float = Field(default=1.0, ge=0.1, le=60, description="Seconds between scrapes")
+    series: list[Annotated[str, Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=200)]] = (
+        Field(
+            default_factory=list,
+            max_length=100,
+            description="Other metrics to keep, by name (summed over their labels)",
+        )
+    )
+    scraper: Literal["auto", "service", "worker"] = Field(
+        default="auto",
+        description="Who scrapes: the service (it must reach the target), worker 0 (it "
+        "reaches what the clients reach), or auto: the service for local workers, else worker 0",
+    )
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(URL_PATTERN, url):
+                raise ValueError(
+                    f"{url!r} must be an http:// or https:// URL with a host, e.g. "
+                    "http://127.0.0.1:8000/metrics"
+                )
+        return urls
+
+
+def _coerce_metrics(value: Any) -> Any:
+    if value is False:
+        return {"enabled": False}
+    if value is True or value is None:
+        return {}
+    if isinstance(value, str):
+        return {"urls": [value]}
+    if isinstance(value, list):
+        return {"urls": value}
+    return value
+
+
+EngineMetrics = Annotated[
+    EngineMetricsConfig,
+    BeforeValidator(
+        _coerce_metrics,
+        json_schema_input_type=bool
+        | MetricsUrl
+        | Annotated[list[MetricsUrl], Field(max_length=64)]
+        | EngineMetricsConfig,
+    ),
+]
+
+
 class TargetConfig(StrictModel):
     """The Server Microservice under test (vLLM or any OpenAI-compatible server)."""
 
@@ -87,6 +158,12 @@ class TargetConfig(StrictModel):
         le=1 << 26,
         description="Largest SSE event (or line) a stream may send, in bytes (1 KiB to 64 MiB); "
         "a longer one fails the request as a protocol error instead of growing without bound",
+    )
+    metrics: EngineMetrics = Field(
+        default_factory=EngineMetricsConfig,
+        description="The engine's Prometheus metrics, scraped during the run: false, true "
+        "(default: url + /metrics, if it answers), a URL, a list of URLs, or {urls, "
+        "interval_s, series, scraper}",
     )
 
     @field_validator("url")
@@ -154,7 +231,7 @@ class OutputsConfig(StrictModel):
 
 InteractionModel = TypeVar("InteractionModel", bound=BaseModel)
 
-PROMPT_SOURCES = frozenset({"prompts", "synthetic", "dataset"})
+PROMPT_SOURCES = frozenset({"prompts", "synthetic", "dataset", "shared_prefix"})
 """Built-in interaction parameters of which one is given: varying one replaces the others."""
 
 

@@ -4,6 +4,12 @@ Written with the same API as a user-defined interaction: each turn is ``ctx.chat
 whole history (a step ``turn-<n>``), the assistant's real answer is appended before the next
 user message, and the conversation is the journey. The finished history stays in the client's
 ``ctx.state["history"]``.
+
+With ``shared_prefix`` prompts the first user message is a whole prompt (its group's prefix and
+a question) and the later ones are questions only, so turn k of every conversation of a group
+starts with the group's prefix and goes on with that conversation's own k - 1 exchanges. The
+earlier turns are not shared between clients: they hold the server's real answers, which differ
+from one conversation to the next.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ class _Turns(Interaction):
         """One conversation: every turn on the history so far."""
         config = self.config
         first = self.prompts.pick(ctx.rng)
-        more = [self.prompts.pick(ctx.rng) for _ in range(config.turns - 1)]
+        # A shared-prefix prompt's prefix opens the conversation; later turns ask questions only.
+        more = [self.prompts.pick(ctx.rng).without_prefix() for _ in range(config.turns - 1)]
         history: list[dict[str, Any]] = []
         if config.system_prompt is not None:
             history.append({"role": "system", "content": config.system_prompt})

@@ -1,4 +1,5 @@
-"""Where prompts come from: a fixed list, synthetic text of given token lengths, or a dataset.
+"""Where prompts come from: a fixed list, synthetic text of given token lengths, groups of
+synthetic prompts that share a prefix (:mod:`.shared_prefix`), or a dataset.
 
 Every source is built once, before a run, into a list of :class:`Prompt`; picking one during
 the run is O(1). Without a tokenizer a token is one whitespace-separated word, which is how the
@@ -70,12 +71,23 @@ class Prompt:
     later_turns: tuple[str, ...] = ()
     """The user turns after this one in a multi-turn dataset entry (ShareGPT); only the
     ``conversation`` interaction uses them."""
+    prefix: str | None = None
+    """The start of ``text`` (before one space) that every prompt of its ``shared_prefix``
+    group has, byte for byte; None for the other sources."""
 
     def as_text(self) -> str:
         """The prompt as one string (chat messages' text contents joined by newlines)."""
         if self.text is not None:
             return self.text
         return "\n".join(m["content"] for m in self.messages or () if isinstance(m["content"], str))
+
+    def without_prefix(self) -> Prompt:
+        """The prompt without its shared prefix: a conversation's later turn asks only the
+        question. A prompt without a prefix is returned as it is."""
+        if self.prefix is None or self.text is None:
+            return self
+        question = self.text.removeprefix(f"{self.prefix} ")
+        return Prompt(text=question, output_tokens=self.output_tokens)
 
     def as_messages(self, system_prompt: str | None = None) -> list[Message]:
         """The prompt as chat messages, after ``system_prompt`` unless one is already first."""
@@ -126,13 +138,17 @@ def build_prompt_source(
 ) -> PromptSource:
     """Build the source an interaction config asks for; a bad dataset raises ConfigError.
 
-    The same ``seed`` gives the same synthetic prompts on every worker; the dataset and
-    tokenizer paths resolve in ``files`` (relative ones from the folder of the configuration
-    file; on a shared service only inside the folders its operator allowed).
+    The same ``seed`` gives the same synthetic (and shared-prefix) prompts on every worker; the
+    dataset and tokenizer paths resolve in ``files`` (relative ones from the folder of the
+    configuration file; on a shared service only inside the folders its operator allowed).
     """
     counter = load_token_counter(config.tokenizer, files)
     if config.synthetic is not None:
         prompts = synthetic_prompts(config.synthetic, seed=seed, counter=counter)
+    elif config.shared_prefix is not None:
+        from clientswarm.interactions.shared_prefix import shared_prefix_prompts  # needs Prompt
+
+        prompts = shared_prefix_prompts(config.shared_prefix, seed=seed, counter=counter)
     elif config.dataset is not None:
         prompts = load_dataset(config.dataset, files=files, counter=counter)
     else:

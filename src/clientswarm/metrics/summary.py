@@ -266,6 +266,9 @@ class Summary(BaseModel):
     workers: list[WorkerRow] = []
     run: RunInfo | None = None
     """The run's metadata (None in a summary built from samples alone)."""
+    server: dict[str, Any] | None = Field(default=None, exclude_if=_is_none)
+    """The engines' own metrics during the run, by target name (only when some were
+    scraped: :mod:`clientswarm.service.engine_metrics`)."""
 
     def document(self) -> dict[str, Any]:
         """The JSON document (plain dicts and lists)."""

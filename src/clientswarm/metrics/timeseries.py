@@ -407,6 +407,11 @@ class TimeSeriesDocument(BaseModel):
     start_ns: int | None = Field(description="The shared start time, Unix epoch nanoseconds")
     warmup_s: float = Field(description="Seconds of warm-up from the start (included)")
     groups: dict[str, GroupSeries]
+    server: dict[str, dict[str, list[float | None]]] | None = Field(
+        default=None,
+        description="The engines' gauges at each scrape, by target: t_s (seconds from the "
+        "start), running, waiting, kv_cache_usage (only when engine metrics were scraped)",
+    )
 
 
 def _list(values: F64) -> list[float | None]:

@@ -69,6 +69,18 @@ async def serve(settings: MockSettings) -> None:
 @_option("--itl-std-ms", click.FloatRange(min=0), "Standard deviation of ITL.")
 @_option("--distribution", click.Choice(DISTRIBUTIONS), "Shape of the TTFT and ITL distributions.")
 @_option("--max-concurrency", click.IntRange(min=1), "Sequences running at once; the rest queue.")
+@_option(
+    "--kv-cache-tokens",
+    click.IntRange(min=1),
+    "KV-cache capacity: prompt plus generated tokens of the running sequences.",
+)
+@_option("--prefix-block-tokens", click.IntRange(min=1), "Tokens per prefix-cache block.")
+@_option("--prefix-cache-blocks", click.IntRange(min=1), "Blocks the prefix cache keeps (LRU).")
+@_option(
+    "--prefill-ms-per-token",
+    click.FloatRange(min=0),
+    "Added to the first token's delay per uncached prompt token.",
+)
 @_option("--error-rate-500", click.FloatRange(0, 1), "Share of requests answered HTTP 500.")
 @_option("--error-rate-429", click.FloatRange(0, 1), "Share of requests answered HTTP 429.")
 @_option(

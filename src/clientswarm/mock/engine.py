@@ -1,8 +1,12 @@
-"""The simulated inference engine: a FIFO admission queue and absolute-deadline token pacing.
+"""The simulated inference engine's timing: absolute-deadline token pacing.
 
-A request waits in the queue until one of ``max_concurrency`` sequence slots is free. Once admitted
-at loop time ``t0`` its token ``k`` (0-based) is due at ``t0 + ttft + itl_1 + ... + itl_k``; the
-server sleeps until each deadline rather than for each gap, so timer lateness never accumulates.
+Once admitted at loop time ``t0`` (by :mod:`clientswarm.mock.scheduler`, which also models the
+KV cache, the prefix cache and preemption) a sequence's token ``k`` (0-based) is due at
+``t0 + ttft + prefill + itl_1 + ... + itl_k``; the server sleeps until each deadline rather than
+for each gap, so timer lateness never accumulates. ``prefill`` is 0 unless
+``--prefill-ms-per-token`` is set.
+
+:class:`AdmissionQueue` is the plain FIFO slot limiter (``max_concurrency`` slots, no KV cache).
 """
 
 from __future__ import annotations
@@ -83,28 +87,41 @@ def chunk_bounds(tokens: int, tokens_per_chunk: int) -> list[tuple[int, int]]:
     ]
 
 
-async def sleep_until(deadline: float) -> None:
-    """Sleep until loop time ``deadline`` (returns at once when it has passed)."""
-    delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
 class Engine:
-    """Admission plus token timing, drawn from seeded TTFT and ITL distributions."""
+    """Token timing, drawn from seeded TTFT and ITL distributions.
 
-    __slots__ = ("itl", "queue", "ttft")
+    Admission, the KV cache and preemption are :class:`clientswarm.mock.scheduler.Scheduler`'s.
+    """
+
+    __slots__ = ("itl", "ttft")
 
     def __init__(self, settings: MockSettings, rng: np.random.Generator) -> None:
-        self.queue = AdmissionQueue(settings.max_concurrency)
         self.ttft = DelaySampler(settings.distribution, settings.ttft_ms, settings.ttft_std_ms, rng)
         self.itl = DelaySampler(settings.distribution, settings.itl_ms, settings.itl_std_ms, rng)
 
-    def token_deadlines(self, admitted_at: float, tokens: int) -> list[float]:
-        """Loop times at which each of ``tokens`` tokens is due, for a sequence admitted then."""
+    def token_deadlines(
+        self, admitted_at: float, tokens: int, prefill_s: float = 0.0
+    ) -> list[float]:
+        """Loop times at which each of ``tokens`` tokens is due, for a sequence admitted then.
+
+        ``prefill_s`` (the uncached prompt's prefill) is added to the first token's delay.
+        """
         if tokens <= 0:
             return []
         offsets = np.empty(tokens, dtype=np.float64)
-        offsets[0] = admitted_at + self.ttft.one_s()
+        offsets[0] = admitted_at + self.ttft.one_s() + prefill_s
         offsets[1:] = self.itl.sample_s(tokens - 1)
+        return np.cumsum(offsets).tolist()  # type: ignore[no-any-return]
+
+    def resumed_deadlines(
+        self, readmitted_at: float, tokens: int, recompute_s: float
+    ) -> list[float]:
+        """Deadlines of the ``tokens`` tokens left to a preempted sequence re-admitted then.
+
+        The first is due one inter-token gap plus ``recompute_s`` after re-admission.
+        """
+        if tokens <= 0:
+            return []
+        offsets = self.itl.sample_s(tokens)
+        offsets[0] += readmitted_at + recompute_s
         return np.cumsum(offsets).tolist()  # type: ignore[no-any-return]

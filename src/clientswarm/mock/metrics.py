@@ -6,63 +6,53 @@ server injected. Each app owns its registry: several mock servers can live in on
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from clientswarm.mock.engine import AdmissionQueue
 from clientswarm.mock.faults import FaultKind
-
-# vLLM's own bucket edges, so dashboards built for vLLM read the mock the same way.
-TTFT_BUCKETS_S = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)  # fmt: skip
-E2E_BUCKETS_S = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
-    50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
-)  # fmt: skip
+from clientswarm.mock.histograms import EngineHistograms
+from clientswarm.mock.scheduler import Scheduler
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+ENGINE_INDEX = "0"
+"""The ``engine`` label: a vLLM server with one engine core labels its series ``engine="0"``."""
+
+FINISHED_REASONS = ("stop", "length", "abort")
+"""vLLM's ``finished_reason`` values (``FinishReason``); each is exposed from the start, at 0."""
+
+_ENGINE_FINISH = {"tool_calls": "stop"}  # a tool call is an API-level reason; the engine stopped
 
 
 class MockMetrics:
     """Counters of one mock server, exposed as Prometheus text and as a JSON snapshot.
 
-    Counters are plain integers read at scrape time, so the per-token hot path takes no lock.
+    Counters are plain integers and the histograms lock-free, read at scrape time, so the
+    per-token hot path takes no lock. The engine's gauges and counters (running, waiting, KV-cache
+    usage, prefix cache, preemptions) are the scheduler's, read at scrape time too.
     """
 
-    def __init__(self, model: str, queue: AdmissionQueue) -> None:
+    def __init__(self, model: str, scheduler: Scheduler, histograms: EngineHistograms) -> None:
         self.model = model
-        self.queue = queue
+        self.scheduler = scheduler
+        self.histograms = histograms
+        self.created_s = time.time()
         self.requests_by_route: Counter[str] = Counter()
         self.faults_by_kind: dict[str, int] = {kind.value: 0 for kind in FaultKind}
-        self.success_by_reason: Counter[str] = Counter()
+        self.success_by_reason: Counter[str] = Counter({reason: 0 for reason in FINISHED_REASONS})
         self.completed = 0
         self.aborted = 0
         self.in_flight = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_CounterCollector(self))
-        self._ttft = Histogram(
-            "vllm:time_to_first_token_seconds",
-            "Arrival to first token, queue time included.",
-            ["model_name"],
-            buckets=TTFT_BUCKETS_S,
-            registry=self.registry,
-        ).labels(model)
-        self._e2e = Histogram(
-            "vllm:e2e_request_latency_seconds",
-            "Arrival to last token.",
-            ["model_name"],
-            buckets=E2E_BUCKETS_S,
-            registry=self.registry,
-        ).labels(model)
+        self.registry.register(_EngineCollector(self))
 
     def request(self, route: str) -> None:
         """Count one request to ``route`` (the route's path pattern)."""
@@ -82,13 +72,13 @@ class MockMetrics:
 
     def first_token(self, latency_s: float) -> None:
         """Observe arrival-to-first-token time."""
-        self._ttft.observe(latency_s)
+        self.histograms.ttft.observe(latency_s)
 
     def success(self, latency_s: float, finish_reason: str) -> None:
         """Count a request answered in full and observe its end-to-end latency."""
         self.completed += 1
-        self.success_by_reason[finish_reason] += 1
-        self._e2e.observe(latency_s)
+        self.success_by_reason[_ENGINE_FINISH.get(finish_reason, finish_reason)] += 1
+        self.histograms.e2e.observe(latency_s)
 
     def abort(self) -> None:
         """Count a request whose client went away before the answer was complete."""
@@ -99,7 +89,14 @@ class MockMetrics:
         return generate_latest(self.registry)
 
     def snapshot(self) -> dict[str, Any]:
-        """The ``/mock/stats`` document."""
+        """The ``/mock/stats`` document.
+
+        ``max_*`` are the highest values since start: ``max_kv_cache_usage`` is exact (taken
+        just before each drop in usage), ``max_running``/``max_waiting`` are counted at every
+        change.
+        """
+        scheduler = self.scheduler
+        kv_usage = scheduler.kv_usage()
         return {
             "requests": dict(self.requests_by_route),
             "faults": dict(self.faults_by_kind),
@@ -107,48 +104,98 @@ class MockMetrics:
             "completed": self.completed,
             "aborted": self.aborted,
             "in_flight": self.in_flight,
-            "running": self.queue.running,
-            "waiting": self.queue.waiting,
+            "running": scheduler.running,
+            "waiting": scheduler.waiting,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "kv_cache_usage": kv_usage,
+            "kv_cache_tokens": scheduler.capacity_tokens,
+            "max_kv_cache_usage": scheduler.max_held_tokens / scheduler.capacity_tokens,
+            "max_running": scheduler.max_running,
+            "max_waiting": scheduler.max_waiting,
+            "preemptions": scheduler.preemptions,
+            "prefix_cache_queries": scheduler.prefix.queries,
+            "prefix_cache_hits": scheduler.prefix.hits,
         }
 
 
-class _CounterCollector(Collector):
-    """vLLM's gauges and counters, read from :class:`MockMetrics` at scrape time."""
+class _EngineCollector(Collector):
+    """vLLM's series, read from :class:`MockMetrics` and the scheduler at scrape time.
+
+    Names, types and labels are those of vLLM's V1 ``PrometheusStatLogger``
+    (``vllm/v1/metrics/loggers.py``, 0.11): every series has ``model_name`` and ``engine``;
+    counters are named without ``_total`` (the exposition adds it, and a ``_created`` sample).
+    """
 
     def __init__(self, metrics: MockMetrics) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
         m = self._metrics
-        model = [m.model]
-        running = GaugeMetricFamily(
-            "vllm:num_requests_running", "Sequences running now.", labels=["model_name"]
-        )
-        running.add_metric(model, m.queue.running)
-        waiting = GaugeMetricFamily(
-            "vllm:num_requests_waiting", "Requests queued now.", labels=["model_name"]
-        )
-        waiting.add_metric(model, m.queue.waiting)
-        prompt = CounterMetricFamily(
-            "vllm:prompt_tokens", "Prefill tokens processed.", labels=["model_name"]
-        )
-        prompt.add_metric(model, m.prompt_tokens)
-        generation = CounterMetricFamily(
-            "vllm:generation_tokens", "Generation tokens sent.", labels=["model_name"]
-        )
-        generation.add_metric(model, m.completion_tokens)
+        scheduler = m.scheduler
+        labels = ["model_name", "engine"]
+        values = [m.model, ENGINE_INDEX]
+
+        def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, documentation, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        def counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, documentation, labels=labels)
+            family.add_metric(values, value, created=m.created_s)
+            return family
+
         success = CounterMetricFamily(
             "vllm:request_success",
-            "Requests answered in full.",
-            labels=["model_name", "finished_reason"],
+            "Count of successfully processed requests.",
+            labels=[*labels, "finished_reason"],
         )
         for reason in sorted(m.success_by_reason):
-            success.add_metric([m.model, reason], m.success_by_reason[reason])
+            success.add_metric([*values, reason], m.success_by_reason[reason], created=m.created_s)
         faults = CounterMetricFamily(
             "mock_faults_injected", "Faults injected, by kind.", labels=["kind"]
         )
         for kind, count in m.faults_by_kind.items():
             faults.add_metric([kind], count)
-        return [running, waiting, prompt, generation, success, faults]
+        return [
+            gauge(
+                "vllm:num_requests_running",
+                "Number of requests in model execution batches.",
+                scheduler.running,
+            ),
+            gauge(
+                "vllm:num_requests_waiting",
+                "Number of requests waiting to be processed.",
+                scheduler.waiting,
+            ),
+            gauge(
+                "vllm:kv_cache_usage_perc",
+                "KV-cache usage. 1 means 100 percent usage.",
+                scheduler.kv_usage(),
+            ),
+            counter(
+                "vllm:prefix_cache_queries",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                scheduler.prefix.queries,
+            ),
+            counter(
+                "vllm:prefix_cache_hits",
+                "Prefix cache hits, in terms of number of cached tokens.",
+                scheduler.prefix.hits,
+            ),
+            counter(
+                "vllm:num_preemptions",
+                "Cumulative number of preemption from the engine.",
+                scheduler.preemptions,
+            ),
+            counter("vllm:prompt_tokens", "Number of prefill tokens processed.", m.prompt_tokens),
+            counter(
+                "vllm:generation_tokens",
+                "Number of generation tokens processed.",
+                m.completion_tokens,
+            ),
+            success,
+            *(histogram.family(labels, values) for histogram in m.histograms.all()),
+            faults,
+        ]

@@ -1,10 +1,12 @@
 """Generation handlers: ``POST /v1/completions`` and ``POST /v1/chat/completions``.
 
 A request draws its fault first; ``http_500``/``http_429`` (and a non-stream drop) are answered at
-once. Otherwise it queues for an engine slot, and its tokens leave at their absolute deadlines
-(see :mod:`clientswarm.mock.engine`). A stream's headers go out on arrival, like vLLM's; chat's
-role chunk goes out on admission, before the first token is due, so a client that counts it as a
-token measures a wrong TTFT. Any model name is accepted and echoed back (default: ``--model``).
+once. Otherwise it queues for an engine slot and KV-cache room, and its tokens leave at their
+absolute deadlines (see :mod:`clientswarm.mock.scheduler` and :mod:`clientswarm.mock.engine`);
+one that could never fit in the KV cache is answered HTTP 400. A stream's headers go out on
+arrival, like vLLM's; chat's role chunk goes out on admission, before the first token is due, so
+a client that counts it as a token measures a wrong TTFT. Any model name is accepted and echoed
+back (default: ``--model``).
 
 A chat request answered with a tool call (see :mod:`clientswarm.mock.wire`) is paced the same
 way, its output tokens being the pieces of the call's arguments: at the first token's deadline a
@@ -20,13 +22,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from clientswarm.mock.engine import chunk_bounds, sleep_until
+from clientswarm.mock.engine import chunk_bounds
 from clientswarm.mock.faults import (
     FaultKind,
     error_body,
     fault_after_tokens,
     stream_error_event,
 )
+from clientswarm.mock.scheduler import EngineSequence
 from clientswarm.mock.state import STATE_KEY, MockState
 from clientswarm.mock.wire import (
     DONE_EVENT,
@@ -142,21 +145,41 @@ def _plan(state: MockState, spec: GenerationRequest) -> _Plan:
     return _Plan(state.settings.output_tokens, "stop", None)
 
 
+def _too_long(state: MockState, spec: GenerationRequest, plan: _Plan) -> web.Response | None:
+    """HTTP 400 for a request that could never fit in the KV cache, like vLLM's context limit."""
+    if state.scheduler.fits(spec.prompt_tokens, plan.tokens):
+        return None
+    capacity = state.scheduler.capacity_tokens
+    message = (
+        f"this request needs {spec.prompt_tokens + plan.tokens} KV-cache tokens "
+        f"({spec.prompt_tokens} in the prompt, {plan.tokens} to generate) but the mock's KV "
+        f"cache holds {capacity} (--kv-cache-tokens); shorten the prompt or max_tokens"
+    )
+    return error_response(400, message, "max_tokens" if spec.max_tokens else "prompt")
+
+
+def _sequence(spec: GenerationRequest, plan: _Plan) -> EngineSequence:
+    return EngineSequence(spec.prompt_words, spec.prompt_tokens, plan.tokens)
+
+
 async def _whole(state: MockState, spec: GenerationRequest, arrived: float) -> web.Response:
     plan = _plan(state, spec)
     tokens, finish_reason = plan.tokens, plan.finish_reason
+    refusal = _too_long(state, spec, plan)
+    if refusal is not None:
+        return refusal
     metrics = state.metrics
-    async with state.engine.queue.slot():
-        admitted = asyncio.get_running_loop().time()
+    scheduler = state.scheduler
+    async with scheduler.running_sequence(_sequence(spec, plan)) as sequence:
         metrics.prompt(spec.prompt_tokens)
-        deadlines = state.engine.token_deadlines(admitted, tokens)
-        await sleep_until(deadlines[-1])
+        await scheduler.reach(sequence, tokens - 1)
+        scheduler.finish(sequence)
     writer = ResponseWriter(spec.endpoint, spec.model or state.settings.model)
     text = plan.text(0, tokens)
     call = None if plan.tool_call is None else (tool_call_id(), plan.tool_call.name, text)
     body = writer.full_body(text, finish_reason, spec.prompt_tokens, tokens, call)
     metrics.generated(tokens)
-    metrics.first_token(deadlines[0] - arrived)
+    metrics.first_token(sequence.deadlines[0] - arrived)
     metrics.success(asyncio.get_running_loop().time() - arrived, finish_reason)
     return web.Response(body=body, content_type="application/json")
 
@@ -171,21 +194,23 @@ async def _stream(
     loop = asyncio.get_running_loop()
     plan = _plan(state, spec)
     tokens, finish_reason, call = plan.tokens, plan.finish_reason, plan.tool_call
+    refusal = _too_long(state, spec, plan)
+    if refusal is not None:
+        return refusal
     metrics = state.metrics
+    scheduler = state.scheduler
     writer = ResponseWriter(spec.endpoint, spec.model or state.settings.model)
     response = web.StreamResponse(
         headers={"Content-Type": SSE_CONTENT_TYPE, "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
     fault_at = fault_after_tokens(tokens) if fault is not None else tokens + 1
-    async with state.engine.queue.slot():
-        admitted = loop.time()
+    async with scheduler.running_sequence(_sequence(spec, plan)) as sequence:
         metrics.prompt(spec.prompt_tokens)
         if spec.endpoint == "chat":
             await response.write(writer.role_chunk())
-        deadlines = state.engine.token_deadlines(admitted, tokens)
         for start, end in chunk_bounds(tokens, state.settings.tokens_per_chunk):
-            await sleep_until(deadlines[end - 1])
+            await scheduler.reach(sequence, end - 1)
             if call is not None:
                 head = writer.tool_call_chunk(tool_call_id(), call.name) if start == 0 else b""
                 await response.write(head + writer.tool_arguments_chunk(call.text(start, end)))
@@ -199,6 +224,7 @@ async def _stream(
                 metrics.first_token(loop.time() - arrived)
             if end >= fault_at and fault is not None:
                 return await _strike_mid_stream(request, response, state, fault)
+        scheduler.finish(sequence)
     if call is not None:
         await response.write(writer.finish_chunk(finish_reason))
     if spec.include_usage:

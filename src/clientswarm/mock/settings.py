@@ -19,7 +19,10 @@ class MockSettings:
     """How the mock target behaves: timing, capacity, injected faults and identity.
 
     Delays are in milliseconds, rates are probabilities per request in ``[0, 1]`` whose sum is at
-    most 1. ``host`` and ``port`` are used by the CLI; :func:`start_mock_server` takes its own.
+    most 1. The KV cache (``kv_cache_tokens``), the prefix cache (``prefix_block_tokens``,
+    ``prefix_cache_blocks``) and ``prefill_ms_per_token`` are modelled by
+    :mod:`clientswarm.mock.scheduler`; their defaults leave timing as without them. ``host`` and
+    ``port`` are used by the CLI; :func:`start_mock_server` takes its own.
     """
 
     host: str = "127.0.0.1"
@@ -34,6 +37,10 @@ class MockSettings:
     itl_std_ms: float = 0.0
     distribution: Distribution = "normal"
     max_concurrency: int = 256
+    kv_cache_tokens: int = 1_000_000
+    prefix_block_tokens: int = 16
+    prefix_cache_blocks: int = 100_000
+    prefill_ms_per_token: float = 0.0
     error_rate_500: float = 0.0
     error_rate_429: float = 0.0
     stream_error_rate: float = 0.0
@@ -51,11 +58,26 @@ class MockSettings:
         problems: list[str] = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port: {self.port} is not a TCP port (0..65535; 0 picks a free one)")
-        for name in ("output_tokens", "tokens_per_chunk", "max_concurrency", "embedding_dim"):
+        for name in (
+            "output_tokens",
+            "tokens_per_chunk",
+            "max_concurrency",
+            "kv_cache_tokens",
+            "prefix_block_tokens",
+            "prefix_cache_blocks",
+            "embedding_dim",
+        ):
             value = getattr(self, name)
             if value < 1:
                 problems.append(f"{name}: {value} must be at least 1")
-        for name in ("ttft_ms", "ttft_std_ms", "itl_ms", "itl_std_ms", "embedding_ms"):
+        for name in (
+            "ttft_ms",
+            "ttft_std_ms",
+            "itl_ms",
+            "itl_std_ms",
+            "prefill_ms_per_token",
+            "embedding_ms",
+        ):
             value = getattr(self, name)
             if not value >= 0:
                 problems.append(f"{name}: {value} must be >= 0 milliseconds")

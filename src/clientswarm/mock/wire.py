@@ -79,6 +79,8 @@ class GenerationRequest:
     model: str | None
     tool_call: ToolCallPlan | None = None
     """The call to answer with instead of text (chat with tools), or None for text."""
+    prompt_words: tuple[str, ...] = ()
+    """The prompt's tokens (words, or token ids as text), keyed by the prefix cache."""
 
 
 def token_text(start: int, end: int) -> str:
@@ -91,14 +93,14 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
-def _prompt_tokens(prompt: Any) -> int:
+def _prompt_words(prompt: Any) -> tuple[str, ...]:
     if isinstance(prompt, str):
-        return count_words(prompt)
+        return tuple(prompt.split())
     if isinstance(prompt, list):
         if all(isinstance(item, int) for item in prompt):
-            return len(prompt)
+            return tuple(str(item) for item in prompt)
         if len(prompt) == 1:
-            return _prompt_tokens(prompt[0])
+            return _prompt_words(prompt[0])
     raise InvalidRequest(
         "prompt must be a string, a list of token ids, or a list holding one of those "
         "(the mock serves one prompt per request)"
@@ -259,7 +261,7 @@ def parse_generation(endpoint: Endpoint, raw: bytes) -> GenerationRequest:
             raise InvalidRequest("messages must be a non-empty list", "messages")
         _check_messages(messages)
         text = " ".join(_message_text(m.get("content")) for m in messages if isinstance(m, dict))
-        prompt_tokens = count_words(text)
+        words = tuple(text.split())
         max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(
             body, "max_tokens"
         )
@@ -267,7 +269,7 @@ def parse_generation(endpoint: Endpoint, raw: bytes) -> GenerationRequest:
     else:
         if "prompt" not in body:
             raise InvalidRequest("prompt is required")
-        prompt_tokens = _prompt_tokens(body["prompt"])
+        words = _prompt_words(body["prompt"])
         max_tokens = _positive_int(body, "max_tokens")
         tool_call = None
     n = body.get("n", 1)
@@ -278,12 +280,13 @@ def parse_generation(endpoint: Endpoint, raw: bytes) -> GenerationRequest:
     model = body.get("model")
     return GenerationRequest(
         endpoint=endpoint,
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=len(words),
         max_tokens=max_tokens,
         stream=bool(body.get("stream", False)),
         include_usage=include_usage,
         model=model if isinstance(model, str) else None,
         tool_call=tool_call,
+        prompt_words=words,
     )
 
 

@@ -37,6 +37,11 @@ class Assignment(BaseModel):
     )
     batch_interval_s: float = Field(default=0.5, gt=0, description="Max delay before samples ship")
     batch_max: int = Field(default=2000, ge=1, description="Max samples in one batch")
+    engine_metrics: bool = Field(
+        default=False,
+        description="This worker scrapes the targets' engine metrics (target.metrics) and "
+        "posts them (POST engine-metrics): worker 0 when the service cannot reach them",
+    )
     stages: dict[str, GroupStages] = Field(
         default_factory=dict,
         description="The stages of each adaptive group (automatic sweep, capacity search) "

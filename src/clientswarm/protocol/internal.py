@@ -1,4 +1,4 @@
-"""The internal API between the service and its workers (``/internal/v1``).
+r"""The internal API between the service and its workers (``/internal/v1``).
 
 Workers pull, the service never pushes. Every call carries ``Authorization: Bearer <token>``,
 the per-cluster token the spawner handed the worker (401 without it, 403 with a wrong one).
@@ -19,6 +19,9 @@ POST       /preflight   :class:`PreflightReport`   ``{}`` — worker 0 only, whe
                                                    :class:`PreflightPlan`, before it asks for
                                                    its assignment
 POST       /heartbeat   :class:`Heartbeat`         :class:`Control`
+POST       /engine-     :class:`EngineMetrics\     ``{}`` — worker 0 only, when its
+           metrics      Report`                    :class:`Assignment` says
+                                                   ``engine_metrics``
 POST       /finish      :class:`WorkerReport`      ``{}``
 =========  ===========  =========================  ==========================================
 
@@ -105,6 +108,29 @@ class Heartbeat(BaseModel):
     )
 
 
+class EngineScrape(BaseModel):
+    """One scrape of a target's engine metrics (its replicas merged), as worker 0 sends it:
+    the values as :func:`clientswarm.service.engine_metrics.values_to_json` writes them."""
+
+    target: str = Field(max_length=64)
+    t_s: float = Field(description="Seconds from the cluster's shared start")
+    values: dict[str, Any]
+
+
+class EngineProblem(BaseModel):
+    """A scrape of a target that failed (or works again), in one line."""
+
+    target: str = Field(max_length=64)
+    message: str = Field(max_length=1000)
+
+
+class EngineMetricsReport(BaseModel):
+    """What worker 0 scraped since its last report (``POST engine-metrics``)."""
+
+    scrapes: list[EngineScrape] = Field(default_factory=list, max_length=10_000)
+    problems: list[EngineProblem] = Field(default_factory=list, max_length=1000)
+
+
 class Control(BaseModel):
     """What the service wants from the worker now."""
 
@@ -123,6 +149,9 @@ __all__ = [
     "Assignment",
     "BatchAck",
     "Control",
+    "EngineMetricsReport",
+    "EngineProblem",
+    "EngineScrape",
     "Heartbeat",
     "NotYet",
     "PreflightPlan",

@@ -21,6 +21,7 @@ from clientswarm.reports.table import (
     _number,
     _stage_label,
     search_lines,
+    server_lines,
     set_point_text,
 )
 from clientswarm.verdict import verdict
@@ -360,6 +361,27 @@ def timeseries_charts(timeseries: Mapping[str, Any] | None) -> list[dict[str, An
                     y_label="errors/s",
                 )
             )
+    for index, (target, series) in enumerate((timeseries.get("server") or {}).items()):
+        t = series.get("t_s") or []
+        if not t:
+            continue
+        usage = [None if v is None else 100.0 * v for v in series.get("kv_cache_usage") or []]
+        lines = [
+            (name, list(series.get(key) or [None] * len(t)))
+            for name, key in (("running", "running"), ("waiting", "waiting"))
+        ]
+        charts.append(
+            _chart(
+                f"ts-engine-{index}",
+                f"engine of {target}: requests and KV cache",
+                t,
+                [*lines, *([("KV cache %", usage)] if any(v is not None for v in usage) else [])],
+                x_label="time since start (s)",
+                y_label="requests",
+                y2=["KV cache %"],
+                y2_label="KV cache used (%)",
+            )
+        )
     return charts
 
 
@@ -483,6 +505,17 @@ def capacity_chart(index: int, group: str, capacity: Mapping[str, Any]) -> dict[
         x_label="offered rate (req/s)",
         y_label="share meeting the SLO",
         points=True,
+    )
+
+
+def server_html(summary: Mapping[str, Any]) -> str:
+    """The engines' own view of the run, a line per target (the terminal's); empty when no
+    engine metrics were scraped."""
+    lines = server_lines(summary.get("server") or {})
+    if not lines:
+        return ""
+    return "<h2>Engine (server side)</h2>" + "".join(
+        f'<p class="server">{_e(line)}</p>' for line in lines
     )
 
 
@@ -621,6 +654,7 @@ def render_report(
         "<h2>Latency (ms)</h2>",
         latency_table(summary),
         search_html(summary),
+        server_html(summary),
         section("Stages", [i for i in ids if i.startswith(("stage-", "capacity-"))]),
         section("Latency distributions", [i for i in ids if i.startswith("dist-")]),
         section("Over time (1 s buckets)", [i for i in ids if i.startswith("ts-")]),

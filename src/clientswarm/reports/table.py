@@ -57,6 +57,8 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
             console.print(probes_table(name, stats["capacity"]))
     for line in search_lines(groups):
         console.print(Text(line, style="bold"))
+    for line in server_lines(summary.get("server") or {}):
+        console.print(Text(line), soft_wrap=True)
     errors = _errors_line(groups)
     if errors is not None:
         console.print(errors)
@@ -192,6 +194,48 @@ def search_lines(groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
         capacity: Mapping[str, Any] | None = stats.get("capacity")
         if capacity is not None:
             lines.append(f"{name}: {capacity_text(capacity)}")
+    return lines
+
+
+def server_lines(server: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The engines' own view of the run (``summary.json``'s ``server``), a line per target."""
+
+    def peak(
+        engine: Mapping[str, Any], name: str, scale: float = 1.0, suffix: str = ""
+    ) -> str | None:
+        found = engine.get(name) or {}
+        if found.get("max") is None:
+            return None
+        p50 = found.get("p50")
+        mid = f"p50 {found['p50'] * scale:.3g}{suffix}, " if p50 is not None else ""
+        return f"{name.replace('_', ' ')} {mid}max {found['max'] * scale:.3g}{suffix}"
+
+    lines = []
+    for target, engine in server.items():
+        parts = [
+            peak(engine, "running"),
+            peak(engine, "waiting"),
+            peak(engine, "kv_cache_usage", 100.0, "%"),
+            *(
+                [f"preemptions {engine['preemptions']:g}"]
+                if engine.get("preemptions") is not None
+                else []
+            ),
+            *(
+                [f"prefix cache hits {engine['prefix_cache_hit_rate']:.1%}"]
+                if engine.get("prefix_cache_hit_rate") is not None
+                else []
+            ),
+        ]
+        gap = ((engine.get("vs_client") or {}).get("ttft_s")) or {}
+        if gap.get("engine_mean") is not None and gap.get("client_mean") is not None:
+            parts.append(
+                f"TTFT mean: engine {_ms(gap['engine_mean'])} ms, clients "
+                f"{_ms(gap['client_mean'])} ms (+{_ms(gap['gap_mean_s'])} ms outside the engine)"
+            )
+        name = engine.get("engine") or "unknown engine"
+        shown = ", ".join(p for p in parts if p)
+        lines.append(f"engine of {target} ({name}, {engine.get('scrapes', 0)} scrapes): {shown}")
     return lines
 
 
@@ -393,6 +437,7 @@ __all__ = [
     "probes_table",
     "render_summary",
     "search_lines",
+    "server_lines",
     "set_point_text",
     "thresholds_table",
     "throughput_table",

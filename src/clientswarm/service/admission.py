@@ -127,6 +127,14 @@ def _target_problems(config: ClusterConfig, policy: OperatorPolicy) -> list[str]
                 f"(allowed: {policy.targets}); use one of those, or "
                 + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
             )
+        for index, url in enumerate(target.metrics.urls if target.metrics.enabled else []):
+            # The service may fetch these itself: the same hosts as the targets, no others.
+            if policy.targets is not None and not policy.targets.allows(url):
+                problems.append(
+                    f"{where}.metrics.urls[{index}]: {url!r} is not a host this service may "
+                    f"reach (allowed: {policy.targets}); use one of those, or "
+                    + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
+                )
         named = [(f"{where}.api_key_env", target.api_key_env)] if target.api_key_env else []
         named += [(f"{where}.headers_from_env.{h}", n) for h, n in target.headers_from_env.items()]
         for field, env in named:

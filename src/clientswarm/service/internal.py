@@ -17,6 +17,7 @@ from clientswarm.protocol.internal import (
     Assignment,
     BatchAck,
     Control,
+    EngineMetricsReport,
     Heartbeat,
     NotYet,
     PreflightReport,
@@ -128,6 +129,20 @@ def internal_router(manager: ClusterManager) -> APIRouter:
             raise HTTPException(
                 503, f"{exc}; the batch was not stored, send it again", {"Retry-After": "1"}
             ) from None
+
+    @router.post(base + "/engine-metrics", responses=_WITH_BODY)
+    async def engine_metrics(
+        request: Request, cluster_id: ClusterId, index: WorkerIndex, body: EngineMetricsReport
+    ) -> dict[str, str]:
+        """Worker 0 scraped the targets' engine metrics (its assignment asked it to)."""
+        state = await authorised(request, cluster_id, index)
+        targets = state.config.target_map()
+        scrapes = [(s.target, s.t_s, s.values) for s in body.scrapes if s.target in targets]
+        await manager.engine.record(state.id, scrapes)
+        for problem in body.problems:
+            if problem.target in targets:
+                await manager.engine.problem(state.id, problem.target, problem.message)
+        return {}
 
     @router.post(base + "/preflight", responses=_WITH_BODY)
     async def preflight(

@@ -50,6 +50,7 @@ from clientswarm.service.adaptive import EVENT_KIND as ADAPTIVE_EVENT
 from clientswarm.service.adaptive import WorkerBeat
 from clientswarm.service.admission import Admitted, admit_and_build
 from clientswarm.service.creation import new_cluster_rows
+from clientswarm.service.engine_metrics import EngineMetrics, scraper_side
 from clientswarm.service.following import Follower, worker_ended
 from clientswarm.service.journal import Journal
 from clientswarm.service.lifecycle import ClusterStatus, WorkerState
@@ -116,6 +117,9 @@ class ClusterManager(ClusterReads):
         self.batch_limiter = BatchLimiter(settings.policy.limits.max_batches_per_s)
         self.follower = Follower(settings, self.spawners, self._spawn)
         self.preflights = Preflights(settings, self.follower, self._spawn)
+        self.engine = EngineMetrics(store, self.journal)
+        """The targets' engine metrics (:mod:`clientswarm.service.engine_metrics`)."""
+        self.engine_latest = self.engine.latest
         """The preflight of each cluster until it has ended (:mod:`.preflight`)."""
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
@@ -388,6 +392,7 @@ class ClusterManager(ClusterReads):
             base_dir=state.base_dir,
             path_roots=self.settings.policy.file_scope().confined_to,
             stages=state.adaptive.orders() if state.adaptive is not None else {},
+            engine_metrics=index == 0 and scraper_side(state.config) == "worker",
         )
 
     def _still_needed(self, state: ClusterState, index: int) -> None:
@@ -404,6 +409,7 @@ class ClusterManager(ClusterReads):
         fields = {"start_ns": state.start_ns, "started_at": _now()}
         await state.move(ClusterStatus.RUNNING, fields=fields)
         state.settled.set()
+        self.engine.start(state.id, state.config, state.start_ns)
         timeout_s = self.settings.start_timeout_s
         for index in late:
             await worker_ended(
@@ -544,6 +550,7 @@ class ClusterManager(ClusterReads):
             return
         self._finalising.add(state.id)
         try:
+            await self.engine.stop(state.id)
             await self.follower.release(state)
             if not state.status.final:
                 ended_at = _now()  # the summary's ended_at is the record's, to the digit
@@ -633,6 +640,8 @@ class ClusterManager(ClusterReads):
             await self._finalise(state)
             return
         state.live.set_workers(state.worker_counts())
+        if state.start_ns is not None and state.status is ClusterStatus.RUNNING:
+            self.engine.start(record.id, state.config, state.start_ns)
         await self.journal.event(
             record.id, "recovered", "the service restarted and follows it again"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,9 @@ class ClusterReads:
         """The clusters being followed (not finished), by id."""
         self.timeseries_cache = TimeSeriesCache()
         """The time series of the last few finished clusters."""
+        self.engine_latest: Callable[[str], dict[str, dict[str, Any]]] = lambda _: {}
+        """Each scraped target's latest engine gauges of a cluster (the manager's engine
+        metrics set it)."""
 
     # -- stored records -------------------------------------------------------------------------
     async def cluster(self, cluster_id: str) -> ClusterRecord:
@@ -139,6 +142,9 @@ class ClusterReads:
         live = self.live.get(cluster_id)
         stats = None if snapshot is None or live is None else live.snapshot(now_s)
         view = progress_view(record, snapshot, stats, now_s)
+        latest = self.engine_latest(cluster_id)
+        if latest:
+            view["engine"] = latest  # each target's running, waiting and KV-cache usage
         return Progress(view, final=bool(record.summary_json))
 
     def live_stats(self, cluster_id: str) -> dict[str, Any]:

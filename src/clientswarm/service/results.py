@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
@@ -11,10 +12,13 @@ from clientswarm.metrics.stats import DEFAULT_LAG_BOUND_S, ClusterStatistics
 from clientswarm.metrics.summary import ClusterInfo, Summary, WorkerRow
 from clientswarm.service.adaptive import EVENT_KIND as ADAPTIVE_EVENT
 from clientswarm.service.adaptive import AdaptiveRun
+from clientswarm.service.engine_metrics import server_block
 from clientswarm.service.lifecycle import WorkerState
 from clientswarm.service.runinfo import run_info
 from clientswarm.service.verdicts import threshold_results
 from clientswarm.store import ClusterRecord, Store, WorkerRecord
+
+log = logging.getLogger(__name__)
 
 LOOP_LAG_BOUND_S = 0.010
 """A worker whose event loop lags more (p99) adds that much to what it measures: the benchmark
@@ -89,6 +93,17 @@ def cluster_summary(
             stats_of_group.input_token_lengths = lengths
             summary.notes.append(f"{group.name}: {token_length_note(group.interaction)}")
     summary.notes.extend(preflight_notes(store, record.id))
+    rows = store.list_engine_scrapes(record.id)
+    if rows:
+        clients = {name: stats.model_dump() for name, stats in summary.targets.items()}
+        try:
+            summary.server = server_block(config, rows, plans, clients)
+        except Exception as exc:  # the engine's numbers must never cost the clients' results
+            log.exception("cluster %s: summarising the engine metrics failed", record.id)
+            summary.notes.append(
+                f"engine metrics: could not be summarised ({type(exc).__name__}: {exc}); the "
+                "scrapes are kept in the time series"
+            )
     workers = store.list_workers(record.id)
     summary.workers = [_worker_row(w) for w in workers]
     summary.run = run_info(config, record, workers)

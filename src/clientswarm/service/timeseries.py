@@ -10,12 +10,16 @@ kept (:class:`TimeSeriesCache`).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.timeseries import BUCKET_S, timeseries_of
+from clientswarm.service.engine_metrics import server_series
 from clientswarm.store import ClusterRecord, Store
+
+log = logging.getLogger(__name__)
 
 
 def cluster_timeseries(store: Store, record: ClusterRecord) -> dict[str, Any]:
@@ -32,12 +36,19 @@ def cluster_timeseries(store: Store, record: ClusterRecord) -> dict[str, Any]:
             "warmup_s": config.warmup_s,
             "groups": groups,
         }
-    return timeseries_of(
+    document = timeseries_of(
         store.iter_columns(record.id),
         record.start_ns,
         warmup_s=config.warmup_s,
         group_order=order,
     )
+    rows = store.list_engine_scrapes(record.id)
+    if rows:
+        try:
+            document["server"] = server_series(rows)
+        except Exception:  # the engine's series must never cost the clients'
+            log.exception("cluster %s: the engine metrics' series failed", record.id)
+    return document
 
 
 class TimeSeriesCache:

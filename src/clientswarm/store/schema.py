@@ -195,12 +195,31 @@ events = Table(
     Index("ix_events_cluster_id", "cluster_id", "id"),
 )
 
+engine_scrapes = Table(
+    "engine_scrapes",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column(
+        "cluster_id",
+        String(64),
+        ForeignKey("clusters.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("target", String(64), nullable=False),
+    Column("t_s", Double, nullable=False),
+    Column("values_json", Text, nullable=False),
+    Index("ix_engine_scrapes_cluster_id", "cluster_id", "id"),
+)
+"""One scrape of a target's engine metrics (its replicas merged): ``t_s`` seconds from the
+cluster's shared start, the values as :mod:`clientswarm.service.engine_metrics` writes them."""
+
 __all__ = [
     "ADDED_COLUMNS",
     "SCHEMA_VERSION",
     "batches",
     "clients",
     "clusters",
+    "engine_scrapes",
     "events",
     "metadata",
     "sample_column",

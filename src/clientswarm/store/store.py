@@ -453,6 +453,40 @@ class Store:
                 conn.execute(_e.insert().values(row))
         return True
 
+    def add_engine_scrapes(
+        self, cluster_id: str, scrapes: list[tuple[str, float, dict[str, Any]]]
+    ) -> None:
+        """Store scrapes of a cluster's targets' engine metrics: (target, seconds from the
+        shared start, values as JSON-able data) each."""
+        if not scrapes:
+            return
+        rows = [
+            {
+                "cluster_id": cluster_id,
+                "target": target,
+                "t_s": t_s,
+                "values_json": orjson.dumps(values).decode(),
+            }
+            for target, t_s, values in scrapes
+        ]
+        with self._db.begin("add_engine_scrapes") as conn:
+            conn.execute(schema.engine_scrapes.insert(), rows)
+
+    def list_engine_scrapes(self, cluster_id: str) -> list[tuple[str, float, dict[str, Any]]]:
+        """Every stored scrape of a cluster's engine metrics, in the order they came:
+        (target, seconds from the shared start, values)."""
+        table = schema.engine_scrapes
+        query = (
+            select(table.c.target, table.c.t_s, table.c.values_json)
+            .where(table.c.cluster_id == cluster_id)
+            .order_by(table.c.id)
+        )
+        with self._db.read("list_engine_scrapes") as conn:
+            return [
+                (str(target), float(t_s), orjson.loads(values))
+                for target, t_s, values in conn.execute(query)
+            ]
+
     def list_events(
         self, cluster_id: str, *, after_id: int = 0, limit: int = 1000
     ) -> list[EventRecord]:

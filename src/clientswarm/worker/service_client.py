@@ -37,6 +37,9 @@ from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.internal import (
     BatchAck,
     Control,
+    EngineMetricsReport,
+    EngineProblem,
+    EngineScrape,
     Heartbeat,
     NotYet,
     PreflightPlan,
@@ -193,10 +196,17 @@ class _ServiceWorker:
         runtime.stop_clients(self._early_stops)
         self._runtime = runtime
         watcher = asyncio.create_task(self._stop_runtime_when_asked(runtime))
+        scraping = self._scrape_engine_metrics(assignment)
         try:
             report = await runtime.run()  # ends with the final flush: before /finish
         finally:
             watcher.cancel()
+            for _, task in scraping:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in scraping), return_exceptions=True)
+        for scraper, _ in scraping:  # one last scrape: the counters hold every request
+            with contextlib.suppress(Exception):
+                await scraper.last()
         if self._api.failure is not None:
             raise self._api.failure
         if report.outcome == "failed":
@@ -210,6 +220,40 @@ class _ServiceWorker:
             self._sink.acknowledged_batches,
         )
         return report
+
+    def _scrape_engine_metrics(
+        self, assignment: Assignment
+    ) -> list[tuple[Any, asyncio.Task[None]]]:
+        """Worker 0, when its assignment asks: scrape the targets' engine metrics until the
+        run ends and post each scrape to the service (:mod:`clientswarm.enginescrape`)."""
+        if not assignment.engine_metrics:
+            return []
+        # Off the start-up path of every other worker: the Prometheus parser loads here.
+        from clientswarm.enginescrape import scrapers, values_to_json
+
+        async def post(report: EngineMetricsReport) -> None:
+            try:
+                await self._api.call(
+                    "POST",
+                    "engine-metrics",
+                    report.model_dump_json().encode(),
+                    accept=(200, 410),
+                    retry=False,
+                )
+            except WorkerError as exc:  # the scrape is lost, the run goes on
+                log.warning("could not send the engine metrics: %s", exc)
+
+        async def on_scrape(target: str, t_s: float, values: Any) -> None:
+            scrape = EngineScrape(target=target, t_s=t_s, values=values_to_json(values))
+            await post(EngineMetricsReport(scrapes=[scrape]))
+
+        async def on_problem(target: str, line: str) -> None:
+            await post(EngineMetricsReport(problems=[EngineProblem(target=target, message=line)]))
+
+        return [
+            (scraper, asyncio.create_task(scraper.run()))
+            for scraper in scrapers(assignment.config, assignment.start_ns, on_scrape, on_problem)
+        ]
 
     async def _register(self) -> RegisterReply | None:
         """Announce this worker; ``None`` when the cluster no longer needs it (410)."""

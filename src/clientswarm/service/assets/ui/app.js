@@ -172,11 +172,21 @@
           el("td", {text: c.name}), el("td", {}, statusTag(c.status)),
           el("td", {text: (c.created_at || "").replace("T", " ").slice(0, 19)}),
           el("td", {class: "num", text: fmt(c.elapsed_s) + " s"}),
+          el("td", {class: "now", "data-now": c.id}),
           el("td", {class: "muted", text: c.reason || ""}));
       });
       body.replaceChildren(rows.length
-        ? table(["", "id", "name", "status", "created", "elapsed", "why"], rows, {id: "cluster-table"})
+        ? table(["", "id", "name", "status", "created", "elapsed", "now", "why"], rows, {id: "cluster-table"})
         : el("p", {class: "muted", id: "no-clusters", text: "No clusters yet: submit one."}));
+      // What each running cluster is doing now: its last 10 s.
+      for (const c of shown.filter((c) => c.status === "running")) {
+        api("/monitor/clusters/" + c.id + "/stats").then((live) => {
+          const recent = (live.window_10s || {}).total || {};
+          const clients = Object.values(live.active_clients || {}).reduce((a, b) => a + b, 0);
+          const cell = body.querySelector('[data-now="' + c.id + '"]');
+          if (cell) cell.textContent = fmt(recent.request_rate) + " req/s, " + clients + " clients, TTFT p50 " + ms((recent.ttft_s || {}).p50) + " ms";
+        }).catch(() => {});
+      }
     }
     filter.addEventListener("input", load);
     status.addEventListener("change", load);
@@ -279,6 +289,7 @@
       const load = liveChart("load", "Errors and load", ["in flight", "active clients", "workers running", "failed/s"],
         "count", ["failed/s", ["failed/s"]]);
       charts.replaceChildren(rate.holder, lat.holder, load.holder);
+      let engine = null;  // the first scraped target's engine, once its metrics come
       const abort = new AbortController();
       page.aborts.push(abort);
       follow(id, abort.signal, (kind, view) => {
@@ -292,6 +303,18 @@
         const failedRate = recent.duration_s > 0 ? recent.failed / recent.duration_s : 0;
         const active = Object.values(live.active_clients || {}).reduce((a, b) => a + b, 0);
         load.push(x, [view.in_flight, active, (view.workers || {}).running || 0, failedRate]);
+        const scraped = Object.entries(view.engine || {});
+        if (scraped.length) {
+          const [target, gauges] = scraped[0];
+          if (!engine) {
+            engine = liveChart("engine", "Engine of " + target + " (its metrics)",
+              ["running", "waiting", "KV cache %"], "requests", ["KV cache %", ["KV cache %"]]);
+            charts.append(engine.holder);
+          }
+          const usage = gauges.kv_cache_usage === null || gauges.kv_cache_usage === undefined
+            ? null : 100 * gauges.kv_cache_usage;
+          engine.push(x, [gauges.running, gauges.waiting, usage]);
+        }
         const since = (live.since_start || {}).total || {};
         const warnings = view.warnings || [];
         now.replaceChildren(el("div", {class: "kv"},
