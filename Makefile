@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench docs clean bytecode
+.PHONY: demo test lint bench docs clean bytecode e2e-vllm
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ docs: $(STAMP)
 	$(BIN)/python scripts/docs_reference.py
 	$(BIN)/python scripts/grafana_dashboard.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+e2e-vllm: $(STAMP) bytecode  # bench/vllm/README.md: clientswarm against a real vLLM (CPU)
+	bash bench/vllm/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
