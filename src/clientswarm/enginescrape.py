@@ -46,7 +46,13 @@ OnProblem = Callable[[str, str], Awaitable[None]]
 
 
 class ScrapeFailed(ClientswarmError):
-    """One URL could not be scraped; the message says why, in one line."""
+    """One URL could not be scraped; the message says why, in one line. ``missing``: there is
+    no metrics page there (nothing listens, 404, not the Prometheus format), as opposed to
+    one that did not answer in time or failed."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 def metrics_urls(target: TargetConfig) -> list[str]:
@@ -64,12 +70,16 @@ async def fetch_page(session: aiohttp.ClientSession, url: str, timeout_s: float)
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with session.get(url, timeout=timeout) as response:
             if response.status != 200:
-                raise ScrapeFailed(f"{url} answered HTTP {response.status}")
+                raise ScrapeFailed(
+                    f"{url} answered HTTP {response.status}", missing=response.status in (404, 405)
+                )
             body = await response.content.read(MAX_PAGE_BYTES + 1)
     except ScrapeFailed:
         raise
     except TimeoutError:
         raise ScrapeFailed(f"{url} did not answer within {timeout_s:g} s") from None
+    except aiohttp.ClientConnectorError as exc:  # nothing listens there
+        raise ScrapeFailed(f"{url}: {type(exc).__name__}: {exc}"[:300], missing=True) from None
     except aiohttp.ClientError as exc:
         raise ScrapeFailed(f"{url}: {type(exc).__name__}: {exc}"[:300]) from None
     if len(body) > MAX_PAGE_BYTES:
@@ -102,8 +112,9 @@ class EngineScraper:
 
     @property
     def timeout_s(self) -> float:
-        """How long one scrape may take."""
-        return max(0.5, min(5.0, self.interval_s))
+        """How long one scrape may take: two intervals, from 2 s to 5 s (an engine busy on a
+        small machine can take more than a second to write its page)."""
+        return max(2.0, min(5.0, 2 * self.interval_s))
 
     async def run(self) -> None:
         """Scrape until cancelled (or ``end_s``), at absolute times from the shared start."""
@@ -139,7 +150,7 @@ class EngineScraper:
             parsed = [self._parse(url, page) for url, page in zip(self.urls, pages, strict=True)]
         except ScrapeFailed as exc:
             line = str(exc)
-            if self.auto and self.scraped == 0:
+            if self.auto and self.scraped == 0 and exc.missing:
                 # Not given, not there (a target that is no inference engine): not a problem.
                 log.info("target %s: no engine metrics (%s); not scraping them", self.target, line)
                 self.off = True
@@ -160,7 +171,9 @@ class EngineScraper:
         try:
             return parse_exposition(page, self.extra_series)
         except ValueError as exc:
-            raise ScrapeFailed(f"{url} is not a Prometheus metrics page: {exc}"[:300]) from None
+            raise ScrapeFailed(
+                f"{url} is not a Prometheus metrics page: {exc}"[:300], missing=True
+            ) from None
 
 
 Side = Literal["service", "worker"]
