@@ -10,8 +10,9 @@ when only the compute nodes can, and ships each scrape to the service.
 A scrape that fails (no answer, an HTTP error, not the Prometheus format) is told to
 ``on_problem`` once, and again when the failure changes or every :data:`REPEAT_PROBLEM_S`
 while it lasts; it never fails the run. With the default (no URL given: the target's own
-``/metrics``), a target that has no such page at the first scrape is simply not scraped (a
-line of the log says so): it is no inference engine, or keeps its metrics elsewhere.
+``/metrics``), a target that has no such page at its first :data:`GIVE_UP_AFTER` scrapes is
+simply not scraped (a line of the log says so): it is no inference engine, or keeps its
+metrics elsewhere.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ MAX_PAGE_BYTES = 16 << 20
 
 REPEAT_PROBLEM_S = 30.0
 """A lasting failure is told again this often."""
+
+GIVE_UP_AFTER = 3
+"""Scrapes of the default URL that find no metrics page, in a row from the first, before it is
+no longer looked for."""
 
 OnScrape = Callable[[str, float, ScrapeValues], Awaitable[None]]
 """(target name, seconds from the shared start, the merged scrape)."""
@@ -109,6 +114,7 @@ class EngineScraper:
     """Given up: the default URL had no metrics page at the first scrape."""
     _problem: str | None = None
     _told_at: float = 0.0
+    _missing: int = 0
 
     @property
     def timeout_s(self) -> float:
@@ -151,9 +157,14 @@ class EngineScraper:
         except ScrapeFailed as exc:
             line = str(exc)
             if self.auto and self.scraped == 0 and exc.missing:
-                # Not given, not there (a target that is no inference engine): not a problem.
-                log.info("target %s: no engine metrics (%s); not scraping them", self.target, line)
-                self.off = True
+                # Not given, not there (a target that is no inference engine): not a problem,
+                # once it is clear (a busy server may drop one connection).
+                self._missing += 1
+                if self._missing >= GIVE_UP_AFTER:
+                    log.info(
+                        "target %s: no engine metrics (%s); not scraping them", self.target, line
+                    )
+                    self.off = True
                 return
             now = time.monotonic()
             if line != self._problem or now - self._told_at >= REPEAT_PROBLEM_S:
