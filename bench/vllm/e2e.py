@@ -60,13 +60,15 @@ CLIENT_CORE = "0"
 
 TOOL_ARGS = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
 EMBED_ARGS = ["--runner", "pooling", "--convert", "embed"]
-GENERATE_CASES = ("stream", "nonstream", "tools", "sweep")
+GENERATE_CASES = ("stream", "nonstream", "tools", "sweep", "trace")
 ALL_CASES = (*GENERATE_CASES, "embed")
 
 COUNTERS = {
     "requests": "vllm:request_success_total",
     "prompt_tokens": "vllm:prompt_tokens_total",
     "generation_tokens": "vllm:generation_tokens_total",
+    "prefix_cache_hits": "vllm:prefix_cache_hits_total",
+    "prefix_cache_queries": "vllm:prefix_cache_queries_total",
 }
 HISTOGRAMS = {
     "ttft_s": "vllm:time_to_first_token_seconds",
@@ -218,7 +220,47 @@ def run_case(case: str, url: str, port: int) -> dict[str, Any]:
     summary = json.loads((out / "summary.json").read_text())
     config_run = json.loads((out / "config.json").read_text())
     inputs = {g["interaction"].get("batch_size", 1) for g in config_run["groups"]}
-    return compare(case, summary, engine_delta(before, after), wall_s, max(inputs))
+    result = compare(case, summary, engine_delta(before, after), wall_s, max(inputs))
+    if case == "trace":
+        result.update(trace_checks(HERE / "configs" / "trace.jsonl", summary, result["engine"]))
+        result["ok"] = result["ok"] and all(result["trace_checks"].values())
+    return result
+
+
+def trace_checks(path: Path, summary: dict[str, Any], engine: dict[str, Any]) -> dict[str, Any]:
+    """A replayed trace against what vLLM counted: every request, exactly the trace's output
+    lengths, its prompt lengths (plus the BOS token vLLM adds to each), and prefix-cache hits
+    where the trace's hash_ids repeat.
+
+    ``expected_shared_tokens``: for each request, the tokens of its longest run of leading
+    hash_ids that an earlier request also began with (the prefix it shares; vLLM caches whole
+    blocks of its own size, so it can hit a little less).
+    """
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    block = 64
+    seen: set[tuple[int, ...]] = set()
+    shared = 0
+    for row in rows:
+        ids = tuple(row["hash_ids"])
+        k = max((n for n in range(len(ids) + 1) if ids[:n] in seen), default=0)
+        shared += min(k * block, row["input_length"])
+        seen.update(ids[:n] for n in range(1, len(ids) + 1))
+    prompt = sum(r["input_length"] for r in rows)
+    extra = engine["prompt_tokens"] - prompt
+    lag = summary["total"].get("schedule_lag_s") or {}
+    return {
+        "trace_requests": len(rows),
+        "trace_prompt_tokens": prompt,
+        "trace_output_tokens": sum(r["output_length"] for r in rows),
+        "expected_shared_tokens": shared,
+        "schedule_lag_ms": {q: _ms(lag.get(q)) for q in ("p50", "p99", "max")},
+        "trace_checks": {
+            "every_request": engine["requests"] == len(rows),
+            "output_lengths": engine["generation_tokens"] == sum(r["output_length"] for r in rows),
+            "prompt_lengths": extra in (0, len(rows)),  # vLLM may add one BOS per request
+            "prefix_cache_hits": 0 < engine["prefix_cache_hits"] <= shared + len(rows),  # + BOS
+        },
+    }
 
 
 def compare(

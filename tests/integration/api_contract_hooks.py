@@ -17,9 +17,11 @@ from typing import Any
 
 import schemathesis
 
+from clientswarm.config.load import TraceLoadConfig
 from clientswarm.config.loader import validate_config_data
 from clientswarm.config.models import ClusterConfig, GroupConfig
 from clientswarm.errors import ConfigError
+from clientswarm.load.trace import replayed
 
 CONFIG_ROUTES = {("POST", "/api/v1/clusters"), ("POST", "/api/v1/validate")}
 
@@ -61,6 +63,8 @@ ACROSS_FIELDS = re.compile(
             r"more than once",
             r"must be <= window",  # abort.min_requests
             r"is known only at the end of the run",  # a threshold with abort: true
+            r"a trace load needs exactly one of path",
+            r"a trace load sets each request's prompt length",
         ]
     )
 )
@@ -92,6 +96,8 @@ def _light(group: GroupConfig, warmup_s: float) -> bool:
     duration_s = group.duration_s
     if duration_s is not None and duration_s + warmup_s > MAX_SECONDS:
         return False
+    if isinstance(group.load, TraceLoadConfig):
+        return _light_trace(group.load)
     if group.load.kind == "closed":
         return duration_s is not None or (group.stop.requests or 0) <= MAX_ARRIVALS
     rates = [stage.rate for stage in group.load.stages] or [group.load.rate or 0.0]
@@ -100,6 +106,16 @@ def _light(group: GroupConfig, warmup_s: float) -> bool:
     else:
         arrivals = max(rates) * (duration_s + warmup_s)
     return arrivals <= MAX_ARRIVALS
+
+
+def _light_trace(load: TraceLoadConfig) -> bool:
+    """A trace sent inline with few requests over a short time (a path is not read here: the
+    service refuses a missing or malformed file)."""
+    try:
+        window = replayed(load)
+    except ConfigError:
+        return True  # refused before anything runs
+    return len(window) <= MAX_ARRIVALS and window.span_s / load.speedup <= MAX_SECONDS
 
 
 def light(body: Any) -> bool:

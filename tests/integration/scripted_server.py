@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     peer: Any  # (host, port) of the client's connection: equal ports mean a reused connection
+    received_ns: int = 0  # time.time_ns() when the whole request had arrived
 
 
 class ScriptedServer:
@@ -74,7 +76,9 @@ class ScriptedServer:
         body = orjson.loads(raw) if raw else None
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(
-            Recorded(request.method, request.path, dict(request.headers), body, peer)
+            Recorded(
+                request.method, request.path, dict(request.headers), body, peer, time.time_ns()
+            )
         )
         script = self.scripts.get(request.path)
         if script is None:

@@ -258,7 +258,7 @@ def test_unknown_kind_of_load_and_think_time() -> None:
     line = one_problem(changed(["groups", 0, "load", "kind"], "opne"))
     assert line == (
         "groups[0].load.kind: unknown kind; got \"opne\" (did you mean 'open'?); "
-        "valid kinds: closed, open, sweep, capacity"
+        "valid kinds: closed, open, sweep, capacity, trace"
     )
     line = one_problem(changed(["groups", 0, "load", "think_time_s"], {"kind": "expo"}))
     assert line.startswith('groups[0].load.think_time_s.kind: unknown kind; got "expo"')

@@ -274,13 +274,13 @@ def test_worker_arrivals_on_lists_and_schedules_agree() -> None:
         assert all(isinstance(a, Arrival) and a.client % 3 == w for a in from_list)
 
 
-def test_rows_yield_offset_client_stage_warmup() -> None:
+def test_rows_yield_offset_index_client_stage_warmup() -> None:
     s = schedule(constant(4.0), first_client=10, clients=2, warmup_s=0.5, duration_s=0.5)
     assert list(s.rows(chunk=3)) == [
-        (0.0, 10, 0, True),
-        (0.25, 11, 0, True),
-        (0.5, 10, 0, False),
-        (0.75, 11, 0, False),
+        (0.0, 0, 10, 0, True),
+        (0.25, 1, 11, 0, True),
+        (0.5, 2, 10, 0, False),
+        (0.75, 3, 11, 0, False),
     ]
 
 

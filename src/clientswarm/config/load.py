@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, model_validator
 
 from clientswarm.config.base import StrictModel
+from clientswarm.config.paths import ConfigPath
 from clientswarm.config.slo import SLOConfig
 
 
@@ -360,6 +361,89 @@ class CapacityLoadConfig(StrictModel):
         )
 
 
+TRACE_FORMATS = ("mooncake", "azure")
+"""The trace formats a ``trace`` load reads (:mod:`clientswarm.load.trace`)."""
+
+MAX_TRACE_DATA_CHARS = 256 * 1024 * 1024
+
+
+class TraceLoadConfig(StrictModel):
+    """Trace replay: the requests of a production trace sent open-loop at its timestamps.
+
+    ``mooncake``: JSON lines with ``timestamp`` (milliseconds), ``input_length``,
+    ``output_length`` and ``hash_ids`` (one id per ``block_tokens`` block of the prompt;
+    requests with equal leading ids share that prefix, byte for byte). ``azure``: the Azure
+    LLM inference trace CSV (``TIMESTAMP``, ``ContextTokens``, ``GeneratedTokens``). Each
+    request's prompt is synthesised to its input length and ``max_tokens`` is its output
+    length; arrival ``i`` is sent by the group's client ``i % clients``, as in an open load
+    (:mod:`clientswarm.load.trace`).
+    """
+
+    kind: Literal["trace"] = "trace"
+    path: ConfigPath | None = Field(
+        default=None, description="The trace file (.jsonl: mooncake, .csv: azure)"
+    )
+    data: str | None = Field(
+        default=None,
+        max_length=MAX_TRACE_DATA_CHARS,
+        description=(
+            "The trace's text itself, in place of path (clientswarm submit sends a local "
+            "trace this way)"
+        ),
+    )
+    format: Literal["mooncake", "azure"] | None = Field(
+        default=None,
+        description="The trace's format; default: from path's extension, or data's first line",
+    )
+    speedup: float = Field(
+        default=1.0, gt=0, le=1e6, description="Replay this many times faster than recorded"
+    )
+    start_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Start the replay this many trace seconds after the trace's first request",
+    )
+    window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Replay only this many trace seconds from start_s (default: to the end)",
+    )
+    block_tokens: int = Field(
+        default=512,
+        ge=1,
+        le=1_000_000,
+        description="Tokens in one hash_ids block (mooncake traces: 512)",
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Max requests in flight for the group; late ones wait",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TraceLoadConfig:
+        if (self.path is None) == (self.data is None):
+            raise ValueError(
+                "a trace load needs exactly one of path (the trace file) or data (its text)"
+            )
+        return self
+
+    @property
+    def stages(self) -> tuple[()]:
+        """A trace replay has no stages: the trace is the schedule."""
+        return ()
+
+    @property
+    def stage_warmup_s(self) -> float:
+        """No stages, so no per-stage warm-up."""
+        return 0.0
+
+    def replay_s(self) -> float | None:
+        """How long the replay of the window takes (None: to the trace's end, unknown here)."""
+        return None if self.window_s is None else self.window_s / self.speedup
+
+
 AdaptiveLoadConfig = SweepLoadConfig | CapacityLoadConfig
 """A load whose set points are chosen from results while it runs (after validation, a
 ``SweepLoadConfig`` is always an automatic one: explicit sweeps are expanded)."""
@@ -386,12 +470,14 @@ def sweep_default_clients(data: Any) -> Any:
 
 
 if TYPE_CHECKING:
-    LoadConfig = ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig | CapacityLoadConfig
+    LoadConfig = (
+        ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig | CapacityLoadConfig | TraceLoadConfig
+    )
 else:
     # A sweep is validated as its own kind (so that errors and the JSON schema know it), then
     # an explicit one is replaced by the open or closed staged load it stands for.
     LoadConfig = Annotated[
-        ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig | CapacityLoadConfig,
+        ClosedLoadConfig | OpenLoadConfig | SweepLoadConfig | CapacityLoadConfig | TraceLoadConfig,
         Field(discriminator="kind"),
         AfterValidator(_expand_sweep),
     ]

@@ -27,6 +27,7 @@ from clientswarm.config.load import (
     LoadConfig,
     StopConfig,
     SweepLoadConfig,
+    TraceLoadConfig,
     sweep_default_clients,
 )
 from clientswarm.config.slo import SLOConfig
@@ -467,6 +468,9 @@ def _vary_errors(interaction: BaseModel, vary: Mapping[str, Any]) -> list[InitEr
     return errors
 
 
+TRACE_KINDS = ("chat", "completion")
+"""The interactions a trace load can drive: it sets their prompts and ``max_tokens``."""
+
 DEFAULT_TARGET = "default"
 """The name of the one target a configuration gives with ``target:``."""
 
@@ -535,11 +539,21 @@ class GroupConfig(StrictModel):
         return isinstance(self.load, SweepLoadConfig | CapacityLoadConfig)
 
     @model_validator(mode="after")
+    def _check_trace(self) -> GroupConfig:
+        if isinstance(self.load, TraceLoadConfig) and self.interaction.kind not in TRACE_KINDS:
+            raise ValueError(
+                "a trace load sets each request's prompt length and max_tokens: it needs a "
+                f"chat or completion interaction (got {self.interaction.kind})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_stop_and_stages(self) -> GroupConfig:
         if self.adaptive:
             return self
         stages = self.load.stages
-        if self.stop.duration_s is None and self.stop.requests is None and not stages:
+        bounded = isinstance(self.load, TraceLoadConfig)  # the trace ends
+        if self.stop.duration_s is None and self.stop.requests is None and not (stages or bounded):
             raise ValueError(
                 "a group needs a stop condition: set stop.duration_s and/or stop.requests, "
                 "or give load.stages"
@@ -565,6 +579,8 @@ class GroupConfig(StrictModel):
             return self.load.upper_duration_s()  # at most: the set points are chosen live
         if self.stop.duration_s is not None:
             return self.stop.duration_s
+        if isinstance(self.load, TraceLoadConfig):
+            return self.load.replay_s()
         stages = self.load.stages
         return sum(s.duration_s for s in stages) if stages else None
 

@@ -1,7 +1,8 @@
 """The OpenAI-API interactions: ``completion``, ``chat`` (streamed or not) and ``embedding``.
 
 Request bodies: ``model`` (``config.model`` or ``target.model``; left out when both are None),
-the prompt, ``max_tokens`` (a prompt's own output length overrides ``config.max_tokens``),
+the prompt (picked from the prompt source, or the arrival's own in a trace replay,
+:mod:`.arrival`), ``max_tokens`` (a prompt's own output length overrides ``config.max_tokens``),
 ``stream`` and, for streams, ``stream_options: {"include_usage": true}`` so the server counts
 the tokens; ``extra_body`` is merged last, so it can set vLLM options such as ``ignore_eos``
 or override anything above.
@@ -20,6 +21,7 @@ from clientswarm.config.interactions import (
     EmbeddingInteraction,
 )
 from clientswarm.config.paths import ANYWHERE, FileScope
+from clientswarm.interactions.arrival import ARRIVAL_PROMPT
 from clientswarm.interactions.base import ClientContext
 from clientswarm.interactions.http import BuiltinInteraction, fail_status
 from clientswarm.interactions.http1 import Http1Client
@@ -208,7 +210,7 @@ class _Generation(_OpenAIInteraction):
 
     async def exchange(self, ctx: ClientContext, m: Measurement) -> None:
         """Pick a prompt, send it and measure the answer."""
-        prompt = self.prompts.pick(ctx.rng)
+        prompt = ARRIVAL_PROMPT.get() or self.prompts.pick(ctx.rng)
         m.input_tokens = prompt.input_tokens
         await self._post(ctx, m, self.body(ctx, prompt))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from clientswarm.config.interactions import CustomInteraction, InteractionConfig
+from clientswarm.config.load import TraceLoadConfig
 from clientswarm.config.models import ClusterConfig
 from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.errors import ConfigError
@@ -17,6 +18,7 @@ from clientswarm.interactions.conversation import Conversation
 from clientswarm.interactions.http import BuiltinInteraction, Hello, HttpCall
 from clientswarm.interactions.journeys import UserInteraction
 from clientswarm.interactions.openai import Chat, Completion, Embedding
+from clientswarm.load.trace import replayed
 from clientswarm.load.vary import (
     VariantKey,
     client_interaction,
@@ -77,6 +79,12 @@ class ClusterInteractions:
             except ConfigError as exc:
                 problems.extend(_located(exc, f"groups[{index}].interaction", group.interaction))
                 continue
+            if isinstance(group.load, TraceLoadConfig):
+                try:
+                    replayed(group.load, files)  # read and checked now, parsed once
+                except ConfigError as exc:
+                    where = f"groups[{index}].load.{exc.source or 'path'}"
+                    problems.extend(f"{where}: {line}" for line in exc.problems)
             for client in range(group.clients if group.vary else 0):
                 key = client_variant_key(group, client, cluster.seed)
                 self._keys[(index, client)] = key

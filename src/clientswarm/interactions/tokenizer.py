@@ -87,6 +87,10 @@ class TokenCounter(Protocol):
         """A random text for each length (faster than one ``text_of_length`` at a time)."""
         ...
 
+    def fit_text(self, text: str, n: int) -> str:
+        """``text`` cut or padded at its end to exactly ``n`` tokens (its start kept)."""
+        ...
+
 
 def random_words(rng: np.random.Generator, n: int) -> list[str]:
     """``n`` words drawn uniformly from :data:`WORDS` with ``rng``."""
@@ -119,6 +123,13 @@ class WordCounter:
             texts.append(" ".join(words[start : start + n]))
             start += n
         return texts
+
+    def fit_text(self, text: str, n: int) -> str:
+        """The first ``n`` words of ``text``, padded with filler words when it has fewer."""
+        words = text.split()
+        if len(words) < n:
+            words += [WORDS[i % len(WORDS)] for i in range(n - len(words))]
+        return " ".join(words[:n])
 
 
 class HfTokenizer:
@@ -203,6 +214,19 @@ class HfTokenizer:
             text if got == n else self._fit(x, n, text, got)
             for x, n, text, got in zip(ids, lengths, cuts, counts, strict=True)
         ]
+
+    def fit_text(self, text: str, n: int) -> str:
+        """``text`` cut at ``n`` tokens (checked, as in step 2) or padded to them (step 3)."""
+        if n < 1:
+            raise ValueError(f"a text needs at least one token, not {n}")
+        ids = self._ids(text)
+        if len(ids) == n:
+            return text
+        if len(ids) < n:
+            return self._pad(text, len(ids), n)
+        cut = self._decode(ids[:n])
+        got = self.count(cut)
+        return cut if got == n else self._fit(ids, n, cut, got)
 
     def _encode_batch(self, texts: list[str]) -> list[Encoding]:
         return self._tok.encode_batch(texts, add_special_tokens=False)

@@ -110,13 +110,16 @@ class ArrivalSchedule:
             warmup=bool(self.warmup[position]),
         )
 
-    def rows(self, chunk: int = ROW_CHUNK) -> Iterator[tuple[float, int, int, bool]]:
-        """Yield ``(offset_s, client, stage, warmup)`` per arrival, converting a chunk at a time."""
+    def rows(self, chunk: int = ROW_CHUNK) -> Iterator[tuple[float, int, int, int, bool]]:
+        """Yield ``(offset_s, index, client, stage, warmup)`` per arrival, converting a chunk
+        at a time."""
         for start in range(0, len(self), chunk):
             part = slice(start, start + chunk)
-            clients = self.first_client + self.index[part] % self.clients
+            indices = self.index[part]
+            clients = self.first_client + indices % self.clients
             yield from zip(
                 self.offsets_s[part].tolist(),
+                indices.tolist(),
                 clients.tolist(),
                 self.stage[part].tolist(),
                 self.warmup[part].tolist(),

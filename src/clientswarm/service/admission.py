@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clientswarm.config.interactions import CustomInteraction
-from clientswarm.config.load import OpenLoadConfig
+from clientswarm.config.load import OpenLoadConfig, TraceLoadConfig
 from clientswarm.config.models import ClusterConfig, GroupConfig, SpawnerConfig
 from clientswarm.config.paths import FileScope, path_values
 from clientswarm.errors import ConfigError
 from clientswarm.interactions.check import groups_only
 from clientswarm.interactions.registry import build_group_interactions
+from clientswarm.load.trace import replayed
 from clientswarm.service.policy import OperatorPolicy
 from clientswarm.service.presets import merged_options, validate_options
 from clientswarm.service.usercheck import check_in_subprocess, has_user_code
@@ -233,6 +234,7 @@ async def admit_and_build(
     admitted = dataclasses.replace(admitted, config=placed)
     if not policy.isolate_user_code:
         await asyncio.to_thread(build_group_interactions, placed, files=admitted.files)
+        _check_trace_limit(placed, policy, admitted.files)
         return admitted
     problems: list[str] = []
     try:
@@ -250,7 +252,28 @@ async def admit_and_build(
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
+    _check_trace_limit(placed, policy, admitted.files)
     return admitted
+
+
+def _check_trace_limit(config: ClusterConfig, policy: OperatorPolicy, files: FileScope) -> None:
+    """ConfigError when the requests planned, replayed traces included (read by now), are
+    more than ``--max-planned-requests``."""
+    limit = policy.limits.max_planned_requests
+    traces = [g.load for g in config.groups if isinstance(g.load, TraceLoadConfig)]
+    if limit is None or not traces:
+        return
+    replays = sum(len(replayed(load, files)) for load in traces)
+    planned = replays + sum(planned_arrivals(g, config.warmup_s) for g in config.groups)
+    if planned > limit:
+        raise ConfigError(
+            [
+                f"groups: the open-loop schedules and traces plan {planned:,.0f} requests "
+                f"(traces: {replays:,}), more than this service allows for one cluster (at "
+                f"most {limit:,}); replay a shorter window (load.window_s), or "
+                + ASK.format(flag="--max-planned-requests")
+            ]
+        )
 
 
 __all__ = ["Admitted", "admit", "admit_and_build"]

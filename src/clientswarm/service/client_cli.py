@@ -203,7 +203,8 @@ def with_user_sources(body: bytes, base_dir: Path) -> bytes | None:
 
     Paths the config gives relative to its own folder become absolute, so a service on this
     machine (or on a shared filesystem, like a Slurm login node) finds the same files: a
-    dataset's ``path`` and a ``tokenizer``. A readable ``file:`` interaction also travels with
+    dataset's ``path`` and a ``tokenizer``. A trace load's file travels as its ``data`` (up
+    to :data:`MAX_INLINE_TRACE_BYTES`). A readable ``file:`` interaction also travels with
     its source, so a service on another machine can run it; a service that finds the same file
     at that absolute path runs it without accepting inline code (see ``clientswarm serve
     --allow-inline-code``).
@@ -215,6 +216,9 @@ def with_user_sources(body: bytes, base_dir: Path) -> bytes | None:
     groups = data.get("groups") if isinstance(data, dict) else None
     changed = False
     for group in groups if isinstance(groups, list) else []:
+        load = group.get("load") if isinstance(group, dict) else None
+        if isinstance(load, dict):
+            changed |= _inline_trace(load, base_dir)
         interaction = group.get("interaction") if isinstance(group, dict) else None
         if not isinstance(interaction, dict):
             continue
@@ -235,6 +239,30 @@ def with_user_sources(body: bytes, base_dir: Path) -> bytes | None:
         interaction["kind"] = f"file:{path}:{name}"
         changed = True
     return json.dumps(data).encode() if changed else None
+
+
+MAX_INLINE_TRACE_BYTES = 32 * 1024 * 1024
+"""A larger trace is left as a path (the service reads it, if it may)."""
+
+
+def _inline_trace(load: dict[str, Any], base_dir: Path) -> bool:
+    """A trace load's readable file travels as ``data`` (its format named, since the data has
+    no extension to tell it); True if ``load`` changed."""
+    path_value = load.get("path")
+    if load.get("kind") != "trace" or not isinstance(path_value, str) or "data" in load:
+        return False
+    path = (base_dir / path_value).expanduser().resolve()
+    try:
+        if path.stat().st_size > MAX_INLINE_TRACE_BYTES:
+            return _absolute(load, "path", base_dir)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return _absolute(load, "path", base_dir)  # the service says what is wrong
+    if "format" not in load:
+        load["format"] = "azure" if path.suffix.lower() in (".csv", ".tsv") else "mooncake"
+    del load["path"]
+    load["data"] = text
+    return True
 
 
 def _absolute(fields: dict[str, Any], key: str, base_dir: Path) -> bool:

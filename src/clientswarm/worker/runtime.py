@@ -34,12 +34,17 @@ from clientswarm.config.load import (
     ClosedLoadConfig,
     OpenLoadConfig,
     SweepLoadConfig,
+    TraceLoadConfig,
 )
 from clientswarm.config.models import ClusterConfig, GroupConfig, TargetConfig
 from clientswarm.errors import WorkerError
+from clientswarm.interactions.arrival import ARRIVAL_PROMPT
 from clientswarm.interactions.base import ClientContext, Interaction
 from clientswarm.interactions.http1 import Http1Client
+from clientswarm.interactions.prompts import Prompt
 from clientswarm.interactions.registry import ClusterInteractions
+from clientswarm.interactions.tokenizer import load_token_counter
+from clientswarm.interactions.trace_prompts import TracePrompts
 from clientswarm.load import (
     ClosedPlan,
     ConnectBackoff,
@@ -60,6 +65,7 @@ from clientswarm.load.adaptive import GroupStages, StageOrder, is_adaptive, stag
 from clientswarm.load.closed_loop import default_ramp_up_s
 from clientswarm.load.schedule import ArrivalSchedule
 from clientswarm.load.stage_plan import stage_warmup_of
+from clientswarm.load.trace import trace_group_schedule
 from clientswarm.metrics.sample import ERROR_CLIENT, Sample
 from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
 from clientswarm.worker.looplag import LoopLagMonitor
@@ -196,6 +202,7 @@ class WorkerRuntime:
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
         self._interactions = ClusterInteractions(self.config, files=assignment.file_scope())
+        self._traces = self._replays()
         hosted = clients_of_worker(self.config, assignment.worker, assignment.workers)
         self._hosted_ids = frozenset(c.client_id for c in hosted)
         if assignment.clients and set(assignment.clients) != self._hosted_ids:
@@ -214,6 +221,27 @@ class WorkerRuntime:
         self._client_requests: dict[int, set[asyncio.Task[None]]] = {}  # open loop, in flight
         self._dispatchers: dict[int, asyncio.Task[None]] = {}  # open loop, by group index
         self._backoffs: dict[int, ConnectBackoff] = {}  # after connection failures, by client
+
+    def _replays(self) -> dict[int, tuple[ArrivalSchedule, TracePrompts]]:
+        """This worker's slice of each trace group and the prompts of its requests, read
+        before the run starts (a trace is parsed once; its first arrival is due at 0 s)."""
+        a = self.assignment
+        files = a.file_scope()
+        replays: dict[int, tuple[ArrivalSchedule, TracePrompts]] = {}
+        for index, group in enumerate(self.config.groups):
+            load = group.load
+            if not isinstance(load, TraceLoadConfig):
+                continue
+            schedule, window = trace_group_schedule(self.config, index, files)
+            tokenizer = getattr(group.interaction, "tokenizer", None)
+            prompts = TracePrompts(
+                window,
+                seed=self.config.seed,
+                block_tokens=load.block_tokens,
+                counter=load_token_counter(tokenizer, files),
+            )
+            replays[index] = (schedule.for_worker(a.worker, a.workers), prompts)
+        return replays
 
     def set_stages(self, stages: dict[str, GroupStages]) -> None:
         """Take the adaptive groups' stages the service decided (repeats change nothing)."""
@@ -345,7 +373,7 @@ class WorkerRuntime:
                             self._adaptive_group(group_index, mine, interactions, contexts)
                         )
                     continue
-                if isinstance(group.load, OpenLoadConfig):
+                if isinstance(group.load, OpenLoadConfig | TraceLoadConfig):
                     if not self._group_clients[group_index] <= self._stopped_clients:
                         self._dispatchers[group_index] = tasks.create_task(
                             self._open_group(group_index, interactions, contexts)
@@ -473,9 +501,14 @@ class WorkerRuntime:
     ) -> None:
         a = self.assignment
         group = self.config.groups[group_index]
-        assert isinstance(group.load, OpenLoadConfig)
+        assert isinstance(group.load, OpenLoadConfig | TraceLoadConfig)
         slots = self._slots(group_index, group.load.max_concurrency)
-        schedule = worker_schedule(self.config, group_index, a.worker, a.workers)
+        prompt_of: Callable[[int], Prompt] | None = None
+        if group_index in self._traces:
+            schedule, prompts = self._traces[group_index]
+            prompt_of = prompts.prompt
+        else:
+            schedule = worker_schedule(self.config, group_index, a.worker, a.workers)
         # Arrivals still to come per client: a client with none left and nothing in flight is
         # finished (no longer active).
         ids, counts = np.unique(schedule.client, return_counts=True)
@@ -493,7 +526,14 @@ class WorkerRuntime:
         try:
             async with asyncio.TaskGroup() as requests:
                 await self._dispatch(
-                    schedule, interactions, contexts, slots, requests, sent=sent, done=done
+                    schedule,
+                    interactions,
+                    contexts,
+                    slots,
+                    requests,
+                    sent=sent,
+                    done=done,
+                    prompt_of=prompt_of,
                 )
         finally:
             self._active.difference_update(self._group_clients[group_index])
@@ -516,12 +556,17 @@ class WorkerRuntime:
         *,
         sent: Callable[[int], None] | None = None,
         done: Callable[[int], None] | None = None,
+        prompt_of: Callable[[int], Prompt] | None = None,
     ) -> None:
         """Send each arrival of ``schedule`` (this worker's) at its time, as its own task in
-        ``requests``; ``sent``/``done`` are told the client of each arrival sent/ended."""
+        ``requests``; ``sent``/``done`` are told the client of each arrival sent/ended;
+        ``prompt_of`` gives an arrival's own prompt from its index (a trace replay), built
+        before waiting for its time."""
         a = self.assignment
 
-        async def one(ctx: ClientContext, at_ns: int) -> None:
+        async def one(ctx: ClientContext, at_ns: int, prompt: Prompt | None) -> None:
+            if prompt is not None:
+                ARRIVAL_PROMPT.set(prompt)  # this task's own context: no other arrival sees it
             try:
                 await self._perform(interactions[ctx.client], ctx, at_ns)
             finally:
@@ -533,9 +578,10 @@ class WorkerRuntime:
             if done is not None:
                 done(client_id)
 
-        for offset_s, client_id, _stage, _warmup in schedule.rows():
+        for offset_s, index, client_id, _stage, _warmup in schedule.rows():
             if client_id in self._stopped_clients:
                 continue  # a stopped client's arrivals are skipped, not sent late
+            prompt = prompt_of(index) if prompt_of is not None else None
             at_ns = a.start_ns + round(offset_s * 1e9)
             await self._sleep_until(at_ns)
             if slots is not None:
@@ -546,7 +592,7 @@ class WorkerRuntime:
                 continue
             if sent is not None:
                 sent(client_id)
-            task = requests.create_task(one(contexts[client_id], at_ns))
+            task = requests.create_task(one(contexts[client_id], at_ns, prompt))
             self._client_requests.setdefault(client_id, set()).add(task)
             task.add_done_callback(functools.partial(ended, client_id=client_id))
 
