@@ -43,6 +43,8 @@ LAST_SCRAPE_AFTER_S = 0.5
 """The last scrape waits this long after the run's end: vLLM counts a finished request (and
 its tokens) a moment after the answer's last byte left (2 of 249 requests were missing
 without it)."""
+LAST_SCRAPE_TRIES = 3
+"""Tries of the last scrape (each after :data:`LAST_SCRAPE_AFTER_S`) until one reads a page."""
 
 GIVE_UP_AFTER = 3
 """Scrapes of the default URL that find no metrics page, in a row from the first, before it is
@@ -148,12 +150,17 @@ class EngineScraper:
     async def last(self) -> None:
         """One more scrape, once the run has ended and :data:`LAST_SCRAPE_AFTER_S` more have
         passed (an engine counts a request just after its answer leaves): the counters then
-        hold every request."""
+        hold every request. Tried again, up to :data:`LAST_SCRAPE_TRIES` times, while it
+        reads no page."""
         if self.off or self.scraped == 0:  # nothing to complete: no page was ever read
             return
-        await asyncio.sleep(LAST_SCRAPE_AFTER_S)
         async with aiohttp.ClientSession() as session:
-            await self.scrape(session)
+            for _ in range(LAST_SCRAPE_TRIES):  # a busy engine may miss one: the end matters
+                await asyncio.sleep(LAST_SCRAPE_AFTER_S)
+                read = self.scraped
+                await self.scrape(session)
+                if self.scraped > read or self.off:
+                    return
 
     async def scrape(self, session: aiohttp.ClientSession) -> None:
         """Scrape every URL once, and tell what came of it."""

@@ -91,8 +91,10 @@ class EngineMetrics:
         for scraper, task in running:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            with contextlib.suppress(Exception):  # told as a problem already, if it failed
+            try:
                 await scraper.last()
+            except Exception:  # a failed scrape is told as a problem; anything else is a bug
+                log.exception("cluster %s: the last engine-metrics scrape failed", cluster_id)
         self._latest.pop(cluster_id, None)
 
     async def record(
