@@ -3,7 +3,7 @@
 Needs ``setup.sh`` (the vLLM venv) and ``make_model.py`` (the tiny model) first; ``run.sh`` does
 all three. Run with the project's venv (stdlib only)::
 
-    .venv/bin/python bench/vllm/e2e.py [--cases stream,nonstream,tools,sweep,trace,embed] [--port 8321]
+    .venv/bin/python bench/vllm/e2e.py [--cases stream,trace,embed,…] [--port 8321]
 
 For every case (a configuration in ``configs/``): scrape vLLM's ``/metrics``, run ``clientswarm
 run`` pinned to core 0 (vLLM is pinned to core 1 by ``serve.sh``), scrape again, and compare the
