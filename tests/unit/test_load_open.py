@@ -314,3 +314,31 @@ def test_schedule_for_a_cluster_group() -> None:
     assert np.array_equal(worker_schedule(config, 1, 1, 2).index, s.for_worker(1, 2).index)
     with pytest.raises(ValueError, match="closed"):
         schedule_for_group(config, 0)
+
+
+# --- gamma --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("burstiness", [0.25, 1.0, 4.0])
+def test_gamma_gaps_have_the_rate_and_the_coefficient_of_variation(burstiness: float) -> None:
+    load = OpenLoadConfig(rate=500.0, arrival="gamma", burstiness=burstiness)
+    s = schedule(load, duration_s=200.0)
+    gaps = np.diff(s.offsets_s)
+    assert len(s) == pytest.approx(100_000, rel=0.03)
+    assert gaps.mean() == pytest.approx(1 / 500, rel=0.03)
+    assert gaps.std() / gaps.mean() == pytest.approx(1 / np.sqrt(burstiness), rel=0.04)
+
+
+def test_gamma_defaults_to_poisson_like_gaps_and_is_seeded() -> None:
+    plain = schedule(OpenLoadConfig(rate=200.0, arrival="gamma"), duration_s=100.0)
+    gaps = np.diff(plain.offsets_s)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.04)
+    again = schedule(OpenLoadConfig(rate=200.0, arrival="gamma"), duration_s=100.0)
+    assert np.array_equal(plain.offsets_s, again.offsets_s)
+    other = schedule(OpenLoadConfig(rate=200.0, arrival="gamma"), duration_s=100.0, seed=8)
+    assert not np.array_equal(plain.offsets_s[:10], other.offsets_s[:10])
+
+
+def test_burstiness_needs_gamma() -> None:
+    with pytest.raises(ValueError, match="burstiness applies to arrival: gamma"):
+        OpenLoadConfig(rate=1.0, arrival="poisson", burstiness=0.5)

@@ -56,6 +56,21 @@ ThinkTime = Annotated[
 ]
 
 
+Arrival = Literal["poisson", "constant", "gamma"]
+"""An open loop's arrival process: exponential gaps, equal gaps, or gamma gaps (``burstiness``)."""
+
+BURSTINESS_DESCRIPTION = (
+    "With arrival: gamma, the gamma shape of the gaps (vLLM bench serve's --burstiness): 1 is "
+    "Poisson, below 1 burstier, above 1 more regular; the gaps' coefficient of variation is "
+    "1/sqrt(burstiness). Default 1"
+)
+
+
+def _check_burstiness(arrival: str, burstiness: float | None) -> None:
+    if burstiness is not None and arrival != "gamma":
+        raise ValueError(f"burstiness applies to arrival: gamma (got arrival: {arrival})")
+
+
 class ClosedStage(StrictModel):
     """One step of a closed-loop sweep: this many active clients for this long."""
 
@@ -108,7 +123,10 @@ class OpenLoadConfig(StrictModel):
 
     kind: Literal["open"] = "open"
     rate: float | None = Field(default=None, gt=0, description="Requests per second (group)")
-    arrival: Literal["poisson", "constant"] = "poisson"
+    arrival: Arrival = "poisson"
+    burstiness: float | None = Field(
+        default=None, gt=0, le=1000, description=BURSTINESS_DESCRIPTION
+    )
     max_concurrency: int | None = Field(
         default=None,
         ge=1,
@@ -132,6 +150,7 @@ class OpenLoadConfig(StrictModel):
             raise ValueError("an open load needs a rate (requests per second) or stages")
         if self.rate is not None and self.stages:
             raise ValueError("give either rate or stages, not both")
+        _check_burstiness(self.arrival, self.burstiness)
         _check_stage_warmup(self.stage_warmup_s, [s.duration_s for s in self.stages])
         return self
 
@@ -202,8 +221,9 @@ class SweepLoadConfig(StrictModel):
         ge=0,
         description="Seconds at the start of each stage left out of its statistics",
     )
-    arrival: Literal["poisson", "constant"] = Field(
-        default="constant", description="Arrival process of the rate stages"
+    arrival: Arrival = Field(default="constant", description="Arrival process of the rate stages")
+    burstiness: float | None = Field(
+        default=None, gt=0, le=1000, description=BURSTINESS_DESCRIPTION
     )
     max_concurrency: int | None = Field(
         default=None,
@@ -229,7 +249,8 @@ class SweepLoadConfig(StrictModel):
                 "a sweep needs exactly one of rates, concurrencies or points"
                 + (f" (got {' and '.join(given)})" if given else "")
             )
-        for name in ("arrival", "max_concurrency"):
+        _check_burstiness(self.arrival, self.burstiness)
+        for name in ("arrival", "burstiness", "max_concurrency"):
             if self.concurrencies is not None and name in self.model_fields_set:
                 raise ValueError(f"{name} applies to a rates sweep, not to concurrencies")
         if self.points is None and "drain_s" in self.model_fields_set:
@@ -258,6 +279,7 @@ class SweepLoadConfig(StrictModel):
         if self.rates is not None:
             return OpenLoadConfig(
                 arrival=self.arrival,
+                burstiness=self.burstiness,
                 max_concurrency=self.max_concurrency,
                 stages=[OpenStage(rate=r, duration_s=self.stage_s) for r in self.rates],
                 stage_warmup_s=self.stage_warmup_s,
@@ -312,8 +334,9 @@ class CapacityLoadConfig(StrictModel):
         description="Stop when the bracket's width is at most this share of its upper end",
     )
     max_probes: int = Field(default=12, ge=1, le=100, description="Probes run at most")
-    arrival: Literal["poisson", "constant"] = Field(
-        default="poisson", description="Arrival process of the probes"
+    arrival: Arrival = Field(default="poisson", description="Arrival process of the probes")
+    burstiness: float | None = Field(
+        default=None, gt=0, le=1000, description=BURSTINESS_DESCRIPTION
     )
     max_concurrency: int | None = Field(
         default=None,
@@ -333,6 +356,7 @@ class CapacityLoadConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CapacityLoadConfig:
+        _check_burstiness(self.arrival, self.burstiness)
         if self.stage_warmup_s and self.stage_warmup_s >= self.stage_s:
             raise ValueError(
                 f"stage_warmup_s ({self.stage_warmup_s}) must be shorter than "

@@ -44,7 +44,7 @@ from clientswarm.config.load import CapacityLoadConfig, SweepLoadConfig
 from clientswarm.config.models import ClusterConfig, GroupConfig, SLOConfig
 from clientswarm.config.stages import GroupStages, StageOrder
 from clientswarm.load.clients import first_client as group_first_client
-from clientswarm.load.open_loop import _constant_phase, _poisson_phase
+from clientswarm.load.open_loop import arrival_phase
 from clientswarm.load.schedule import ArrivalSchedule
 from clientswarm.metrics.summary import (
     CapacityResult,
@@ -86,11 +86,10 @@ def stage_schedule(config: ClusterConfig, group_index: int, order: StageOrder) -
     if order.loop != "open":
         raise ValueError(f"stage {order.stage} is a closed-loop stage")
     start, end, rate = order.start_offset_s, order.end_offset_s, order.set_point
-    if load.arrival == "constant":
-        offsets, n_warmup = _constant_phase(start, end, rate, config.warmup_s, None)
-    else:
-        rng = np.random.default_rng([config.seed % (1 << 64), group_index, order.stage])
-        offsets, n_warmup = _poisson_phase(start, end, rate, config.warmup_s, None, rng)
+    rng = np.random.default_rng([config.seed % (1 << 64), group_index, order.stage])
+    offsets, n_warmup = arrival_phase(
+        load.arrival, load.burstiness, (start, end), rate, config.warmup_s, None, rng
+    )
     n = len(offsets)
     return ArrivalSchedule(
         offsets,

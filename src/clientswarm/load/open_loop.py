@@ -11,6 +11,11 @@ no central dispatcher.
 - ``poisson``: gaps are exponential with mean ``1 / rate``, drawn from
   ``np.random.default_rng([seed mod 2**64, group_index])``. Each stage restarts the process at its
   start, which memorylessness makes equivalent to one process with a piecewise-constant rate.
+- ``gamma``: gaps are gamma with shape ``burstiness`` and mean ``1 / rate`` (vLLM ``bench
+  serve``'s convention: 1 is Poisson, below 1 burstier, above 1 more regular; the gaps'
+  coefficient of variation is ``1 / sqrt(burstiness)``), from the same generator. Each stage
+  restarts the process at its start (a renewal process, not memoryless: a stage's first gap is
+  a whole gap).
 
 Stages are laid end to end after warm-up (see :mod:`clientswarm.load.stages`); warm-up is paced
 at the first stage's rate (or the plain rate) and runs on into stage 0 as one process. Warm-up
@@ -76,8 +81,11 @@ def _poisson_phase(
     warmup_s: float,
     remaining: int | None,
     rng: np.random.Generator,
+    shape: float | None = None,
 ) -> tuple[Offsets, int]:
-    """Poisson offsets in ``[start, end)``, stopping after ``remaining`` measured ones."""
+    """Poisson offsets in ``[start, end)``, stopping after ``remaining`` measured ones; with a
+    gamma ``shape``, gamma gaps of the same mean (``1 / rate``) and a coefficient of variation
+    of ``1 / sqrt(shape)``."""
     if math.isinf(end):
         assert remaining is not None, "an unbounded phase needs a request count"
         expected = remaining + rate * max(0.0, warmup_s - start)
@@ -89,7 +97,7 @@ def _poisson_phase(
     t = start
     measured = 0
     while True:
-        offsets = t + np.cumsum(rng.standard_exponential(chunk) / rate)
+        offsets = t + np.cumsum(_gaps(rng, chunk, shape) / rate)
         done = bool(offsets[-1] >= end)
         if done:
             offsets = offsets[: int(np.searchsorted(offsets, end, side="left"))]
@@ -107,6 +115,31 @@ def _poisson_phase(
         chunk = max(1024, chunk // 4)
     result = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
     return result, int(np.searchsorted(result, warmup_s, side="left"))
+
+
+def _gaps(rng: np.random.Generator, n: int, shape: float | None) -> Offsets:
+    """``n`` gaps of mean 1: exponential (Poisson), or gamma of ``shape`` (scale ``1/shape``)."""
+    if shape is None:
+        return rng.standard_exponential(n)
+    return rng.standard_gamma(shape, n) / shape
+
+
+def arrival_phase(
+    arrival: str,
+    burstiness: float | None,
+    span: tuple[float, float],
+    rate: float,
+    warmup_s: float,
+    remaining: int | None,
+    rng: np.random.Generator,
+) -> tuple[Offsets, int]:
+    """One stage's offsets in ``span`` = ``[start, end)`` for ``arrival`` (constant, poisson or
+    gamma with ``burstiness``, 1 by default), and how many are warm-up."""
+    start, end = span
+    if arrival == "constant":
+        return _constant_phase(start, end, rate, warmup_s, remaining)
+    shape = (burstiness or 1.0) if arrival == "gamma" else None
+    return _poisson_phase(start, end, rate, warmup_s, remaining, rng, shape)
 
 
 def _rates(load: OpenLoadConfig) -> tuple[list[float], list[float]]:
@@ -150,13 +183,15 @@ def open_schedule(
     measured = 0
     for span in spans:
         remaining = None if requests is None else requests - measured
-        rate = rates[span.stage]
-        if load.arrival == "constant":
-            phase, n_warmup = _constant_phase(span.start_s, span.end_s, rate, warmup_s, remaining)
-        else:
-            phase, n_warmup = _poisson_phase(
-                span.start_s, span.end_s, rate, warmup_s, remaining, rng
-            )
+        phase, n_warmup = arrival_phase(
+            load.arrival,
+            load.burstiness,
+            (span.start_s, span.end_s),
+            rates[span.stage],
+            warmup_s,
+            remaining,
+            rng,
+        )
         offsets.append(phase)
         stages.append(np.full(len(phase), span.stage, dtype=np.int32))
         warmups.append(np.arange(len(phase)) < n_warmup)
