@@ -306,7 +306,7 @@ def test_bad_literal_lists_valid_values() -> None:
     line = one_problem(changed(["groups", 1, "load", "arrival"], "pois"))
     assert line == (
         "groups[1].load.arrival: not a valid choice; got \"pois\" (did you mean 'poisson'?); "
-        "valid values: poisson, constant"
+        "valid values: poisson, constant, gamma"
     )
     line = one_problem(changed(["outputs"], {"samples_format": "xlsx"}))
     assert line == (
