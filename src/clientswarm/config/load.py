@@ -507,6 +507,15 @@ else:
     ]
 
 
+class CancelConfig(StrictModel):
+    """Cancel a share of a group's requests on purpose, after a delay (what aborts cost the
+    server): each request is chosen with probability ``fraction`` (seeded per client) and cut
+    ``after_s`` seconds after it starts, unless it ended before."""
+
+    fraction: float = Field(gt=0, le=1, description="Share of requests to cancel")
+    after_s: float = Field(gt=0, le=3600, description="Seconds after its start a request is cut")
+
+
 class StopConfig(StrictModel):
     """When a group stops: after a measured duration and/or a number of measured requests."""
 

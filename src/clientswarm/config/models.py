@@ -22,6 +22,7 @@ from clientswarm.config.checks import AbortConfig, AbortSetting, Thresholds
 from clientswarm.config.interactions import InteractionConfig
 from clientswarm.config.lengths import LengthDist, coerce_length
 from clientswarm.config.load import (
+    CancelConfig,
     CapacityLoadConfig,
     ClosedLoadConfig,
     LoadConfig,
@@ -490,6 +491,13 @@ class GroupConfig(StrictModel):
     interaction: InteractionConfig
     load: LoadConfig = Field(default_factory=ClosedLoadConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
+    cancel: CancelConfig | None = Field(
+        default=None,
+        description=(
+            "Cancel a share of the requests after a delay (error kind client_cancel, a "
+            "failure; the others keep their exact metrics)"
+        ),
+    )
     vary: dict[str, VaryValues] = Field(
         default_factory=dict,
         json_schema_extra={"propertyNames": {"pattern": r"^[^.]+(\.[^.]+)*$"}},

@@ -22,6 +22,7 @@ ERROR_STREAM = "stream_error"  # an ``{"error": …}`` event inside an SSE strea
 ERROR_PROTOCOL = "protocol"  # the answer was not what the OpenAI API promises
 ERROR_CANCELLED = "cancelled"  # the run stopped while the request was in flight
 ERROR_CLIENT = "client"  # the interaction itself raised (e.g. a user-defined one)
+ERROR_CLIENT_CANCEL = "client_cancel"  # cut on purpose by the group's ``cancel`` (a failure)
 
 
 def http_error_kind(status: int) -> str:

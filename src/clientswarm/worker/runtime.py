@@ -68,6 +68,7 @@ from clientswarm.load.stage_plan import stage_warmup_of
 from clientswarm.load.trace import trace_group_schedule
 from clientswarm.metrics.sample import ERROR_CLIENT, Sample
 from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
+from clientswarm.worker.cancel import Canceller, relabel
 from clientswarm.worker.looplag import LoopLagMonitor
 from clientswarm.worker.recorder import SampleRecorder, SampleSink
 from clientswarm.worker.timing import sleep_until
@@ -221,6 +222,7 @@ class WorkerRuntime:
         self._client_requests: dict[int, set[asyncio.Task[None]]] = {}  # open loop, in flight
         self._dispatchers: dict[int, asyncio.Task[None]] = {}  # open loop, by group index
         self._backoffs: dict[int, ConnectBackoff] = {}  # after connection failures, by client
+        self._cancellers: dict[int, Canceller] = {}  # clients of groups with ``cancel``
 
     def _replays(self) -> dict[int, tuple[ArrivalSchedule, TracePrompts]]:
         """This worker's slice of each trace group and the prompts of its requests, read
@@ -412,11 +414,17 @@ class WorkerRuntime:
             backoff_rng(self.config.seed, client.client_id)
         )
         record, observe = self.recorder.record, backoff.observe
+        if group.cancel is not None:
+            self._cancellers[client.client_id] = Canceller(
+                group.cancel, self.config.seed, client.client_id
+            )
 
         def emit(sample: Sample) -> None:
             # Here, once per sample of every interaction (built-in or user-defined): each
             # carries its group's target without the interactions knowing about targets.
             sample.target = target_name
+            if sample.error_kind is not None:
+                relabel(sample)  # a request its group cut on purpose: client_cancel
             record(sample)
             observe(sample)  # the client learns from each outcome whether it must back off
 
@@ -442,8 +450,12 @@ class WorkerRuntime:
         counted = ctx.group in groups
         if counted:
             groups[ctx.group] += 1
+        canceller = self._cancellers.get(ctx.client)
         try:
-            await interaction.perform(ctx, at_ns)
+            if canceller is not None and canceller.chosen():
+                await canceller.perform_cut(interaction, ctx, at_ns)
+            else:
+                await interaction.perform(ctx, at_ns)
         except Exception as exc:  # interactions record failures; this is the safety net
             now = self.clock.now_ns()
             ctx.emit(
