@@ -44,6 +44,8 @@ from clientswarm.metrics.compare import (
     PercentileDiff,
     compare_percentiles,
 )
+from clientswarm.metrics.repeats import compare_means
+from clientswarm.reports.repeats import means_summary, read_repeats
 from clientswarm.thresholds import Expression, parse_expression, value_at
 
 SAMPLE_FILES = ("samples.parquet", "samples.jsonl", "samples.csv")
@@ -246,6 +248,8 @@ class RunResult:
     source: str
     summary: dict[str, Any]
     samples: SampleValues | None
+    repeats: dict[str, Any] | None = None
+    """The aggregate of a directory of repeated runs (its ``summary`` then holds the means)."""
 
     def describe(self) -> str:
         """One line: the source, the cluster's name, id and status."""
@@ -276,6 +280,9 @@ def load_directory(label: str, ref: str, directory: Path) -> RunResult:
         raise ConfigError(
             [f"{ref}: not a result directory of clientswarm run (it has no summary.json)"]
         )
+    repeats = read_repeats(directory)
+    if repeats is not None:
+        return RunResult(label, ref, means_summary(repeats), None, repeats)
     summary = _read_summary(summary_path, ref)
     samples = next((directory / n for n in SAMPLE_FILES if (directory / n).is_file()), None)
     values = read_sample_values(samples) if samples is not None else None
@@ -394,6 +401,9 @@ def _part(
     for label, key in LATENCIES:
         diffs: list[list[PercentileDiff] | None] = []
         for run in runs[1:]:
+            if base.repeats is not None and run.repeats is not None and stage is None:
+                diffs.append(_repeat_diffs(base.repeats, run.repeats, key, group, settings))
+                continue
             if base.samples is None or run.samples is None:
                 diffs.append(None)
                 continue
@@ -452,6 +462,29 @@ def _part(
     }
 
 
+def _repeat_diffs(
+    a: Mapping[str, Any], b: Mapping[str, Any], key: str, group: str | None, settings: Settings
+) -> list[PercentileDiff] | None:
+    """Each percentile's difference between two sets of repeats (None where either lacks it)."""
+    scope_a = a["total"] if group is None else (a["groups"].get(group) or {})
+    scope_b = b["total"] if group is None else (b["groups"].get(group) or {})
+    diffs = []
+    for pkey, percent in PERCENTILES:
+        values_a = (scope_a.get(f"{key}.{pkey}") or {}).get("values") or []
+        values_b = (scope_b.get(f"{key}.{pkey}") or {}).get("values") or []
+        found = compare_means(
+            values_a,
+            values_b,
+            percent,
+            confidence=settings.confidence,
+            min_effect=settings.min_effect,
+        )
+        if found is None:
+            return None
+        diffs.append(found)
+    return diffs
+
+
 def _change_dict(label: str, a: float | None, b: float | None) -> dict[str, Any]:
     diff, relative = _change(a, b)
     return {"run": label, "diff": diff, "relative": relative}
@@ -486,7 +519,12 @@ def compare_runs(
             notes.append(f"{run.label}: the run is {cluster.get('status')}, not completed")
         if run.summary.get("trustworthy") is False:
             notes.append(f"{run.label}: the run is NOT trustworthy (see its warnings)")
-        if run.samples is None:
+        if run.repeats is not None:
+            notes.append(
+                f"{run.label}: {run.repeats['count']} repeated runs: their means are compared, "
+                "latency verdicts from Welch's t interval on the runs' values"
+            )
+        elif run.samples is None:
             notes.append(f"{run.label}: no samples file: latencies are compared without verdicts")
     parts = []
     for group in common:

@@ -99,6 +99,22 @@ class RunOptions:
 )
 @click.option("--port", default=0, type=click.IntRange(0, 65535), help="Its port (0: any free).")
 @click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Run the cluster this many times (seeds seed, seed+1, …; results in DIR/run-<i>/) "
+    "and report each statistic's mean and confidence interval across the runs.",
+)
+@click.option("--same-seed", is_flag=True, help="With --repeat: the same seed for every run.")
+@click.option(
+    "--confidence",
+    default=0.95,
+    show_default=True,
+    type=click.FloatRange(0.5, 0.999),
+    help="With --repeat: the confidence of the intervals.",
+)
+@click.option(
     "--ui",
     is_flag=True,
     help="Serve the web UI of this run (its URL and token are printed) and keep serving it "
@@ -116,6 +132,9 @@ def run_command(
     no_preflight: bool,
     host: str,
     port: int,
+    repeat: int,
+    same_seed: bool,
+    confidence: float,
     ui: bool,
 ) -> None:
     """Run the cluster of FILE on this machine and print its statistics."""
@@ -140,6 +159,12 @@ def run_command(
         overwrite=overwrite,
         ui=ui,
     )
+    if repeat > 1:
+        from clientswarm.run.repeats import run_repeated
+
+        sys.exit(
+            run_repeated(config, options, count=repeat, same_seed=same_seed, confidence=confidence)
+        )
     code = run_config(config, options)
     if code is not None:
         sys.exit(code)
