@@ -65,6 +65,7 @@ ACROSS_FIELDS = re.compile(
             r"is known only at the end of the run",  # a threshold with abort: true
             r"a trace load needs exactly one of path",
             r"a trace load sets each request's prompt length",
+            r"burstiness applies to arrival: gamma",
         ]
     )
 )
