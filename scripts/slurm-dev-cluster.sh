@@ -6,6 +6,7 @@
 #   scripts/slurm-dev-cluster.sh status           which daemons run (exit 0: the cluster is up)
 #   scripts/slurm-dev-cluster.sh restart [--rest] stop, then start
 #   scripts/slurm-dev-cluster.sh env              print `export SLURM_CONF=...` (for eval)
+#   scripts/slurm-dev-cluster.sh install          install the packages when missing (no daemons)
 #
 # Needs root (it runs slurmd/slurmctld, and apt-get when Slurm is missing). Debian's Slurm 22.05:
 # munge, slurmctld, slurmd, slurm-client, slurmrestd. No systemd: the daemons are started directly
@@ -438,8 +439,9 @@ case ${1:-} in
         cmd_start "$@"
         ;;
     env) echo "export SLURM_CONF=$CONF" ;;
+    install) install_packages ;;
     *)
-        echo "usage: $0 start [--rest] | stop | status | restart [--rest] | env" >&2
+        echo "usage: $0 start [--rest] | stop | status | restart [--rest] | env | install" >&2
         exit 2
         ;;
 esac
