@@ -252,6 +252,7 @@ def test_rest_job_carries_the_options_and_the_token_in_its_environment() -> None
             "HOME": "/home/alice",
             "CLIENTSWARM_WORKER_TOKEN": TOKEN,
         },
+        "requeue": False,  # a task of a failed node ends; it never comes back later
         "partition": "debug",
         "time_limit": "30",
         "cpus_per_task": 1,

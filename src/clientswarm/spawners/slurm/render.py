@@ -78,6 +78,13 @@ def python_of(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> str:
     return config.python or launch.python
 
 
+NO_REQUEUE = "--no-requeue"
+"""A worker's task is never requeued (most clusters requeue by default): a task of a failed
+node ends with Slurm's reason, which the service reports, instead of returning to the queue
+and starting later as a worker the service would refuse. ``extra_sbatch: ["--requeue"]``
+overrides it."""
+
+
 def output_pattern(log_dir: str) -> str:
     """sbatch ``--output`` for ``<log_dir>/worker-<task>.log`` (a ``%`` in the dir escaped)."""
     return str(PurePosixPath(log_dir.replace("%", "%%")) / "worker-%a.log")
@@ -89,6 +96,7 @@ def sbatch_options(launch: ClusterLaunch, config: SlurmSpawnerConfig) -> list[st
         f"--job-name=clientswarm-{launch.cluster_id}",
         f"--array=0-{launch.workers - 1}",
         f"--output={output_pattern(log_dir_of(launch, config))}",
+        NO_REQUEUE,
     ]
     optional: list[tuple[str, object | None]] = [
         ("partition", config.partition),
@@ -194,6 +202,7 @@ def rest_job(
         "standard_output": output_pattern(log_dir),
         "current_working_directory": log_dir,
         "environment": rest_environment(environment, api_version),
+        "requeue": False,
     }
     optional: list[tuple[str, object | None]] = [
         ("partition", config.partition),
