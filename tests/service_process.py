@@ -163,3 +163,23 @@ class ServiceProcess:
                 return view
             time.sleep(0.2)
         raise AssertionError(f"cluster {cluster_id} still {view.get('status')} after {timeout_s} s")
+
+
+async def run_cli_async(config: Path, out: Path, timeout_s: float = 90) -> tuple[int, str, str]:
+    """``clientswarm run CONFIG -o OUT --samples-format jsonl`` without blocking the event loop
+    (a target served by the test itself keeps answering): exit code, stdout, stderr."""
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        *(CLI, "run", str(config), "-o", str(out), "--samples-format", "jsonl"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, stdout.decode(), stderr.decode()
+
+
+def samples_jsonl(out: Path) -> list[dict[str, Any]]:
+    """The samples a run wrote to ``OUT/samples.jsonl``."""
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

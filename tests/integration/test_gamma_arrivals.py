@@ -4,15 +4,13 @@ sees them."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scripted_server import Script, ScriptedServer
 
-from service_process import CLI
+from service_process import run_cli_async, samples_jsonl
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,29 +30,25 @@ async def test_the_target_sees_the_configured_burstiness(tmp_path: Path, burstin
         "  - name: arrivals\n"
         "    clients: 8\n"
         "    interaction: {kind: hello, path: /hello}\n"
-        f"    load: {{kind: open, rate: 150, arrival: gamma, burstiness: {burstiness}}}\n"
-        "    stop: {duration_s: 4}\n"
+        f"    load: {{kind: open, rate: 60, arrival: gamma, burstiness: {burstiness}}}\n"
+        "    stop: {duration_s: 6}\n"
     )
     out = tmp_path / "out"
-    proc = await asyncio.create_subprocess_exec(
-        *(CLI, "run", str(tmp_path / "c.yaml"), "-o", str(out), "--samples-format", "jsonl"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    code, _, stderr = await run_cli_async(tmp_path / "c.yaml", out)
     await server.close()
-    assert proc.returncode == 0, stderr.decode()[-2000:]
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert code == 0, stderr[-2000:]
+    samples = samples_jsonl(out)
     assert {s["worker"] for s in samples} == {0, 1}
     received = np.sort([r.received_ns for r in server.requests if r.path == "/hello"]) / 1e9
     scheduled = np.sort([s["scheduled_ns"] for s in samples]) / 1e9
-    assert len(received) == len(scheduled) > 400
+    assert len(received) == len(scheduled) > 250
 
     def cv(times: np.ndarray) -> float:
         gaps = np.diff(times)
         return float(gaps.std() / gaps.mean())
 
-    # The seeded schedule has the shape asked for, and the target sees the same gaps.
+    # The seeded schedule has the shape asked for, and the target sees the same gaps (up to
+    # the loopback trip's jitter: gaps of 17 ms on average here).
     assert cv(scheduled) == pytest.approx(1 / np.sqrt(burstiness), rel=0.2)
-    assert cv(received) == pytest.approx(cv(scheduled), rel=0.1)
-    assert len(received) / (received[-1] - received[0]) == pytest.approx(150, rel=0.2)
+    assert cv(received) == pytest.approx(cv(scheduled), rel=0.15)
+    assert len(received) / (received[-1] - received[0]) == pytest.approx(60, rel=0.2)

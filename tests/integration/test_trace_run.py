@@ -3,7 +3,6 @@ and a trace sent to a service by ``clientswarm submit`` (the service may not rea
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from scripted_server import Script, ScriptedServer, chat_stream
 
-from service_process import CLI, ServiceProcess, simulator
+from service_process import CLI, ServiceProcess, run_cli_async, samples_jsonl, simulator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,14 +61,9 @@ async def test_two_workers_replay_the_trace_at_its_times(tmp_path: Path) -> None
         f" speedup: {SPEEDUP}}}\n"
     )
     out = tmp_path / "out"
-    proc = await asyncio.create_subprocess_exec(
-        *(CLI, "run", str(tmp_path / "c.yaml"), "-o", str(out), "--samples-format", "jsonl"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    code, _, stderr = await run_cli_async(tmp_path / "c.yaml", out)
     await server.close()
-    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert code == 0, stderr[-2000:]
 
     chats = [r for r in server.requests if r.path == "/v1/chat/completions"]
     assert len(chats) == len(rows)
@@ -97,7 +91,7 @@ async def test_two_workers_replay_the_trace_at_its_times(tmp_path: Path) -> None
         assert by_row[0][1][:BLOCK] != by_row[4][1][:BLOCK]  # each burst its own blocks
 
     # The schedule is the trace's timeline, both workers keep it, and the target saw it.
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    samples = samples_jsonl(out)
     assert {s["worker"] for s in samples} == {0, 1}
     assert all(s["status"] == "ok" for s in samples)
     start_ns = min(s["scheduled_ns"] for s in samples)
