@@ -72,6 +72,28 @@ class ConfigError(ClientswarmError):
         super().__init__(where + "; ".join(problems))
 
 
+class FileProblems:
+    """The problems of a file, one per bad line or entry: the first ``limit`` of them, then
+    how many more there are (a file with a thousand bad lines gives six lines, not a page)."""
+
+    def __init__(self, limit: int = 5) -> None:
+        self.limit = limit
+        self.first: list[str] = []
+        self.total = 0
+
+    def add(self, problem: str) -> None:
+        """Note one more problem."""
+        self.total += 1
+        if len(self.first) < self.limit:
+            self.first.append(problem)
+
+    @property
+    def lines(self) -> list[str]:
+        """The problems to show, ending with ``… and N more`` when some are left out."""
+        more = self.total - len(self.first)
+        return self.first + ([f"… and {more} more"] if more else [])
+
+
 class SpawnerError(ClientswarmError):
     """A spawner could not start, follow or stop its workers."""
 

@@ -100,7 +100,7 @@ def test_bad_lines_are_named_five_at_most() -> None:
     assert problems[2] == "line 3: expected a JSON object, got list"
     assert problems[3].startswith("line 4: timestamp: expected a number (milliseconds)")
     assert problems[4] == "line 5: missing output_length"
-    assert problems[5] == "… and 3 more bad lines"
+    assert problems[5] == "… and 3 more"
     with pytest.raises(ConfigError, match="the header must name TIMESTAMP, ContextTokens"):
         parse_azure(b"time,in,out\n1,2,3\n", "path")
     with pytest.raises(ConfigError, match="line 3: ContextTokens: expected a whole number"):

@@ -32,7 +32,7 @@ import orjson
 
 from clientswarm.config.interactions import DatasetPrompts, SyntheticPrompts, _PromptSource
 from clientswarm.config.paths import ANYWHERE, FileScope
-from clientswarm.errors import ConfigError
+from clientswarm.errors import ConfigError, FileProblems
 from clientswarm.interactions.tokenizer import (
     TokenCounter,
     TokenLengths,
@@ -247,24 +247,16 @@ class _DatasetProblems(Exception):
         self.problems = problems
 
 
-class _Problems:
-    """Problems found in a file: the first :data:`_MAX_PROBLEMS` and how many in all."""
+class _Problems(FileProblems):
+    """Problems found in a dataset: the first :data:`_MAX_PROBLEMS` and how many in all."""
 
     def __init__(self) -> None:
-        self.first: list[str] = []
-        self.total = 0
-
-    def add(self, problem: str) -> None:
-        self.total += 1
-        if len(self.first) < _MAX_PROBLEMS:
-            self.first.append(problem)
+        super().__init__(_MAX_PROBLEMS)
 
     def raise_any(self) -> None:
         """Raise _DatasetProblems when there are problems, ending with "… and N more"."""
-        if not self.total:
-            return
-        more = self.total - len(self.first)
-        raise _DatasetProblems(self.first + ([f"… and {more} more"] if more else []))
+        if self.total:
+            raise _DatasetProblems(self.lines)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ import orjson
 from clientswarm.config.load import TraceLoadConfig
 from clientswarm.config.models import ClusterConfig
 from clientswarm.config.paths import ANYWHERE, FileScope
-from clientswarm.errors import ConfigError
+from clientswarm.errors import ConfigError, FileProblems
 from clientswarm.load.clients import first_client as group_first_client
 from clientswarm.load.schedule import ArrivalSchedule
 
@@ -88,21 +88,13 @@ class Trace:
         )
 
 
-class _Problems:
+class _Problems(FileProblems):
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.more = 0
-
-    def add(self, line: str) -> None:
-        if len(self.lines) < MAX_PROBLEMS:
-            self.lines.append(line)
-        else:
-            self.more += 1
+        super().__init__(MAX_PROBLEMS)
 
     def raise_any(self, source: str) -> None:
-        if self.lines:
-            extra = [f"… and {self.more} more bad lines"] if self.more else []
-            raise ConfigError(self.lines + extra, source=source)
+        if self.total:
+            raise ConfigError(self.lines, source=source)
 
 
 def _count(value: Any, name: str, *, minimum: int) -> int:
