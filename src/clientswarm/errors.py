@@ -28,6 +28,7 @@ joined the tree still catches it::
     ├── EventTooLarge (ValueError)           interactions.sse: an SSE event past its bound
     ├── StepFailed                           interactions.user: a step of a user journey failed
     ├── ScrapeFailed                         enginescrape: an engine's metrics page unread
+    ├── ExportFailed                         service.telemetry: an OTLP export not accepted
     ├── ThresholdError (ValueError)          a threshold expression that is not valid
     └── InvalidRequest (ValueError)          mock.wire: a request the mock target cannot serve
 
@@ -36,10 +37,11 @@ Where a class is caught, not its place in the tree, decides what it does. ``Targ
 performed and caught there: they become a failed sample, its error kind decided by
 :func:`clientswarm.interactions.http.classify_exception` (which tests the specific classes,
 never the root). ``ScrapeFailed`` becomes an ``engine_metrics`` event of the cluster (the run
-goes on). ``ThresholdError`` becomes a line of a ``ConfigError`` (the configuration's
-``thresholds``). ``StepFailed`` fails the journey of a user-defined interaction unless the
-interaction catches it. ``BatchFormatError`` is a 422 of the internal API, ``InvalidRequest``
-a 400 of the mock target. None of them reaches the CLI's handler of ``ClientswarmError``.
+goes on), ``ExportFailed`` a ``telemetry`` event. ``ThresholdError`` becomes a line of a
+``ConfigError`` (the configuration's ``thresholds``). ``StepFailed`` fails the journey of a
+user-defined interaction unless the interaction catches it. ``BatchFormatError`` is a 422 of
+the internal API, ``InvalidRequest`` a 400 of the mock target. None of them reaches the CLI's
+handler of ``ClientswarmError``.
 
 Private signals stay out of the tree on purpose and derive from ``Exception``:
 ``_DuplicateKey`` and ``_OutOfBounds`` (config.loader), ``_DatasetProblems``

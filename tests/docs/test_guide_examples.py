@@ -2,8 +2,8 @@
 
 Configuration snippets. Every fenced ``yaml`` (or ``yml``) code block of a guide whose top-level
 value is a mapping made only of configuration keys (``name``, ``seed``, ``target``, ``spawner``,
-``warmup_s``, ``slo``, ``outputs``, ``groups``, ``thresholds``, ``abort``) is a clientswarm
-configuration:
+``warmup_s``, ``slo``, ``outputs``, ``groups``, ``thresholds``, ``abort``, ``telemetry``) is a
+clientswarm configuration:
 
 - with ``name``, ``target`` and ``groups`` it is a whole configuration file;
 - otherwise it is a fragment (e.g. only ``spawner:``, or only ``groups:``), laid over a minimal
@@ -54,7 +54,7 @@ EXAMPLES = GUIDES / "examples"
 
 CONFIG_KEYS = frozenset(
     {"name", "seed", "target", "spawner", "warmup_s", "slo", "outputs", "groups"}
-    | {"thresholds", "abort"}
+    | {"thresholds", "abort", "telemetry"}
 )
 WHOLE_KEYS = frozenset({"name", "target", "groups"})
 SKIP_MARKER = "# not-a-config"

@@ -145,7 +145,7 @@ def test_the_service_answers_422_for_a_kubernetes_config_without_lightkube(
 def test_the_base_install_runs_a_local_cluster_on_sqlite(tmp_path: Path) -> None:
     config = tmp_path / "base.yaml"
     config.write_text(LOCAL)
-    env = without(tmp_path, "lightkube", "psycopg")
+    env = without(tmp_path, "lightkube", "psycopg", "opentelemetry.proto")
     out = tmp_path / "out"
     result = clientswarm(env, "run", str(config), "--mock", "--output", str(out))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -329,7 +329,10 @@ def test_progress_events_catalogue_and_schema(service: ServiceProcess, target: s
     running = [json.loads(e.split("data: ", 1)[1]) for e in events if '"status":"running"' in e]
     assert running and all(isinstance(view["trustworthy"], bool) for view in running)
     status, catalogue = service.api("GET", "/interactions")
-    builtins = {"hello", "http", "completion", "chat", "embedding", "conversation"}
+    builtins = {
+        *("hello", "http", "completion", "chat", "responses", "messages"),
+        *("embedding", "conversation"),
+    }
     assert {i["kind"] for i in catalogue} == builtins
     chat_params = next(i for i in catalogue if i["kind"] == "chat")["parameters"]
     assert "max_tokens" in chat_params["properties"]

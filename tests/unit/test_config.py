@@ -197,7 +197,7 @@ def test_unknown_field_at_top_level() -> None:
     assert line == (
         "seedd: unknown field 'seedd' (did you mean 'seed'?); "
         "valid fields: name, seed, target, targets, spawner, warmup_s, preflight, "
-        "preflight_timeout_s, slo, outputs, groups, thresholds, abort"
+        "preflight_timeout_s, slo, outputs, groups, thresholds, abort, telemetry"
     )
 
 
@@ -205,7 +205,8 @@ def test_unknown_field_of_another_kind_says_which_kinds_have_it() -> None:
     line = one_problem(changed(["groups", 1, "interaction", "max_tokens"], 64))
     assert line == (
         "groups[1].interaction.max_tokens: unknown field 'max_tokens' ('max_tokens' is a field "
-        "of kind completion, chat, conversation); valid fields for kind 'hello': kind, path"
+        "of kind completion, chat, responses, messages, conversation); valid fields for kind "
+        "'hello': kind, path"
     )
 
 
@@ -249,8 +250,9 @@ def test_unknown_kind_lists_kinds_and_suggests() -> None:
     line = one_problem(changed(["groups", 0, "interaction", "kind"], "chatt"))
     assert line == (
         "groups[0].interaction.kind: unknown kind; got \"chatt\" (did you mean 'chat'?); "
-        "valid kinds: hello, http, completion, chat, embedding, "
-        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
+        "valid kinds: hello, http, completion, chat, responses, messages, "
+        "embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "an installed entry point"
     )
 
 
@@ -269,8 +271,9 @@ def test_missing_kind() -> None:
     line = one_problem(changed(["groups", 0, "interaction"], {"stream": True}))
     assert line == (
         "groups[0].interaction.kind: required field missing; "
-        "valid kinds: hello, http, completion, chat, embedding, "
-        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
+        "valid kinds: hello, http, completion, chat, responses, messages, "
+        "embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "an installed entry point"
     )
 
 
@@ -323,8 +326,9 @@ def test_interaction_given_as_a_bare_kind() -> None:
     line = one_problem(changed(["groups", 0, "interaction"], "chat"))
     assert line == (
         "groups[0].interaction: expected a mapping with a 'kind'; got \"chat\" "
-        "(did you mean {kind: chat}?); valid kinds: hello, http, completion, chat, embedding, "
-        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
+        "(did you mean {kind: chat}?); valid kinds: hello, http, completion, chat, responses, "
+        "messages, embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "an installed entry point"
     )
 
 
@@ -450,8 +454,9 @@ def test_required_field_missing() -> None:
     )
     assert one_problem(changed(["groups", 0, "interaction"], ...)) == (
         "groups[0].interaction: required field missing; "
-        "valid kinds: hello, http, completion, chat, embedding, "
-        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point"
+        "valid kinds: hello, http, completion, chat, responses, messages, "
+        "embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "an installed entry point"
     )
 
 
@@ -744,6 +749,8 @@ def test_json_schema_is_json_with_definitions_and_descriptions() -> None:
         "HttpInteraction",
         "CompletionInteraction",
         "ChatInteraction",
+        "ResponsesInteraction",
+        "MessagesInteraction",
         "EmbeddingInteraction",
         "ConversationInteraction",
         "CustomInteraction",
@@ -751,7 +758,16 @@ def test_json_schema_is_json_with_definitions_and_descriptions() -> None:
     # A user kind is any other text, so exactly one option fits every interaction.
     user_kind = defs["CustomInteraction"]["properties"]["kind"]
     assert user_kind["not"] == {
-        "enum": ["hello", "http", "completion", "chat", "embedding", "conversation"]
+        "enum": [
+            "hello",
+            "http",
+            "completion",
+            "chat",
+            "responses",
+            "messages",
+            "embedding",
+            "conversation",
+        ]
     }
     assert defs["CustomInteraction"]["additionalProperties"] is True
 

@@ -3,7 +3,8 @@
 Each case is a whole response body. It is fed to the stream reader cut every way we can afford
 (one read, byte by byte, every two-way cut, seeded random cuts) through three paths: the fast
 path of the built-ins (markers), the plain rules (no markers) and the collector of
-``ctx.chat``/``ctx.completion``. For every cut, the fast and plain paths must record the very
+``ctx.chat``/``ctx.completion`` (of ``ctx.responses``/``ctx.messages`` for the streams of those
+APIs, read by their own rules). For every cut, the fast and plain paths must record the very
 same receive times and outcome, and every path must give the outcome of the uncut body. The
 cases are our own, in the spirit of the SSE test vectors of openai-python, httpx-sse, aiperf
 and guidellm, plus the ones an outside probe found (issue 14).
@@ -19,19 +20,31 @@ from typing import Any
 
 import pytest
 
-from clientswarm.interactions.llm import _Collected
+from clientswarm.interactions.llm import _Collected, _EventsCollected
+from clientswarm.interactions.messages import (
+    Messages,
+    messages_has_content,
+    read_messages_event,
+)
 from clientswarm.interactions.openai import (
     Chat,
     Completion,
     chat_has_content,
     completion_has_content,
 )
+from clientswarm.interactions.responses import (
+    Responses,
+    read_responses_event,
+    responses_has_content,
+)
 from clientswarm.interactions.streaming import (
     ContentMarkers,
     ContentOf,
+    EventRules,
     Measurement,
     StreamReader,
     TargetError,
+    read_chunk,
 )
 from clientswarm.metrics.sample import ERROR_PROTOCOL, ERROR_STREAM
 
@@ -74,6 +87,7 @@ class Case:
     body: bytes
     expected: tuple[str, str | None, int | None]
     completion: bool = False
+    api: str = "openai"  # or "responses", "messages": the stream of that API
 
 
 def _overlap_line() -> bytes:
@@ -270,6 +284,141 @@ CASES = [
     ),
 ]
 
+
+def typed(kind: str, **fields: Any) -> bytes:
+    """A typed event as vLLM frames those of the Responses and Messages APIs: an event line,
+    then one data line (compact JSON)."""
+    return b"event: " + kind.encode() + b"\ndata: " + compact({"type": kind, **fields}) + b"\n\n"
+
+
+def r_delta(text: str, kind: str = "response.output_text.delta", **fields: Any) -> bytes:
+    return typed(kind, delta=text, **fields)
+
+
+def r_last(output_tokens: int, kind: str = "response.completed") -> bytes:
+    return typed(kind, response={"usage": {"input_tokens": 3, "output_tokens": output_tokens}})
+
+
+def m_delta(text: str, kind: str = "text_delta", field: str = "text") -> bytes:
+    return typed("content_block_delta", delta={"type": kind, field: text})
+
+
+R_START = typed("response.created", response={"status": "in_progress"})
+R_WORDS = r_delta("one") + r_delta("") + r_delta(" two")
+M_START = (
+    typed("message_start", message={"usage": {"input_tokens": 3, "output_tokens": 1}})
+    + typed("content_block_start", content_block={"type": "text", "text": ""})
+    + typed("ping")
+)
+M_WORDS = m_delta("one") + m_delta("") + m_delta(" two")
+M_STOP = typed("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 9})
+M_END = typed("content_block_stop") + M_STOP + typed("message_stop")
+
+CASES += [
+    Case("responses-vllm", R_START + R_WORDS + r_last(9) + DONE, ("ok", None, 9), api="responses"),
+    Case(
+        "responses-sequence-numbers-and-other-framing",
+        b"".join(r_delta(w, sequence_number=n) for n, w in enumerate("abc"))
+        + (R_WORDS + r_last(7)).replace(b"event: ", b": was event "),
+        ("ok", None, 7),
+        api="responses",
+    ),
+    Case(
+        "responses-the-event-line-says-nothing",
+        R_WORDS + R_WORDS.replace(b"response.output_text.delta\n", b"x\n") + r_last(4),
+        ("ok", None, 4),
+        api="responses",
+    ),
+    Case(
+        "responses-incomplete-reasoning-refusal-arguments",
+        r_delta("hm", "response.reasoning_text.delta")
+        + r_delta("no", "response.refusal.delta")
+        + r_delta('{"a":', "response.function_call_arguments.delta")
+        + r_delta("", "response.function_call_arguments.delta")
+        + typed("response.output_text.done", text="x")
+        + r_last(3, "response.incomplete"),
+        ("ok", None, 3),
+        api="responses",
+    ),
+    Case(
+        "responses-failed",
+        R_WORDS + typed("response.failed", response={"error": {"code": "x", "message": "KV"}}),
+        ("error", ERROR_STREAM, 2),
+        api="responses",
+    ),
+    Case(
+        "responses-error-event",
+        R_WORDS + typed("error", code="server_error", message="boom") + r_last(9),
+        ("error", ERROR_STREAM, 2),
+        api="responses",
+    ),
+    Case(
+        "responses-untyped",
+        R_WORDS + data(compact({"delta": "x"})) + r_last(9),
+        ("error", ERROR_PROTOCOL, 2),
+        api="responses",
+    ),
+    Case(
+        "responses-no-last-event", R_START + R_WORDS, ("error", ERROR_PROTOCOL, 2), api="responses"
+    ),
+    Case(
+        "responses-last-event-without-response",
+        R_WORDS + typed("response.completed"),
+        ("error", ERROR_PROTOCOL, 2),
+        api="responses",
+    ),
+    Case("messages-vllm", M_START + M_WORDS + M_END, ("ok", None, 9), api="messages"),
+    Case(
+        "messages-thinking-signature-tool-input-crlf",
+        (
+            M_START
+            + m_delta("hm", "thinking_delta", "thinking")
+            + m_delta("c2ln", "signature_delta", "signature")
+            + m_delta('{"a":', "input_json_delta", "partial_json")
+            + m_delta("", "input_json_delta", "partial_json")
+            + M_END
+        ).replace(b"\n", b"\r\n"),
+        ("ok", None, 9),
+        api="messages",
+    ),
+    Case(
+        "messages-stop-without-message-stop",
+        M_START + M_WORDS + M_STOP,
+        ("ok", None, 9),
+        api="messages",
+    ),
+    Case(
+        "messages-the-output-of-message-start-is-no-count",
+        M_START + M_WORDS + typed("message_delta", delta={"stop_reason": "end_turn"}),
+        ("ok", None, 2),
+        api="messages",
+    ),
+    Case(
+        "messages-error",
+        M_WORDS + typed("error", error={"type": "overloaded_error", "message": "busy"}),
+        ("error", ERROR_STREAM, 2),
+        api="messages",
+    ),
+    Case(
+        "messages-untyped",
+        M_WORDS + data(compact({"delta": {"text": "x"}})) + M_END,
+        ("error", ERROR_PROTOCOL, 2),
+        api="messages",
+    ),
+    Case(
+        "messages-start-without-message",
+        typed("message_start") + M_WORDS + M_END,
+        ("error", ERROR_PROTOCOL, 0),
+        api="messages",
+    ),
+    Case("messages-no-end", M_START + M_WORDS, ("error", ERROR_PROTOCOL, 2), api="messages"),
+]
+
+APIS: dict[str, tuple[ContentOf, ContentMarkers, EventRules]] = {
+    "responses": (responses_has_content, Responses.content_markers, read_responses_event),
+    "messages": (messages_has_content, Messages.content_markers, read_messages_event),
+}
+
 Key = tuple[str, str | None, int | None, bool, int]
 
 
@@ -282,10 +431,15 @@ class Result:
     message: str | None
 
 
-def run_reads(reads: list[bytes], content_of: ContentOf, markers: ContentMarkers) -> Result:
+def run_reads(
+    reads: list[bytes],
+    content_of: ContentOf,
+    markers: ContentMarkers,
+    rules: EventRules = read_chunk,
+) -> Result:
     """Feed ``reads`` to a stream reader as reads received at 1, 2, 3, … ns."""
     m = Measurement(0)
-    reader = StreamReader(m, content_of, markers, MAX_EVENT_BYTES)
+    reader = StreamReader(m, content_of, markers, MAX_EVENT_BYTES, rules)
     now = 0
     try:
         for now, read in enumerate(reads, start=1):
@@ -308,6 +462,19 @@ def run_reads(reads: list[bytes], content_of: ContentOf, markers: ContentMarkers
 
 def paths(case: Case) -> dict[str, Callable[[list[bytes]], Result]]:
     """The fast path, the plain rules and the ctx helper's collector, for one case."""
+    if case.api != "openai":
+        has_content, markers, rules = APIS[case.api]
+
+        def events(reads: list[bytes]) -> Result:
+            collected = _EventsCollected()
+            of = collected.responses_event if case.api == "responses" else collected.messages_event
+            return run_reads(reads, of, (), rules)
+
+        return {
+            "fast": lambda reads: run_reads(reads, has_content, markers, rules),
+            "plain": lambda reads: run_reads(reads, has_content, (), rules),
+            "ctx": events,
+        }
     if case.completion:
         has_content, markers = completion_has_content, Completion.content_markers
     else:

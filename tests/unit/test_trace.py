@@ -120,8 +120,10 @@ def test_config_checks() -> None:
         cluster({})
     with pytest.raises(ConfigError, match=r"exactly one of path .* or data"):
         cluster({"path": "t.jsonl", "data": "{}"})
-    with pytest.raises(ConfigError, match="needs a chat or completion interaction"):
+    with pytest.raises(ConfigError, match="needs a chat, completion, responses, messages "):
         cluster({"path": "t.jsonl"}, interaction={"kind": "embedding"})
+    for kind in ("responses", "messages"):  # the other generation APIs take a trace too
+        assert cluster({"path": "t.jsonl"}, interaction={"kind": kind}).groups[0].load
     config = cluster({"path": "t.jsonl", "window_s": 10, "speedup": 4})
     assert config.groups[0].duration_s == 2.5  # the window, replayed 4 times faster
     assert cluster({"path": "t.jsonl"}).groups[0].duration_s is None  # to the trace's end

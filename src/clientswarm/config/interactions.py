@@ -178,6 +178,25 @@ class ChatInteraction(_Generation):
     system_prompt: str | None = None
 
 
+class ResponsesInteraction(_Generation):
+    """POST /v1/responses (the OpenAI Responses API): the prompt as ``input``, the system prompt
+    as ``instructions``, ``max_tokens`` as ``max_output_tokens``, ``store: false``."""
+
+    kind: Literal["responses"] = "responses"
+    system_prompt: str | None = Field(default=None, description="Sent as instructions")
+
+
+class MessagesInteraction(_Generation):
+    """POST /v1/messages (the Anthropic Messages API, as vLLM serves it): the prompt's messages,
+    the system prompt (and a dataset's system messages) as ``system``."""
+
+    kind: Literal["messages"] = "messages"
+    system_prompt: str | None = Field(default=None, description="Sent as system")
+    max_tokens: int = Field(  # never None: the Messages API requires it
+        default=128, ge=1, le=MAX_TOKENS, description="Output tokens to request (required)"
+    )
+
+
 class EmbeddingInteraction(_PromptSource):
     """POST /v1/embeddings with ``batch_size`` inputs."""
 
@@ -214,7 +233,16 @@ class ConversationInteraction(_PromptSource):
     )
 
 
-BUILTIN_KINDS = ("hello", "http", "completion", "chat", "embedding", "conversation")
+BUILTIN_KINDS = (
+    "hello",
+    "http",
+    "completion",
+    "chat",
+    "responses",
+    "messages",
+    "embedding",
+    "conversation",
+)
 """The kinds of the pre-built interactions."""
 
 ENTRY_POINT_GROUP = "clientswarm.interactions"
@@ -325,6 +353,8 @@ InteractionConfig = Annotated[
     | Annotated[HttpInteraction, Tag("http")]
     | Annotated[CompletionInteraction, Tag("completion")]
     | Annotated[ChatInteraction, Tag("chat")]
+    | Annotated[ResponsesInteraction, Tag("responses")]
+    | Annotated[MessagesInteraction, Tag("messages")]
     | Annotated[EmbeddingInteraction, Tag("embedding")]
     | Annotated[ConversationInteraction, Tag("conversation")]
     | Annotated[CustomInteraction, Tag("user")],

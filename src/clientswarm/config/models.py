@@ -17,7 +17,12 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from clientswarm.config.base import StrictModel
+from clientswarm.config.base import (
+    ENV_NAME_PATTERN,
+    HEADER_NAME_PATTERN,
+    URL_PATTERN,
+    StrictModel,
+)
 from clientswarm.config.checks import AbortConfig, AbortSetting, Thresholds
 from clientswarm.config.interactions import InteractionConfig
 from clientswarm.config.lengths import LengthDist, coerce_length
@@ -37,13 +42,9 @@ from clientswarm.config.spawners import (
     SlurmSpawnerConfig,
     SpawnerConfig,
 )
+from clientswarm.config.telemetry import TelemetryConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-URL_PATTERN = r"^https?://[^/\s\x00-\x1f\x7f\x85]+(/[^\s\x00-\x1f\x7f\x85]*)?$"
-"""An http(s) URL with a host (the control characters spelled out: JSON Schema's regular
-expressions count fewer characters as spaces than Python's)."""
 
 
 MetricsUrl = Annotated[str, Field(max_length=2048, json_schema_extra={"pattern": URL_PATTERN})]
@@ -469,7 +470,7 @@ def _vary_errors(interaction: BaseModel, vary: Mapping[str, Any]) -> list[InitEr
     return errors
 
 
-TRACE_KINDS = ("chat", "completion")
+TRACE_KINDS = ("chat", "completion", "responses", "messages")
 """The interactions a trace load can drive: it sets their prompts and ``max_tokens``."""
 
 DEFAULT_TARGET = "default"
@@ -551,7 +552,7 @@ class GroupConfig(StrictModel):
         if isinstance(self.load, TraceLoadConfig) and self.interaction.kind not in TRACE_KINDS:
             raise ValueError(
                 "a trace load sets each request's prompt length and max_tokens: it needs a "
-                f"chat or completion interaction (got {self.interaction.kind})"
+                f"{', '.join(TRACE_KINDS)} interaction (got {self.interaction.kind})"
             )
         return self
 
@@ -659,6 +660,11 @@ class ClusterConfig(StrictModel):
         description="Stop the run (status failed) when nearly all of its last requests failed "
         "to connect or got 5xx/429 answers: {window, min_requests, failed_fraction, kinds}, or "
         "false to never stop it so",
+    )
+    telemetry: TelemetryConfig | None = Field(
+        default=None,
+        description="Export the run's metrics and samples besides the service's own "
+        "/metrics: {otlp: {endpoint, export, interval_s, …}} (OpenTelemetry, OTLP/HTTP)",
     )
 
     @field_validator("groups")

@@ -23,7 +23,7 @@ def redact_headers(headers: Any) -> Any:
 
 def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-ready configuration (``model_dump`` or parsed JSON) with every header value
-    redacted: the target's, each interaction's, and varied ones."""
+    redacted: the target's, each interaction's, varied ones and the OTLP endpoint's."""
     shown = dict(config)
     target = shown.get("target")
     if isinstance(target, Mapping):
@@ -31,6 +31,11 @@ def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
     groups = shown.get("groups")
     if isinstance(groups, list):
         shown["groups"] = [_redact_group(group) for group in groups]
+    telemetry = shown.get("telemetry")
+    otlp = telemetry.get("otlp") if isinstance(telemetry, Mapping) else None
+    if isinstance(telemetry, Mapping) and isinstance(otlp, Mapping):
+        otlp = {**otlp, "headers": redact_headers(otlp.get("headers", {}))}
+        shown["telemetry"] = {**telemetry, "otlp": otlp}
     return shown
 
 

@@ -1,9 +1,10 @@
 """Interactions: what a client does once, measured into samples.
 
 The seam is :class:`Interaction` (``base.py``); the built-ins are ``hello`` and ``http``
-(``http.py``) and ``completion``, ``chat`` and ``embedding`` (``openai.py``), registered in
-``registry.py``. ``sse.py`` decodes event streams, ``prompts.py`` supplies prompts and
-``streaming.py`` measures answers (TTFT, ITL, tokens).
+(``http.py``), ``completion``, ``chat`` and ``embedding`` (``openai.py``), ``responses``
+(``responses.py``) and ``messages`` (``messages.py``), registered in ``registry.py``.
+``sse.py`` decodes event streams, ``prompts.py`` supplies prompts and ``streaming.py``
+measures answers (TTFT, ITL, tokens).
 """
 
 from clientswarm.interactions.base import ClientContext, Interaction

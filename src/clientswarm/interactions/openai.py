@@ -19,6 +19,8 @@ from clientswarm.config.interactions import (
     ChatInteraction,
     CompletionInteraction,
     EmbeddingInteraction,
+    MessagesInteraction,
+    ResponsesInteraction,
 )
 from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.arrival import ARRIVAL_PROMPT
@@ -30,14 +32,20 @@ from clientswarm.interactions.sse import DEFAULT_MAX_EVENT_BYTES
 from clientswarm.interactions.streaming import (
     ContentMarkers,
     ContentOf,
+    EventRules,
     Measurement,
     TargetError,
     parse_json_body,
+    read_chunk,
     read_sse_stream,
 )
 from clientswarm.metrics.sample import ERROR_PROTOCOL
 
 _STREAM_OPTIONS = {"include_usage": True}
+
+AnswerCheck = Callable[[dict[str, Any], Measurement], None]
+"""Checks a non-streamed answer and records its usage in the measurement (in the OpenAI
+names); raises TargetError if the answer is malformed."""
 
 
 def completion_has_content(choice: dict[str, Any]) -> bool:
@@ -112,13 +120,16 @@ async def post_measured(
     content_of: ContentOf,
     markers: ContentMarkers = (),
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    rules: EventRules = read_chunk,
+    check: AnswerCheck | None = None,
 ) -> dict[str, Any] | None:
     """POST one OpenAI request, measured into ``m`` (the built-ins and the LLM helpers of
     user-defined interactions alike): the checked JSON answer when not streamed, else None.
 
     An error status is recorded in ``m``; a malformed answer (or a streamed event longer than
     ``max_event_bytes``) raises TargetError; no complete answer within ``timeout_s`` raises
-    TimeoutError.
+    TimeoutError. Another API's stream and answer are read by its ``rules`` and ``check``
+    (the Responses and Messages APIs); the default is an OpenAI chat or completion's.
     """
     pool, target = client.route(url)
     async with client.deadlines.within(timeout_s):
@@ -131,20 +142,32 @@ async def post_measured(
                 fail_status(conn.status, conn.reason, body, m, now_ns(), ("POST", target))
                 return None
             if stream:
-                await read_sse_stream(conn, m, content_of, markers, max_event_bytes)
+                await read_sse_stream(conn, m, content_of, markers, max_event_bytes, rules)
                 return None
             raw = await conn.read()
             m.end_ns = now_ns()
         finally:
             pool.release(conn)
     answer = parse_json_body(raw, what)
-    check_answer(answer, what, answer_key, m)
+    if check is None:
+        check_answer(answer, what, answer_key, m)
+    else:
+        check(answer, m)
     m.done = True
     return answer
 
 
+_GenerationConfig = (
+    CompletionInteraction | ChatInteraction | ResponsesInteraction | MessagesInteraction
+)
+
+
 class _OpenAIInteraction(BuiltinInteraction):
-    """POST a JSON body to an OpenAI route and read a JSON answer or an SSE stream."""
+    """POST a JSON body to an OpenAI route and read a JSON answer or an SSE stream.
+
+    ``event_rules`` and ``answer_check`` read another API's stream and answer (the Responses
+    and Messages APIs set theirs); by default an OpenAI chat or completion's.
+    """
 
     path: ClassVar[str]
     answer_key: ClassVar[str] = "choices"  # the list a non-streamed answer must have
@@ -152,7 +175,7 @@ class _OpenAIInteraction(BuiltinInteraction):
 
     def __init__(
         self,
-        config: CompletionInteraction | ChatInteraction | EmbeddingInteraction,
+        config: _GenerationConfig | EmbeddingInteraction,
         *,
         seed: int = 0,
         files: FileScope = ANYWHERE,
@@ -161,6 +184,8 @@ class _OpenAIInteraction(BuiltinInteraction):
         self.prompts = build_prompt_source(config, seed=seed, files=files)
         self._model = config.model
         self._extra_body = config.extra_body
+        self.event_rules: EventRules = read_chunk
+        self.answer_check: AnswerCheck | None = None
 
     def _start_body(self, ctx: ClientContext) -> dict[str, Any]:
         model = self._model or ctx.target.model
@@ -183,6 +208,8 @@ class _OpenAIInteraction(BuiltinInteraction):
             content_of=self.has_content,
             markers=self.content_markers,
             max_event_bytes=ctx.target.max_event_bytes,
+            rules=self.event_rules,
+            check=self.answer_check,
         )
 
     content_markers: ClassVar[ContentMarkers] = (b'"text":"',)
@@ -199,7 +226,7 @@ class _Generation(_OpenAIInteraction):
 
     def __init__(
         self,
-        config: CompletionInteraction | ChatInteraction,
+        config: _GenerationConfig,
         *,
         seed: int = 0,
         files: FileScope = ANYWHERE,

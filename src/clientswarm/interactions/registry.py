@@ -17,7 +17,9 @@ from clientswarm.interactions.base import Interaction
 from clientswarm.interactions.conversation import Conversation
 from clientswarm.interactions.http import BuiltinInteraction, Hello, HttpCall
 from clientswarm.interactions.journeys import UserInteraction
+from clientswarm.interactions.messages import Messages
 from clientswarm.interactions.openai import Chat, Completion, Embedding
+from clientswarm.interactions.responses import Responses
 from clientswarm.load.trace import replayed
 from clientswarm.load.vary import (
     VariantKey,
@@ -31,6 +33,8 @@ BUILTIN_INTERACTIONS: dict[str, type[BuiltinInteraction] | type[Conversation]] =
     "http": HttpCall,
     "completion": Completion,
     "chat": Chat,
+    "responses": Responses,
+    "messages": Messages,
     "embedding": Embedding,
     "conversation": Conversation,
 }

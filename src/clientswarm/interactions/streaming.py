@@ -4,14 +4,16 @@ A :class:`Measurement` is filled in place while a request runs, so whatever was 
 before a failure or a cancellation is still there when the sample is made.
 
 **The plain rules** (:func:`read_chunk`) say what each event of a stream means, as the OpenAI
-clients read it:
+clients read it (a Responses or Messages stream has rules of its own, :data:`EventRules`, in
+:mod:`.responses` and :mod:`.messages`; ``[DONE]`` and the framing are the same for all):
 
 - data that is ``[DONE]`` (whitespace around it ignored) ends the stream;
 - any other data must be a JSON object, else the stream fails as ``protocol`` (a keep-alive
   written as ``data: keep-alive``, an empty ``data:``, an ``event: error`` with a text body);
 - a truthy ``"error"`` (``"error": null`` is no error) or ``"object": "error"`` fails it as
   ``stream_error``, whatever else the chunk holds;
-- a non-empty ``usage`` object is kept (the last one wins);
+- a non-empty ``usage`` object is kept, its keys over those of any before it (the last one
+  wins; a format that reports input and output tokens in two events keeps both);
 - every choice that is an object is asked whether it carries content (``ContentOf``) and
   whether its ``finish_reason`` is set; other shapes of ``choices`` count as no choice;
 - a chunk with content in any choice is one content chunk: one receive time.
@@ -22,7 +24,9 @@ its content field, which holds no quote and no line feed. It learns a chunk only
 it by the plain rules: content, no usage, no finish reason, and the same chunk with that text
 empty parses to no content at all. A recognised chunk therefore says what parsing it would say,
 with content exactly when its text is not empty; a whole run of them in one read is counted
-with a few scans (:meth:`_Template.run`). Everything else (the first chunks, finish reasons,
+with a few scans (:meth:`_Template.run`), one-line ``data:`` events or, when the learnt chunk
+came so, ``event:`` and ``data:`` line pairs (the Messages and Responses framing; the meaning is
+the data's, whatever the event line says). Everything else (the first chunks, finish reasons,
 usage, errors, keep-alives, comments, other framing) is parsed. So a sample depends on the
 bytes of the stream only, never on how the reads cut it (``tests/unit/test_sse_parity.py``
 feeds every case at every split point through both paths). Taken on trust: that such a text
@@ -58,7 +62,8 @@ MAX_ERROR_MESSAGE = 500
 _DRAIN_TIMEOUT_S = 1.0  # after [DONE], wait this long for the end of the body, then give up
 
 ContentOf = Callable[[dict[str, Any]], bool]
-"""Whether one choice of a streamed chunk carries content (completion text, chat delta)."""
+"""Whether one part of a streamed event carries content: a choice of an OpenAI chunk
+(completion text, chat delta), or a whole Responses or Messages event."""
 
 
 class TargetError(ClientswarmError):
@@ -204,20 +209,50 @@ def is_done(data: bytes) -> bool:
     return data == _DONE or data.strip() == _DONE
 
 
-def read_chunk(data: bytes, content_of: ContentOf) -> tuple[dict[str, Any] | None, bool, bool]:
-    """What one streamed chunk says by the plain rules: ``(usage, content, finished)``.
+ChunkRead = tuple[dict[str, Any] | None, bool, bool, bool]
+"""What one event says: ``(usage, content, finished, done)``. ``usage`` in the OpenAI names
+(``prompt_tokens``, ``completion_tokens``) or None; ``finished``: the answer is whole, so a body
+that ends after it is complete; ``done``: the stream ends here, as at ``[DONE]``."""
+
+EventRules = Callable[[bytes, ContentOf], ChunkRead]
+"""The rules of one stream format: what the data of one event says (:func:`read_chunk` for the
+OpenAI chunks). They raise TargetError for a malformed event (``protocol``) or an error event
+(``stream_error``); asked about a token event with its text empty they must say nothing at all,
+``(None, False, False, False)`` (that is how the fast path learns)."""
+
+
+def load_event(data: bytes) -> dict[str, Any]:
+    """The JSON object of one event's data; TargetError(protocol) if it is not one."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        shown = data[:200].decode("utf-8", errors="replace")
+        raise TargetError(ERROR_PROTOCOL, f"invalid JSON in the stream: {exc}: {shown}") from None
+    if not isinstance(event, dict):
+        shown = data[:200].decode("utf-8", errors="replace")
+        raise TargetError(ERROR_PROTOCOL, f"expected a JSON object in the stream: {shown}")
+    return event
+
+
+def _event_line_end(block: bytes, at: int, end: int) -> int:
+    """Where the data line starts in the event ``block[at:end]`` when the event is one
+    ``event:`` line and one ``data: `` line (the Responses and Messages framing), else -1."""
+    if not block.startswith(b"event:", at):
+        return -1
+    line = block.find(b"\n", at, end) + 1
+    if line and block.startswith(b"data: ", line) and block.find(b"\n", line, end) < 0:
+        return line
+    return -1
+
+
+def read_chunk(data: bytes, content_of: ContentOf) -> ChunkRead:
+    """What one streamed OpenAI chunk says by the plain rules: ``(usage, content, finished,
+    False)``; only ``[DONE]`` ends such a stream.
 
     Raises TargetError: ``protocol`` when the data is not a JSON object, ``stream_error`` when
     it carries an error. ``content_of`` sees every choice that is an object, in order.
     """
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        shown = data[:200].decode("utf-8", errors="replace")
-        raise TargetError(ERROR_PROTOCOL, f"invalid JSON in the stream: {exc}: {shown}") from None
-    if not isinstance(chunk, dict):
-        shown = data[:200].decode("utf-8", errors="replace")
-        raise TargetError(ERROR_PROTOCOL, f"expected a JSON object in the stream: {shown}")
+    chunk = load_event(data)
     if chunk.get("error") or chunk.get("object") == "error":
         raise TargetError(ERROR_STREAM, error_message_of(data))
     usage = chunk.get("usage")
@@ -232,7 +267,7 @@ def read_chunk(data: bytes, content_of: ContentOf) -> tuple[dict[str, Any] | Non
                     content = True
                 if choice.get("finish_reason") is not None:
                     finished = True
-    return usage, content, finished
+    return usage, content, finished, False
 
 
 class _Template:
@@ -241,6 +276,8 @@ class _Template:
 
     A chunk that is ``head + text + tail``, with no quote and no line feed in ``text``, says
     what the template said, except that it carries content exactly when ``text`` is not empty.
+    ``prefix`` is the ``event:`` line that came before its ``data:`` line (empty: none); runs
+    are of events framed the same way.
     """
 
     __slots__ = (
@@ -249,18 +286,22 @@ class _Template:
         "first",
         "head",
         "joint",
+        "lines",
         "min_len",
         "overlap",
         "quotes",
+        "run_quotes",
         "tail",
     )
 
-    def __init__(self, head: bytes, tail: bytes) -> None:
+    def __init__(self, head: bytes, tail: bytes, prefix: bytes = b"") -> None:
         self.head = head
         self.tail = tail
         self.quotes = head.count(b'"') + tail.count(b'"')
+        self.run_quotes = self.quotes + prefix.count(b'"')  # per event of a run
+        self.lines = 2 + prefix.count(b"\n")  # line feeds per event of a run, its blank line's too
         self.min_len = len(head) + len(tail)
-        self.first = b"data: " + head
+        self.first = prefix + b"data: " + head
         self.ends = tail + b"\n\n"
         self.joint = self.ends + self.first  # one chunk's end and the next one's start
         self.empty = b'"' + self.ends  # the closing quote right after the opening one
@@ -284,15 +325,16 @@ class _Template:
 
     def run(self, block: bytes, at: int) -> tuple[int, int] | None:
         """``(end, content chunks)`` of the run of this template's chunks that starts at ``at``
-        in a block of the decoder, each a one-line ``data: `` event; None unless the block has
-        one there and the run up to the last of them holds nothing else.
+        in a block of the decoder, each a one-line ``data: `` event (after the prefix's
+        ``event:`` line, if any); None unless the block has one there and the run up to the
+        last of them holds nothing else.
 
         A handful of scans of the run, whatever its length. The run ends with the last
-        ``tail`` and blank line; it holds as many chunks as joints ``tail, blank line, data:
-        head`` plus one; if it has no other line feeds than their blank lines, every line is
-        such a chunk. If it holds no more quotes than their heads and tails (and no head
-        overlaps its tail), no text holds a quote. The chunks without content are those whose
-        tail follows the opening quote.
+        ``tail`` and blank line; it holds as many chunks as joints ``tail, blank line, prefix,
+        data: head`` plus one; if it has no other line feeds than their blank lines (and their
+        prefixes' line ends), every event is such a chunk. If it holds no more quotes than
+        their heads, tails and prefixes (and no head overlaps its tail), no text holds a quote.
+        The chunks without content are those whose tail follows the opening quote.
         """
         if not block.startswith(self.first, at):
             return None
@@ -302,8 +344,8 @@ class _Template:
         end = last + len(self.ends)
         chunks = block.count(self.joint, at, end) + 1
         if (
-            block.count(b"\n", at, end) != 2 * chunks
-            or block.count(b'"', at, end) != chunks * self.quotes
+            block.count(b"\n", at, end) != self.lines * chunks
+            or block.count(b'"', at, end) != chunks * self.run_quotes
             or block.find(self.overlap, at, end) >= 0
         ):
             return None
@@ -313,7 +355,8 @@ class _Template:
 class StreamReader:
     """One stream read into a Measurement, no I/O: :meth:`feed` takes each read as it comes,
     :meth:`finish` the end of a body that had no ``[DONE]``; both raise TargetError when the
-    stream fails. With ``markers`` it takes the fast path, without them the plain rules."""
+    stream fails. With ``markers`` it takes the fast path, without them the plain rules.
+    ``rules`` say what an event means: the OpenAI chunks' by default."""
 
     __slots__ = (
         "content_of",
@@ -322,6 +365,7 @@ class StreamReader:
         "m",
         "markers",
         "now",
+        "rules",
         "template",
         "template_used",
         "tries",
@@ -333,11 +377,13 @@ class StreamReader:
         content_of: ContentOf,
         markers: ContentMarkers,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        rules: EventRules = read_chunk,
     ) -> None:
         m.streamed = True
         self.m = m
         self.content_of = content_of
         self.markers = markers
+        self.rules = rules
         self.decoder = SSEDecoder(max_event_bytes)
         self.finished = False  # a chunk with a finish_reason came
         self.now = m.sent_ns
@@ -383,7 +429,10 @@ class StreamReader:
             if self._parse(event.data.encode(), self.now):
                 return
         if not self.finished:
-            raise TargetError(ERROR_PROTOCOL, "the stream ended without [DONE] or a finish_reason")
+            raise TargetError(
+                ERROR_PROTOCOL,
+                "the stream ended without [DONE] or a finish_reason (or its format's last event)",
+            )
         m.done = True
 
     def _events(self, block: bytes, at: int, now: int) -> int:
@@ -393,8 +442,12 @@ class StreamReader:
         m = self.m
         end = block.find(b"\n\n", at)
         while end >= 0:
+            prefix = b""
             if block.startswith(b"data: ", at) and block.find(b"\n", at, end) < 0:
                 data: bytes | None = block[at + 6 : end]  # the one-line event servers send
+            elif (line := _event_line_end(block, at, end)) > 0:
+                prefix = block[at:line]  # ``event: <type>`` and one data line: its data
+                data = block[line + 6 : end]
             else:
                 data = self.decoder.data_of(block[at:end])
             at = end + 2
@@ -405,32 +458,37 @@ class StreamReader:
                     self.template_used = True
                     if content:
                         m.chunk_ns.append(now)
-                elif self._parse(data, now):
+                elif self._parse(data, now, prefix):
                     return -1
                 elif self.template is not template:
                     return at
             end = block.find(b"\n\n", at)
         return len(block)
 
-    def _parse(self, data: bytes, now: int) -> bool:
-        """Record one event's data by the plain rules; True at ``[DONE]``."""
+    def _parse(self, data: bytes, now: int, prefix: bytes = b"") -> bool:
+        """Record one event's data by the plain rules; True at ``[DONE]`` or the format's last
+        event. ``prefix``: the event's ``event:`` line, if it had one before its data line."""
         m = self.m
         if is_done(data):
             m.end_ns = now
             m.done = True
             return True
-        usage, content, finished = read_chunk(data, self.content_of)
+        usage, content, finished, done = self.rules(data, self.content_of)
         if usage is not None:
-            m.usage = usage
+            kept = m.usage
+            m.usage = usage if kept is None or kept.keys() <= usage.keys() else kept | usage
         if content:
             m.chunk_ns.append(now)
-            if usage is None and not finished and self.tries:
-                self._learn(data)
+            if usage is None and not (finished or done) and self.tries:
+                self._learn(data, prefix)
         if finished:
             self.finished = True
-        return False
+        if done:
+            m.end_ns = now
+            m.done = True
+        return done
 
-    def _learn(self, data: bytes) -> None:
+    def _learn(self, data: bytes, prefix: bytes) -> None:
         """Make an ordinary chunk with content (just parsed) the template of the next ones,
         if its content is decided by one text field alone: the same chunk with that text
         empty must parse to no content, no usage, no finish reason.
@@ -449,13 +507,13 @@ class StreamReader:
                 continue
             head, tail = data[:opened], data[closed:]
             try:
-                empty = read_chunk(head + tail, self.content_of)
+                empty = self.rules(head + tail, self.content_of)
             except TargetError:
                 continue
-            if empty == (None, False, False):
+            if empty == (None, False, False, False):
                 if self.template is not None and not self.template_used:
                     self.tries -= 1
-                self.template, self.template_used = _Template(head, tail), False
+                self.template, self.template_used = _Template(head, tail, prefix), False
                 return
         self.tries -= 1
 
@@ -466,8 +524,10 @@ async def read_sse_stream(
     content_of: ContentOf,
     markers: ContentMarkers = (),
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    rules: EventRules = read_chunk,
 ) -> None:
-    """Read an OpenAI stream into ``m`` until ``[DONE]``; raise TargetError on a bad stream.
+    """Read a stream into ``m`` until ``[DONE]`` (or the last event of its format, by
+    ``rules``); raise TargetError on a bad stream.
 
     The stream is read as it arrives, inside the connection's ``data_received``
     (:meth:`Http1Connection.consume`): every event of one read shares that read's receive
@@ -475,7 +535,7 @@ async def read_sse_stream(
     parsed are recognised from their bytes (the module docstring says how); the others are
     parsed. An event longer than ``max_event_bytes`` fails the stream as ``protocol``.
     """
-    reader = StreamReader(m, content_of, markers, max_event_bytes)
+    reader = StreamReader(m, content_of, markers, max_event_bytes, rules)
     await conn.consume(reader.feed)
     if m.done:
         await _drain(conn)

@@ -3,7 +3,8 @@
 A user-defined interaction is a class with a pydantic ``Params`` model and one async ``run``
 method, or a plain ``async def name(ctx)``. One run of it is one *journey*, recorded as one
 sample named after it; inside, every ``ctx.measure(name)`` span and every LLM call made
-through ``ctx.chat`` / ``ctx.completion`` / ``ctx.embedding`` is recorded as a *step* sample
+through ``ctx.chat`` / ``ctx.completion`` / ``ctx.responses`` / ``ctx.messages`` /
+``ctx.embedding`` is recorded as a *step* sample
 (with TTFT, ITL and tokens for the LLM calls, measured exactly as the built-ins measure
 them). Group statistics count journeys; steps are summarised by name.
 
@@ -39,14 +40,22 @@ from pydantic import BaseModel, ConfigDict
 from clientswarm.errors import ClientswarmError
 from clientswarm.interactions.errortext import http_error_text
 from clientswarm.interactions.http import classify_exception
+from clientswarm.interactions.messages import messages_request
 from clientswarm.interactions.openai import generation_request
+from clientswarm.interactions.responses import responses_request
 from clientswarm.interactions.streaming import MAX_ERROR_MESSAGE, TargetError, error_message_of
 from clientswarm.metrics.sample import ERROR_CANCELLED, Sample, http_error_kind
 
 if TYPE_CHECKING:
     from clientswarm.config.models import TargetConfig
     from clientswarm.interactions.base import ClientContext
-    from clientswarm.interactions.llm import ChatResult, CompletionResult, EmbeddingResult
+    from clientswarm.interactions.llm import (
+        ChatResult,
+        CompletionResult,
+        EmbeddingResult,
+        MessagesResult,
+        ResponsesResult,
+    )
 
 
 class NoParams(BaseModel):
@@ -353,6 +362,64 @@ class Context:
         model = model or self.target.model
         request = generation_request(model, body, max_tokens=max_tokens, stream=stream)
         return await completion(self, request, name=name)
+
+    async def responses(
+        self,
+        input: str | Sequence[Mapping[str, Any]],
+        *,
+        instructions: str | None = None,
+        max_output_tokens: int | None = None,
+        stream: bool = True,
+        model: str | None = None,
+        name: str = "responses",
+        **extra_body: Any,
+    ) -> ResponsesResult:
+        """POST /v1/responses (``store: false`` unless given); recorded as step ``name`` with
+        TTFT, ITL and tokens.
+
+        ``input`` is a text or a list of input items (messages). Returns the output ``text``,
+        the ``response`` object, its ``status`` and ``usage``; raises :class:`StepFailed` when
+        the request failed.
+        """
+        from clientswarm.interactions.llm import responses
+
+        items: str | list[Any] = input if isinstance(input, str) else [dict(m) for m in input]
+        request = responses_request(
+            model or self.target.model,
+            items,
+            instructions=instructions,
+            max_output_tokens=max_output_tokens,
+            stream=stream,
+        )
+        return await responses(self, {**request, **extra_body}, name=name)
+
+    async def messages(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        system: str | None = None,
+        max_tokens: int = 128,
+        stream: bool = True,
+        model: str | None = None,
+        name: str = "messages",
+        **extra_body: Any,
+    ) -> MessagesResult:
+        """POST /v1/messages (the Anthropic Messages API); recorded as step ``name`` with
+        TTFT, ITL and tokens.
+
+        Returns the assistant's answer (``text``, ``message`` to append to the messages,
+        ``stop_reason``, ``usage``); raises :class:`StepFailed` when the request failed.
+        """
+        from clientswarm.interactions.llm import messages as post_messages
+
+        request = messages_request(
+            model or self.target.model,
+            [dict(m) for m in messages],
+            system=system,
+            max_tokens=max_tokens,
+            stream=stream,
+        )
+        return await post_messages(self, {**request, **extra_body}, name=name)
 
     async def embedding(
         self,

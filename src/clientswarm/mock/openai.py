@@ -18,7 +18,9 @@ piece; each later piece leaves at its own deadline; a last chunk with an empty d
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import web
 
@@ -87,11 +89,32 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _generate(request, "chat")
 
 
+StreamAnswer = Callable[
+    [web.Request, MockState, GenerationRequest, FaultKind | None, float],
+    Awaitable[web.StreamResponse],
+]
+"""Streams the answer to a request: ``(request, state, spec, fault, arrived)``."""
+WholeAnswer = Callable[[MockState, GenerationRequest, float], Awaitable[web.Response]]
+"""Answers a request in one body: ``(state, spec, arrived)``."""
+
+
 async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    parse = partial(parse_generation, endpoint)
+    return await serve_generation(request, parse, _stream, _whole)
+
+
+async def serve_generation(
+    request: web.Request,
+    parse: Callable[[bytes], GenerationRequest],
+    stream: StreamAnswer,
+    whole: WholeAnswer,
+) -> web.StreamResponse:
+    """Answer one generation request of any API: ``parse`` its body, draw its fault, then
+    ``stream`` or answer it ``whole`` (counted in flight meanwhile)."""
     state = request.app[STATE_KEY]
     arrived = asyncio.get_running_loop().time()
     try:
-        spec = parse_generation(endpoint, await request.read())
+        spec = parse(await request.read())
     except InvalidRequest as exc:
         return error_response(400, str(exc), exc.param)
     fault = state.faults.draw(stream=spec.stream)
@@ -104,8 +127,8 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         state.answering.add(task)
     try:
         if spec.stream:
-            return await _stream(request, state, spec, fault, arrived)
-        return await _whole(state, spec, arrived)
+            return await stream(request, state, spec, fault, arrived)
+        return await whole(state, spec, arrived)
     except (asyncio.CancelledError, ConnectionError):
         metrics.abort()
         raise
@@ -129,7 +152,7 @@ class _Plan:
         return token_text(start, end)
 
 
-def _plan(state: MockState, spec: GenerationRequest) -> _Plan:
+def plan_answer(state: MockState, spec: GenerationRequest) -> _Plan:
     """Output tokens and finish reason: ``max_tokens`` is a limit reached, the default a stop.
 
     A tool call's tokens are its arguments' pieces; it finishes with ``tool_calls`` unless
@@ -145,7 +168,7 @@ def _plan(state: MockState, spec: GenerationRequest) -> _Plan:
     return _Plan(state.settings.output_tokens, "stop", None)
 
 
-def _too_long(state: MockState, spec: GenerationRequest, plan: _Plan) -> web.Response | None:
+def refuse_too_long(state: MockState, spec: GenerationRequest, plan: _Plan) -> web.Response | None:
     """HTTP 400 for a request that could never fit in the KV cache, like vLLM's context limit."""
     if state.scheduler.fits(spec.prompt_tokens, plan.tokens):
         return None
@@ -158,19 +181,20 @@ def _too_long(state: MockState, spec: GenerationRequest, plan: _Plan) -> web.Res
     return error_response(400, message, "max_tokens" if spec.max_tokens else "prompt")
 
 
-def _sequence(spec: GenerationRequest, plan: _Plan) -> EngineSequence:
+def engine_sequence(spec: GenerationRequest, plan: _Plan) -> EngineSequence:
+    """The engine's sequence for a request and its planned answer."""
     return EngineSequence(spec.prompt_words, spec.prompt_tokens, plan.tokens)
 
 
 async def _whole(state: MockState, spec: GenerationRequest, arrived: float) -> web.Response:
-    plan = _plan(state, spec)
+    plan = plan_answer(state, spec)
     tokens, finish_reason = plan.tokens, plan.finish_reason
-    refusal = _too_long(state, spec, plan)
+    refusal = refuse_too_long(state, spec, plan)
     if refusal is not None:
         return refusal
     metrics = state.metrics
     scheduler = state.scheduler
-    async with scheduler.running_sequence(_sequence(spec, plan)) as sequence:
+    async with scheduler.running_sequence(engine_sequence(spec, plan)) as sequence:
         metrics.prompt(spec.prompt_tokens)
         await scheduler.reach(sequence, tokens - 1)
         scheduler.finish(sequence)
@@ -192,9 +216,9 @@ async def _stream(
     arrived: float,
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
-    plan = _plan(state, spec)
+    plan = plan_answer(state, spec)
     tokens, finish_reason, call = plan.tokens, plan.finish_reason, plan.tool_call
-    refusal = _too_long(state, spec, plan)
+    refusal = refuse_too_long(state, spec, plan)
     if refusal is not None:
         return refusal
     metrics = state.metrics
@@ -205,7 +229,7 @@ async def _stream(
     )
     await response.prepare(request)
     fault_at = fault_after_tokens(tokens) if fault is not None else tokens + 1
-    async with scheduler.running_sequence(_sequence(spec, plan)) as sequence:
+    async with scheduler.running_sequence(engine_sequence(spec, plan)) as sequence:
         metrics.prompt(spec.prompt_tokens)
         if spec.endpoint == "chat":
             await response.write(writer.role_chunk())

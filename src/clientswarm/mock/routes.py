@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from clientswarm.mock.embeddings import embeddings
+from clientswarm.mock.event_api import messages, responses
 from clientswarm.mock.metrics import PROMETHEUS_CONTENT_TYPE
 from clientswarm.mock.openai import chat_completions, completions
 from clientswarm.mock.state import STATE_KEY
@@ -72,6 +73,8 @@ def add_routes(app: web.Application) -> None:
     """Register every route of the mock target on ``app``."""
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)

@@ -24,8 +24,8 @@ import orjson
 
 from clientswarm.errors import ClientswarmError
 
-Endpoint = Literal["completion", "chat"]
-"""Which OpenAI generation endpoint a request came to."""
+Endpoint = Literal["completion", "chat", "responses", "messages"]
+"""Which generation endpoint a request came to (the last two: :mod:`.event_wire`)."""
 
 DONE_EVENT = b"data: [DONE]\n\n"
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"

@@ -19,8 +19,11 @@ from pydantic import BaseModel, Field
 
 from clientswarm.config.models import ClusterConfig, TargetConfig
 
-OPENAI_KINDS = frozenset({"completion", "chat", "embedding", "conversation"})
-"""The interactions that speak the OpenAI API: their targets are asked ``GET /v1/models``."""
+OPENAI_KINDS = frozenset(
+    {"completion", "chat", "responses", "messages", "embedding", "conversation"}
+)
+"""The interactions that speak the OpenAI API (or the Messages API, which vLLM serves beside
+it): their targets are asked ``GET /v1/models``."""
 
 PreflightLevel = Literal["passed", "warning", "error"]
 

@@ -7,6 +7,9 @@ the field, the bad value and what this service allows:
 - the limits (workers, clients);
 - the target's URL against ``--allow-target``;
 - the variables a target's credentials are read from against ``--allow-env``;
+- the OTLP endpoint of ``telemetry`` against ``--allow-target`` (the service itself sends
+  there) and the variables its headers are read from against ``--allow-env``; its library
+  installed here (``clientswarm[otel]``);
 - every path field (:data:`~clientswarm.config.paths.ConfigPath`) and every ``file:``
   interaction against ``--allow-path``; every ``package.module:Name`` interaction against
   ``--allow-module``;
@@ -38,6 +41,7 @@ from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load.trace import replayed
 from clientswarm.service.policy import OperatorPolicy
 from clientswarm.service.presets import merged_options, validate_options
+from clientswarm.service.telemetry import missing_extra as missing_otel
 from clientswarm.service.usercheck import check_in_subprocess, has_user_code
 from clientswarm.service.usercode import place_user_code
 from clientswarm.spawners.registry import missing_extra
@@ -65,6 +69,7 @@ def admit(
     problems += [
         *_limit_problems(config, policy),
         *_target_problems(config, policy),
+        *_telemetry_problems(config, policy),
         *_path_problems(config, files),
         *_code_problems(config, policy, files),
     ]
@@ -144,6 +149,29 @@ def _target_problems(config: ClusterConfig, policy: OperatorPolicy) -> list[str]
                     f"{field}: {env!r} is not a variable this service lets configurations read "
                     f"(allowed: {allowed}); " + ASK.format(flag="--allow-env NAME")
                 )
+    return problems
+
+
+def _telemetry_problems(config: ClusterConfig, policy: OperatorPolicy) -> list[str]:
+    otlp = config.telemetry.otlp if config.telemetry is not None else None
+    if otlp is None:
+        return []
+    missing = missing_otel()
+    problems = [f"telemetry.otlp: {missing}"] if missing else []
+    if policy.targets is not None and not policy.targets.allows(otlp.endpoint):
+        problems.append(
+            f"telemetry.otlp.endpoint: {otlp.endpoint!r} is not a host this service may reach "
+            f"(allowed: {policy.targets}); use one of those, or "
+            + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
+        )
+    allowed = ", ".join(policy.target_env or ()) or "none"
+    for header, env in otlp.headers_from_env.items():
+        if not policy.env_name_allowed(env):
+            problems.append(
+                f"telemetry.otlp.headers_from_env.{header}: {env!r} is not a variable this "
+                f"service lets configurations read (allowed: {allowed}); "
+                + ASK.format(flag="--allow-env NAME")
+            )
     return problems
 
 

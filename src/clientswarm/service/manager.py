@@ -68,6 +68,7 @@ from clientswarm.service.results import (
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import ClusterState, live_of
 from clientswarm.service.storewatch import StoreWatch
+from clientswarm.service.telemetry import Telemetry
 from clientswarm.spawners.registry import default_spawners
 from clientswarm.store import ClientRecord, ClusterRecord, Store, StoreUnavailable
 
@@ -119,6 +120,8 @@ class ClusterManager(ClusterReads):
         self.preflights = Preflights(settings, self.follower, self._spawn)
         self.engine = EngineMetrics(store, self.journal)
         """The targets' engine metrics (:mod:`clientswarm.service.engine_metrics`)."""
+        self.telemetry = Telemetry(self.journal)
+        """The OTLP export of each cluster that asks for it (:mod:`.telemetry`)."""
         self.engine_latest = self.engine.latest
         """The preflight of each cluster until it has ended (:mod:`.preflight`)."""
         self._watchdog: asyncio.Task[None] | None = None
@@ -410,6 +413,7 @@ class ClusterManager(ClusterReads):
         await state.move(ClusterStatus.RUNNING, fields=fields)
         state.settled.set()
         self.engine.start(state.id, state.config, state.start_ns)
+        self.telemetry.start(state.id, state.config, state.live, state.start_ns)
         timeout_s = self.settings.start_timeout_s
         for index in late:
             await worker_ended(
@@ -465,6 +469,7 @@ class ClusterManager(ClusterReads):
             sink = self.sinks.get(state.id)
             if sink is not None:
                 sink.add(batch)
+            self.telemetry.add(state.id, batch)
             guard = self.guards.get(state.id)
             if guard is None:
                 guard = self.guards.setdefault(state.id, RunGuard(state.config))
@@ -551,6 +556,7 @@ class ClusterManager(ClusterReads):
         self._finalising.add(state.id)
         try:
             await self.engine.stop(state.id)
+            await self.telemetry.stop(state.id)
             await self.follower.release(state)
             if not state.status.final:
                 ended_at = _now()  # the summary's ended_at is the record's, to the digit
@@ -642,6 +648,7 @@ class ClusterManager(ClusterReads):
         state.live.set_workers(state.worker_counts())
         if state.start_ns is not None and state.status is ClusterStatus.RUNNING:
             self.engine.start(record.id, state.config, state.start_ns)
+            self.telemetry.start(record.id, state.config, state.live, state.start_ns)
         await self.journal.event(
             record.id, "recovered", "the service restarted and follows it again"
         )
