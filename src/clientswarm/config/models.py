@@ -492,6 +492,16 @@ class GroupConfig(StrictModel):
     interaction: InteractionConfig
     load: LoadConfig = Field(default_factory=ClosedLoadConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
+    prefill_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Max requests of the group without their first token yet (all workers together); "
+            "a request is sent only when one of them has its first token, the wait showing "
+            "as schedule lag"
+        ),
+    )
     cancel: CancelConfig | None = Field(
         default=None,
         description=(

@@ -41,6 +41,7 @@ import asyncio
 import itertools
 import operator
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -536,11 +537,36 @@ async def read_sse_stream(
     parsed. An event longer than ``max_event_bytes`` fails the stream as ``protocol``.
     """
     reader = StreamReader(m, content_of, markers, max_event_bytes, rules)
-    await conn.consume(reader.feed)
+    on_first = FIRST_TOKEN.get()
+    await conn.consume(reader.feed if on_first is None else _telling_first(reader, on_first))
     if m.done:
         await _drain(conn)
         return
     reader.finish()
+
+
+FIRST_TOKEN: ContextVar[Callable[[], None] | None] = ContextVar(
+    "clientswarm_first_token", default=None
+)
+"""Called once when the stream read in this task brings its first content (a worker's
+``prefill_concurrency`` gate frees its slot then); None, the usual case, costs nothing."""
+
+
+def _telling_first(
+    reader: StreamReader, on_first: Callable[[], None]
+) -> Callable[[bytes, int], bool]:
+    """``reader.feed`` that calls ``on_first`` after the read that brought the first content."""
+    told = False
+
+    def feed(data: bytes, now: int) -> bool:
+        nonlocal told
+        done = reader.feed(data, now)
+        if not told and reader.m.chunk_ns:
+            told = True
+            on_first()
+        return done
+
+    return feed
 
 
 async def _drain(conn: Http1Connection) -> None:

@@ -70,6 +70,7 @@ from clientswarm.metrics.sample import ERROR_CLIENT, Sample
 from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
 from clientswarm.worker.cancel import Canceller, relabel
 from clientswarm.worker.looplag import LoopLagMonitor
+from clientswarm.worker.prefill import PrefillGate
 from clientswarm.worker.recorder import SampleRecorder, SampleSink
 from clientswarm.worker.timing import sleep_until
 
@@ -223,6 +224,20 @@ class WorkerRuntime:
         self._dispatchers: dict[int, asyncio.Task[None]] = {}  # open loop, by group index
         self._backoffs: dict[int, ConnectBackoff] = {}  # after connection failures, by client
         self._cancellers: dict[int, Canceller] = {}  # clients of groups with ``cancel``
+        self._prefill_gates: dict[str, PrefillGate] = self._gates()
+
+    def _gates(self) -> dict[str, PrefillGate]:
+        """This worker's share of each group's ``prefill_concurrency``, by group name."""
+        a = self.assignment
+        gates = {}
+        for index, group in enumerate(self.config.groups):
+            if group.prefill_concurrency is None:
+                continue
+            ids = client_ids(self.config, index)
+            share = worker_concurrency(group.prefill_concurrency, ids, a.worker, a.workers)
+            if share:
+                gates[group.name] = PrefillGate(share)
+        return gates
 
     def _replays(self) -> dict[int, tuple[ArrivalSchedule, TracePrompts]]:
         """This worker's slice of each trace group and the prompts of its requests, read
@@ -451,8 +466,11 @@ class WorkerRuntime:
         if counted:
             groups[ctx.group] += 1
         canceller = self._cancellers.get(ctx.client)
+        gate = self._prefill_gates.get(ctx.group)
         try:
-            if canceller is not None and canceller.chosen():
+            if gate is not None:
+                await gate.perform(_Cut(canceller, interaction), ctx, at_ns)
+            elif canceller is not None and canceller.chosen():
                 await canceller.perform_cut(interaction, ctx, at_ns)
             else:
                 await interaction.perform(ctx, at_ns)
@@ -694,3 +712,21 @@ class WorkerRuntime:
             await self._sleep_until(next_ns)
             await self._perform(interaction, ctx, next_ns)
             next_ns = max(self.clock.now_ns(), next_ns)
+
+
+class _Cut:
+    """An interaction as one request of a client that may cancel it (``cancel``): what a
+    prefill gate runs, so a request it lets through can still be cut."""
+
+    def __init__(self, canceller: Canceller | None, interaction: Interaction) -> None:
+        self.kind = interaction.kind
+        self._canceller = canceller
+        self._interaction = interaction
+
+    async def perform(self, ctx: ClientContext, scheduled_ns: int) -> None:
+        """Run the interaction once, cut if its client chose to."""
+        canceller = self._canceller
+        if canceller is not None and canceller.chosen():
+            await canceller.perform_cut(self._interaction, ctx, scheduled_ns)
+        else:
+            await self._interaction.perform(ctx, scheduled_ns)
