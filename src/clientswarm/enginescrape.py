@@ -68,12 +68,12 @@ class ScrapeFailed(ClientswarmError):
 
 
 def metrics_urls(target: TargetConfig) -> list[str]:
-    """The URLs a target's engine metrics are read from: those given, else its ``/metrics``
-    (none when ``metrics: false``)."""
+    """The URLs a target's engine metrics are read from: those given, else each replica's
+    ``/metrics`` (merged as one engine's; none when ``metrics: false``)."""
     settings = target.metrics
     if not settings.enabled:
         return []
-    return list(settings.urls) or [target.url + "/metrics"]
+    return list(settings.urls) or [url + "/metrics" for url in target.replica_urls]
 
 
 async def fetch_page(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str:

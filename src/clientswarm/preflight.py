@@ -60,9 +60,9 @@ def _shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def _label(entry: PreflightTarget) -> str:
+def _label(entry: PreflightTarget, url: str) -> str:
     """``target at host:port`` (``target 'name' at …`` when the configuration names several)."""
-    where = _host_port(entry.target.url)
+    where = _host_port(url)
     named = entry.name != "default"
     return f"target {entry.name!r} at {where}" if named else f"target at {where}"
 
@@ -198,11 +198,15 @@ def _listing(models: list[str]) -> str:
 class _Checker:
     """The checks of one target; each finding is added to :attr:`checks`."""
 
-    def __init__(self, entry: PreflightTarget, env: Mapping[str, str], timeout_s: float):
+    def __init__(
+        self, entry: PreflightTarget, env: Mapping[str, str], timeout_s: float, url: str
+    ) -> None:
         self.entry = entry
         self.env = env
         self.timeout_s = timeout_s
-        self.label = _label(entry)
+        self.url = url
+        """The URL checked: the target's, or one of its replicas'."""
+        self.label = _label(entry, url)
         self.checks: list[PreflightCheck] = []
 
     def add(self, check: str, level: PreflightLevel, message: str) -> None:
@@ -211,7 +215,7 @@ class _Checker:
         )
 
     async def run(self) -> list[PreflightCheck]:
-        entry, url = self.entry, self.entry.target.url
+        entry, url = self.entry, self.url
         shown = _shown(url)
         headers, unset = _headers(entry, self.env)
         for name in unset:
@@ -286,10 +290,15 @@ class _Checker:
 async def run_preflight(
     plan: PreflightPlan, env: Mapping[str, str], *, where: str = ""
 ) -> PreflightReport:
-    """Check every target of ``plan`` at once, the headers' variables read from ``env`` (the
-    environment the clients run with); never raises for what a target does or does not do."""
+    """Check every target of ``plan`` at once (each replica of a target with ``urls``), the
+    headers' variables read from ``env`` (the environment the clients run with); never raises
+    for what a target does or does not do."""
     found = await asyncio.gather(
-        *(_Checker(entry, env, plan.timeout_s).run() for entry in plan.targets)
+        *(
+            _Checker(entry, env, plan.timeout_s, url).run()
+            for entry in plan.targets
+            for url in entry.target.replica_urls
+        )
     )
     return PreflightReport(checks=[check for checks in found for check in checks], where=where)
 

@@ -66,6 +66,11 @@ ACROSS_FIELDS = re.compile(
             r"a trace load needs exactly one of path",
             r"a trace load sets each request's prompt length",
             r"burstiness applies to arrival: gamma",
+            r"give url or urls, not both",
+            r"give one audio source, not audio and files",
+            r"bytes of pixels, more than the",
+            r"bytes of samples, more than",
+            r"a replica is listed more than once",
         ]
     )
 )

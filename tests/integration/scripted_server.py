@@ -73,7 +73,10 @@ class ScriptedServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        body = orjson.loads(raw) if raw else None
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = raw  # not JSON (a multipart form): its bytes
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(
             Recorded(

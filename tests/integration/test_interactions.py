@@ -32,6 +32,7 @@ from clientswarm.config.interactions import (
     HelloInteraction,
     HttpInteraction,
     InteractionConfig,
+    TranscriptionInteraction,
 )
 from clientswarm.config.models import TargetConfig
 from clientswarm.config.paths import FileScope
@@ -472,6 +473,7 @@ def test_registry_builds_every_builtin(tmp_path: Path) -> None:
         CompletionInteraction(),
         ChatInteraction.model_validate({"synthetic": {"input_tokens": 8, "count": 2}}),
         EmbeddingInteraction(),
+        TranscriptionInteraction.model_validate({"audio": {"seconds": 0.5}}),
     ]
     for config in configs:
         interaction = build_interaction(config, seed=1, files=FileScope.anywhere(tmp_path))

@@ -188,7 +188,7 @@ def test_unknown_field_names_the_field_lists_valid_ones_and_suggests() -> None:
     assert line == (
         "groups[0].interaction.stremm: unknown field 'stremm' (did you mean 'stream'?); "
         "valid fields for kind 'chat': kind, prompts, synthetic, dataset, shared_prefix, "
-        "tokenizer, stream, max_tokens, model, extra_body, system_prompt"
+        "tokenizer, stream, max_tokens, model, extra_body, system_prompt, images"
     )
 
 
@@ -251,7 +251,8 @@ def test_unknown_kind_lists_kinds_and_suggests() -> None:
     assert line == (
         "groups[0].interaction.kind: unknown kind; got \"chatt\" (did you mean 'chat'?); "
         "valid kinds: hello, http, completion, chat, responses, messages, "
-        "embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "embedding, conversation, transcription, package.module:Name, "
+        "file:path/to/file.py:Name, "
         "an installed entry point"
     )
 
@@ -272,7 +273,8 @@ def test_missing_kind() -> None:
     assert line == (
         "groups[0].interaction.kind: required field missing; "
         "valid kinds: hello, http, completion, chat, responses, messages, "
-        "embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "embedding, conversation, transcription, package.module:Name, "
+        "file:path/to/file.py:Name, "
         "an installed entry point"
     )
 
@@ -327,7 +329,8 @@ def test_interaction_given_as_a_bare_kind() -> None:
     assert line == (
         "groups[0].interaction: expected a mapping with a 'kind'; got \"chat\" "
         "(did you mean {kind: chat}?); valid kinds: hello, http, completion, chat, responses, "
-        "messages, embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "messages, embedding, conversation, transcription, package.module:Name, "
+        "file:path/to/file.py:Name, "
         "an installed entry point"
     )
 
@@ -447,7 +450,8 @@ def test_non_string_keys() -> None:
 
 def test_required_field_missing() -> None:
     assert one_problem(changed(["target", "url"], ...)) == (
-        "target.url: required field missing (base URL of the target, e.g. http://127.0.0.1:8000)"
+        "target.url: required field missing (base URL of the target, e.g. "
+        "http://127.0.0.1:8000 (or urls: replicas))"
     )
     assert one_problem(changed(["groups", 0, "name"], ...)) == (
         "groups[0].name: required field missing"
@@ -455,7 +459,8 @@ def test_required_field_missing() -> None:
     assert one_problem(changed(["groups", 0, "interaction"], ...)) == (
         "groups[0].interaction: required field missing; "
         "valid kinds: hello, http, completion, chat, responses, messages, "
-        "embedding, conversation, package.module:Name, file:path/to/file.py:Name, "
+        "embedding, conversation, transcription, package.module:Name, "
+        "file:path/to/file.py:Name, "
         "an installed entry point"
     )
 
@@ -753,6 +758,7 @@ def test_json_schema_is_json_with_definitions_and_descriptions() -> None:
         "MessagesInteraction",
         "EmbeddingInteraction",
         "ConversationInteraction",
+        "TranscriptionInteraction",
         "CustomInteraction",
     ]
     # A user kind is any other text, so exactly one option fits every interaction.
@@ -767,6 +773,7 @@ def test_json_schema_is_json_with_definitions_and_descriptions() -> None:
             "messages",
             "embedding",
             "conversation",
+            "transcription",
         ]
     }
     assert defs["CustomInteraction"]["additionalProperties"] is True

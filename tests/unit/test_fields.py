@@ -64,11 +64,12 @@ CREATE TABLE samples (
 	warmup BOOLEAN NOT NULL,
 	step BOOLEAN DEFAULT 0 NOT NULL,
 	target VARCHAR(255) DEFAULT 'default' NOT NULL,
+	replica INTEGER DEFAULT 0 NOT NULL,
 	PRIMARY KEY (id)
 )"""
 
-# What Parquet files were written with before the schema was derived (and ``target``, added
-# since at the end of the fields): readers rely on it.
+# What Parquet files were written with before the schema was derived (and ``target`` and
+# ``replica``, added since at the end of the fields): readers rely on it.
 PARQUET_COLUMNS = [
     ("group", pa.string()),
     ("client", pa.int64()),
@@ -91,6 +92,7 @@ PARQUET_COLUMNS = [
     ("warmup", pa.bool_()),
     ("step", pa.bool_()),
     ("target", pa.string()),
+    ("replica", pa.int64()),
     ("ttft_s", pa.float64()),
     ("e2e_s", pa.float64()),
     ("tpot_s", pa.float64()),
@@ -109,6 +111,7 @@ def test_the_store_table_is_the_one_schema_version_1_shipped() -> None:
     pg = ddl(postgresql.dialect())
     assert "itl_s BYTEA NOT NULL" in pg and "step BOOLEAN DEFAULT false NOT NULL" in pg
     assert "target VARCHAR(255) DEFAULT 'default' NOT NULL" in pg
+    assert "replica INTEGER DEFAULT 0 NOT NULL" in pg
     assert "client INTEGER NOT NULL" in pg and "sent_ns BIGINT NOT NULL" in pg
 
 
@@ -131,7 +134,7 @@ def test_statistics_dtypes_come_from_the_table() -> None:
     assert {f.name: f.dtype.kind for f in SAMPLE_FIELDS if f.dtype.kind != "O"} == {
         **{name: "i" for name in ("client", "worker", "scheduled_ns", "sent_ns", "end_ns")},
         **{name: "i" for name in ("first_token_ns", "last_token_ns", "input_tokens")},
-        **{name: "i" for name in ("output_tokens", "http_status", "stage")},
+        **{name: "i" for name in ("output_tokens", "http_status", "stage", "replica")},
         "itl_s": "f",
         "warmup": "b",
         "step": "b",

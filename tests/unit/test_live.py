@@ -322,7 +322,7 @@ def test_one_derivation_of_a_batch_feeds_the_live_and_the_exact_statistics() -> 
     cols = SampleColumns.from_samples(batch)
     slo = SLOConfig(ttft_s=0.15)
     parts = measured_parts(cols, slo=slo)  # what the service does with each committed batch
-    assert set(parts) == {("default", "chat", None, 0), ("default", "chat", "retrieve", None)}
+    assert set(parts) == {("default", "chat", None, 0, 0), ("default", "chat", "retrieve", None, 0)}
     live, exact = LiveStats("c1"), ClusterStatistics(slo=slo)
     live.add_parts(parts, T0 + 5)
     exact.add_parts(parts, len(cols))

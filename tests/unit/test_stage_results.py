@@ -168,7 +168,7 @@ def test_a_finished_stage_gives_its_memory_back_and_stays_exact() -> None:
     second = [one(2 + i / 1000, 0.002 * (i % 89), stage=1) for i in range(300)]
     with ClusterStatistics(memory_values=1000) as stats:
         stats.add(SampleColumns.from_samples(first))
-        cell = stats._cells[("default", "chat", 0)].values["e2e_s"]
+        cell = stats._cells[("default", "chat", 0, 0)].values["e2e_s"]
         assert cell.in_memory == 400 and not cell.spilled
         stats.add(SampleColumns.from_samples(second))  # stage 1 starts: stage 0 is retired
         assert cell.spilled and cell.in_memory == 0

@@ -107,6 +107,50 @@ class DatasetPrompts(StrictModel):
         description="CSV: a column with each prompt's output length (max_tokens); empty cells "
         "use max_tokens",
     )
+    image_column: str | None = Field(
+        default=None,
+        min_length=1,
+        description="CSV: a column with an image per row (a path, read and sent as a data URL, "
+        'or an http(s) or data URL); a JSONL line has its images in an "image" field '
+        "(a string or a list of them)",
+    )
+
+
+IMAGE_FORMATS = ("png",)
+"""The formats of synthetic images (PNG is written with the standard library)."""
+MAX_IMAGE_SIDE = 8192
+"""The largest width or height of a synthetic image, in pixels."""
+MAX_MEDIA_BYTES = 512 << 20
+"""The most bytes of raw pixels (or audio samples) the synthetic images (or clips) of one
+interaction may take: they are made once and held in memory on every worker."""
+
+
+class SyntheticImages(StrictModel):
+    """Synthetic images sent with every chat request, as ``image_url`` parts with data URLs.
+
+    ``distinct`` random images of ``width`` x ``height`` are made once from the seed (the same
+    on every worker); each request sends ``count`` of them, picked at random. Identical images
+    let a server's multimodal cache skip their preprocessing: give ``distinct`` a larger value
+    to make that rarer.
+    """
+
+    count: int = Field(default=1, ge=1, le=16, description="Images per request")
+    width: int = Field(default=512, ge=8, le=MAX_IMAGE_SIDE, description="Width in pixels")
+    height: int = Field(default=512, ge=8, le=MAX_IMAGE_SIDE, description="Height in pixels")
+    format: Literal["png"] = Field(default="png", description="Image format (png)")
+    distinct: int = Field(
+        default=4, ge=1, le=256, description="Distinct images made once, picked per request"
+    )
+
+    @model_validator(mode="after")
+    def _not_too_large(self) -> SyntheticImages:
+        size = self.distinct * self.width * self.height * 3
+        if size > MAX_MEDIA_BYTES:
+            raise ValueError(
+                f"distinct * width * height * 3 = {size:,} bytes of pixels, more than the "
+                f"{MAX_MEDIA_BYTES:,} allowed; use fewer or smaller images"
+            )
+        return self
 
 
 class _PromptSource(StrictModel):
@@ -172,10 +216,17 @@ class CompletionInteraction(_Generation):
 
 
 class ChatInteraction(_Generation):
-    """POST /v1/chat/completions with one user message (after an optional system prompt)."""
+    """POST /v1/chat/completions with one user message (after an optional system prompt).
+
+    With ``images`` (or a dataset's images) the user message's content is a text part followed
+    by one ``image_url`` part per image.
+    """
 
     kind: Literal["chat"] = "chat"
     system_prompt: str | None = None
+    images: SyntheticImages | None = Field(
+        default=None, description="Synthetic images sent with every request"
+    )
 
 
 class ResponsesInteraction(_Generation):
@@ -184,6 +235,9 @@ class ResponsesInteraction(_Generation):
 
     kind: Literal["responses"] = "responses"
     system_prompt: str | None = Field(default=None, description="Sent as instructions")
+    images: SyntheticImages | None = Field(
+        default=None, description="Synthetic images sent with every request (input_image)"
+    )
 
 
 class MessagesInteraction(_Generation):
@@ -195,6 +249,61 @@ class MessagesInteraction(_Generation):
     max_tokens: int = Field(  # never None: the Messages API requires it
         default=128, ge=1, le=MAX_TOKENS, description="Output tokens to request (required)"
     )
+
+
+class SyntheticAudio(StrictModel):
+    """Synthetic speech-like audio: ``distinct`` WAV clips (16-bit mono) of a few tones and
+    noise, made once from the seed; each request sends one, picked at random."""
+
+    seconds: float = Field(default=5.0, gt=0, le=3600, description="Length of each clip")
+    sample_rate: int = Field(default=16000, ge=8000, le=48000, description="Samples per second")
+    distinct: int = Field(default=1, ge=1, le=64, description="Distinct clips made once")
+
+    @model_validator(mode="after")
+    def _not_too_long(self) -> SyntheticAudio:
+        size = round(self.distinct * self.seconds * self.sample_rate * 2)
+        if size > MAX_MEDIA_BYTES:
+            raise ValueError(
+                f"distinct * seconds * sample_rate * 2 = {size:,} bytes of samples, more than "
+                f"the {MAX_MEDIA_BYTES:,} allowed; use fewer or shorter clips"
+            )
+        return self
+
+
+class TranscriptionInteraction(StrictModel):
+    """POST /v1/audio/transcriptions (multipart/form-data): one audio file per request.
+
+    The audio is synthetic (``audio``) or read from ``files``; the form has ``file``,
+    ``model``, ``response_format: json``, ``language`` when set and ``stream`` (a stream is
+    read like a chat stream: TTFT, ITL and, with usage, output tokens).
+    """
+
+    kind: Literal["transcription"] = "transcription"
+    audio: SyntheticAudio | None = Field(default=None, description="Synthetic audio clips")
+    files: list[ConfigPath] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        description="Audio files (WAV, MP3, FLAC, …), one picked per request; a relative path "
+        "is from the config's folder",
+    )
+    stream: bool = Field(default=False, description="Ask for an SSE stream (vLLM)")
+    model: str | None = Field(default=None, description="Override target.model")
+    language: str | None = Field(
+        default=None, min_length=2, max_length=16, description="ISO-639-1 language, e.g. en"
+    )
+    extra_fields: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra form fields passed as-is (e.g. temperature, prompt)",
+    )
+
+    @model_validator(mode="after")
+    def _one_audio_source(self) -> TranscriptionInteraction:
+        if self.audio is not None and self.files is not None:
+            raise ValueError("give one audio source, not audio and files")
+        if self.audio is None and self.files is None:
+            self.audio = SyntheticAudio()
+        return self
 
 
 class EmbeddingInteraction(_PromptSource):
@@ -242,6 +351,7 @@ BUILTIN_KINDS = (
     "messages",
     "embedding",
     "conversation",
+    "transcription",
 )
 """The kinds of the pre-built interactions."""
 
@@ -357,6 +467,7 @@ InteractionConfig = Annotated[
     | Annotated[MessagesInteraction, Tag("messages")]
     | Annotated[EmbeddingInteraction, Tag("embedding")]
     | Annotated[ConversationInteraction, Tag("conversation")]
+    | Annotated[TranscriptionInteraction, Tag("transcription")]
     | Annotated[CustomInteraction, Tag("user")],
     Discriminator(_interaction_tag),
     BeforeValidator(_mapping_only),

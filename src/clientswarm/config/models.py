@@ -119,11 +119,31 @@ EngineMetrics = Annotated[
 
 
 class TargetConfig(StrictModel):
-    """The Server Microservice under test (vLLM or any OpenAI-compatible server)."""
+    """The Server Microservice under test (vLLM or any OpenAI-compatible server).
+
+    ``urls`` lists replicas of one deployment (each request goes to one of them, spread by
+    ``balance``); ``url`` is then the first one.
+    """
 
     url: str = Field(
-        description="Base URL of the target, e.g. http://127.0.0.1:8000",
+        description="Base URL of the target, e.g. http://127.0.0.1:8000 (or urls: replicas)",
         json_schema_extra={"pattern": URL_PATTERN},  # the schema says what _check_url checks
+    )
+    urls: (
+        list[Annotated[str, Field(max_length=2048, json_schema_extra={"pattern": URL_PATTERN})]]
+        | None
+    ) = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Replicas of the target, e.g. [http://10.0.0.5:8000, http://10.0.0.6:8000]: "
+        "each request goes to one, spread by balance; per-replica statistics beside the "
+        "target's (give url or urls)",
+    )
+    balance: Literal["round_robin", "least_in_flight"] = Field(
+        default="round_robin",
+        description="How the requests of each worker are spread over urls: each replica in "
+        "turn, or the one with the fewest of its requests in flight",
     )
     model: str | None = Field(
         default=None, description="Model name sent in OpenAI requests; none sends no model field"
@@ -177,6 +197,44 @@ class TargetConfig(StrictModel):
                 "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000"
             )
         return url.rstrip("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_of_replicas(cls, data: Any) -> Any:
+        """``urls`` alone gives ``url`` (its first); both must agree."""
+        if not isinstance(data, dict) or not isinstance(data.get("urls"), list):
+            return data
+        urls = data["urls"]
+        if urls and "url" not in data and isinstance(urls[0], str):
+            return {**data, "url": urls[0]}
+        url = data.get("url")
+        if urls and isinstance(url, str) and url.rstrip("/") != str(urls[0]).rstrip("/"):
+            raise ValueError(
+                f"give url or urls, not both (url {url!r} is not the first of urls); "
+                "with urls, url is their first"
+            )
+        return data
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str] | None) -> list[str] | None:
+        if urls is None:
+            return None
+        for url in urls:
+            if not re.match(URL_PATTERN, url):
+                raise ValueError(
+                    f"{url!r} must be an http:// or https:// URL with a host, e.g. "
+                    "http://127.0.0.1:8000"
+                )
+        stripped = [url.rstrip("/") for url in urls]
+        if len(set(stripped)) != len(stripped):
+            raise ValueError("a replica is listed more than once")
+        return stripped
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """Every URL requests go to: ``urls``, or ``url`` alone."""
+        return list(self.urls) if self.urls else [self.url]
 
     @field_validator("api_key_env")
     @classmethod

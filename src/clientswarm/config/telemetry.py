@@ -8,7 +8,7 @@ come from environment variables of the service, by name, like a target's.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -19,7 +19,16 @@ Signal = Literal["metrics", "samples"]
 
 SIGNALS: tuple[Signal, ...] = ("metrics", "samples")
 
-AttributeKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$", max_length=255)]
+ATTRIBUTE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
+AttributeKey = Annotated[str, Field(pattern=ATTRIBUTE_KEY_PATTERN, max_length=255)]
+
+
+def _keys_by_name(schema: dict[str, Any], pattern: str) -> None:
+    """A mapping's schema that says every key matches ``pattern`` and every value is a string
+    (pydantic writes ``patternProperties``, which lets other keys through with any value)."""
+    schema.pop("patternProperties", None)
+    schema["propertyNames"] = {"pattern": pattern, "maxLength": 255}
+    schema["additionalProperties"] = {"type": "string"}
 
 
 class OtlpConfig(StrictModel):
@@ -34,6 +43,7 @@ class OtlpConfig(StrictModel):
     headers: dict[str, str] = Field(
         default_factory=dict,
         max_length=32,
+        json_schema_extra={"propertyNames": {"pattern": HEADER_NAME_PATTERN.pattern}},
         description="Extra HTTP headers sent as written; shown redacted by the service. Put "
         "credentials in headers_from_env instead",
     )
@@ -63,6 +73,7 @@ class OtlpConfig(StrictModel):
     resource: dict[AttributeKey, str] = Field(
         default_factory=dict,
         max_length=64,
+        json_schema_extra=lambda schema: _keys_by_name(schema, ATTRIBUTE_KEY_PATTERN),
         description="Resource attributes added to everything exported, e.g. "
         "{deployment.environment: staging}; service.name is clientswarm unless given",
     )

@@ -2,8 +2,9 @@
 
 The seam is :class:`Interaction` (``base.py``); the built-ins are ``hello`` and ``http``
 (``http.py``), ``completion``, ``chat`` and ``embedding`` (``openai.py``), ``responses``
-(``responses.py``) and ``messages`` (``messages.py``), registered in ``registry.py``.
-``sse.py`` decodes event streams, ``prompts.py`` supplies prompts and ``streaming.py``
+(``responses.py``), ``messages`` (``messages.py``) and ``transcription``
+(``transcription.py``), registered in ``registry.py``. ``sse.py`` decodes event streams,
+``prompts.py`` supplies prompts, ``media.py`` images and audio, and ``streaming.py``
 measures answers (TTFT, ITL, tokens).
 """
 

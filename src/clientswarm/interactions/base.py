@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from clientswarm.clock import Clock
 from clientswarm.config.models import TargetConfig
 from clientswarm.interactions.http1 import Http1Client
+from clientswarm.interactions.replicas import REPLICA
 from clientswarm.metrics.sample import Sample
 
 if TYPE_CHECKING:
@@ -36,6 +37,13 @@ class ClientContext:
     emit: Callable[[Sample], None]
     http1: Http1Client
     state: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The URL the request being sent goes to: the target's, or the replica chosen for it
+        when the target lists several (:mod:`clientswarm.interactions.replicas`)."""
+        replica = REPLICA.get()
+        return self.target.url if replica is None else replica[1]
 
 
 class Interaction(Protocol):

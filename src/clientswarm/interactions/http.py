@@ -100,7 +100,7 @@ class BuiltinInteraction(ABC):
 
     def url(self, ctx: ClientContext, path: str) -> str:
         """The absolute URL of ``path`` on the context's target."""
-        return ctx.target.url + path  # TargetConfig strips the URL's trailing slash
+        return ctx.base_url + path  # TargetConfig strips the URLs' trailing slash
 
     def json_headers(self, ctx: ClientContext) -> dict[str, str]:
         """The client's headers plus JSON content headers, built once per header dict."""

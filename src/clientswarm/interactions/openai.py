@@ -6,6 +6,11 @@ the prompt (picked from the prompt source, or the arrival's own in a trace repla
 ``stream`` and, for streams, ``stream_options: {"include_usage": true}`` so the server counts
 the tokens; ``extra_body`` is merged last, so it can set vLLM options such as ``ignore_eos``
 or override anything above.
+
+A chat with images (``images``, or a dataset entry's) sends its user message's content as a
+``text`` part followed by one ``{"type": "image_url", "image_url": {"url": …}}`` part per
+image, as the OpenAI chat API defines them; synthetic images are data URLs of PNGs made once
+(:mod:`.media`), each request picking ``images.count`` of them at random.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from clientswarm.interactions.arrival import ARRIVAL_PROMPT
 from clientswarm.interactions.base import ClientContext
 from clientswarm.interactions.http import BuiltinInteraction, fail_status
 from clientswarm.interactions.http1 import Http1Client
+from clientswarm.interactions.media import ImagePool
 from clientswarm.interactions.prompts import Prompt, build_prompt_source
 from clientswarm.interactions.sse import DEFAULT_MAX_EVENT_BYTES
 from clientswarm.interactions.streaming import (
@@ -284,6 +290,7 @@ class Chat(_Generation):
     ) -> None:
         super().__init__(config, seed=seed, files=files)
         self._system_prompt = config.system_prompt
+        self.images = ImagePool(config.images, seed=seed)
 
     content_markers: ClassVar[ContentMarkers] = (
         b'"content":"',
@@ -298,6 +305,47 @@ class Chat(_Generation):
 
     def _add_prompt(self, body: dict[str, Any], prompt: Prompt) -> None:
         body["messages"] = prompt.as_messages(self._system_prompt)
+
+    def body(self, ctx: ClientContext, prompt: Prompt) -> dict[str, Any]:
+        """The request body for ``prompt``, with its images and ``images.count`` synthetic ones
+        (before ``extra_body`` is merged)."""
+        body = super().body(ctx, prompt)
+        images = self.images.for_request(prompt.images, ctx.rng)
+        if images:
+            body["messages"] = with_images(body["messages"], images)
+        return body
+
+
+def with_images(
+    messages: list[dict[str, Any]], images: tuple[str, ...], *, responses: bool = False
+) -> list[dict[str, Any]]:
+    """``messages`` with ``images`` (URLs) appended to the last user message (a string content
+    becomes a text part first); the given dicts are not changed.
+
+    Chat's parts are ``text`` and ``{"type": "image_url", "image_url": {"url": …}}``; the
+    Responses API's (``responses``) ``input_text`` and ``{"type": "input_image", "image_url": …}``.
+    """
+    text_type = "input_text" if responses else "text"
+    parts: list[dict[str, Any]] = [
+        {"type": "input_image", "image_url": url}
+        if responses
+        else {"type": "image_url", "image_url": {"url": url}}
+        for url in images
+    ]
+    out = list(messages)
+    for index in range(len(out) - 1, -1, -1):
+        message = out[index]
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            head = list(content)
+        else:
+            head = [{"type": text_type, "text": content if isinstance(content, str) else ""}]
+        out[index] = {**message, "content": head + parts}
+        return out
+    out.append({"role": "user", "content": parts})
+    return out
 
 
 class Embedding(_OpenAIInteraction):

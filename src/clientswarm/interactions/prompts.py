@@ -10,8 +10,10 @@ encode to exactly the drawn lengths and dataset prompts are counted exactly.
 Datasets are JSONL (``prompt`` or ``messages`` per line, optional ``output_tokens``),
 ShareGPT-style JSON (the first human turn; the answer after it sets the output length) or CSV
 (``column`` holds the prompt, ``output_tokens_column`` the output length; ``.tsv`` is
-tab-separated). A bad file gives one problem per bad line or entry, at most
-:data:`_MAX_PROBLEMS` of them and then how many more there are.
+tab-separated). An entry may name images (a JSONL ``image`` field, a string or a list of
+strings; a CSV ``image_column``): paths, read once into data URLs, or URLs. A bad file gives
+one problem per bad line or entry, at most :data:`_MAX_PROBLEMS` of them and then how many more
+there are.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Prompt:
     prefix: str | None = None
     """The start of ``text`` (before one space) that every prompt of its ``shared_prefix``
     group has, byte for byte; None for the other sources."""
+    images: tuple[str, ...] = ()
+    """A dataset entry's images, each an ``http(s)`` or data URL (files are read into data
+    URLs when the dataset is loaded); chat sends them as ``image_url`` parts."""
 
     def as_text(self) -> str:
         """The prompt as one string (chat messages' text contents joined by newlines)."""
@@ -222,9 +227,14 @@ def load_dataset(
         fmt = config.format if config.format != "auto" else _sniff_format(path)
         # By value, not by fields set: a worker gets the config back from its JSON, defaults
         # and all.
-        if fmt != "csv" and (config.column != "prompt" or config.output_tokens_column):
+        if fmt != "csv" and (
+            config.column != "prompt" or config.output_tokens_column or config.image_column
+        ):
             raise _DatasetProblems(
-                [f"column and output_tokens_column apply to CSV files only, not {fmt}"]
+                [
+                    "column, output_tokens_column and image_column apply to CSV files only, "
+                    f"not {fmt}"
+                ]
             )
         if fmt == "csv":
             rows = _read_csv(path, config)
@@ -238,7 +248,25 @@ def load_dataset(
         raise ConfigError(exc.problems, source) from None
     if not rows:
         raise ConfigError(["no prompts in the file"], source)
+    if any(row.images for row in rows):
+        rows = _with_images_read(rows, files, source)
     return _count_tokens(rows, counter or WordCounter())
+
+
+def _with_images_read(rows: list[_Row], files: FileScope, source: str) -> list[_Row]:
+    """The rows with their image paths read into data URLs (each file once)."""
+    from dataclasses import replace
+
+    from clientswarm.interactions.media import image_reference
+
+    cache: dict[str, str] = {}
+    try:
+        return [
+            replace(row, images=tuple(image_reference(i, files, cache) for i in row.images))
+            for row in rows
+        ]
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source) from None
 
 
 class _DatasetProblems(Exception):
@@ -268,6 +296,7 @@ class _Row:
     output_tokens: int | None = None
     answer: str | None = None  # ShareGPT: the answer whose length is the output length
     later_turns: tuple[str, ...] = ()  # ShareGPT: the human turns after the first
+    images: tuple[str, ...] = ()  # paths or URLs, then (once read) URLs
 
     def input_texts(self) -> list[str]:
         if self.text is not None:
@@ -298,6 +327,7 @@ def _count_tokens(rows: list[_Row], counter: TokenCounter) -> list[Prompt]:
                 input_tokens=sum(counts[start:end]),
                 output_tokens=output_tokens,
                 later_turns=row.later_turns,
+                images=row.images,
             )
         )
         start = end
@@ -393,20 +423,33 @@ def _jsonl_row(entry: Any) -> _Row:
         raise ValueError(
             f"output_tokens must be a positive integer, got {_described(output_tokens)}"
         )
+    images = _jsonl_images(entry.get("image"))
     if "prompt" in entry:
         prompt = entry["prompt"]
         if not isinstance(prompt, str):
             raise ValueError(f'"prompt" must be a string, got {_json_kind(prompt)}')
         if not prompt.strip():
             raise ValueError('"prompt" is empty')
-        return _Row(text=prompt, output_tokens=output_tokens)
+        return _Row(text=prompt, output_tokens=output_tokens, images=images)
     if "messages" in entry:
         messages = entry["messages"]
         if not isinstance(messages, list) or not messages:
             raise ValueError('"messages" must be a non-empty list of chat messages')
         checked = tuple(_check_message(m, i) for i, m in enumerate(messages))
-        return _Row(messages=checked, output_tokens=output_tokens)
+        return _Row(messages=checked, output_tokens=output_tokens, images=images)
     raise ValueError('needs "prompt" or "messages"')
+
+
+def _jsonl_images(value: Any) -> tuple[str, ...]:
+    """A JSONL line's ``image``: a path or URL, or a list of them."""
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ValueError(
+            f'"image" must be a path or URL, or a list of them, got {_json_kind(value)}'
+        )
+    return tuple(v.strip() for v in values)
 
 
 def _check_message(message: Any, index: int) -> Message:
@@ -494,6 +537,7 @@ def _read_csv(path: Path, config: DatasetPrompts) -> list[_Row]:
         try:
             header = _csv_header(reader)
             column, out_column = _csv_columns(header, config)
+            image_at = header.index(config.image_column) if config.image_column else None
             while config.limit is None or len(rows) < config.limit:
                 lineno = reader.line_num + 1  # where the row starts: a cell may span lines
                 cells = next(reader, None)
@@ -502,7 +546,7 @@ def _read_csv(path: Path, config: DatasetPrompts) -> list[_Row]:
                 if not any(c.strip() for c in cells):
                     continue  # a blank line, or only separators
                 try:
-                    rows.append(_csv_row(cells, column, out_column, config))
+                    rows.append(_csv_row(cells, column, out_column, config, image_at))
                 except ValueError as exc:
                     problems.add(f"line {lineno}: {exc}")
         except csv.Error as exc:
@@ -520,7 +564,11 @@ def _csv_header(reader: Iterator[list[str]]) -> list[str]:
 
 def _csv_columns(header: list[str], config: DatasetPrompts) -> tuple[int, int | None]:
     """Where the prompt and output-length columns are; a missing one lists the columns."""
-    wanted = {"column": config.column, "output_tokens_column": config.output_tokens_column}
+    wanted = {
+        "column": config.column,
+        "output_tokens_column": config.output_tokens_column,
+        "image_column": config.image_column,
+    }
     missing = [
         f'no column "{name}" (set by {field})'
         for field, name in wanted.items()
@@ -533,7 +581,13 @@ def _csv_columns(header: list[str], config: DatasetPrompts) -> tuple[int, int | 
     return header.index(config.column), header.index(out) if out is not None else None
 
 
-def _csv_row(cells: list[str], column: int, out_column: int | None, config: DatasetPrompts) -> _Row:
+def _csv_row(
+    cells: list[str],
+    column: int,
+    out_column: int | None,
+    config: DatasetPrompts,
+    image_at: int | None = None,
+) -> _Row:
     text = cells[column] if column < len(cells) else ""
     if not text.strip():
         raise ValueError(f'the "{config.column}" cell is empty')
@@ -546,4 +600,8 @@ def _csv_row(cells: list[str], column: int, out_column: int | None, config: Data
                 got = "a whole number below 1" if _INTEGER.fullmatch(cell) else "other text"
                 raise ValueError(f'"{name}" must be a positive integer, got {got}')
             output_tokens = int(cell)
-    return _Row(text=text, output_tokens=output_tokens)
+    images: tuple[str, ...] = ()
+    if image_at is not None:
+        cell = cells[image_at].strip() if image_at < len(cells) else ""
+        images = (cell,) if cell else ()
+    return _Row(text=text, output_tokens=output_tokens, images=images)

@@ -20,6 +20,7 @@ from clientswarm.interactions.journeys import UserInteraction
 from clientswarm.interactions.messages import Messages
 from clientswarm.interactions.openai import Chat, Completion, Embedding
 from clientswarm.interactions.responses import Responses
+from clientswarm.interactions.transcription import Transcription
 from clientswarm.load.trace import replayed
 from clientswarm.load.vary import (
     VariantKey,
@@ -37,6 +38,7 @@ BUILTIN_INTERACTIONS: dict[str, type[BuiltinInteraction] | type[Conversation]] =
     "messages": Messages,
     "embedding": Embedding,
     "conversation": Conversation,
+    "transcription": Transcription,
 }
 """Every pre-built interaction class, by the ``kind`` its configuration names."""
 

@@ -2,7 +2,9 @@
 
 Request: ``model``, ``input`` (the prompt's text, or a dataset entry's messages as input items),
 ``instructions`` (the system prompt), ``max_output_tokens``, ``stream`` and ``store: false``
-(a load test keeps nothing on the server; ``extra_body`` may say otherwise).
+(a load test keeps nothing on the server; ``extra_body`` may say otherwise). With images
+(``images``, or a dataset entry's) ``input`` is the user message as ``input_text`` and
+``input_image`` parts.
 
 A stream is a sequence of typed events, each ``event: <type>`` and ``data: {"type": …}``; the
 data's ``type`` decides (:func:`read_responses_event`):
@@ -24,7 +26,8 @@ from typing import Any, ClassVar
 from clientswarm.config.interactions import ResponsesInteraction
 from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.base import ClientContext
-from clientswarm.interactions.openai import _Generation
+from clientswarm.interactions.media import ImagePool
+from clientswarm.interactions.openai import _Generation, with_images
 from clientswarm.interactions.prompts import Prompt
 from clientswarm.interactions.streaming import (
     ChunkRead,
@@ -172,6 +175,7 @@ class Responses(_Generation):
     ) -> None:
         super().__init__(config, seed=seed, files=files)
         self._instructions = config.system_prompt
+        self.images = ImagePool(config.images, seed=seed)
         self.event_rules = read_responses_event
         self.answer_check = check_responses_answer
 
@@ -184,6 +188,9 @@ class Responses(_Generation):
         input_: str | list[Any] = (
             prompt.as_text() if prompt.messages is None else list(prompt.as_messages())
         )
+        images = self.images.for_request(prompt.images, ctx.rng)
+        if images:
+            input_ = with_images(prompt.as_messages(), images, responses=True)
         return responses_request(
             self._model or ctx.target.model,
             input_,

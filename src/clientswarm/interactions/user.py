@@ -150,7 +150,7 @@ class TargetHttp:
         """The absolute URL of ``path`` on the target."""
         if path.startswith(("http://", "https://")):
             return path
-        return self._ctx.target.url + (path if path.startswith("/") else "/" + path)
+        return self._ctx.base_url + (path if path.startswith("/") else "/" + path)
 
     async def request(
         self,

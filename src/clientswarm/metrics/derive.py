@@ -219,10 +219,11 @@ def _gaps_of(d: Derived, rows: I64, every: bool) -> F64:
     return d.itl_s[np.repeat(keep, d.itl_counts)]
 
 
-PartKey = tuple[str, str, str | None, int | None]
-"""``(target, group, None, stage)`` for a group's interactions of one load stage (the
-sample's ``stage``), ``(target, group, step name, None)`` for one of its steps (steps are not
-split by stage)."""
+PartKey = tuple[str, str, str | None, int | None, int]
+"""``(target, group, None, stage, replica)`` for a group's interactions of one load stage (the
+sample's ``stage``) sent to one replica of the target (``replica``, 0 for a target with one
+URL), ``(target, group, step name, None, 0)`` for one of its steps (steps are split neither by
+stage nor by replica)."""
 
 Parts = dict[PartKey, Measured]
 """What the interactions of each group and stage, and each step of each group, by target,
@@ -234,20 +235,25 @@ def split_rows(cols: SampleColumns) -> dict[PartKey, I64 | None]:
     """The rows of each part (:data:`PartKey`), in order of first appearance; None for every
     row when they all are one group's interactions of one stage, to one target."""
     groups, steps, targets = cols.columns["group"], cols.columns["step"], cols.columns["target"]
-    stages = cols.columns["stage"]
+    stages, replicas = cols.columns["stage"], cols.columns["replica"]
     n = len(groups)
     if (
         not any(steps)
         and groups.count(groups[0]) == n
         and targets.count(targets[0]) == n
         and stages.count(stages[0]) == n
+        and replicas.count(replicas[0]) == n
     ):
-        return {(targets[0], groups[0], None, int(stages[0] or 0)): None}
+        return {(targets[0], groups[0], None, int(stages[0] or 0), int(replicas[0] or 0)): None}
     names = cols.columns["name"]
     rows: dict[PartKey, list[int]] = {}
-    every = zip(targets, groups, steps, names, stages, strict=True)
-    for i, (target, group, step, name, stage) in enumerate(every):
-        key = (target, group, name, None) if step else (target, group, None, int(stage or 0))
+    every = zip(targets, groups, steps, names, stages, replicas, strict=True)
+    for i, (target, group, step, name, stage, replica) in enumerate(every):
+        key: PartKey = (
+            (target, group, name, None, 0)
+            if step
+            else (target, group, None, int(stage or 0), int(replica or 0))
+        )
         rows.setdefault(key, []).append(i)
     return {key: np.array(index, dtype=np.int64) for key, index in rows.items()}
 

@@ -233,7 +233,7 @@ class LiveStats:
         tallies: dict[str, Tally] = {}
         step_tallies: dict[str, dict[str, Tally]] = {}
         targets: dict[str, str] = {}
-        for (target, group, step, _stage), m in parts.items():
+        for (target, group, step, _stage, _replica), m in parts.items():
             targets.setdefault(group, target)
             t = Tally.of(m)
             if step is None:

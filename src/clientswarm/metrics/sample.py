@@ -82,6 +82,9 @@ class Sample:
     #: ``targets``; :data:`~clientswarm.config.models.DEFAULT_TARGET` for the one ``target:``).
     #: The worker sets it on every sample its client emits, whatever the interaction built.
     target: Annotated[str, Stored(max_length=255)] = DEFAULT_TARGET
+    #: Which of the target's replicas (its ``urls``, by index) the request went to; 0 for a
+    #: target with one URL. Set by the worker, like ``target``.
+    replica: Annotated[int, INT32] = 0
 
     @property
     def ok(self) -> bool:

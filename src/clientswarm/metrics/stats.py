@@ -219,7 +219,7 @@ class ClusterStatistics:
         self._lock = threading.Lock()
         self._memory_values, self._spool_dir = memory_values, spool_dir
         self._groups: dict[str, None] = dict.fromkeys(group_order)  # ordered, values unused
-        self._cells: dict[_Key, _Accumulated] = {}  # (target, group, stage)
+        self._cells: dict[_Key, _Accumulated] = {}  # (target, group, stage, replica)
         self._steps: dict[str, dict[str, _Accumulated]] = {}
 
     def _new(self) -> _Accumulated:
@@ -239,10 +239,10 @@ class ClusterStatistics:
         """Take what a batch of ``count`` samples adds, made with this ``slo``."""
         with self._lock:
             self.samples += count
-            for (target, group, step, stage), m in parts.items():
+            for (target, group, step, stage, replica), m in parts.items():
                 self._groups.setdefault(group, None)
                 if step is None:
-                    key = (target, group, stage or 0)
+                    key = (target, group, stage or 0, replica)
                     acc = self._cells.get(key)
                     if acc is None:
                         self._retire_stages(target, group)
@@ -259,7 +259,7 @@ class ClusterStatistics:
         """A group's next load stage started: its earlier stages' values (which hardly grow
         any more) go to their files, so that a sweep of many stages holds in memory about what
         one stage does. Small ones stay (a file each would cost more than they do)."""
-        for (t, g, _), acc in self._cells.items():
+        for (t, g, _, _), acc in self._cells.items():
             if t == target and g == group:
                 for values in acc.values.values():
                     if values.in_memory > self._memory_values // 16:
@@ -273,8 +273,13 @@ class ClusterStatistics:
         extra_warnings: Iterable[str] = (),
         target_order: Sequence[str] = (),
         stage_plans: Mapping[str, Sequence[StagePlan]] | None = None,
+        replica_urls: Mapping[str, Sequence[str]] | None = None,
     ) -> Summary:
         """The summary of every sample added (the module docstring's definitions).
+
+        ``replica_urls``: the URLs of each target with replicas (``target.urls``); each gets
+        the Stats of every replica in ``replicas``, by URL (a target not named there but whose
+        samples went to several replicas gets them by index).
 
         ``extra_warnings`` (e.g. worker event-loop lag) are reported and mark the run as not
         trustworthy, as does a p99 schedule lag above ``lag_bound_s`` in any group. Targets
@@ -289,6 +294,7 @@ class ClusterStatistics:
             by_target = {
                 t: Stats(**cells.stats([k for k in self._cells if k[0] == t])) for t in targets
             }
+            replicas = _replica_stats(cells, list(self._cells), targets, replica_urls or {})
             groups = {}
             for g in self._groups:
                 keys = [k for k in self._cells if k[1] == g]
@@ -314,6 +320,7 @@ class ClusterStatistics:
             total=total,
             groups={name: GroupStats(**stats) for name, stats in groups.items()},
             targets=by_target,
+            replicas=replicas,
             warnings=untrusted + notes,
             trustworthy=not untrusted,
             slo=None if self.slo is None else self.slo.model_dump(exclude_none=True),
@@ -330,8 +337,31 @@ class ClusterStatistics:
                     acc.close()
 
 
-_Key = tuple[str, str, int]
-"""A cell: ``(target, group, stage)``."""
+_Key = tuple[str, str, int, int]
+"""A cell: ``(target, group, stage, replica)``."""
+
+
+def _replica_stats(
+    cells: _Cells,
+    keys: Sequence[_Key],
+    targets: Iterable[str],
+    replica_urls: Mapping[str, Sequence[str]],
+) -> dict[str, dict[str, Stats]]:
+    """Each replicated target's Stats per replica, by URL (by index where none is known)."""
+    out: dict[str, dict[str, Stats]] = {}
+    for t in targets:
+        urls = list(replica_urls.get(t) or ())
+        seen = sorted({k[3] for k in keys if k[0] == t})
+        if len(urls) < 2 and len(seen) < 2:
+            continue
+        indices = range(len(urls)) if urls else seen
+        out[t] = {
+            (urls[i] if i < len(urls) else str(i)): Stats(
+                **cells.stats([k for k in keys if k[0] == t and k[3] == i])
+            )
+            for i in indices
+        }
+    return out
 
 
 def _stage_stats(cells: _Cells, keys: Sequence[_Key], plan: StagePlan) -> StageStats:

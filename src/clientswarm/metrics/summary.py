@@ -255,6 +255,9 @@ class Summary(BaseModel):
     groups: dict[str, GroupStats]
     targets: dict[str, Stats]
     """The Stats of each target's samples (interactions, like ``total``), by target name."""
+    replicas: dict[str, dict[str, Stats]] = {}
+    """For each target with replicas (``target.urls``), the Stats of each replica's samples,
+    by URL, beside the target's whole in ``targets``."""
     thresholds: list[ThresholdResult] = []
     """Every threshold of the configuration, in its order (total's first, then each group's)."""
     warnings: list[str]

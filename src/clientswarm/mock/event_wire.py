@@ -2,7 +2,8 @@
 
 Token accounting is chat's (:mod:`clientswarm.mock.wire`): a prompt token is one word of the
 instructions or system text and of every message's content, in that order, so the same prompt
-costs the same tokens (and hits the same prefix cache) through any of the three APIs.
+costs the same tokens (and hits the same prefix cache) through any of the three APIs; a
+Responses ``input_image`` part counts as chat's ``image_url`` (:mod:`clientswarm.mock.media`).
 
 Streams are typed events, each ``event: <type>`` and ``data: {"type": <type>, …}``, shaped as
 vLLM sends them:
@@ -21,12 +22,14 @@ vLLM sends them:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import Any, Protocol
 
 import orjson
 
+from clientswarm.mock.media import image_words
 from clientswarm.mock.wire import GenerationRequest, InvalidRequest, _message_text, _positive_int
 
 
@@ -85,7 +88,12 @@ def parse_responses(raw: bytes) -> GenerationRequest:
     else:
         raise InvalidRequest("input must be a string or a non-empty list of input items", "input")
     texts = [_text(body.get("instructions"), "instructions"), *items]
-    return _request("responses", body, texts, _positive_int(body, "max_output_tokens"))
+    spec = _request("responses", body, texts, _positive_int(body, "max_output_tokens"))
+    images = image_words(input_) if isinstance(input_, list) else ()
+    if not images:
+        return spec
+    words = spec.prompt_words + images
+    return dataclasses.replace(spec, prompt_words=words, prompt_tokens=len(words))
 
 
 def parse_messages(raw: bytes) -> GenerationRequest:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from clientswarm.mock.audio import transcriptions
 from clientswarm.mock.embeddings import embeddings
 from clientswarm.mock.event_api import messages, responses
 from clientswarm.mock.metrics import PROMETHEUS_CONTENT_TYPE
@@ -76,6 +77,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/", hello)

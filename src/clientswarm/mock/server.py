@@ -10,13 +10,16 @@ from clientswarm.mock.routes import add_routes, count_requests
 from clientswarm.mock.settings import MockSettings
 from clientswarm.mock.state import STATE_KEY, MockState
 
+MAX_REQUEST_BYTES = 256 << 20
+"""The largest request body the mock reads (aiohttp's default, 1 MiB, is less than one chat
+request with a 512 x 512 image or one transcription of a minute of audio)."""
 SHUTDOWN_TIMEOUT_S = 1.0
 """How long closing waits for handlers other than generation ones (those are cut at once)."""
 
 
 def create_app(settings: MockSettings | None = None) -> web.Application:
     """The aiohttp application of a mock target with ``settings`` (defaults when ``None``)."""
-    app = web.Application(middlewares=[count_requests])
+    app = web.Application(middlewares=[count_requests], client_max_size=MAX_REQUEST_BYTES)
     app[STATE_KEY] = MockState(settings or MockSettings())
     add_routes(app)
     return app

@@ -1,7 +1,8 @@
 """The OpenAI/vLLM wire format, as pure functions: parse a request body, build response bytes.
 
 Token accounting of the mock: a prompt token is one whitespace-separated word (chat: the words of
-every message's content); output token ``i`` is the word ``tok{i}`` followed by a space.
+every message's content, and an image part's tokens by :mod:`.media`); output token ``i`` is the
+word ``tok{i}`` followed by a space.
 
 Tool calls (chat only), like vLLM's OpenAI server with a tool parser: a request with a non-empty
 ``tools`` list whose ``tool_choice`` is not ``"none"`` and whose last message is not a ``tool``
@@ -23,9 +24,11 @@ from typing import Any, Literal
 import orjson
 
 from clientswarm.errors import ClientswarmError
+from clientswarm.mock.media import image_words
 
-Endpoint = Literal["completion", "chat", "responses", "messages"]
-"""Which generation endpoint a request came to (the last two: :mod:`.event_wire`)."""
+Endpoint = Literal["completion", "chat", "responses", "messages", "transcription"]
+"""Which generation endpoint a request came to (responses and messages: :mod:`.event_wire`;
+transcription: :mod:`.audio`)."""
 
 DONE_EVENT = b"data: [DONE]\n\n"
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -261,7 +264,7 @@ def parse_generation(endpoint: Endpoint, raw: bytes) -> GenerationRequest:
             raise InvalidRequest("messages must be a non-empty list", "messages")
         _check_messages(messages)
         text = " ".join(_message_text(m.get("content")) for m in messages if isinstance(m, dict))
-        words = tuple(text.split())
+        words = tuple(text.split()) + image_words(messages)
         max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(
             body, "max_tokens"
         )

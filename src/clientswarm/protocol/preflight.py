@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from clientswarm.config.models import ClusterConfig, TargetConfig
 
 OPENAI_KINDS = frozenset(
-    {"completion", "chat", "responses", "messages", "embedding", "conversation"}
+    {"completion", "chat", "responses", "messages", "embedding", "conversation", "transcription"}
 )
 """The interactions that speak the OpenAI API (or the Messages API, which vLLM serves beside
 it): their targets are asked ``GET /v1/models``."""

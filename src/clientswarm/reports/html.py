@@ -108,13 +108,21 @@ def _throughput_row(label: str, group: str, stage: str, stats: Mapping[str, Any]
 
 
 def _blocks(summary: Mapping[str, Any]) -> list[tuple[str, str, str, Mapping[str, Any]]]:
-    """(label, group, stage, stats) for each group, each of its stages, then the total."""
+    """(label, group, stage, stats) for each group, each of its stages, the targets side by
+    side (when several, or with replicas: each replica after its target), then the total."""
     groups: Mapping[str, Mapping[str, Any]] = summary.get("groups") or {}
     blocks: list[tuple[str, str, str, Mapping[str, Any]]] = []
     for name, stats in groups.items():
         blocks.append((name, name, "", stats))
         for k, stage in enumerate(stats.get("stages") or []):
             blocks.append((_stage_label(name, str(k), stage), name, str(k), stage))
+    targets: Mapping[str, Mapping[str, Any]] = summary.get("targets") or {}
+    replicas: Mapping[str, Mapping[str, Any]] = summary.get("replicas") or {}
+    for name, stats in targets.items():
+        if len(targets) > 1 or name in replicas:
+            blocks.append((f"target {name}", "", "", stats))
+        for url, replica in (replicas.get(name) or {}).items():
+            blocks.append((f"· replica {url}", "", "", replica))
     if len(groups) != 1:
         blocks.append(("total", "", "", summary.get("total") or {}))
     return blocks

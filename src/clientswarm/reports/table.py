@@ -45,7 +45,7 @@ def render_summary(summary: Mapping[str, Any], console: Console) -> None:
     """Print the summary of one cluster (the summary.json shape) on ``console``."""
     groups: Mapping[str, Mapping[str, Any]] = summary.get("groups", {})
     total: Mapping[str, Any] = summary.get("total", {})
-    targets: Mapping[str, Mapping[str, Any]] = summary.get("targets", {})
+    targets = _target_rows(summary.get("targets", {}), summary.get("replicas") or {})
     console.print(_title(summary.get("cluster", {})))
     console.print(throughput_table(groups, total, targets))
     short = short_rates_line(_throughput_rows(groups, total, targets))
@@ -286,16 +286,38 @@ def _step_label(step: str) -> str:
     return f"  ↳ {step}"
 
 
+def _target_rows(
+    targets: Mapping[str, Mapping[str, Any]], replicas: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Mapping[str, Any]]:
+    """The rows of targets and replicas, by label: each target when there are several or it
+    has replicas (``target NAME``), then each of its replicas (``· replica URL``)."""
+    rows: dict[str, Mapping[str, Any]] = {}
+    for name, stats in targets.items():
+        if len(targets) > 1 or name in replicas:
+            rows[f"target {name}"] = stats
+        for url, replica_stats in (replicas.get(name) or {}).items():
+            rows[f"  · replica {url}"] = replica_stats
+    return rows
+
+
 def _shown_targets(
     targets: Mapping[str, Mapping[str, Any]] | None,
 ) -> Mapping[str, Mapping[str, Any]]:
-    """The targets that get rows: none unless there are several."""
-    return targets if targets is not None and len(targets) > 1 else {}
+    """The target rows, by label: :func:`_target_rows`' when given those, else the targets
+    themselves when there are several."""
+    if not targets:
+        return {}
+    if all(label.startswith(_ROW_PREFIXES) for label in targets):
+        return targets
+    return {f"target {name}": stats for name, stats in targets.items()} if len(targets) > 1 else {}
 
 
-def _target_label(target: str) -> str:
-    """A target's row label."""
-    return f"target {target}"
+_ROW_PREFIXES = ("target ", "  · replica ")
+
+
+def _target_label(label: str) -> str:
+    """A target's (or replica's) row label."""
+    return label
 
 
 def _title(cluster: Mapping[str, Any]) -> Text:

@@ -93,7 +93,7 @@ class AdaptiveRun:
         }
         with self._lock:
             for name, tallies in self._tallies.items():
-                for (_, group, step, stage), m in own.get(name, parts).items():
+                for (_, group, step, stage, _), m in own.get(name, parts).items():
                     if group != name or step is not None:
                         continue
                     tally = tallies.setdefault(stage or 0, StageTally())

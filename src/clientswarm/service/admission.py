@@ -127,12 +127,20 @@ def _target_problems(config: ClusterConfig, policy: OperatorPolicy) -> list[str]
     several = config.target is None
     for name, target in config.target_map().items():
         where = f"targets.{name}" if several else "target"
-        if policy.targets is not None and not policy.targets.allows(target.url):
-            problems.append(
-                f"{where}.url: {target.url!r} is not a target this service may load-test "
-                f"(allowed: {policy.targets}); use one of those, or "
-                + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
+        replicas = (
+            [("url", target.url)]
+            if not target.urls
+            else list(
+                zip([f"urls[{i}]" for i in range(len(target.urls))], target.urls, strict=True)
             )
+        )
+        for field, url in replicas:
+            if policy.targets is not None and not policy.targets.allows(url):
+                problems.append(
+                    f"{where}.{field}: {url!r} is not a target this service may load-test "
+                    f"(allowed: {policy.targets}); use one of those, or "
+                    + ASK.format(flag="--allow-target HOST[:PORT]|CIDR")
+                )
         for index, url in enumerate(target.metrics.urls if target.metrics.enabled else []):
             # The service may fetch these itself: the same hosts as the targets, no others.
             if policy.targets is not None and not policy.targets.allows(url):

@@ -64,6 +64,9 @@ def cluster_summary(
         ended_at=record.finished_at,
     )
     targets = list(config.target_map())
+    replica_urls = {
+        name: t.replica_urls for name, t in config.target_map().items() if t.urls is not None
+    }
     plans = {g.name: stage_plans(g, config.warmup_s) for g in config.groups}
     adaptive = AdaptiveRun.of(config)
     if adaptive is not None:
@@ -71,7 +74,11 @@ def cluster_summary(
         plans.update(adaptive.plans())
     if samples and fed is not None and fed.samples == store.count_samples(record.id):
         summary = fed.summary(
-            cluster, extra_warnings=warnings, target_order=targets, stage_plans=plans
+            cluster,
+            extra_warnings=warnings,
+            target_order=targets,
+            stage_plans=plans,
+            replica_urls=replica_urls,
         )
     else:
         order = [g.name for g in config.groups]
@@ -79,7 +86,11 @@ def cluster_summary(
             for columns in store.iter_columns(record.id) if samples else ():
                 streamed.add(columns)
             summary = streamed.summary(
-                cluster, extra_warnings=warnings, target_order=targets, stage_plans=plans
+                cluster,
+                extra_warnings=warnings,
+                target_order=targets,
+                stage_plans=plans,
+                replica_urls=replica_urls,
             )
     for name, (sweep, capacity) in (adaptive.results() if adaptive is not None else {}).items():
         if name in summary.groups:

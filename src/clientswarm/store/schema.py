@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
     true,
 )
 from sqlalchemy.types import TypeEngine
@@ -135,7 +136,13 @@ batches = Table(
 #: every existing store unusable for the sake of one label: rows written before it read as
 #: ``default``, the name of the one target of a ``target:`` configuration (``targets:``, the
 #: only way to name others, came just before the column, in the same unreleased version).
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("samples", "step"), ("samples", "target"))
+#: ``samples.replica`` likewise: rows written before it read as replica 0, the one URL of a
+#: target without ``urls``.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("samples", "step"),
+    ("samples", "target"),
+    ("samples", "replica"),
+)
 
 
 def _sample_type(f: SampleField) -> TypeEngine[Any]:
@@ -158,6 +165,8 @@ def sample_column(f: SampleField) -> Column[Any]:
             server_default = true() if f.default else false()
         elif isinstance(f.default, str):
             server_default = f.default
+        elif isinstance(f.default, int):
+            server_default = text(str(f.default))
         else:  # pragma: no cover - guards a field added later
             raise RuntimeError(f"added sample field {f.name} needs a server default for old rows")
     return Column(f.name, _sample_type(f), nullable=f.nullable, server_default=server_default)

@@ -43,6 +43,7 @@ from clientswarm.interactions.base import ClientContext, Interaction
 from clientswarm.interactions.http1 import Http1Client
 from clientswarm.interactions.prompts import Prompt
 from clientswarm.interactions.registry import ClusterInteractions
+from clientswarm.interactions.replicas import REPLICA, Balancer
 from clientswarm.interactions.tokenizer import load_token_counter
 from clientswarm.interactions.trace_prompts import TracePrompts
 from clientswarm.load import (
@@ -225,6 +226,11 @@ class WorkerRuntime:
         self._backoffs: dict[int, ConnectBackoff] = {}  # after connection failures, by client
         self._cancellers: dict[int, Canceller] = {}  # clients of groups with ``cancel``
         self._prefill_gates: dict[str, PrefillGate] = self._gates()
+        self._balancers: dict[str, Balancer] = {  # targets with replicas, by their first URL
+            t.url: Balancer(t.replica_urls, t.balance)
+            for t in self.config.target_map().values()
+            if t.urls is not None and len(t.urls) > 1
+        }
 
     def _gates(self) -> dict[str, PrefillGate]:
         """This worker's share of each group's ``prefill_concurrency``, by group name."""
@@ -438,6 +444,9 @@ class WorkerRuntime:
             # Here, once per sample of every interaction (built-in or user-defined): each
             # carries its group's target without the interactions knowing about targets.
             sample.target = target_name
+            replica = REPLICA.get()
+            if replica is not None:
+                sample.replica = replica[0]
             if sample.error_kind is not None:
                 relabel(sample)  # a request its group cut on purpose: client_cancel
             record(sample)
@@ -467,6 +476,11 @@ class WorkerRuntime:
             groups[ctx.group] += 1
         canceller = self._cancellers.get(ctx.client)
         gate = self._prefill_gates.get(ctx.group)
+        balancer = self._balancers.get(ctx.target.url)
+        replica_index, replica = 0, None
+        if balancer is not None:
+            replica_index = balancer.pick()
+            replica = REPLICA.set((replica_index, balancer.urls[replica_index]))
         try:
             if gate is not None:
                 await gate.perform(_Cut(canceller, interaction), ctx, at_ns)
@@ -494,6 +508,9 @@ class WorkerRuntime:
             self.in_flight -= 1
             if counted:
                 groups[ctx.group] -= 1
+            if balancer is not None and replica is not None:
+                balancer.done(replica_index)
+                REPLICA.reset(replica)
 
     async def _sleep_until(self, at_ns: int) -> None:
         await sleep_until(self.clock, at_ns)  # never early: schedule lag is >= 0
