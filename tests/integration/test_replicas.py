@@ -1,16 +1,19 @@
 """A target with replicas (``urls``): each replica receives its share, by ``round_robin`` or
 ``least_in_flight``, every sample names its replica, and the summary has each replica's
-statistics beside the target's."""
+statistics beside the target's. Two targets under one load, compared side by side
+(``compare DIR@a DIR@b``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from scripted_server import Script, ScriptedServer, chat_stream
 
-from service_process import run_cli_async, samples_jsonl
+from service_process import CLI, run_cli_async, samples_jsonl
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,3 +92,43 @@ async def test_least_in_flight_sends_more_to_the_faster_replica(tmp_path: Path) 
     summary = json.loads((out / "summary.json").read_text())
     stats = summary["replicas"]["default"]
     assert stats[slow.url]["ttft_s"]["p50"] > stats[fast.url]["ttft_s"]["p50"] + 0.3
+
+
+def compare(*args: str) -> subprocess.CompletedProcess[str]:
+    """``clientswarm compare ARGS`` (a blocking call: run it in a thread from a test)."""
+    return subprocess.run([CLI, "compare", *args], capture_output=True, text=True, timeout=60)
+
+
+async def test_two_targets_under_one_load_compare_side_by_side(tmp_path: Path) -> None:
+    a, b = await replicas(0.01, 0.08)
+    group = (
+        "  - name: chat-{t}\n"
+        "    target: {t}\n"
+        "    clients: 2\n"
+        "    interaction: {{kind: chat, stream: true, max_tokens: 2}}\n"
+        "    load: {{kind: open, rate: 20, arrival: constant}}\n"
+        "    stop: {{duration_s: 1.5}}\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: a-b\n"
+        f"targets: {{a: {{url: '{a.url}', model: m}}, b: {{url: '{b.url}', model: m}}}}\n"
+        "warmup_s: 0\n"
+        "groups:\n" + group.format(t="a") + group.format(t="b")
+    )
+    out = tmp_path / "out"
+    code, _, stderr = await run_cli_async(tmp_path / "c.yaml", out)
+    for server in (a, b):
+        await server.close()
+    assert code == 0, stderr[-2000:]
+    assert chats(a) == chats(b) == 30  # the same load on both, at the same time
+    done = await asyncio.to_thread(compare, f"{out}@a", f"{out}@b", "--json")
+    assert done.returncode == 0, done.stderr
+    comparison = json.loads(done.stdout)
+    (part,) = comparison["parts"]
+    assert part["group"] == "target"
+    ttft = next(row for row in part["latency"] if row["metric"] == "ttft_s.p50")
+    assert ttft["changes"][0]["verdict"].startswith("B slower")
+    rates = next(row for row in part["rates"] if row["metric"] == "request_rate")
+    assert rates["values"][0] == pytest.approx(rates["values"][1], rel=0.1)
+    wrong = await asyncio.to_thread(compare, f"{out}@a", f"{out}@c")
+    assert wrong.returncode == 2 and "no target 'c'; its targets: a, b" in wrong.stderr

@@ -21,6 +21,7 @@ relative to the baseline, or a plain number, a difference in the statistic's own
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -94,6 +95,22 @@ class SampleValues:
     e2e_s: np.ndarray
     itl_counts: np.ndarray
     itl_values: np.ndarray
+    target: np.ndarray | None = None
+    """Each sample's target (None: files written before samples named it: all ``default``)."""
+
+    def of_target(self, name: str) -> SampleValues:
+        """The samples of target ``name`` only, as one group named :data:`TARGET_GROUP`."""
+        mine = (
+            np.full(len(self.ok), name == "default", dtype=np.bool_)
+            if self.target is None
+            else np.asarray(self.target == name, dtype=np.bool_)
+        )
+        return dataclasses.replace(
+            self,
+            group=np.full(len(self.ok), TARGET_GROUP, dtype=object),
+            stage=np.zeros(len(self.ok), dtype=np.int64),
+            ok=self.ok & mine,
+        )
 
     def values(self, metric: str, group: str | None, stage: int | None = None) -> np.ndarray:
         """The values of ``metric`` of the measured samples of ``group`` (every group: None),
@@ -123,6 +140,7 @@ def _truthy(value: Any) -> bool:
 
 def _from_rows(rows: Iterable[Mapping[str, Any]], itl_text: bool) -> SampleValues:
     group: list[str] = []
+    target: list[str] = []
     stage: list[int] = []
     ok: list[bool] = []
     ttft: list[float] = []
@@ -139,6 +157,7 @@ def _from_rows(rows: Iterable[Mapping[str, Any]], itl_text: bool) -> SampleValue
             or row.get("error_kind") == "cancelled"
         )
         group.append(str(row.get("group")))
+        target.append(str(row.get("target") or "default"))
         stage.append(int(row.get("stage") or 0))
         ok.append(kept and row.get("status") == "ok")
         ttft.append(_float(row.get("ttft_s")))
@@ -155,6 +174,7 @@ def _from_rows(rows: Iterable[Mapping[str, Any]], itl_text: bool) -> SampleValue
         e2e_s=np.array(e2e, dtype=np.float64),
         itl_counts=np.array(counts, dtype=np.int64),
         itl_values=np.array(gaps, dtype=np.float64),
+        target=np.array(target, dtype=object),
     )
 
 
@@ -190,7 +210,8 @@ def _parquet_values(path: Path) -> SampleValues:
     if not needed <= present:
         missing = ", ".join(sorted(needed - present))
         raise ConfigError([f"{path}: not a samples file of clientswarm (no {missing})"])
-    wanted = [*needed, *(c for c in ("stage", "warmup", "step", "error_kind") if c in present)]
+    optional = ("stage", "warmup", "step", "error_kind", "target")
+    wanted = [*needed, *(c for c in optional if c in present)]
     table = parquet.read(columns=wanted)
     n = table.num_rows
 
@@ -219,6 +240,7 @@ def _parquet_values(path: Path) -> SampleValues:
         e2e_s=np.asarray(table.column("e2e_s").to_numpy(zero_copy_only=False), dtype=float),
         itl_counts=np.asarray(pc.list_value_length(itl).fill_null(0).to_numpy(), dtype=np.int64),
         itl_values=np.asarray(itl.flatten().to_numpy(zero_copy_only=False), dtype=float),
+        target=column("target").astype(object) if "target" in present else None,
     )
 
 
@@ -269,6 +291,40 @@ def _read_summary(path: Path, ref: str) -> dict[str, Any]:
     if not isinstance(summary, dict) or not isinstance(summary.get("groups"), dict):
         raise ConfigError([f"{ref}: {path.name} is not a clientswarm summary (no groups)"])
     return summary
+
+
+TARGET_GROUP = "target"
+"""The one group of a run's target compared alone (``DIR@NAME``)."""
+
+
+def split_target(ref: str) -> tuple[str, str | None]:
+    """``DIR@NAME`` → (``DIR``, ``NAME``): one target of a run, compared alone; else
+    (``ref``, None). A path that exists as written is never split."""
+    head, sep, name = ref.rpartition("@")
+    if not sep or not head or not name or Path(ref).exists() or "/" in name:
+        return ref, None
+    return head, name
+
+
+def target_view(run: RunResult, name: str) -> RunResult:
+    """One target of ``run`` as a run of its own: its Stats as the one group
+    :data:`TARGET_GROUP` and the total, its samples only. ConfigError naming the run's
+    targets when it has no such one."""
+    targets: Mapping[str, Any] = run.summary.get("targets") or {}
+    if name not in targets:
+        raise ConfigError(
+            [f"{run.source}: no target {name!r}; its targets: {', '.join(targets) or 'none'}"]
+        )
+    cluster = {**(run.summary.get("cluster") or {})}
+    cluster["name"] = f"{cluster.get('name', '?')} target {name}"
+    summary = {
+        **run.summary,
+        "cluster": cluster,
+        "groups": {TARGET_GROUP: targets[name]},
+        "total": targets[name],
+    }
+    samples = None if run.samples is None else run.samples.of_target(name)
+    return RunResult(run.label, f"{run.source}@{name}", summary, samples, None)
 
 
 def load_directory(label: str, ref: str, directory: Path) -> RunResult:

@@ -27,6 +27,8 @@ from clientswarm.reports.compare import (
     parse_min_effect,
     read_sample_values,
     render_comparison,
+    split_target,
+    target_view,
 )
 from clientswarm.verdict import EXIT_OK, EXIT_THRESHOLDS
 
@@ -62,7 +64,11 @@ def load_cluster(label: str, cluster_id: str, service: str) -> RunResult:
 
 def load_run(label: str, ref: str, service: str) -> RunResult:
     """A run from ``ref``: a result directory when such a path exists (or ``ref`` looks like
-    a path), else the id of a cluster of the service."""
+    a path), else the id of a cluster of the service; ``REF@TARGET`` is one target of it
+    alone (two targets of one run compared side by side)."""
+    base, target = split_target(ref)
+    if target is not None:
+        return target_view(load_run(label, base, service), target)
     path = Path(ref)
     if path.exists() or not _ID.match(ref):
         if not path.exists():

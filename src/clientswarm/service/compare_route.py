@@ -21,14 +21,23 @@ from clientswarm.service.manager import ClusterManager
 MAX_COMPARED = 8
 """Clusters one comparison takes at most."""
 
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9][A-Za-z0-9_.-]*)?$"
+"""A cluster id, or ``ID@TARGET``: one target of the cluster alone."""
 _EFFECT_PATTERN = r"^([0-9]{1,2}([.][0-9]{1,6})?%|0?[.][0-9]{1,6}|0)$"
 
 
-async def _run_of(manager: ClusterManager, label: str, cluster_id: str) -> Any:
+async def _run_of(manager: ClusterManager, label: str, ref: str) -> Any:
     """One compared run from the store: its summary and its samples' values (through the
-    Parquet export, as ``compare`` reads a cluster of a service)."""
-    from clientswarm.reports.compare import RunResult, read_sample_values
+    Parquet export, as ``compare`` reads a cluster of a service); ``ID@TARGET``: one target
+    of the cluster alone (422 when it has no such target)."""
+    from clientswarm.reports.compare import (
+        RunResult,
+        read_sample_values,
+        split_target,
+        target_view,
+    )
+
+    cluster_id, target = split_target(ref)
 
     await manager.cluster(cluster_id)  # 404 when there is none
     summary = await manager.results(cluster_id)
@@ -42,7 +51,8 @@ async def _run_of(manager: ClusterManager, label: str, cluster_id: str) -> Any:
 
         await asyncio.to_thread(write)
         values = await asyncio.to_thread(read_sample_values, path)
-    return RunResult(label, cluster_id, summary, values)
+    run = RunResult(label, cluster_id, summary, values)
+    return run if target is None else target_view(run, target)
 
 
 def compare_router(manager: ClusterManager, guard: Any) -> APIRouter:
@@ -71,7 +81,11 @@ def compare_router(manager: ClusterManager, guard: Any) -> APIRouter:
     async def compare(
         clusters: Annotated[
             list[Annotated[str, StringConstraints(pattern=_ID_PATTERN, max_length=64)]],
-            Query(min_length=2, max_length=MAX_COMPARED, description="Cluster ids; the first is A"),
+            Query(
+                min_length=2,
+                max_length=MAX_COMPARED,
+                description="Cluster ids (ID@TARGET: one target of it); the first is A",
+            ),
         ],
         format: Literal["json", "html"] = "json",
         min_effect: Annotated[
