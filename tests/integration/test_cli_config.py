@@ -72,10 +72,12 @@ def test_typos_give_one_line_per_problem_and_exit_2(tmp_path: Path) -> None:
         f"error: {path}: spawner.workers: too small; got 0; must be at least 1 and at most 1024",
         f"error: {path}: groups[0].interaction.stremm: unknown field 'stremm' "
         "(did you mean 'stream'?); valid fields for kind 'chat': kind, prompts, synthetic, "
-        "dataset, shared_prefix, tokenizer, stream, max_tokens, model, extra_body, system_prompt",
+        "dataset, shared_prefix, tokenizer, stream, max_tokens, model, extra_body, system_prompt, "
+        "images",
         f'error: {path}: groups[1].interaction.kind: unknown kind; got "helo" '
-        "(did you mean 'hello'?); valid kinds: hello, http, completion, chat, embedding, "
-        "conversation, package.module:Name, file:path/to/file.py:Name, an installed entry point",
+        "(did you mean 'hello'?); valid kinds: hello, http, completion, chat, responses, "
+        "messages, embedding, conversation, transcription, package.module:Name, "
+        "file:path/to/file.py:Name, an installed entry point",
     ]
 
 
