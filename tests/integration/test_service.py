@@ -331,7 +331,7 @@ def test_progress_events_catalogue_and_schema(service: ServiceProcess, target: s
     status, catalogue = service.api("GET", "/interactions")
     builtins = {
         *("hello", "http", "completion", "chat", "responses", "messages"),
-        *("embedding", "conversation"),
+        *("embedding", "conversation", "transcription"),
     }
     assert {i["kind"] for i in catalogue} == builtins
     chat_params = next(i for i in catalogue if i["kind"] == "chat")["parameters"]
