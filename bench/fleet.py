@@ -330,7 +330,8 @@ def render(path: Path) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run every point (repeats interleaved), print, write the result files."""
+    """Run every point (repeats interleaved), print, write the result files (again after
+    every run, so that an interrupted sweep keeps what it measured)."""
     if args.render is not None:
         return render(args.render)
     started = time.monotonic()
@@ -341,23 +342,6 @@ def main(args: argparse.Namespace) -> int:
     points = [
         (store, r, n) for store in args.stores for r in args.samples_per_s for n in args.workers
     ]
-    runs: list[dict[str, Any]] = []
-    with maybe_postgres(args.stores) as pg:
-        for repeat in range(args.repeats):
-            for store, rate, workers in points:
-                log(f"{store}, {workers} workers, {rate:,.0f} samples/s (repeat {repeat})")
-                facts = run_point(store, rate, workers, args, pg)
-                m = analyse(facts, rate, args.duration_s)
-                m["repeat"] = repeat
-                log("  " + m["line"])
-                runs.append({"facts": facts, "metrics": m})
-        profiles = []
-        for store, rate, workers in [p for p in points if p[2] in args.profile]:
-            log(f"{store}, {workers} workers, {rate:,.0f} samples/s: profiled run")
-            facts = run_point(store, rate, workers, args, pg, profile=True)
-            m = analyse(facts, rate, args.duration_s)
-            log("  " + m["line"])
-            profiles.append(profile_summary(facts, m))
     settings = {
         "workers": args.workers,
         "stores": args.stores,
@@ -368,18 +352,48 @@ def main(args: argparse.Namespace) -> int:
         "start_spread_s": args.start_spread_s,
         "profiled": args.profile,
     }
-    metrics = [r["metrics"] for r in runs]
     json_path = args.out / f"results-fleet{args.tag}.json"
     md_path = args.out / f"RESULTS-fleet{args.tag}.md"
-    doc = {
-        "machine": info,
-        "settings": settings,
-        "goal": GOAL,
-        "verdict": verdict(metrics, settings, GOAL),
-        "runs": [_compact(r) for r in runs],
-        "profiles": profiles,
-        "json_name": json_path.name,
-    }
+    runs: list[dict[str, Any]] = []
+    profiles: list[dict[str, Any]] = []
+
+    def document() -> dict[str, Any]:
+        metrics = [r["metrics"] for r in runs]
+        return {
+            "machine": info,
+            "settings": settings,
+            "goal": GOAL,
+            "verdict": verdict(metrics, settings, GOAL),
+            "runs": [_compact(r) for r in runs],
+            "profiles": profiles,
+            "json_name": json_path.name,
+        }
+
+    def save() -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        doc = document()
+        json_path.write_text(dump(doc))
+        md_path.write_text(render_markdown(doc))
+
+    with maybe_postgres(args.stores) as pg:
+        for repeat in range(args.repeats):
+            for store, rate, workers in points:
+                log(f"{store}, {workers} workers, {rate:,.0f} samples/s (repeat {repeat})")
+                facts = run_point(store, rate, workers, args, pg)
+                m = analyse(facts, rate, args.duration_s)
+                m["repeat"] = repeat
+                log("  " + m["line"])
+                runs.append({"facts": facts, "metrics": m})
+                save()
+        for store, rate, workers in [p for p in points if p[2] in args.profile]:
+            log(f"{store}, {workers} workers, {rate:,.0f} samples/s: profiled run")
+            facts = run_point(store, rate, workers, args, pg, profile=True)
+            m = analyse(facts, rate, args.duration_s)
+            log("  " + m["line"])
+            profiles.append(profile_summary(facts, m))
+            save()
+    doc = document()
+    metrics = [r["metrics"] for r in runs]
     wall_s = round(time.monotonic() - started, 1)
     write_outcome(doc, [summary_rows(metrics)], (json_path, md_path), render_markdown, wall_s)
     json_path.write_text(dump(doc))

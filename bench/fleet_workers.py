@@ -20,6 +20,7 @@ import collections
 import copy
 import json
 import logging
+import math
 import operator
 import os
 import random
@@ -58,7 +59,7 @@ CANCEL_WAIT_S = 10.0
 ITL_VALUES = 64
 ITL_POOL = 64
 ERROR_EVERY = 100
-TEMPLATES = ITL_POOL * ERROR_EVERY // 4  # 1,600: every (error, answer) pairing
+TEMPLATES = math.lcm(ITL_POOL, ERROR_EVERY)  # every (error or not, answer) pairing once
 KEEP_MESSAGES = 20
 
 _row_of = operator.attrgetter(*COLUMNS)
