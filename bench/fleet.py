@@ -317,9 +317,11 @@ def render(path: Path) -> int:
     """Write ``RESULTS-fleet*.md`` beside ``results-fleet*.json`` again from its data."""
     doc = json.loads(path.read_text())
     metrics = [r["metrics"] for r in doc["runs"]]
-    for m in metrics:  # rounding made some a hair below zero in older files
+    for m in metrics:  # what older versions of this file got wrong
         if m.get("other_cores") is not None:
             m["other_cores"] = max(0.0, m["other_cores"])
+        if not m.get("acknowledged"):
+            m["drain_s"] = None
     doc["verdict"] = verdict(metrics, doc["settings"], doc["goal"])
     doc["runs"] = [_compact(r) for r in doc["runs"]]
     path.write_text(dump(doc))

@@ -144,7 +144,7 @@ def analyse(facts: dict[str, Any], rate: float, duration_s: float) -> dict[str, 
     last_ack = max((t for t, _ in acks), default=start)
     m["sustained_samples_per_s"] = round(in_window / (w1 - w0), 1)
     m["sustained_fraction"] = round(in_window / (w1 - w0) / rate, 4)
-    m["drain_s"] = round(last_ack - w1, 2)
+    m["drain_s"] = round(last_ack - w1, 2) if acks else None
     assigned = [t for p in procs for t in p["assigned"]]
     m["assigned_spread_s"] = round(max(assigned) - min(assigned), 2) if assigned else None
 
@@ -448,7 +448,8 @@ def verdict(
             f"{sustained:,.0f} sustained, heartbeat p99 "
             + (f"{p99:,.0f} ms" if p99 is not None else "n/a")
             + (" — **goal met**" if met else "")
-            + f"; first break: {first} (seconds from the shared start)"
+            + f"; first break: {first}"
+            + (" (seconds from the shared start)" if "(" in first else "")
         )
     return lines
 
