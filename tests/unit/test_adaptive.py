@@ -23,7 +23,7 @@ from clientswarm.load.adaptive import (
     stage_schedule,
 )
 from clientswarm.service.adaptive import LEAD_S
-from clientswarm.worker.runtime import StageFeed
+from clientswarm.worker.stages import StageFeed
 
 
 def _config(load: dict[str, Any], clients: int = 8, **extra: Any) -> ClusterConfig:

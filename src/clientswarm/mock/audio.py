@@ -29,6 +29,7 @@ from clientswarm.mock.openai import (
     FAULT_MESSAGES,
     drop_connection,
     engine_sequence,
+    generate_whole,
     plan_answer,
     refuse_too_long,
     serve_generation,
@@ -145,14 +146,7 @@ async def _whole(state: MockState, spec: GenerationRequest, arrived: float) -> w
     if refusal is not None:
         return refusal
     tokens = plan.tokens
-    metrics, scheduler = state.metrics, state.scheduler
-    async with scheduler.running_sequence(engine_sequence(spec, plan)) as sequence:
-        metrics.prompt(spec.prompt_tokens)
-        await scheduler.reach(sequence, tokens - 1)
-        scheduler.finish(sequence)
-    metrics.generated(tokens)
-    metrics.first_token(sequence.deadlines[0] - arrived)
-    metrics.success(asyncio.get_running_loop().time() - arrived, "stop")
+    await generate_whole(state, spec, plan, arrived, "stop")
     body = whole_body(token_text(0, tokens), spec.prompt_tokens, tokens)
     return web.Response(body=body, content_type="application/json")
 

@@ -28,6 +28,7 @@ from clientswarm.mock.openai import (
     FAULT_MESSAGES,
     drop_connection,
     engine_sequence,
+    generate_whole,
     plan_answer,
     refuse_too_long,
     serve_generation,
@@ -74,17 +75,9 @@ async def _whole(
     if refusal is not None:
         return refusal
     tokens, finish_reason = plan.tokens, plan.finish_reason
-    metrics = state.metrics
-    scheduler = state.scheduler
-    async with scheduler.running_sequence(engine_sequence(spec, plan)) as sequence:
-        metrics.prompt(spec.prompt_tokens)
-        await scheduler.reach(sequence, tokens - 1)
-        scheduler.finish(sequence)
+    await generate_whole(state, spec, plan, arrived, finish_reason)
     writer = writer_of(spec.model or state.settings.model)
     body = writer.full_body(token_text(0, tokens), finish_reason, spec.prompt_tokens, tokens)
-    metrics.generated(tokens)
-    metrics.first_token(sequence.deadlines[0] - arrived)
-    metrics.success(asyncio.get_running_loop().time() - arrived, finish_reason)
     return web.Response(body=body, content_type="application/json")
 
 

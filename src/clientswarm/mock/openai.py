@@ -186,25 +186,32 @@ def engine_sequence(spec: GenerationRequest, plan: _Plan) -> EngineSequence:
     return EngineSequence(spec.prompt_words, spec.prompt_tokens, plan.tokens)
 
 
+async def generate_whole(
+    state: MockState, spec: GenerationRequest, plan: _Plan, arrived: float, finish_reason: str
+) -> None:
+    """Run a non-streamed answer's sequence on the engine to its last token and count it
+    (every route's whole answer: chat, completions, responses, messages, transcriptions)."""
+    metrics, scheduler = state.metrics, state.scheduler
+    async with scheduler.running_sequence(engine_sequence(spec, plan)) as sequence:
+        metrics.prompt(spec.prompt_tokens)
+        await scheduler.reach(sequence, plan.tokens - 1)
+        scheduler.finish(sequence)
+    metrics.generated(plan.tokens)
+    metrics.first_token(sequence.deadlines[0] - arrived)
+    metrics.success(asyncio.get_running_loop().time() - arrived, finish_reason)
+
+
 async def _whole(state: MockState, spec: GenerationRequest, arrived: float) -> web.Response:
     plan = plan_answer(state, spec)
     tokens, finish_reason = plan.tokens, plan.finish_reason
     refusal = refuse_too_long(state, spec, plan)
     if refusal is not None:
         return refusal
-    metrics = state.metrics
-    scheduler = state.scheduler
-    async with scheduler.running_sequence(engine_sequence(spec, plan)) as sequence:
-        metrics.prompt(spec.prompt_tokens)
-        await scheduler.reach(sequence, tokens - 1)
-        scheduler.finish(sequence)
+    await generate_whole(state, spec, plan, arrived, finish_reason)
     writer = ResponseWriter(spec.endpoint, spec.model or state.settings.model)
     text = plan.text(0, tokens)
     call = None if plan.tool_call is None else (tool_call_id(), plan.tool_call.name, text)
     body = writer.full_body(text, finish_reason, spec.prompt_tokens, tokens, call)
-    metrics.generated(tokens)
-    metrics.first_token(sequence.deadlines[0] - arrived)
-    metrics.success(asyncio.get_running_loop().time() - arrived, finish_reason)
     return web.Response(body=body, content_type="application/json")
 
 

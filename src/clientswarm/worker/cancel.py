@@ -63,3 +63,21 @@ def relabel(sample: Sample) -> None:
     after_s = (sample.end_ns - sample.sent_ns) / 1e9
     sample.error_kind = ERROR_CLIENT_CANCEL
     sample.error_message = f"cancelled by the client {after_s:.3f} s after it was sent (cancel)"
+
+
+class CutOrWhole:
+    """An interaction as one request of a client that may cancel it (``cancel``): what a
+    prefill gate runs, so a request it lets through can still be cut."""
+
+    def __init__(self, canceller: Canceller | None, interaction: Interaction) -> None:
+        self.kind = interaction.kind
+        self._canceller = canceller
+        self._interaction = interaction
+
+    async def perform(self, ctx: ClientContext, scheduled_ns: int) -> None:
+        """Run the interaction once, cut if its client chose to."""
+        canceller = self._canceller
+        if canceller is not None and canceller.chosen():
+            await canceller.perform_cut(self._interaction, ctx, scheduled_ns)
+        else:
+            await self._interaction.perform(ctx, scheduled_ns)

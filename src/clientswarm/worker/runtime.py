@@ -18,7 +18,6 @@ time does not move, so the wait shows as schedule lag.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import functools
 import logging
 import math
@@ -36,7 +35,7 @@ from clientswarm.config.load import (
     SweepLoadConfig,
     TraceLoadConfig,
 )
-from clientswarm.config.models import ClusterConfig, GroupConfig, TargetConfig
+from clientswarm.config.models import GroupConfig, TargetConfig
 from clientswarm.errors import WorkerError
 from clientswarm.interactions.arrival import ARRIVAL_PROMPT
 from clientswarm.interactions.base import ClientContext, Interaction
@@ -49,7 +48,6 @@ from clientswarm.interactions.trace_prompts import TracePrompts
 from clientswarm.load import (
     ClosedPlan,
     ConnectBackoff,
-    StageSpan,
     WorkerClient,
     backoff_rng,
     client_ids,
@@ -57,7 +55,6 @@ from clientswarm.load import (
     clients_of_worker,
     plan_for_group,
     stage_at,
-    stage_spans,
     think_sampler,
     worker_concurrency,
     worker_schedule,
@@ -69,10 +66,11 @@ from clientswarm.load.stage_plan import stage_warmup_of
 from clientswarm.load.trace import trace_group_schedule
 from clientswarm.metrics.sample import ERROR_CLIENT, Sample
 from clientswarm.protocol.assignment import Assignment, WorkerOutcome, WorkerReport
-from clientswarm.worker.cancel import Canceller, relabel
+from clientswarm.worker.cancel import Canceller, CutOrWhole, relabel
 from clientswarm.worker.looplag import LoopLagMonitor
 from clientswarm.worker.prefill import PrefillGate
 from clientswarm.worker.recorder import SampleRecorder, SampleSink
+from clientswarm.worker.stages import StageFeed, group_spans
 from clientswarm.worker.timing import sleep_until
 
 log = logging.getLogger(__name__)
@@ -95,68 +93,6 @@ def target_headers(target: TargetConfig) -> dict[str, str]:
         if key:
             headers["Authorization"] = f"Bearer {key}"
     return headers
-
-
-def group_spans(config: ClusterConfig) -> dict[str, list[StageSpan]]:
-    """Each planned group's stage spans, to tag samples with the stage they were scheduled in
-    (adaptive groups learn theirs while they run: :class:`StageFeed`)."""
-    spans: dict[str, list[StageSpan]] = {}
-    for group in config.groups:
-        if is_adaptive(group):
-            continue
-        durations = [stage.duration_s for stage in group.load.stages]
-        spans[group.name] = stage_spans(
-            durations, warmup_s=config.warmup_s, duration_s=group.stop.duration_s
-        )
-    return spans
-
-
-class StageFeed:
-    """The stages of one adaptive group as the service decides them (assignment, then
-    heartbeat replies), and the waiting for the next one."""
-
-    def __init__(self, warmup_s: float, stage_warmup_s: float) -> None:
-        self.orders: list[StageOrder] = []
-        self.final = False
-        self.waiting = False
-        """True while the group waits for a stage not decided yet."""
-        self._warmup_s, self._stage_warmup_s = warmup_s, stage_warmup_s
-        self._starts: list[float] = []
-        self._changed = asyncio.Event()
-
-    def update(self, stages: GroupStages) -> None:
-        """Take what the service sent (a repeat, or an older list, changes nothing)."""
-        if len(stages.stages) > len(self.orders):
-            self.orders = list(stages.stages)
-            self._starts = [order.start_offset_s for order in self.orders]
-        if stages.final and len(stages.stages) >= len(self.orders):
-            self.final = True
-        self._changed.set()
-
-    async def get(self, stage: int) -> StageOrder | None:
-        """Stage ``stage`` once decided; None when the group has no more."""
-        while stage >= len(self.orders):
-            if self.final:
-                return None
-            self.waiting = True
-            self._changed.clear()
-            try:
-                await self._changed.wait()
-            finally:
-                self.waiting = False
-        return self.orders[stage]
-
-    def stage_at(self, offset_s: float) -> int:
-        """The stage a send at ``offset_s`` belongs to (the last one started by then)."""
-        return max(bisect.bisect_right(self._starts, offset_s) - 1, 0)
-
-    def in_stage_warmup(self, offset_s: float) -> bool:
-        """Whether a send at ``offset_s`` lies in its stage's ``stage_warmup_s``."""
-        if not self._stage_warmup_s or not self.orders:
-            return False
-        order = self.orders[self.stage_at(offset_s)]
-        start = self._warmup_s if order.stage == 0 else order.start_offset_s
-        return start <= offset_s < start + self._stage_warmup_s
 
 
 class WorkerRuntime:
@@ -483,7 +419,7 @@ class WorkerRuntime:
             replica = REPLICA.set((replica_index, balancer.urls[replica_index]))
         try:
             if gate is not None:
-                await gate.perform(_Cut(canceller, interaction), ctx, at_ns)
+                await gate.perform(CutOrWhole(canceller, interaction), ctx, at_ns)
             elif canceller is not None and canceller.chosen():
                 await canceller.perform_cut(interaction, ctx, at_ns)
             else:
@@ -729,21 +665,3 @@ class WorkerRuntime:
             await self._sleep_until(next_ns)
             await self._perform(interaction, ctx, next_ns)
             next_ns = max(self.clock.now_ns(), next_ns)
-
-
-class _Cut:
-    """An interaction as one request of a client that may cancel it (``cancel``): what a
-    prefill gate runs, so a request it lets through can still be cut."""
-
-    def __init__(self, canceller: Canceller | None, interaction: Interaction) -> None:
-        self.kind = interaction.kind
-        self._canceller = canceller
-        self._interaction = interaction
-
-    async def perform(self, ctx: ClientContext, scheduled_ns: int) -> None:
-        """Run the interaction once, cut if its client chose to."""
-        canceller = self._canceller
-        if canceller is not None and canceller.chosen():
-            await canceller.perform_cut(self._interaction, ctx, scheduled_ns)
-        else:
-            await self._interaction.perform(ctx, scheduled_ns)
