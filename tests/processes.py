@@ -3,6 +3,7 @@ cluster are gone (a worker's command line names its cluster)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -18,6 +19,16 @@ def processes_naming(word: str) -> list[int]:
             continue  # gone meanwhile
         if word.encode() in argv:
             found.append(int(entry.name))
+    return found
+
+
+def processes_started(word: str, count: int, timeout_s: float = 10.0) -> list[int]:
+    """The ``count`` processes naming ``word``, waited for: a process whose ``exec`` has just
+    returned to its parent (``Popen`` returned) shows an empty command line until the kernel
+    has finished loading it, which on a busy machine can take a while."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := processes_naming(word)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
     return found
 
 

@@ -34,7 +34,7 @@ from clientswarm.service.manager import ClusterManager, Gone
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import token_matches
 from clientswarm.store import Store
-from processes import processes_naming, queued_connections
+from processes import processes_naming, processes_started, queued_connections
 from service_process import CLI, simulator
 from stand_in_spawner import NothingStarted, StandInSpawner
 
@@ -90,7 +90,7 @@ def test_workers_started_before_their_service_are_served_once_it_is_up(
     cluster = config(2, target)
     with start_run(cluster, output_dir=tmp_path) as start:
         cluster_id = start.submitted.launch.cluster_id
-        started = sorted(processes_naming(cluster_id))
+        started = sorted(processes_started(cluster_id, 2))
         assert len(started) == 2  # the workers run, and no service exists yet
         # Each has loaded its code and sent its registration, which waits on the socket.
         eventually(lambda: queued_connections(port_of(start)) == 2)
@@ -130,7 +130,7 @@ def test_a_ctrl_c_while_the_workers_start_waits_until_they_can_be_stopped(
     start = start_run(config(2), output_dir=tmp_path)
     cluster_id = start.submitted.launch.cluster_id
     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C before anything holds the workers
-    assert len(processes_naming(cluster_id)) == 2  # held back: nothing raised yet
+    assert len(processes_started(cluster_id, 2)) == 2  # held back: nothing raised yet
     with pytest.raises(KeyboardInterrupt), start:
         pass
     assert not processes_naming(cluster_id)
