@@ -16,10 +16,13 @@ joined the tree still catches it::
     │   ├── StoreInUse                       store.records: another service owns the store
     │   └── BatchRejected                    store.records: the database refused a batch's value
     ├── BatchFormatError (ValueError)        metrics.wire: a sample batch in no valid form
+    ├── TickFormatError (ValueError)         metrics.ticks: a worker's tick of tallies, invalid
+    ├── SampleFileError                      reports.samplefiles: a sample file unreadable
     ├── NotFound                             service.reads: no such cluster, client, group (404)
     ├── Conflict                             service.manager: not in the cluster's status (409)
     ├── Gone                                 service.manager: the cluster let the worker go (410)
     ├── Busy                                 service.manager: at an operator's limit (429)
+    ├── IngestBusy                           service.ingest: too many batches to commit (503)
     ├── PresetError (ValueError)             service.presets: a spawner preset cannot be used
     ├── TargetError                          interactions.streaming: the target answered an error
     │   └── HttpStatusError                  interactions.user: an HTTP error status (check=True)

@@ -40,6 +40,9 @@ _LOWEST = math.ldexp(1.0, MIN_EXP)
 _HIGHEST = math.ldexp(1.0, MAX_EXP)
 #: Identifies the layout in :meth:`Histogram.to_dict`, so a mismatch fails loudly.
 SCHEME = f"loglinear/{SUB_BUCKETS}/{MIN_EXP}/{MAX_EXP}"
+#: The most values :meth:`Histogram.from_wire` takes in one histogram (or one bucket): beyond,
+#: float sums and means would no longer count every value.
+MAX_WIRE_COUNT = 2**53
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
@@ -261,6 +264,63 @@ class Histogram:
         h.max = float(data["max"])
         return h
 
+    def to_wire(self) -> list[Any]:
+        """The most compact exact JSON-ready form, for untrusted transport (:meth:`from_wire`):
+        ``[count, sum, min, max, gaps, counts]``, the non-empty buckets' indices as gaps (the
+        first index, then each one's distance from the one before) with their counts;
+        ``[0, 0.0, None, None, [], []]`` when empty. The layout is :data:`SCHEME`'s: send it
+        beside."""
+        if self._counts is None or self.count == 0:
+            return [0, 0.0, None, None, [], []]
+        nonzero = np.flatnonzero(self._counts)
+        gaps = np.diff(nonzero, prepend=0)
+        return [
+            self.count,
+            self.sum,
+            self.min,
+            self.max,
+            gaps.tolist(),
+            self._counts[nonzero].tolist(),
+        ]
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Histogram:
+        """Rebuild a histogram from :meth:`to_wire` output that came from anywhere: ValueError,
+        naming what is wrong, unless every part is of the right type, in range and consistent
+        (bucket counts adding up to ``count``, ``min`` and ``max`` in the first and last
+        non-empty buckets, ``sum`` between ``count * min`` and ``count * max``)."""
+        if not isinstance(data, list) or len(data) != 6:
+            raise ValueError(
+                f"a histogram is [count, sum, min, max, gaps, counts], got {_kind(data)}"
+            )
+        count, total, low, high, gaps, counts = data
+        if not _is_int(count) or not 0 <= count <= MAX_WIRE_COUNT:
+            raise ValueError(f"count must be an integer in [0, 2**53], got {_kind(count)}")
+        if count == 0:
+            if total != 0 or low is not None or high is not None or gaps != [] or counts != []:
+                raise ValueError("an empty histogram is [0, 0.0, null, null, [], []]")
+            return cls()
+        for name, value in (("sum", total), ("min", low), ("max", high)):
+            if not _is_number(value) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {_kind(value)}")
+        low, high, total = float(low), float(high), float(total)
+        if low > high:
+            raise ValueError(f"min {low!r} is above max {high!r}")
+        slack = 1e-9 * count * max(abs(low), abs(high))
+        if not count * low - slack <= total <= count * high + slack:
+            raise ValueError(f"sum {total!r} is not between count * min and count * max")
+        index = _bucket_positions(gaps, counts)
+        if sum(counts) != count:  # Python integers: 2,050 counts of 2**53 overflow int64
+            raise ValueError(f"the buckets hold {sum(counts)} values but count is {count}")
+        if bucket_index(low) != index[0] or bucket_index(high) != index[-1]:
+            raise ValueError(
+                f"min {low!r} and max {high!r} do not lie in the first and last non-empty buckets"
+            )
+        h = cls()
+        h._buckets()[index] = counts
+        h.count, h.sum, h.min, h.max = count, total, low, high
+        return h
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Histogram):
             return NotImplemented
@@ -278,8 +338,52 @@ class Histogram:
         return f"Histogram(count={self.count}, min={self.min}, max={self.max})"
 
 
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def _kind(value: Any) -> str:
+    """A short description of an untrusted value, for a message."""
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _bucket_positions(gaps: Any, counts: Any) -> _I64:
+    """The bucket indices of :meth:`Histogram.to_wire`'s ``gaps`` (and ``counts`` checked
+    beside them): ValueError unless both are lists of as many integers, the gaps leading to
+    increasing indices in range and every count at least 1."""
+    if not isinstance(gaps, list) or not isinstance(counts, list):
+        raise ValueError("gaps and counts must be lists of integers")
+    if not 1 <= len(gaps) <= N_BUCKETS or len(counts) != len(gaps):
+        raise ValueError(
+            f"gaps and counts must be lists of as many integers, 1 to {N_BUCKETS}; "
+            f"got {len(gaps)} gaps and {len(counts)} counts"
+        )
+    if not all(map(_is_int, gaps)) or not all(map(_is_int, counts)):
+        raise ValueError("gaps and counts must hold integers only")
+    if gaps[0] < 0 or min(gaps[1:], default=1) < 1 or sum(gaps) > _OVERFLOW:
+        raise ValueError(
+            f"gaps must lead to increasing bucket indices in [0, {_OVERFLOW}] (the first >= 0, "
+            "the others >= 1)"
+        )
+    if min(counts) < 1 or max(counts) > MAX_WIRE_COUNT:
+        raise ValueError(
+            "bucket counts must be integers from 1 to 2**53 (empty buckets are left out)"
+        )
+    return np.cumsum(np.asarray(gaps, dtype=np.int64))
+
+
 __all__ = [
     "MAX_EXP",
+    "MAX_WIRE_COUNT",
     "MIN_EXP",
     "N_BUCKETS",
     "RELATIVE_ERROR",

@@ -1,6 +1,8 @@
 """Live statistics of one cluster, updated as sample batches arrive.
 
-The service feeds every committed batch to :meth:`LiveStats.add` with the time it received it.
+The service feeds every committed batch to :meth:`LiveStats.add` with the time it received it
+(or what it adds, :meth:`LiveStats.add_parts`; or a worker's tick of tallies instead of its
+samples, :meth:`LiveStats.add_tallies` — the same statistics, see :mod:`clientswarm.metrics.ticks`).
 Counters and mergeable :class:`~clientswarm.metrics.histogram.Histogram` s are kept per group,
 for two windows:
 
@@ -39,7 +41,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clientswarm.metrics.columns import SampleColumns
-from clientswarm.metrics.derive import Measured, Parts, derive, measured, measured_parts
+from clientswarm.metrics.derive import (
+    Measured,
+    PartKey,
+    Parts,
+    derive,
+    measured,
+    measured_parts,
+)
 from clientswarm.metrics.dist import PERCENTILES, Dist, empty_distribution
 from clientswarm.metrics.histogram import Histogram
 from clientswarm.metrics.sample import Sample
@@ -230,24 +239,16 @@ class LiveStats:
     def add_parts(self, parts: Parts, now_s: float) -> None:
         """Count what a batch received at ``now_s`` adds
         (:func:`~clientswarm.metrics.derive.measured_parts`)."""
-        tallies: dict[str, Tally] = {}
-        step_tallies: dict[str, dict[str, Tally]] = {}
-        targets: dict[str, str] = {}
-        for (target, group, step, _stage, _replica), m in parts.items():
-            targets.setdefault(group, target)
-            t = Tally.of(m)
-            if step is None:
-                had = tallies.get(group)  # one part per group, unless it had several targets
-                tallies[group] = t if had is None else had.merge(t)
-            else:
-                tallies.setdefault(group, Tally())  # the group shows, with or without requests
-                named = step_tallies.setdefault(group, {})
-                had = named.get(step)
-                named[step] = t if had is None else had.merge(t)
+        self.add_tallies({key: Tally.of(m) for key, m in parts.items()}, now_s)
+
+    def add_tallies(self, tallies: Mapping[PartKey, Tally], now_s: float) -> None:
+        """Count the tallies of the parts of a batch, or of a worker's tick
+        (:meth:`~clientswarm.metrics.ticks.TickTallies.live_tallies`), received at ``now_s``.
+
+        The tallies are only read: they may share their histograms with their owner.
+        """
         index = math.floor(now_s / SLOT_S)
         with self._lock:
-            for group, target in targets.items():
-                self._targets.setdefault(group, target)  # a group has one target
             slot = self._ring[index % _SLOTS]
             if slot.index < index:  # a newer slot replaces an old one; a late one is kept
                 for t in slot.groups.values():
@@ -256,15 +257,16 @@ class LiveStats:
                     for t in named.values():
                         t.clear()
                 slot.index = index
-            for g, t in tallies.items():
-                _merge_into(self._since.setdefault(g, Tally()), t, now_s)
-                slot.groups.setdefault(g, Tally()).merge(t)
-            for g, named in step_tallies.items():
-                since_named = self._steps_since.setdefault(g, {})
-                slot_named = slot.steps.setdefault(g, {})
-                for name, t in named.items():
-                    _merge_into(since_named.setdefault(name, Tally()), t, now_s)
-                    slot_named.setdefault(name, Tally()).merge(t)
+            for (target, group, step, _stage, _replica), t in tallies.items():
+                self._targets.setdefault(group, target)  # a group has one target
+                # The group shows, with or without requests of its own (steps only).
+                since = self._since.setdefault(group, Tally())
+                recent = slot.groups.setdefault(group, Tally())
+                if step is not None:
+                    since = self._steps_since.setdefault(group, {}).setdefault(step, Tally())
+                    recent = slot.steps.setdefault(group, {}).setdefault(step, Tally())
+                _merge_into(since, t, now_s)
+                recent.merge(t)
 
     def set_workers(self, states: Mapping[str, int]) -> None:
         """Set how many workers are in each state (e.g. ``{"running": 3, "lost": 1}``)."""

@@ -28,6 +28,7 @@ from clientswarm.protocol.internal import (
 )
 from clientswarm.service.auth import BEARER_CHALLENGE, bearer_token
 from clientswarm.service.errors import error_responses
+from clientswarm.service.ingest import IngestBusy
 from clientswarm.service.manager import ClusterManager, Gone
 from clientswarm.service.params import ClusterId, WorkerIndex
 from clientswarm.service.ratelimit import retry_after
@@ -103,8 +104,9 @@ def internal_router(manager: ClusterManager) -> APIRouter:
 
         410 once the cluster has finished: its results are final, a late batch is refused
         (never acknowledged, so nothing acknowledged is lost). 422 for a value of the wrong
-        type, naming its column; 503 while the store fails (nothing of the batch is stored,
-        the worker sends it again).
+        type, naming its column; 503 while the store fails, or while the service still has
+        more batches to commit than its backlog holds (:mod:`clientswarm.service.ingest`):
+        nothing of the batch is stored, the worker sends it again after Retry-After.
         """
         state = await authorised(request, cluster_id, index)
         wait_s = manager.batch_wait_s(cluster_id, index)
@@ -115,14 +117,26 @@ def internal_router(manager: ClusterManager) -> APIRouter:
                 "batches a second (the operator's --max-batches-per-s); retry later",
                 {"Retry-After": retry_after(wait_s)},
             )
+        body = await request.body()
+        try:
+            with manager.ingest.admit(len(body)):
+                return await _commit(state, index, body, request.headers.get("content-type"))
+        except IngestBusy as exc:  # the worker keeps the batch and sends it again later
+            raise HTTPException(
+                503, str(exc), {"Retry-After": retry_after(exc.retry_after_s)}
+            ) from None
+
+    async def _commit(
+        state: ClusterState, index: int, body: bytes, content_type: str | None
+    ) -> BatchAck:
         try:
             # orjson + dataclasses, not pydantic: this is the service's hottest path.
-            media_type = request.headers.get("content-type", "application/json")
-            seq, batch = decode_columns(await request.body(), media_type.split(";")[0].strip())
+            media_type = (content_type or "application/json").split(";")[0].strip()
+            seq, batch = decode_columns(body, media_type)
         except BatchFormatError as exc:
             raise HTTPException(422, f"invalid sample batch: {exc}") from None
         try:
-            return await manager.add_batch(state, index, seq, batch)
+            return await manager.add_batch(state, index, seq, batch, size_bytes=len(body))
         except BatchRejected as exc:  # a value the database refuses: resending cannot help
             raise HTTPException(422, f"invalid sample batch: {exc}") from None
         except StoreUnavailable as exc:  # nothing was stored: the worker sends it again

@@ -52,6 +52,8 @@ from clientswarm.service.admission import Admitted, admit_and_build
 from clientswarm.service.creation import new_cluster_rows
 from clientswarm.service.engine_metrics import EngineMetrics, scraper_side
 from clientswarm.service.following import Follower, worker_ended
+from clientswarm.service.heartbeats import HeartbeatLog
+from clientswarm.service.ingest import Ingest
 from clientswarm.service.journal import Journal
 from clientswarm.service.lifecycle import ClusterStatus, WorkerState
 from clientswarm.service.preflight import Preflights
@@ -124,6 +126,10 @@ class ClusterManager(ClusterReads):
         """The OTLP export of each cluster that asks for it (:mod:`.telemetry`)."""
         self.engine_latest = self.engine.latest
         """The preflight of each cluster until it has ended (:mod:`.preflight`)."""
+        self.beats = HeartbeatLog(store, settings.heartbeat_write_interval_s)
+        """The workers' heartbeat columns, written a second at a time (:mod:`.heartbeats`)."""
+        self.ingest = Ingest(store, settings.ingest_backlog_bytes)
+        """Where sample batches are committed: its own threads and backlog (:mod:`.ingest`)."""
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,6 +143,7 @@ class ClusterManager(ClusterReads):
         for record in await asyncio.to_thread(self.store.unfinished_clusters):
             await self._recover(record)
         self._watchdog = asyncio.create_task(self._watch())
+        self.beats.start()
 
     async def close(self) -> None:
         """Stop following (workers keep running; a restarted service picks them up)."""
@@ -144,6 +151,8 @@ class ClusterManager(ClusterReads):
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
+        await self.beats.close()
+        self.ingest.close()
 
     # -- frontend ---------------------------------------------------------------------------
     async def create(
@@ -310,6 +319,7 @@ class ClusterManager(ClusterReads):
                 f"(POST /api/v1/clusters/{cluster_id}/stop), then delete it"
             )
         await asyncio.to_thread(self.store.delete_cluster, cluster_id)
+        self.beats.forget(cluster_id)
         self.live.remove(cluster_id)
 
     async def results(self, cluster_id: str) -> dict[str, Any]:
@@ -405,8 +415,15 @@ class ClusterManager(ClusterReads):
 
     async def _start(self, state: ClusterState, late: list[int]) -> None:
         """Fix the start time (now plus the margin) and run: the status and the start in one
-        transaction before any worker hears of it; fail the ``late`` workers. Called again
-        (a second worker, the store failed the first time), it runs what is left to do."""
+        transaction before any worker hears of it; fail the ``late`` workers. Once per
+        cluster, however many workers ask at once (:attr:`ClusterState.starting`); called
+        again after the store failed the first time, it runs what is left to do."""
+        async with state.starting:
+            if not state.started:
+                await self._write_start(state, late)
+                state.started = True
+
+    async def _write_start(self, state: ClusterState, late: list[int]) -> None:
         if state.start_ns is None:
             state.start_ns = time.time_ns() + int(self.settings.start_margin_s * 1e9)
         fields = {"start_ns": state.start_ns, "started_at": _now()}
@@ -432,10 +449,13 @@ class ClusterManager(ClusterReads):
             state.live.set_active_clients(group.name, sum(c.group == group.name for c in running))
 
     async def add_batch(
-        self, state: ClusterState, index: int, seq: int, batch: SampleColumns
+        self, state: ClusterState, index: int, seq: int, batch: SampleColumns, size_bytes: int = 0
     ) -> BatchAck:
-        """Commit a batch (once), then feed the live statistics; ack only after the commit."""
-        fresh = await asyncio.to_thread(self._commit_batch, state, index, seq, batch)
+        """Commit a batch (once), then feed the live statistics; ack only after the commit.
+        ``size_bytes``: its body's, for the commit rate (:mod:`.ingest`)."""
+        fresh = await self.ingest.run(
+            size_bytes, lambda: self._commit_batch(state, index, seq, batch)
+        )
         state.workers[index].last_seen = time.monotonic()
         guard = self.guards.get(state.id)
         reason = None if guard is None else guard.take()
@@ -493,13 +513,14 @@ class ClusterManager(ClusterReads):
                 fields={"error": None, "finished_at": None},
                 only_from=WorkerState.LOST,
             )
-        await self.journal.update_worker(
-            state.id,
-            index,
-            last_heartbeat_at=_now(),
-            in_flight=beat.in_flight,
-            loop_lag_p99_s=beat.loop_lag_p99_s,
-        )
+        if not worker.final:  # a beat that crossed the final report must not undo it
+            self.beats.note(  # written a second at a time: the reply never waits for the store
+                state.id,
+                index,
+                last_heartbeat_at=_now(),
+                in_flight=beat.in_flight,
+                loop_lag_p99_s=beat.loop_lag_p99_s,
+            )
         await self.decide_set_points(state)
         # The whole lists every time: a lost reply must not lose a stop or a stage (workers
         # ignore repeats).
@@ -526,6 +547,7 @@ class ClusterManager(ClusterReads):
 
     async def finish(self, state: ClusterState, index: int, report: WorkerReport) -> None:
         """The worker is done."""
+        self.beats.discard(state.id, index, "loop_lag_p99_s")  # the report's is the run's
         outcome = WorkerState(report.outcome)
         await worker_ended(state, index, outcome, report.error, report=report.model_dump())
 
@@ -558,6 +580,7 @@ class ClusterManager(ClusterReads):
             await self.engine.stop(state.id)
             await self.telemetry.stop(state.id)
             await self.follower.release(state)
+            await self.beats.flush(state.id)  # the summary's loop lags are the last beats'
             if not state.status.final:
                 ended_at = _now()  # the summary's ended_at is the record's, to the digit
                 status, reason, summary_json = await self._final_summary(state, ended_at)

@@ -17,6 +17,13 @@ class ServiceSettings:
     advertise_url: str = ""
     heartbeat_interval_s: float = 1.0
     lost_after_s: float = 10.0
+    heartbeat_write_interval_s: float = 1.0
+    """How often the workers' heartbeat columns are written to the store
+    (:mod:`clientswarm.service.heartbeats`); heartbeats are answered from memory."""
+    ingest_backlog_bytes: int = 256 * 1024 * 1024
+    """Sample batches (their bodies' bytes) received and not yet committed, at most: beyond,
+    a batch is answered 503 with Retry-After and the worker sends it again later
+    (:mod:`clientswarm.service.ingest`)."""
     start_timeout_s: float = 120.0
     start_margin_s: float = 0.2
     """From the moment the last worker asked for its assignment to the shared start time:

@@ -136,6 +136,11 @@ class ClusterState:
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once it runs or a stop is requested: wakes the workers' held ``GET assignment``
     calls, so every worker learns the start time at once."""
+    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while the start is written: the workers that ask for their assignment at once
+    write it once between them."""
+    started: bool = False
+    """Whether the start was written (status, late workers, clients running)."""
 
     adaptive: AdaptiveRun | None = field(init=False, repr=False, compare=False)
     """Its adaptive groups' decisions (None: it has none), :mod:`clientswarm.service.adaptive`."""

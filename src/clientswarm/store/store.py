@@ -226,6 +226,27 @@ class Store:
         with self._db.begin("update_worker") as conn:
             return conn.execute(query.values(values)).rowcount > 0
 
+    def update_workers(self, rows: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
+        """Set fields of many workers, ``(cluster_id, index, fields)`` each, in one
+        transaction (rows of workers that do not exist change nothing)."""
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for cluster_id, index, fields in rows:
+            values = _checked_fields(_w, fields, key=("cluster_id", "index"))
+            params = {f"v_{name}": value for name, value in values.items()}
+            params.update(k_cluster=cluster_id, k_index=index)
+            shapes.setdefault(tuple(sorted(values)), []).append(params)
+        if not shapes:
+            return
+        with self._db.begin("update_workers") as conn:
+            for names, shaped in shapes.items():
+                query = (
+                    _w.update()
+                    .where(_w.c.cluster_id == bindparam("k_cluster"))
+                    .where(_w.c.index == bindparam("k_index"))
+                    .values({name: bindparam(f"v_{name}") for name in names})
+                )
+                conn.execute(query, shaped)
+
     def get_worker(self, cluster_id: str, index: int) -> WorkerRecord | None:
         """The worker, or None."""
         query = select(_w).where(_w.c.cluster_id == cluster_id, _w.c.index == index)

@@ -2,8 +2,9 @@
 one call at a time, with retries, and the errors that end a worker.
 
 Retries (:class:`RetryPolicy`: 0.2 s doubling to at most 5 s, each delay jittered down by up to
-half so a restarted service is not hit by the whole fleet at once). Connection errors, timeouts
-and HTTP 408, 425, 429 and 5xx are transient:
+half so a restarted service is not hit by the whole fleet at once; a Retry-After the service
+sends is waited at least, spread over up to half again). Connection errors, timeouts and HTTP
+408, 425, 429 and 5xx are transient:
 
 - ``register`` retries for ``register_timeout_s`` (120 s), then fails: the URL is probably wrong;
 - assignment polls, sample batches and ``/finish`` retry indefinitely (or for
@@ -40,6 +41,8 @@ log = logging.getLogger("clientswarm.worker")
 M = TypeVar("M", bound=BaseModel)
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
+MAX_RETRY_AFTER_S = 30.0
+"""The longest Retry-After a worker honours (the service says 1 to 30 s)."""
 _BODY_TAIL_CHARS = 300
 
 
@@ -167,11 +170,13 @@ class InternalApiClient:
             if self.failure is not None:
                 raise self.failure
             attempt += 1
+            asked_wait_s: float | None = None
             try:
                 async with self._session.request(
                     method, url, data=body, headers=self._headers(body, media_type), timeout=timeout
                 ) as response:
                     status, data = response.status, await response.read()
+                    asked_wait_s = _retry_after_s(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
@@ -196,7 +201,10 @@ class InternalApiClient:
                 )
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("%s failed (attempt %d: %s); retrying", what, attempt, problem)
-            await asyncio.sleep(self._options.retry.delay_s(attempt, self._rng))
+            delay_s = self._options.retry.delay_s(attempt, self._rng)
+            if asked_wait_s is not None:  # the service said when: not before (spread out)
+                delay_s = max(delay_s, asked_wait_s * self._rng.uniform(1.0, 1.5))
+            await asyncio.sleep(delay_s)
 
     def _headers(self, body: bytes | None, media_type: str) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._endpoint.token}"}
@@ -214,6 +222,15 @@ def parse_reply(model: type[M], data: bytes, what: str) -> M:
             f"the service's answer to {what} is not a valid {model.__name__}: "
             f"{exc.errors()[0]['msg']} {tail(data)}"
         ) from exc
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header's delay in seconds (at most :data:`MAX_RETRY_AFTER_S`), or None
+    when absent or not a number of seconds."""
+    try:
+        return None if value is None else min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return None
 
 
 def tail(data: bytes) -> str:

@@ -1,0 +1,197 @@
+"""The service's answers to a fleet: heartbeats from memory, sample commits on their own threads
+behind a bounded backlog, a start written once however many workers ask at once.
+
+The manager is driven directly, playing the workers' part (its spawner starts nothing), on a
+real SQLite store; the worker's side of Retry-After talks to a real server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from clientswarm.config.loader import validate_config_data
+from clientswarm.protocol.assignment import Assignment, WorkerReport
+from clientswarm.protocol.internal import Heartbeat, RegisterRequest
+from clientswarm.service.ingest import Ingest, IngestBusy
+from clientswarm.service.manager import ClusterManager
+from clientswarm.service.settings import ServiceSettings
+from clientswarm.store import Store
+from clientswarm.worker.internal_api import (
+    InternalApiClient,
+    RetryPolicy,
+    ServiceWorkerOptions,
+    WorkerEndpoint,
+)
+from stand_in_spawner import StandInSpawner
+
+HELLO = RegisterRequest(pid=1, host="h", version="0")
+
+
+def config(workers: int) -> Any:
+    return validate_config_data(
+        {
+            "name": "fleet",
+            "target": {"url": "http://127.0.0.1:9", "model": "m"},
+            "preflight": False,
+            "warmup_s": 0,
+            "groups": [
+                {
+                    "name": "g",
+                    "clients": workers,
+                    "interaction": {"kind": "chat", "max_tokens": 4},
+                    "stop": {"requests": workers},
+                }
+            ],
+            "spawner": {"kind": "local", "workers": workers},
+        }
+    )
+
+
+async def running(tmp_path: Path, workers: int, **settings: Any) -> tuple[ClusterManager, Any]:
+    store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+    store.create_all()
+    manager = ClusterManager(
+        store, ServiceSettings(data_dir=tmp_path, **settings), spawners={"local": StandInSpawner()}
+    )
+    await manager.start()
+    state = manager.active[(await manager.create(config(workers), base_dir=tmp_path)).id]
+    for index in range(workers):
+        await manager.register(state, index, HELLO)
+    replies = await asyncio.gather(*(manager.assignment(state, i) for i in range(workers)))
+    assert all(isinstance(r, Assignment) for r in replies)
+    return manager, state
+
+
+def hold_write_lock(store: Store, seconds: float) -> threading.Thread:
+    """A thread that holds the store's write transaction for ``seconds`` (as a long batch
+    commit does)."""
+    held = threading.Event()
+
+    def hold() -> None:
+        with store._db.begin("test_hold"):
+            held.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    return thread
+
+
+async def test_a_heartbeat_is_answered_while_the_store_is_busy_writing(tmp_path: Path) -> None:
+    manager, state = await running(tmp_path, 2, heartbeat_write_interval_s=0.2)
+    try:
+        holder = hold_write_lock(manager.store, 2.0)
+        started = time.monotonic()
+        control = await asyncio.wait_for(
+            manager.heartbeat(state, 0, Heartbeat(in_flight=7, loop_lag_p99_s=0.003)), 1.0
+        )
+        assert time.monotonic() - started < 0.5 and not control.stop_all
+        assert state.workers[0].in_flight == 7  # followed from memory at once
+        await asyncio.to_thread(holder.join)
+
+        def stored() -> Any:
+            return manager.store.get_worker(state.id, 0)
+
+        deadline = time.monotonic() + 5
+        while (await asyncio.to_thread(stored)).in_flight != 7:  # written within a second
+            assert time.monotonic() < deadline, "the heartbeat's columns were never written"
+            await asyncio.sleep(0.05)
+        assert (await asyncio.to_thread(stored)).loop_lag_p99_s == 0.003
+    finally:
+        await manager.close()
+
+
+async def test_the_last_heartbeats_are_written_when_their_cluster_ends(tmp_path: Path) -> None:
+    # Written only when the cluster ends (the interval is an hour); a final report's loop lag
+    # (the whole run's) wins over the last beat's.
+    manager, state = await running(tmp_path, 2, heartbeat_write_interval_s=3600)
+    try:
+        await manager.heartbeat(state, 0, Heartbeat(in_flight=3, loop_lag_p99_s=0.25))
+        await manager.heartbeat(state, 1, Heartbeat(in_flight=5, loop_lag_p99_s=0.25))
+        await manager.finish(state, 0, WorkerReport(outcome="completed", loop_lag_p99_s=0.5))
+        await manager.heartbeat(state, 0, Heartbeat(in_flight=9, loop_lag_p99_s=0.01))  # late
+        await manager.finish(state, 1, WorkerReport(outcome="completed", loop_lag_p99_s=0.001))
+        deadline = time.monotonic() + 10
+        while state.id in manager.active:
+            assert time.monotonic() < deadline, "the cluster did not end"
+            await asyncio.sleep(0.05)
+        workers = manager.store.list_workers(state.id)
+        assert [w.loop_lag_p99_s for w in workers] == [0.5, 0.001]
+        assert [w.in_flight for w in workers] == [3, 5]
+        summary = await manager.results(state.id)
+        assert any("loop" in w and "lag" in w for w in summary["warnings"]), summary["warnings"]
+    finally:
+        await manager.close()
+
+
+async def test_the_start_is_written_once_when_every_worker_asks_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str | None] = []
+    original = Store.list_clients
+
+    def counted(self: Store, cluster_id: str, state: str | None = None) -> Any:
+        calls.append(state)
+        return original(self, cluster_id, state=state)
+
+    monkeypatch.setattr(Store, "list_clients", counted)
+    manager, state = await running(tmp_path, 40)
+    try:
+        assert calls.count("pending") == 1  # not once per worker (40 s of pool time at 1,000)
+        assert state.status == "running"
+        assert all(w.state == "running" for w in state.workers)
+    finally:
+        await manager.close()
+
+
+async def test_the_backlog_of_batches_is_bounded(tmp_path: Path) -> None:
+    store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+    ingest = Ingest(store, backlog_bytes=100)
+    try:
+        with ingest.admit(1000):  # an empty backlog takes any batch
+            with pytest.raises(IngestBusy) as busy, ingest.admit(1):
+                pass
+            assert "not taken, send it again" in str(busy.value)
+            assert 1.0 <= busy.value.retry_after_s <= 30.0
+        with ingest.admit(60), ingest.admit(40):
+            assert ingest.backlog_bytes == 100
+        assert ingest.backlog_bytes == 0
+        assert await ingest.run(50, lambda: 42) == 42
+        assert ingest.committed_bytes_per_s > 0
+    finally:
+        ingest.close()
+
+
+async def test_a_worker_waits_as_long_as_the_service_asks(unused_tcp_port: int) -> None:
+    seen: list[float] = []
+
+    async def busy_then_ok(request: web.Request) -> web.Response:
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            return web.Response(status=503, text="busy", headers={"Retry-After": "1"})
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", busy_then_ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    try:
+        endpoint = WorkerEndpoint(f"http://127.0.0.1:{unused_tcp_port}", "c", 0, "t")
+        options = ServiceWorkerOptions(retry=RetryPolicy(initial_s=0.05, max_s=0.1))
+        async with aiohttp.ClientSession() as session:
+            api = InternalApiClient(session, endpoint, options)
+            status, _ = await api.call("POST", "samples", b"{}")
+        assert status == 200 and len(seen) == 2
+        assert 1.0 <= seen[1] - seen[0] < 2.0  # its own backoff alone would be 0.05 s
+    finally:
+        await runner.cleanup()
