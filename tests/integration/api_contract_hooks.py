@@ -1,7 +1,7 @@
 """Schemathesis hooks of ``test_api_contract.py`` (loaded by path through SCHEMATHESIS_HOOKS).
 
 - ``filter_failure``: a configuration valid by the published schema may still get a 422 from
-  the two routes that take one, for what JSON Schema cannot say — the rules across fields
+  the routes that take one, for what JSON Schema cannot say — the rules across fields
   (min <= max, a stop condition, ``vary`` against the interaction's parameters…) and what the
   operator's flags allow (paths, variables, targets, modules, limits): documented 422s. Such a
   rejection is dropped here only when this process's own validator confirms it; a schema-valid
@@ -23,7 +23,13 @@ from clientswarm.config.models import ClusterConfig, GroupConfig
 from clientswarm.errors import ConfigError
 from clientswarm.load.trace import replayed
 
-CONFIG_ROUTES = {("POST", "/api/v1/clusters"), ("POST", "/api/v1/validate")}
+CONFIG_ROUTES = {
+    ("POST", "/api/v1/clusters"),
+    ("POST", "/api/v1/validate"),
+    ("POST", "/api/v1/repeats"),
+}
+RUNNING_ROUTES = ("/api/v1/clusters", "/api/v1/repeats")
+"""The routes that run the configuration they take."""
 
 # Validator rules across fields, which JSON Schema cannot state (by their messages).
 ACROSS_FIELDS = re.compile(
@@ -139,4 +145,4 @@ def filter_body(context: Any, body: Any) -> bool:
     operation = context.operation
     if operation is None or operation.method.upper() != "POST":
         return True
-    return operation.path != "/api/v1/clusters" or light(body)
+    return operation.path not in RUNNING_ROUTES or light(body)

@@ -53,7 +53,13 @@ def service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, str]]:
 
 
 def _stop_every_cluster(svc: ServiceProcess, timeout_s: float = 60) -> None:
-    """Stop what schemathesis started, and wait until every cluster has ended."""
+    """Stop what schemathesis started (repeat series first: they would make further runs),
+    and wait until every cluster has ended."""
+    status, series = svc.api("GET", "/repeats")
+    assert status == 200, series
+    for one in series:
+        if one["status"] not in FINAL:
+            svc.api("POST", f"/repeats/{one['id']}/stop")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status, clusters = svc.api("GET", "/clusters")
@@ -71,9 +77,9 @@ def _document(svc: ServiceProcess, target_url: str) -> dict[str, Any]:
     """The service's OpenAPI document, its example configuration aimed at the simulator."""
     with urllib.request.urlopen(svc.url + "/openapi.json", timeout=30) as response:
         document: dict[str, Any] = json.load(response)
-    content = document["paths"]["/api/v1/clusters"]["post"]["requestBody"]["content"]
-    example = content["application/json"]["example"]
-    example["target"]["url"] = target_url
+    for path in ("/api/v1/clusters", "/api/v1/repeats"):
+        content = document["paths"][path]["post"]["requestBody"]["content"]
+        content["application/json"]["example"]["target"]["url"] = target_url
     return document
 
 

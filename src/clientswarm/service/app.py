@@ -22,6 +22,8 @@ from clientswarm.service.frontend import frontend_router
 from clientswarm.service.internal import internal_router
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.monitor import monitor_router
+from clientswarm.service.repeats import SeriesRunner
+from clientswarm.service.repeats_route import repeats_router
 from clientswarm.service.ui import install_ui
 
 
@@ -33,14 +35,18 @@ def create_app(
     """The service around ``manager``; its lifespan starts and stops the manager (and runs
     ``before_serving`` after the start, before uvicorn accepts the first request)."""
 
+    series = SeriesRunner(manager)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await manager.start()
         try:
+            await series.start()  # after the manager recovered the series' clusters
             if before_serving is not None:
                 await before_serving(manager)
             yield
         finally:
+            await series.close()
             await manager.close()
 
     settings = manager.settings
@@ -62,7 +68,8 @@ def create_app(
     app.include_router(internal_router(manager))
     app.include_router(frontend_router(manager, guard))
     app.include_router(monitor_router(manager, guard))
-    app.include_router(compare_router(manager, guard))
+    app.include_router(repeats_router(series, guard))
+    app.include_router(compare_router(manager, guard, series))
     install_api_docs(app)
     install_ui(app, token_required=settings.api_token is not None)
     install_error_handlers(app)

@@ -165,8 +165,36 @@ def progress_stream(
     is_flag=True,
     help="Validate FILE with the service and print what its spawner would submit; start nothing.",
 )
-def submit_command(file: Path, service: str, wait: bool, dry_run: bool) -> None:
-    """Submit the cluster of FILE to a running service; print its id."""
+@click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Run the cluster this many times, one after another (seeds seed, seed+1, …): a "
+    "repeat series (POST /api/v1/repeats); with --wait, each statistic's mean and confidence "
+    "interval across the runs, as `run --repeat`.",
+)
+@click.option("--same-seed", is_flag=True, help="With --repeat: the same seed for every run.")
+@click.option(
+    "--confidence",
+    default=0.95,
+    show_default=True,
+    type=click.FloatRange(0.5, 0.999),
+    help="With --repeat: the confidence of the intervals.",
+)
+def submit_command(
+    file: Path,
+    service: str,
+    wait: bool,
+    dry_run: bool,
+    repeat: int,
+    same_seed: bool,
+    confidence: float,
+) -> None:
+    """Submit the cluster of FILE to a running service; print its id.
+
+    With --repeat N, a repeat series: N clusters of FILE one after another; its id is printed.
+    """
     client = _client(service)
     content_type = "application/json" if file.suffix == ".json" else "application/yaml"
     if dry_run:
@@ -180,6 +208,19 @@ def submit_command(file: Path, service: str, wait: bool, dry_run: bool) -> None:
     inlined = with_user_sources(body, file.parent)
     if inlined is not None:
         body, content_type = inlined, "application/json"
+    if repeat > 1:
+        from clientswarm.service.repeats_cli import submit_series
+
+        submit_series(
+            client,
+            body,
+            content_type,
+            count=repeat,
+            same_seed=same_seed,
+            confidence=confidence,
+            wait=wait,
+        )
+        return
     created = client.json("POST", "/clusters", body, content_type)
     click.echo(created["id"])
     if wait:

@@ -62,10 +62,33 @@ def load_cluster(label: str, cluster_id: str, service: str) -> RunResult:
     return RunResult(label, f"{cluster_id} at {service}", summary, values)
 
 
+def load_series(label: str, series_id: str, service: str) -> RunResult | None:
+    """The repeats of a repeat series of the service at ``service`` (``/api/v1/repeats``), as
+    a directory of ``run --repeat`` is read; None when it has no such series."""
+    from clientswarm.reports.repeats import REPEATS_KEY, means_summary
+    from clientswarm.service.client_cli import ServiceClient
+
+    try:
+        view = ServiceClient(service).json("GET", f"/repeats/{series_id}")
+    except ClientswarmError:
+        return None  # no such series (or a service without them): a cluster, then
+    summary = view.get("summary") if isinstance(view, dict) else None
+    repeats = summary.get(REPEATS_KEY) if isinstance(summary, dict) else None
+    if not isinstance(repeats, dict):
+        status = view.get("status") if isinstance(view, dict) else None
+        raise ConfigError(
+            [
+                f"{series_id}: the repeat series is {status} with no aggregate yet; compare it "
+                "once it has ended"
+            ]
+        )
+    return RunResult(label, f"{series_id} at {service}", means_summary(repeats), None, repeats)
+
+
 def load_run(label: str, ref: str, service: str) -> RunResult:
     """A run from ``ref``: a result directory when such a path exists (or ``ref`` looks like
-    a path), else the id of a cluster of the service; ``REF@TARGET`` is one target of it
-    alone (two targets of one run compared side by side)."""
+    a path), else the id of a repeat series or of a cluster of the service; ``REF@TARGET`` is
+    one target of it alone (two targets of one run compared side by side)."""
     base, target = split_target(ref)
     if target is not None:
         return target_view(load_run(label, base, service), target)
@@ -74,7 +97,7 @@ def load_run(label: str, ref: str, service: str) -> RunResult:
         if not path.exists():
             raise ConfigError([f"{ref}: no such directory"])
         return load_directory(label, ref, path)
-    return load_cluster(label, ref, service)
+    return load_series(label, ref, service) or load_cluster(label, ref, service)
 
 
 @click.command("compare")

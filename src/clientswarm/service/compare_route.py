@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import StringConstraints
@@ -16,7 +17,8 @@ from pydantic import StringConstraints
 from clientswarm.reports.export import stream_samples
 from clientswarm.service.errors import error_responses
 from clientswarm.service.frontend import API_PREFIX
-from clientswarm.service.manager import ClusterManager
+from clientswarm.service.manager import ClusterManager, Conflict, NotFound
+from clientswarm.service.repeats import SeriesRunner
 
 MAX_COMPARED = 8
 """Clusters one comparison takes at most."""
@@ -26,10 +28,38 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9][A-Za-z0-9_.-]*)?$"
 _EFFECT_PATTERN = r"^([0-9]{1,2}([.][0-9]{1,6})?%|0?[.][0-9]{1,6}|0)$"
 
 
-async def _run_of(manager: ClusterManager, label: str, ref: str) -> Any:
+async def _series_run(series: SeriesRunner | None, label: str, ref: str) -> Any:
+    """The compared run of a repeat series (:mod:`clientswarm.service.repeats`): its runs'
+    means, compared as ``clientswarm compare`` compares directories of repeats; None when
+    ``ref`` names no series. Conflict (409) while the series runs."""
+    from clientswarm.reports.compare import RunResult
+    from clientswarm.reports.repeats import REPEATS_KEY, means_summary
+    from clientswarm.service.repeats import SeriesStatus
+
+    if series is None:
+        return None
+    try:
+        record = await series.series(ref)
+    except NotFound:
+        return None
+    if not SeriesStatus(record.status).final:
+        raise Conflict(
+            f"repeat series {ref} is {record.status}; compare it once it has ended "
+            f"(GET /api/v1/repeats/{ref})"
+        )
+    if record.summary_json is None:
+        raise Conflict(f"repeat series {ref} ended {record.status} with no run to compare")
+    repeats = orjson.loads(record.summary_json)[REPEATS_KEY]
+    return RunResult(label, ref, means_summary(repeats), None, repeats)
+
+
+async def _run_of(
+    manager: ClusterManager, label: str, ref: str, series: SeriesRunner | None = None
+) -> Any:
     """One compared run from the store: its summary and its samples' values (through the
     Parquet export, as ``compare`` reads a cluster of a service); ``ID@TARGET``: one target
-    of the cluster alone (422 when it has no such target)."""
+    of the cluster alone (422 when it has no such target); a repeat series' id: its runs'
+    means (:func:`_series_run`)."""
     from clientswarm.reports.compare import (
         RunResult,
         read_sample_values,
@@ -37,6 +67,9 @@ async def _run_of(manager: ClusterManager, label: str, ref: str) -> Any:
         target_view,
     )
 
+    found = await _series_run(series, label, ref)
+    if found is not None:
+        return found
     cluster_id, target = split_target(ref)
 
     await manager.cluster(cluster_id)  # 404 when there is none
@@ -55,8 +88,11 @@ async def _run_of(manager: ClusterManager, label: str, ref: str) -> Any:
     return run if target is None else target_view(run, target)
 
 
-def compare_router(manager: ClusterManager, guard: Any) -> APIRouter:
-    """The compare route, behind ``guard`` (the API token)."""
+def compare_router(
+    manager: ClusterManager, guard: Any, series: SeriesRunner | None = None
+) -> APIRouter:
+    """The compare route, behind ``guard`` (the API token); ids of ``series`` (repeat
+    series) are compared as sets of repeats."""
     router = APIRouter(
         prefix=API_PREFIX,
         tags=["frontend"],
@@ -75,7 +111,7 @@ def compare_router(manager: ClusterManager, guard: Any) -> APIRouter:
                 },
                 "description": "The comparison (JSON) or its page (format=html)",
             },
-            **error_responses(404, 422),
+            **error_responses(404, 409, 422),
         },
     )
     async def compare(
@@ -84,7 +120,8 @@ def compare_router(manager: ClusterManager, guard: Any) -> APIRouter:
             Query(
                 min_length=2,
                 max_length=MAX_COMPARED,
-                description="Cluster ids (ID@TARGET: one target of it); the first is A",
+                description="Cluster ids (ID@TARGET: one target of it) or repeat series ids "
+                "(their runs' means, with Welch's t intervals); the first is A",
             ),
         ],
         format: Literal["json", "html"] = "json",
@@ -98,11 +135,12 @@ def compare_router(manager: ClusterManager, guard: Any) -> APIRouter:
     ) -> Response:
         """Compare clusters with the first (A): per group and stage, rates and TTFT/ITL/TPOT/
         E2E percentiles side by side, with the difference and a bootstrap verdict, as
-        ``clientswarm compare`` does."""
+        ``clientswarm compare`` does. A repeat series (``/repeats``) is compared by its runs'
+        means, as ``compare`` compares directories of ``run --repeat``."""
         from clientswarm.reports.compare import LABELS, Settings, compare_runs, parse_min_effect
 
         settings = Settings(min_effect=parse_min_effect(min_effect))
-        runs = [await _run_of(manager, LABELS[i], c) for i, c in enumerate(clusters)]
+        runs = [await _run_of(manager, LABELS[i], c, series) for i, c in enumerate(clusters)]
         comparison = await asyncio.to_thread(compare_runs, runs, settings, [])
         if format == "html":
             from clientswarm.reports.compare_html import render_comparison_html

@@ -1,8 +1,8 @@
 """The tables of the store (SQLAlchemy Core).
 
-Every table but ``clusters``, ``store_meta`` and ``samples`` hangs off ``clusters.id`` with
-``ON DELETE CASCADE``; ``samples`` has no foreign key, for ingest speed (see below), so
-:meth:`Store.delete_cluster` deletes a cluster's samples itself.
+Every table but ``clusters``, ``store_meta``, ``repeat_series`` and ``samples`` hangs off
+``clusters.id`` with ``ON DELETE CASCADE``; ``samples`` has no foreign key, for ingest speed
+(see below), so :meth:`Store.delete_cluster` deletes a cluster's samples itself.
 
 Units: ``*_at`` are Unix epoch seconds (float64), ``*_ns`` Unix epoch nanoseconds (bigint),
 ``*_s`` seconds. JSON columns (``*_json``) are UTF-8 JSON text, written by the caller.
@@ -222,6 +222,29 @@ engine_scrapes = Table(
 """One scrape of a target's engine metrics (its replicas merged): ``t_s`` seconds from the
 cluster's shared start, the values as :mod:`clientswarm.service.engine_metrics` writes them."""
 
+repeat_series = Table(
+    "repeat_series",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("reason", Text),
+    Column("config_json", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("same_seed", Boolean, nullable=False),
+    Column("confidence", Double, nullable=False),
+    Column("cluster_ids_json", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Column("stop_requested_at", Double),
+    Column("summary_json", Text),
+    Index("ix_repeat_series_created", "created_at"),
+)
+"""A repeat series (:mod:`clientswarm.service.repeats`): one configuration run ``count`` times,
+one cluster after another. No foreign key: ``cluster_ids_json`` lists its clusters (a JSON
+array of ids, in run order), which are ordinary clusters and may be deleted on their own. A
+table added after schema version 1: ``Store.create_all`` creates it in an older database."""
+
 __all__ = [
     "ADDED_COLUMNS",
     "SCHEMA_VERSION",
@@ -231,6 +254,7 @@ __all__ = [
     "engine_scrapes",
     "events",
     "metadata",
+    "repeat_series",
     "sample_column",
     "samples",
     "store_meta",

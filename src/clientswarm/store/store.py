@@ -43,6 +43,7 @@ from clientswarm.store.samples import (
     client_counts,
     columns_of_rows,
 )
+from clientswarm.store.series import SeriesRows
 
 _IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
 _DELETE_CHUNK = 50_000  # samples deleted per transaction, so other writers get a turn
@@ -65,6 +66,8 @@ class Store:
         self.url = self._db.url
         self.engine = self._db.engine
         self._samples = SampleInserter(self.engine.dialect)
+        self.series = SeriesRows(self._db)
+        """The repeat series (:mod:`clientswarm.store.series`)."""
         self._owner: OwnerLock | None = None
         dbapi = self.engine.dialect.loaded_dbapi
         self._data_errors: tuple[type[Exception], ...] = (DataError, dbapi.DataError)
