@@ -43,9 +43,8 @@ def test_spilled_percentiles_are_numpys_to_the_bit(name: str, gather_values: int
     values = DATA[name]()
     exact = spilled(values, gather_values=gather_values)
     got, expected = exact.distribution(), distribution(values)
-    for key in KEYS:
+    for key in (*KEYS, "mean"):  # the mean is an exact sum rounded once: the same float too
         assert got[key] == expected[key], key  # type: ignore[literal-required]
-    assert got["mean"] == pytest.approx(expected["mean"], rel=1e-12, abs=1e-300)
     exact.close()
 
 

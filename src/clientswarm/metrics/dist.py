@@ -1,8 +1,11 @@
 """Exact distributions of one metric: the ``Dist`` shape of summary.json.
 
 Percentiles are exact, computed from every raw value with numpy's default (linear)
-interpolation, the definition ``numpy.percentile`` and ``pandas.quantile`` use. A distribution
-of no values has ``count == 0`` and ``None`` (JSON ``null``) for every number, never NaN.
+interpolation, the definition ``numpy.percentile`` and ``pandas.quantile`` use. The mean is the
+exact sum of the values over their count, correctly rounded once
+(:class:`~clientswarm.metrics.exactsum.ExactSum`): the same float whatever their order, where
+``numpy.mean`` may differ in the last bit. A distribution of no values has ``count == 0`` and
+``None`` (JSON ``null``) for every number, never NaN.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import TypedDict  # pydantic reads it on Python < 3.12 (the Summary model)
+
+from clientswarm.metrics.exactsum import ExactSum
 
 #: The percentiles of a :class:`Dist`, as (key, percent).
 PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -50,9 +55,11 @@ def distribution(values: npt.ArrayLike) -> Dist:
     if arr.size == 0:
         return empty_distribution()
     pcts = np.percentile(arr, [q for _, q in PERCENTILES])
+    summed = ExactSum()
+    summed.add(arr)
     return Dist(
         count=int(arr.size),
-        mean=float(arr.mean()),
+        mean=summed.mean(),
         min=float(arr.min()),
         p50=float(pcts[0]),
         p90=float(pcts[1]),

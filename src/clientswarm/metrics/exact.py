@@ -6,8 +6,10 @@ of them, as before. Beyond that they go to an anonymous temporary file (nothing 
 whatever happens to the process), and the distribution is computed from the file in chunks,
 still exactly:
 
-- ``count``, ``min`` and ``max`` are kept while adding; the mean is the sum of the batches'
-  sums (:func:`math.fsum`) over the count;
+- ``count``, ``min`` and ``max`` are kept while adding, and so is the exact sum of the values
+  in the file (:class:`~clientswarm.metrics.exactsum.ExactSum`); the mean is that sum plus the
+  exact sum of those still in memory, over the count, correctly rounded once: the same float
+  whatever the order of the values and however they were batched, in memory or not;
 - each percentile is numpy's ``linear`` method (the one ``numpy.percentile`` and pandas use)
   applied to the exact order statistics it needs, which are found by radix selection: each
   float64 is mapped to an unsigned 64-bit key of the same order. How many keys have each top
@@ -34,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clientswarm.metrics.dist import PERCENTILES, Dist, distribution, empty_distribution
+from clientswarm.metrics.exactsum import ExactSum
 
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
@@ -93,7 +96,8 @@ class ExactValues:
         self._file: IO[bytes] | None = None
         self._min = math.inf
         self._max = -math.inf
-        self._sums: list[float] = []
+        self._file_sum = ExactSum()
+        """The exact sum of the values in the file (those in memory are summed when needed)."""
         self._top: npt.NDArray[np.int64] | None = None
         """Once in the file: how many values' keys have each top 16 bits (the first radix
         pass, made while adding)."""
@@ -115,7 +119,6 @@ class ExactValues:
         self.count += int(values.size)
         self._min = min(self._min, float(values.min()))
         self._max = max(self._max, float(values.max()))
-        self._sums.append(float(values.sum()))
         if self._file is not None:
             self._spill(values)
             return
@@ -137,15 +140,17 @@ class ExactValues:
             # Anonymous (unlinked at once): nothing is left behind, however the process ends.
             self._file = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - kept open
             self._top = np.zeros(1 << _DIGIT_BITS, dtype=np.int64)
-        for part in self._memory:
-            self._spill(part)
+        if self._memory:  # at once: one write, one count and one sum, not one per batch
+            self._spill(np.concatenate(self._memory))
         self._memory, self._in_memory = [], 0
 
     def _spill(self, values: F64) -> None:
-        """Append ``values`` to the file (their bytes as they are) and count their top bits."""
+        """Append ``values`` to the file (their bytes as they are), sum them and count their
+        top bits."""
         assert self._file is not None and self._top is not None
         values = np.ascontiguousarray(values, dtype="<f8")
         self._file.write(values.data)
+        self._file_sum.add(values)
         top = sort_keys(values, self._min >= 0) >> np.uint64(64 - _DIGIT_BITS)
         self._top += np.bincount(top.astype(np.intp), minlength=1 << _DIGIT_BITS)
 
@@ -154,7 +159,8 @@ class ExactValues:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._memory, self._in_memory, self.count, self._sums, self._top = [], 0, 0, [], None
+        self._memory, self._in_memory, self.count, self._top = [], 0, 0, None
+        self._file_sum = ExactSum()
 
     def distribution(self) -> Dist:
         """The exact distribution of every value added."""
@@ -193,9 +199,14 @@ def exact_distribution(parts: Sequence[ExactValues]) -> Dist:
     wanted = sorted({i for lo, hi, _ in positions for i in (lo, hi)})
     found = _order_statistics(parts, count, low >= 0, wanted)
     pcts = [_lerp(found[lo], found[hi], gamma) for lo, hi, gamma in positions]
+    summed = ExactSum()
+    for p in parts:
+        summed.merge(p._file_sum)
+        if p._memory:
+            summed.add(np.concatenate(p._memory))
     return Dist(
         count=count,
-        mean=math.fsum(v for p in parts for v in p._sums) / count,
+        mean=summed.mean(count),
         min=low,
         p50=pcts[0],
         p90=pcts[1],
