@@ -77,6 +77,8 @@ ACROSS_FIELDS = re.compile(
             r"bytes of pixels, more than the",
             r"bytes of samples, more than",
             r"a replica is listed more than once",
+            r"keeps them in files: use sample_path: service",  # an adaptive group
+            r"never sees them with sample_path: files",  # an OTLP samples export
         ]
     )
 )

@@ -72,7 +72,9 @@ def open_group(
     }
 
 
-def cluster(target: str, *groups: dict[str, Any], workers: int = 1) -> dict[str, Any]:
+def cluster(
+    target: str, *groups: dict[str, Any], workers: int = 1, sample_path: str = "service"
+) -> dict[str, Any]:
     return {
         "name": "fault-matrix",
         "seed": 7,
@@ -80,7 +82,13 @@ def cluster(target: str, *groups: dict[str, Any], workers: int = 1) -> dict[str,
         "preflight": False,  # the faults come mid-run; every request the target sees is a sample
         "spawner": {"kind": "local", "workers": workers},
         "groups": list(groups),
+        "sample_path": sample_path,
     }
+
+
+# Where the samples go: posted to the service, or the high-rate path (the workers' files, with
+# only each tick's tallies posted). The faults of workers and of the service run on both.
+SAMPLE_PATHS = pytest.mark.parametrize("sample_path", ["service", "files"])
 
 
 CHAT = {"kind": "chat", "stream": False, "max_tokens": 4}
@@ -332,8 +340,9 @@ def parent_of(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm) state"
 
 
+@SAMPLE_PATHS
 def test_a_killed_worker_loses_only_what_it_had_not_had_acknowledged(
-    service: ServiceProcess,
+    service: ServiceProcess, sample_path: str
 ) -> None:
     workers, rate, duration_s = 3, 60, 3
     per_client = rate * duration_s // workers  # one client per worker: client w on worker w
@@ -342,6 +351,7 @@ def test_a_killed_worker_loses_only_what_it_had_not_had_acknowledged(
             target,
             open_group(HELLO, clients=workers, rate=rate, duration_s=duration_s),
             workers=workers,
+            sample_path=sample_path,
         )
         cluster_id = submit(service, config)
         wait_running(service, cluster_id)
@@ -368,18 +378,23 @@ def test_a_killed_worker_loses_only_what_it_had_not_had_acknowledged(
 # -- faults of the service itself ---------------------------------------------------------------
 
 
-def hello_run(target: str) -> dict[str, Any]:
+def hello_run(target: str, sample_path: str = "service") -> dict[str, Any]:
     """3 s of 40 hello arrivals a second on two workers: 120 samples."""
-    return cluster(target, open_group(HELLO, rate=40, duration_s=3), workers=2)
+    return cluster(
+        target, open_group(HELLO, rate=40, duration_s=3), workers=2, sample_path=sample_path
+    )
 
 
-def test_a_service_killed_and_restarted_loses_and_repeats_nothing(tmp_path: Path) -> None:
+@SAMPLE_PATHS
+def test_a_service_killed_and_restarted_loses_and_repeats_nothing(
+    tmp_path: Path, sample_path: str
+) -> None:
     data = tmp_path / "svc"
     extra = ("--lost-after-s", "2")
     with simulator("--seed", "3", "--ttft-ms", "5") as target:
         svc = ServiceProcess(data, token=TOKEN, extra=extra).start()
         try:
-            cluster_id = submit(svc, hello_run(target))
+            cluster_id = submit(svc, hello_run(target, sample_path))
             wait_running(svc, cluster_id)
             time.sleep(1.0)
         finally:
@@ -395,12 +410,13 @@ def test_a_service_killed_and_restarted_loses_and_repeats_nothing(tmp_path: Path
     assert sum(run.acknowledged.values()) == 120
 
 
-def test_a_paused_service_loses_no_worker_and_no_sample(tmp_path: Path) -> None:
+@SAMPLE_PATHS
+def test_a_paused_service_loses_no_worker_and_no_sample(tmp_path: Path, sample_path: str) -> None:
     with (
         simulator("--seed", "3", "--ttft-ms", "5") as target,
         ServiceProcess(tmp_path / "svc", token=TOKEN, extra=("--lost-after-s", "1")) as svc,
     ):
-        cluster_id = submit(svc, hello_run(target))
+        cluster_id = submit(svc, hello_run(target, sample_path))
         wait_running(svc, cluster_id)
         time.sleep(0.5)
         assert svc.process is not None

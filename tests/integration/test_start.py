@@ -139,7 +139,15 @@ def test_a_ctrl_c_while_the_workers_start_waits_until_they_can_be_stopped(
 
 def test_ctrl_c_while_run_starts_leaves_no_worker(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
-    file.write_text(validate_config_data(config_data(2)).model_dump_json())
+    # A run that only a Ctrl-C ends: however late the signal lands (a busy machine), it lands
+    # before the run would have completed by itself (its requests fail at once, and would not
+    # abort it).
+    data = config_data(2) | {"abort": False}
+    data["groups"][0] |= {
+        "stop": {"duration_s": 300},
+        "load": {"kind": "closed", "think_time_s": 0.05},
+    }
+    file.write_text(validate_config_data(data).model_dump_json())
     run = subprocess.Popen(
         [CLI, "run", str(file), "-o", str(tmp_path / "out")],
         stdout=subprocess.DEVNULL,

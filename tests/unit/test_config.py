@@ -197,7 +197,7 @@ def test_unknown_field_at_top_level() -> None:
     assert line == (
         "seedd: unknown field 'seedd' (did you mean 'seed'?); "
         "valid fields: name, seed, target, targets, spawner, warmup_s, preflight, "
-        "preflight_timeout_s, slo, outputs, groups, thresholds, abort, telemetry"
+        "preflight_timeout_s, slo, outputs, groups, thresholds, abort, telemetry, sample_path"
     )
 
 
@@ -793,3 +793,23 @@ def test_config_error_message_joins_problems() -> None:
     error = ConfigError(["a: x", "b: y"], source="f.yaml")
     assert str(error) == "f.yaml: a: x; b: y"
     assert isinstance(validate_config_data(MINIMAL), ClusterConfig)
+
+
+def test_the_high_rate_path_refuses_what_needs_the_samples_at_the_service() -> None:
+    data = canonical() | {"sample_path": "files"}
+    assert validate_config_data(data).sample_path == "files"  # an ordinary cluster takes it
+    data["groups"][0]["load"] = {"kind": "sweep", "points": 3, "stage_s": 2}  # automatic
+    data["groups"][0].pop("stop", None)
+    line = one_problem(data)
+    assert line.startswith("groups[0].load: a sweep group decides its next stage"), line
+    assert "use sample_path: service" in line
+    otlp = canonical() | {
+        "sample_path": "files",
+        "telemetry": {"otlp": {"endpoint": "http://127.0.0.1:4318"}},
+    }
+    line = one_problem(otlp)
+    assert "telemetry.otlp.export: samples are exported by the service" in line, line
+    otlp["telemetry"]["otlp"]["export"] = ["metrics"]
+    assert validate_config_data(otlp).telemetry is not None
+    bad = one_problem(canonical() | {"sample_path": "disk"})
+    assert bad == 'sample_path: not a valid choice; got "disk"; valid values: service, files'

@@ -503,6 +503,14 @@ class ClusterConfig(StrictModel):
         description="Export the run's metrics and samples besides the service's own "
         "/metrics: {otlp: {endpoint, export, interval_s, …}} (OpenTelemetry, OTLP/HTTP)",
     )
+    sample_path: Literal["service", "files"] = Field(
+        default="service",
+        description="Where the raw samples go. service: every batch is posted to the service, "
+        "which stores it. files (the high-rate path): each worker writes its samples to durable "
+        "Parquet files in the service's samples directory (shared storage: the data dir on "
+        "Slurm, the spawner's samples volume on Kubernetes) and posts only its histograms and "
+        "counters each tick; the exact summary is read from the files at the end",
+    )
 
     @field_validator("groups")
     @classmethod
@@ -533,6 +541,25 @@ class ClusterConfig(StrictModel):
                     f"groups[{index}].target: {group.target!r} is not a target of this "
                     f"configuration; targets: {', '.join(names)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _files_path(self) -> ClusterConfig:
+        if self.sample_path != "files":
+            return self
+        for index, group in enumerate(self.groups):
+            if isinstance(group.load, SweepLoadConfig | CapacityLoadConfig):
+                raise ValueError(
+                    f"groups[{index}].load: a {group.load.kind} group decides its next stage "
+                    "from the samples the service stores; sample_path: files keeps them in "
+                    "files: use sample_path: service with it"
+                )
+        otlp = self.telemetry.otlp if self.telemetry is not None else None
+        if otlp is not None and "samples" in otlp.export:
+            raise ValueError(
+                "telemetry.otlp.export: samples are exported by the service, which never sees "
+                "them with sample_path: files; export [metrics] only, or use sample_path: service"
+            )
         return self
 
     @model_validator(mode="after")

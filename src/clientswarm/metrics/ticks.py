@@ -20,11 +20,16 @@ object::
                 "counts": {"requests": 990, "succeeded": 985, ...},
                 "errors": {"http_503": 5}, "token_sources": {"usage": 985},
                 "times": [start_ns, end_ns, first_sent_ns, last_sent_ns],
-                "hist": {"ttft_s": [count, sum, min, max, gaps, counts], ...}}]}
+                "hist": {"ttft_s": [count, sum, min, max, gaps, counts], ...}}],
+     "clients": [[client, succeeded, failed], ...],
+     "outcomes": [[stage, ok, {"http_503": 5}, {"http_503": "last message"}], ...]}
 
-``times`` is null for a part without measured requests; ``hist`` holds the non-empty
-histograms only, each in :meth:`~clientswarm.metrics.histogram.Histogram.to_wire`'s sparse
-form. Floats travel as their shortest exact decimal, so a decoded tick equals the encoded one.
+``clients`` are what the store's per-client counters add (:func:`client_counts`), ``outcomes``
+what the abort rule judges (:class:`StageOutcomes`): the service does with a tick all it does
+with a batch but store its samples. ``times`` is null for a part without measured requests;
+``hist`` holds the non-empty histograms only, each in
+:meth:`~clientswarm.metrics.histogram.Histogram.to_wire`'s sparse form. Floats travel as their
+shortest exact decimal, so a decoded tick equals the encoded one.
 
 The service gets these bytes from anywhere: :func:`decode` checks sizes (:data:`MAX_TICK_BYTES`,
 :data:`MAX_PARTS`, :data:`MAX_KINDS`), types, ranges and consistency (errors adding up to the
@@ -44,10 +49,10 @@ import orjson
 
 from clientswarm.errors import ClientswarmError
 from clientswarm.metrics.columns import SampleColumns
-from clientswarm.metrics.derive import Measured, PartKey, measured_parts
+from clientswarm.metrics.derive import UNKNOWN_ERROR, Measured, PartKey, measured_parts
 from clientswarm.metrics.histogram import MAX_WIRE_COUNT, SCHEME, Histogram
 from clientswarm.metrics.live import METRICS, Tally
-from clientswarm.metrics.sample import TokenSource
+from clientswarm.metrics.sample import ERROR_CANCELLED, TokenSource
 
 if TYPE_CHECKING:
     from clientswarm.config.models import SLOConfig
@@ -91,7 +96,13 @@ _TOKEN_SOURCES = frozenset(get_args(TokenSource))
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _PART_KEYS = frozenset({"key", "counts", "errors", "token_sources", "times", "hist"})
-_TOP_KEYS = frozenset({"v", "seq", "scheme", "samples", "parts"})
+_TOP_KEYS = frozenset({"v", "seq", "scheme", "samples", "parts", "clients", "outcomes"})
+
+MAX_CLIENTS = 100_000
+"""The most clients one tick may count."""
+
+MAX_MESSAGE = 1000
+"""The longest example error message a tick carries."""
 
 
 class TickFormatError(ClientswarmError, ValueError):
@@ -182,12 +193,22 @@ class TickTallies:
     samples: int = 0
     """Every sample the tick covers, warm-up, cut-off ones and steps included."""
     parts: dict[PartKey, PartTally] = field(default_factory=dict)
+    clients: dict[int, list[int]] = field(default_factory=dict)
+    """``[succeeded, failed]`` interactions of each client (:func:`client_counts`)."""
+    outcomes: dict[int, StageOutcomes] = field(default_factory=dict)
+    """What each stage's requests came to, for the abort rule (:class:`StageOutcomes`)."""
 
     def merge(self, other: TickTallies) -> TickTallies:
         """Add ``other`` to these tallies (in place; ``other``'s are copied); returns ``self``."""
         self.samples += other.samples
         for key, t in other.parts.items():
             self.parts.setdefault(key, PartTally()).merge(t)
+        for client, (ok, bad) in other.clients.items():
+            pair = self.clients.setdefault(client, [0, 0])
+            pair[0] += ok
+            pair[1] += bad
+        for stage, o in other.outcomes.items():
+            self.outcomes.setdefault(stage, StageOutcomes()).merge(o)
         return self
 
     def live_tallies(self) -> dict[PartKey, Tally]:
@@ -196,11 +217,74 @@ class TickTallies:
         return {key: t.live() for key, t in self.parts.items()}
 
 
+@dataclass(slots=True)
+class StageOutcomes:
+    """The interactions of one stage as the abort rule judges them
+    (:mod:`clientswarm.service.abort`): steps and requests cut off by a stop left out,
+    warm-up ones in; how many succeeded, how many failed of each error kind, and the last
+    message of each kind."""
+
+    ok: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: StageOutcomes) -> StageOutcomes:
+        """Add ``other`` (in place); returns ``self``."""
+        self.ok += other.ok
+        self.failed.update(other.failed)
+        self.examples.update(other.examples)
+        return self
+
+
+def client_counts(cols: SampleColumns) -> dict[int, list[int]]:
+    """``{client: [succeeded, failed]}`` of a batch, counted as the summary counts a group's:
+    interactions only (not their steps), and neither warm-up samples nor requests cut off by a
+    stop (``error_kind == "cancelled"``, e.g. the request in flight when a client was stopped),
+    so a group's clients add up to the group's ``succeeded`` and ``failed``."""
+    c = cols.columns
+    counts: dict[int, list[int]] = {}
+    every = ("client", "status", "step", "warmup", "error_kind")
+    for client, status, step, warmup, kind in zip(*(c[n] for n in every), strict=True):
+        if step or warmup or kind == ERROR_CANCELLED:
+            continue
+        pair = counts.get(client)
+        if pair is None:
+            pair = counts[client] = [0, 0]
+        pair[0 if status == "ok" else 1] += 1
+    return counts
+
+
+def stage_outcomes(cols: SampleColumns) -> dict[int, StageOutcomes]:
+    """What each stage's interactions in ``cols`` came to (:class:`StageOutcomes`)."""
+    c = cols.columns
+    out: dict[int, StageOutcomes] = {}
+    every = ("status", "error_kind", "error_message", "stage", "step")
+    for status, kind, message, stage, step in zip(*(c[n] for n in every), strict=True):
+        if step or kind == ERROR_CANCELLED:
+            continue
+        o = out.get(int(stage or 0))
+        if o is None:
+            o = out[int(stage or 0)] = StageOutcomes()
+        if status == "ok":
+            o.ok += 1
+        else:
+            kind = kind or UNKNOWN_ERROR
+            o.failed[kind] += 1
+            if message:
+                o.examples[kind] = message[:MAX_MESSAGE]
+    return out
+
+
 def tick_tallies(cols: SampleColumns, slo: SLOConfig | None = None) -> TickTallies:
     """The tallies of a batch of samples (:func:`~clientswarm.metrics.derive.measured_parts`,
-    goodput judged against ``slo``)."""
+    goodput judged against ``slo``), with its clients' counts and its stages' outcomes."""
     parts = measured_parts(cols, slo=slo)
-    return TickTallies(len(cols), {key: PartTally.of(m) for key, m in parts.items()})
+    return TickTallies(
+        len(cols),
+        {key: PartTally.of(m) for key, m in parts.items()},
+        client_counts(cols) if len(cols) else {},
+        stage_outcomes(cols) if len(cols) else {},
+    )
 
 
 def encode(seq: int, tallies: TickTallies) -> bytes:
@@ -212,6 +296,10 @@ def encode(seq: int, tallies: TickTallies) -> bytes:
             "scheme": SCHEME,
             "samples": tallies.samples,
             "parts": [_encode_part(key, t) for key, t in tallies.parts.items()],
+            "clients": [[k, ok, bad] for k, (ok, bad) in tallies.clients.items()],
+            "outcomes": [
+                [stage, o.ok, dict(o.failed), o.examples] for stage, o in tallies.outcomes.items()
+            ],
         }
     )
 
@@ -266,7 +354,61 @@ def decode(body: bytes) -> tuple[int, TickTallies]:
     counted = sum(t.requests + t.warmup + t.cancelled for t in out.parts.values())
     if counted > samples:
         raise TickFormatError(f"samples: {samples}, but the parts count {counted} samples")
+    out.clients = _clients(raw.get("clients", []), samples)
+    out.outcomes = _outcomes(raw.get("outcomes", []), samples)
     return seq, out
+
+
+def _clients(raw: Any, samples: int) -> dict[int, list[int]]:
+    if not isinstance(raw, list) or len(raw) > MAX_CLIENTS:
+        raise TickFormatError(f"clients: a list of at most {MAX_CLIENTS} [client, ok, failed]")
+    clients: dict[int, list[int]] = {}
+    total = 0
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise TickFormatError(f"clients[{i}]: [client, succeeded, failed], got {_shown(entry)}")
+        client = _int(entry[0], f"clients[{i}][0]", 0, _INT32[1])
+        ok = _int(entry[1], f"clients[{i}][1]", 0, samples)
+        bad = _int(entry[2], f"clients[{i}][2]", 0, samples)
+        if client in clients:
+            raise TickFormatError(f"clients[{i}]: client {client} appears twice")
+        clients[client] = [ok, bad]
+        total += ok + bad
+    if total > samples:
+        raise TickFormatError(f"clients: {total} interactions counted, more than {samples} samples")
+    return clients
+
+
+def _outcomes(raw: Any, samples: int) -> dict[int, StageOutcomes]:
+    if not isinstance(raw, list) or len(raw) > MAX_PARTS:
+        raise TickFormatError(
+            f"outcomes: a list of at most {MAX_PARTS} [stage, ok, failed, examples]"
+        )
+    out: dict[int, StageOutcomes] = {}
+    total = 0
+    for i, entry in enumerate(raw):
+        where = f"outcomes[{i}]"
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise TickFormatError(f"{where}: [stage, ok, failed, examples], got {_shown(entry)}")
+        stage = _int(entry[0], f"{where}[0]", *_INT32)
+        if stage in out:
+            raise TickFormatError(f"{where}: stage {stage} appears twice")
+        o = StageOutcomes(_int(entry[1], f"{where}[1]", 0, samples))
+        o.failed = _counter(entry[2], f"{where}[2]", lambda k: 0 < len(k) <= MAX_NAME)
+        examples = entry[3]
+        if not isinstance(examples, dict) or not set(examples) <= set(o.failed):
+            raise TickFormatError(f"{where}[3]: a message for some of the failed kinds")
+        for kind, message in examples.items():
+            if not isinstance(message, str) or len(message) > MAX_MESSAGE:
+                raise TickFormatError(
+                    f"{where}[3].{kind}: a message of at most {MAX_MESSAGE} chars"
+                )
+        o.examples = dict(examples)
+        total += o.ok + sum(o.failed.values())
+        out[stage] = o
+    if total > samples:
+        raise TickFormatError(f"outcomes: {total} interactions, more than {samples} samples")
+    return out
 
 
 def _decode_part(part: Any, where: str) -> tuple[PartKey, PartTally]:
@@ -394,9 +536,12 @@ __all__ = [
     "TIMES",
     "VERSION",
     "PartTally",
+    "StageOutcomes",
     "TickFormatError",
     "TickTallies",
+    "client_counts",
     "decode",
     "encode",
+    "stage_outcomes",
     "tick_tallies",
 ]

@@ -166,6 +166,14 @@ class ColumnarBatch:
             self._counts.append(len(s.itl_s))
             self._packed.append(pack_itl(s.itl_s))
 
+    def columns(self) -> SampleColumns:
+        """This batch as columns (as :meth:`SampleColumns.from_samples` makes them)."""
+        if not self._rows:
+            return SampleColumns.empty()
+        values = zip(*self._rows, strict=True)
+        columns = {name: list(column) for name, column in zip(COLUMNS, values, strict=True)}
+        return SampleColumns(columns, itl_blobs=list(self._packed))
+
     def encode(self, seq: int) -> bytes:
         """The body of this batch as batch number ``seq``, in the packed form."""
         if self._rows:

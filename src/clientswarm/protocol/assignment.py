@@ -42,6 +42,12 @@ class Assignment(BaseModel):
         description="This worker scrapes the targets' engine metrics (target.metrics) and "
         "posts them (POST engine-metrics): worker 0 when the service cannot reach them",
     )
+    sample_dir: str | None = Field(
+        default=None,
+        description="sample_path files: the folder (shared with the service) where this "
+        "worker writes its samples, durably, before posting each tick's tallies (POST ticks); "
+        "none: batches are posted (POST samples)",
+    )
     stages: dict[str, GroupStages] = Field(
         default_factory=dict,
         description="The stages of each adaptive group (automatic sweep, capacity search) "

@@ -28,6 +28,7 @@ from clientswarm.run.progress import cluster_progress, show_progress
 from clientswarm.run.start import RunStart, start_run
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.runinfo import planned_duration_s
+from clientswarm.service.samplesource import sample_columns, sample_count
 from clientswarm.service.server import running_service
 from clientswarm.service.timeseries import cluster_timeseries
 from clientswarm.spawners.registry import default_spawners
@@ -152,22 +153,28 @@ async def until_interrupted() -> None:
 
 
 def write_results(
-    store: Store, cluster_id: str, output_dir: Path, samples: SamplesFile
+    store: Store,
+    cluster_id: str,
+    output_dir: Path,
+    samples: SamplesFile,
+    samples_root: Path | None = None,
 ) -> dict[str, Any]:
     """Write summary.json, timeseries.json (:mod:`clientswarm.metrics.timeseries`), finish the
     samples file, write the config that ran and report.html (:mod:`clientswarm.reports.html`);
     return the summary. summary.json is the
     document the service finalised, as ``GET …/results`` serves it. ``samples`` was written
-    while the batches were committed; when it failed or holds other samples than the store, it
-    is written again from the store."""
+    while the batches were committed; when it failed or holds other samples than the cluster
+    has, it is written again from them (on the high-rate path, ``sample_path: files``, from
+    the workers' files under ``samples_root``: :mod:`clientswarm.service.samplesource`)."""
     record = store.get_cluster(cluster_id)
     assert record is not None and record.summary_json is not None
     summary: dict[str, Any] = orjson.loads(record.summary_json)
     samples.close()
-    if samples.error is not None or samples.samples != store.count_samples(cluster_id):
-        write_samples(samples.path, store.iter_columns(cluster_id), samples.fmt)
+    root = samples_root or output_dir / "samples"
+    if samples.error is not None or samples.samples != sample_count(store, cluster_id, root):
+        write_samples(samples.path, sample_columns(store, cluster_id, root), samples.fmt)
     write_summary(output_dir / "summary.json", summary)
-    timeseries = cluster_timeseries(store, record)
+    timeseries = cluster_timeseries(store, record, root)
     (output_dir / "timeseries.json").write_bytes(orjson.dumps(timeseries))
     config = orjson.loads(record.config_json)
     (output_dir / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
@@ -210,12 +217,15 @@ def run_locally(
         store = Store.from_url_or_path(str(Path(scratch) / "store.sqlite"))
         store.create_all()
         samples = SamplesFile(output_dir / f"samples.{fmt}", fmt)
+        samples_root = start.settings.samples_dir
         written: list[dict[str, Any]] = []
 
         async def serve_results(cluster_id: str, url: str) -> None:
             """``run --ui``: write the results, then serve them until Ctrl-C."""
             written.append(
-                await asyncio.to_thread(write_results, store, cluster_id, output_dir, samples)
+                await asyncio.to_thread(
+                    write_results, store, cluster_id, output_dir, samples, samples_root
+                )
             )
             (console or _console()).print(
                 f"the run has ended; its results are in {output_dir} and at {url}/ until Ctrl-C",
@@ -244,7 +254,7 @@ def run_locally(
             cluster_id = aio.run(main())
             if written:
                 return written[0]
-            return write_results(store, cluster_id, output_dir, samples)
+            return write_results(store, cluster_id, output_dir, samples, samples_root)
         finally:
             samples.close()
             store.close()

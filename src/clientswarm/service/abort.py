@@ -21,6 +21,10 @@ of ``GET /api/v1/monitor/clusters/{id}/stats``, percentiles within 1 %), at most
 second, once their scope has measured ``min_requests`` requests: the first that fails aborts
 the run, the reason naming it.
 
+**On the high-rate path** (``sample_path: files``) the service never sees the samples: it
+judges each tick's outcomes per stage, as the worker tallied them (``StageOutcomes`` of
+:mod:`clientswarm.metrics.ticks`), the requests of one tick in no particular order.
+
 :class:`RunGuard` holds both for one cluster; the manager feeds it every committed batch (off
 the event loop, from several threads) and takes its verdict after each.
 """
@@ -40,6 +44,7 @@ from clientswarm.metrics.columns import SampleColumns
 from clientswarm.metrics.derive import UNKNOWN_ERROR
 from clientswarm.metrics.live import LiveStats
 from clientswarm.metrics.sample import ERROR_CANCELLED, ERROR_CONNECTION
+from clientswarm.metrics.ticks import StageOutcomes
 from clientswarm.thresholds import Expression, parse_expression, value_at
 
 EXAMPLE_CHARS = 200
@@ -111,6 +116,32 @@ class AbortRule:
             window.add(counted, message)
             touched.add(stage)
         for stage in sorted(touched):
+            reason = self._judge(stage, self._windows[stage], staged=len(self._windows) > 1)
+            if reason is not None:
+                return reason
+        return None
+
+    def observe_outcomes(self, outcomes: Mapping[int, StageOutcomes]) -> str | None:
+        """Judge a counted tick of the high-rate path (its stages' outcomes, as a worker
+        tallied them): as :meth:`observe`, the requests of one tick taken in no particular
+        order."""
+        if not self.config.enabled or not outcomes:
+            return None
+        for stage, o in outcomes.items():
+            if o.ok and (self._answered is None or stage < self._answered):
+                self._answered = stage
+        for stage, o in sorted(outcomes.items()):
+            window = self._windows.get(stage)
+            if window is None:
+                window = self._windows[stage] = _Window(self.config.window)
+            saturated = self._answered is not None and self._answered < stage
+            for _ in range(min(o.ok, window.size)):
+                window.add(None, None)
+            for kind, n in sorted(o.failed.items()):
+                counts = self.config.counts(kind) and (kind == ERROR_CONNECTION or not saturated)
+                for _ in range(min(n, window.size)):
+                    window.add(kind if counts else None, o.examples.get(kind))
+        for stage in sorted(outcomes):
             reason = self._judge(stage, self._windows[stage], staged=len(self._windows) > 1)
             if reason is not None:
                 return reason
@@ -209,6 +240,18 @@ class RunGuard:
             if self._reason is not None:
                 return
             reason = self.rule.observe(cols)
+            if reason is None and self.thresholds.due(time.monotonic()):
+                reason = self.thresholds.judge(live.snapshot(time.time())["since_start"])
+            self._reason = reason
+
+    def observe_tick(self, outcomes: Mapping[int, StageOutcomes], live: LiveStats) -> None:
+        """Judge a counted tick of the high-rate path (its tallies are already in ``live``)."""
+        if self.idle:
+            return
+        with self._lock:
+            if self._reason is not None:
+                return
+            reason = self.rule.observe_outcomes(outcomes)
             if reason is None and self.thresholds.due(time.monotonic()):
                 reason = self.thresholds.judge(live.snapshot(time.time())["since_start"])
             self._reason = reason

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from clientswarm.metrics.ticks import TICK_MEDIA_TYPE, TickFormatError
+from clientswarm.metrics.ticks import decode as decode_tick
 from clientswarm.metrics.wire import (
     PACKED_DESCRIPTION,
     PACKED_MEDIA_TYPE,
@@ -34,6 +36,12 @@ from clientswarm.service.params import ClusterId, WorkerIndex
 from clientswarm.service.ratelimit import retry_after
 from clientswarm.service.state import ClusterState
 from clientswarm.store import BatchRejected, StoreUnavailable
+
+TICK_DESCRIPTION = (
+    "A tick's tallies as clientswarm.metrics.ticks encodes them: one JSON object of seq, "
+    "samples, parts (counters and sparse histograms per target, group, step, stage, replica), "
+    "clients and outcomes"
+)
 
 _WITH_BODY = error_responses(400, 413)
 """The statuses of a route with a JSON body besides those of every route of the router."""
@@ -109,6 +117,12 @@ def internal_router(manager: ClusterManager) -> APIRouter:
         nothing of the batch is stored, the worker sends it again after Retry-After.
         """
         state = await authorised(request, cluster_id, index)
+        if state.config.sample_path == "files":
+            raise HTTPException(
+                409,
+                f"cluster {cluster_id} keeps its samples in files (sample_path: files): "
+                "POST …/ticks, not …/samples",
+            )
         wait_s = manager.batch_wait_s(cluster_id, index)
         if wait_s > 0:  # the worker keeps the batch and sends it again: nothing is lost
             raise HTTPException(
@@ -142,6 +156,66 @@ def internal_router(manager: ClusterManager) -> APIRouter:
         except StoreUnavailable as exc:  # nothing was stored: the worker sends it again
             raise HTTPException(
                 503, f"{exc}; the batch was not stored, send it again", {"Retry-After": "1"}
+            ) from None
+
+    @router.post(
+        base + "/ticks",
+        response_model=BatchAck,
+        responses=error_responses(409, 413, 429),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    TICK_MEDIA_TYPE: {
+                        "schema": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": TICK_DESCRIPTION,
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def ticks(request: Request, cluster_id: ClusterId, index: WorkerIndex) -> BatchAck:
+        """A tick of the high-rate path (``sample_path: files``): what the worker's samples of
+        one tick add to the statistics, its samples already durable in its files;
+        acknowledged once counted (idempotent by seq).
+
+        409 for a cluster whose samples are posted (``sample_path: service``); 410 once the
+        cluster has finished; 422 for a tick in no valid form, naming the field; 503 while the
+        store fails or the backlog is full (nothing is counted; the worker sends it again).
+        """
+        state = await authorised(request, cluster_id, index)
+        if state.config.sample_path != "files":
+            raise HTTPException(
+                409,
+                f"cluster {cluster_id} posts its samples (sample_path: service): "
+                "POST …/samples, not …/ticks",
+            )
+        wait_s = manager.batch_wait_s(cluster_id, index)
+        if wait_s > 0:
+            raise HTTPException(
+                429,
+                f"worker {index} sends more than {manager.max_batches_per_s:g} ticks a second "
+                "(the operator's --max-batches-per-s); retry later",
+                {"Retry-After": retry_after(wait_s)},
+            )
+        body = await request.body()
+        try:
+            seq, tick = decode_tick(body)
+        except TickFormatError as exc:
+            raise HTTPException(422, f"invalid tick: {exc}") from None
+        try:
+            with manager.ingest.admit(len(body)):
+                return await manager.add_tick(state, index, seq, tick, size_bytes=len(body))
+        except IngestBusy as exc:
+            raise HTTPException(
+                503, str(exc), {"Retry-After": retry_after(exc.retry_after_s)}
+            ) from None
+        except StoreUnavailable as exc:
+            raise HTTPException(
+                503, f"{exc}; the tick was not counted, send it again", {"Retry-After": "1"}
             ) from None
 
     @router.post(base + "/engine-metrics", responses=_WITH_BODY)

@@ -34,6 +34,7 @@ from clientswarm.errors import ClientswarmError, SpawnerError
 from clientswarm.load import clients_of_worker
 from clientswarm.metrics.columns import SampleColumns, SampleSink
 from clientswarm.metrics.derive import measured_parts
+from clientswarm.metrics.ticks import TickTallies
 from clientswarm.protocol.internal import (
     Assignment,
     BatchAck,
@@ -328,7 +329,9 @@ class ClusterManager(ClusterReads):
         if record.summary_json:
             summary: dict[str, Any] = orjson.loads(record.summary_json)
             return summary
-        partial = await asyncio.to_thread(cluster_summary, self.store, record, [])
+        partial = await asyncio.to_thread(
+            cluster_summary, self.store, record, [], samples_root=self.settings.samples_dir
+        )
         return partial.document()
 
     # -- internal API -----------------------------------------------------------------------
@@ -406,6 +409,9 @@ class ClusterManager(ClusterReads):
             path_roots=self.settings.policy.file_scope().confined_to,
             stages=state.adaptive.orders() if state.adaptive is not None else {},
             engine_metrics=index == 0 and scraper_side(state.config) == "worker",
+            sample_dir=(
+                str(self.settings.samples_dir) if state.config.sample_path == "files" else None
+            ),
         )
 
     def _still_needed(self, state: ClusterState, index: int) -> None:
@@ -462,6 +468,30 @@ class ClusterManager(ClusterReads):
         if reason is not None:
             await self.abort_cluster(state, reason)
         return BatchAck(seq=seq, duplicate=not fresh)
+
+    async def add_tick(
+        self, state: ClusterState, index: int, seq: int, tick: TickTallies, size_bytes: int = 0
+    ) -> BatchAck:
+        """Count a tick of the high-rate path (once) and feed its tallies to the live
+        statistics; ack only after the count is committed (its samples are in the worker's
+        files already)."""
+        fresh = await self.ingest.run(size_bytes, lambda: self._count_tick(state, index, seq, tick))
+        state.workers[index].last_seen = time.monotonic()
+        guard = self.guards.get(state.id)
+        reason = None if guard is None else guard.take()
+        if reason is not None:
+            await self.abort_cluster(state, reason)
+        return BatchAck(seq=seq, duplicate=not fresh)
+
+    def _count_tick(self, state: ClusterState, index: int, seq: int, tick: TickTallies) -> bool:
+        fresh = self.store.add_tick(state.id, index, seq, tick.samples, tick.clients)
+        if fresh:
+            state.live.add_tallies(tick.live_tallies(), _now())
+            guard = self.guards.get(state.id)
+            if guard is None:
+                guard = self.guards.setdefault(state.id, RunGuard(state.config))
+            guard.observe_tick(tick.outcomes, state.live)
+        return fresh
 
     async def abort_cluster(self, state: ClusterState, reason: str) -> None:
         """Stop a cluster its own rules gave up on (:mod:`clientswarm.service.abort`): like a
@@ -617,7 +647,12 @@ class ClusterManager(ClusterReads):
         try:
             warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
             summary = await asyncio.to_thread(
-                cluster_summary, self.store, ended, warnings, fed=state.statistics
+                cluster_summary,
+                self.store,
+                ended,
+                warnings,
+                fed=state.statistics,
+                samples_root=self.settings.samples_dir,
             )
         except StoreUnavailable:
             raise  # the database failed: the next watchdog tick tries again
@@ -632,7 +667,12 @@ class ClusterManager(ClusterReads):
             status, reason = ClusterStatus.FAILED, state.failure or failed  # the first cause
             ended = dataclasses.replace(ended, status=status.value, reason=reason)
             summary = await asyncio.to_thread(
-                cluster_summary, self.store, ended, [failed], samples=False
+                cluster_summary,
+                self.store,
+                ended,
+                [failed],
+                samples=False,
+                samples_root=self.settings.samples_dir,
             )
         return status, reason, summary.model_dump_json()
 
@@ -650,7 +690,7 @@ class ClusterManager(ClusterReads):
             state.failure = reason
         else:
             try:
-                await asyncio.to_thread(replay_live, self.store, state)
+                await asyncio.to_thread(replay_live, self.store, state, self.settings.samples_dir)
                 if state.adaptive is not None:
                     await asyncio.to_thread(restore_adaptive, self.store, state.id, state.adaptive)
                 await asyncio.to_thread(replay_stops, self.store, state)

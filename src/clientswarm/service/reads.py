@@ -18,6 +18,7 @@ from typing import Any
 from clientswarm.errors import ClientswarmError
 from clientswarm.metrics.columns import SampleColumns
 from clientswarm.service.prometheus import LiveRegistry, http_sd_targets, render_metrics
+from clientswarm.service.samplesource import sample_columns
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.snapshot import ClusterSnapshot, ServiceHealth
 from clientswarm.service.state import ClusterState, hash_token, token_matches
@@ -100,7 +101,7 @@ class ClusterReads:
     def samples(self, cluster_id: str) -> Iterator[SampleColumns]:
         """Every stored sample of a cluster, a batch of columns at a time (a blocking
         iterator: stream it from a thread)."""
-        return self.store.iter_columns(cluster_id)
+        return sample_columns(self.store, cluster_id, self.settings.samples_dir)
 
     async def timeseries(self, cluster_id: str) -> dict[str, Any]:
         """A cluster's per-group time series (:mod:`clientswarm.metrics.timeseries`) from its
@@ -108,7 +109,9 @@ class ClusterReads:
         is no such cluster."""
         record = await self.cluster(cluster_id)
         final = bool(record.summary_json)
-        return await asyncio.to_thread(self.timeseries_cache.get, self.store, record, final)
+        return await asyncio.to_thread(
+            self.timeseries_cache.get, self.store, record, final, self.settings.samples_dir
+        )
 
     async def worker_token_matches(self, cluster_id: str, token: str) -> bool:
         """Whether ``token`` is the cluster's own; an unknown cluster takes the same work and

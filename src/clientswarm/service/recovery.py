@@ -8,6 +8,7 @@ workers were ever launched, its live statistics, and the stops asked for before 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from clientswarm.metrics.derive import measured_parts
 from clientswarm.service.journal import Journal
 from clientswarm.service.lifecycle import ClusterStatus, WorkerState
 from clientswarm.service.prometheus import LiveRegistry
+from clientswarm.service.samplesource import sample_columns
 from clientswarm.service.state import BASE_DIR_KEY, ClusterState, WorkerLive, live_of
 from clientswarm.store import ClusterRecord, Store, WorkerRecord
 
@@ -68,10 +70,13 @@ def replay_stops(store: Store, state: ClusterState) -> None:
             worker.stop_all = True
 
 
-def replay_live(store: Store, state: ClusterState) -> None:
-    """Rebuild the live and the exact statistics of a recovered cluster from its stored
-    samples, as if each chunk had just been committed."""
-    for batch in store.iter_columns(state.id, chunk=REPLAY_BATCH):
+def replay_live(store: Store, state: ClusterState, samples_root: Path) -> None:
+    """Rebuild the live and the exact statistics of a recovered cluster from its samples, as
+    if each chunk had just been committed. (On the high-rate path they come from its files,
+    which may hold a tick not yet counted when the service stopped: the live statistics count
+    it again when its worker sends it again; the final summary reads the files, once each.)"""
+    chunks = sample_columns(store, state.id, samples_root, config=state.config, chunk=REPLAY_BATCH)
+    for batch in chunks:
         parts = measured_parts(batch, slo=state.config.slo)
         state.live.add_parts(parts, batch.columns["end_ns"][-1] / 1e9)
         state.statistics.add_parts(parts, len(batch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
@@ -15,6 +16,7 @@ from clientswarm.service.adaptive import AdaptiveRun
 from clientswarm.service.engine_metrics import server_block
 from clientswarm.service.lifecycle import WorkerState
 from clientswarm.service.runinfo import run_info
+from clientswarm.service.samplesource import in_files, sample_columns
 from clientswarm.service.verdicts import threshold_results
 from clientswarm.store import ClusterRecord, Store, WorkerRecord
 
@@ -32,10 +34,15 @@ def cluster_summary(
     *,
     fed: ClusterStatistics | None = None,
     samples: bool = True,
+    samples_root: Path | None = None,
 ) -> Summary:
     """The summary of ``record`` as it stands (its status, reason and times), exact from
     every stored sample; without ``samples``, of none (a cluster whose samples the statistics
     cannot take).
+
+    ``samples_root``: the service's samples directory, where the workers of a ``sample_path:
+    files`` cluster wrote its samples (:mod:`clientswarm.service.samplesource`); the summary
+    of such a cluster is read from its files.
 
     ``fed``: the statistics the service fed every batch it committed; used when they hold as
     many samples as the store, else (a batch stored but not fed, rows written by another
@@ -72,7 +79,10 @@ def cluster_summary(
     if adaptive is not None:
         restore_adaptive(store, record.id, adaptive)
         plans.update(adaptive.plans())
-    if samples and fed is not None and fed.samples == store.count_samples(record.id):
+    files = in_files(config)
+    if files and samples_root is None:
+        raise ValueError(f"cluster {record.id} keeps its samples in files: give samples_root")
+    if samples and not files and fed is not None and fed.samples == store.count_samples(record.id):
         summary = fed.summary(
             cluster,
             extra_warnings=warnings,
@@ -83,7 +93,8 @@ def cluster_summary(
     else:
         order = [g.name for g in config.groups]
         with ClusterStatistics(slo=config.slo, group_order=order) as streamed:
-            for columns in store.iter_columns(record.id) if samples else ():
+            root = samples_root or Path()
+            for columns in sample_columns(store, record.id, root, config=config) if samples else ():
                 streamed.add(columns)
             summary = streamed.summary(
                 cluster,

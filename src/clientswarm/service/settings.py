@@ -47,6 +47,13 @@ class ServiceSettings:
     """What a submitted configuration may reach (files, code, environment, targets, limits):
     the operator's flags on ``serve``; unrestricted for ``clientswarm run``."""
 
+    @property
+    def samples_dir(self) -> Path:
+        """Where the workers of ``sample_path: files`` clusters write their samples (one
+        folder per cluster inside): the data dir's ``samples``, as an absolute path, which
+        workers on other hosts must reach at the same path (shared storage)."""
+        return (self.data_dir / "samples").absolute()
+
     def log_dir(self, cluster_id: str) -> Path:
         """Where the workers of ``cluster_id`` write their logs."""
         return self.data_dir / "logs" / cluster_id

@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.timeseries import BUCKET_S, timeseries_of
 from clientswarm.service.engine_metrics import server_series
+from clientswarm.service.samplesource import sample_columns
 from clientswarm.store import ClusterRecord, Store
 
 log = logging.getLogger(__name__)
 
 
-def cluster_timeseries(store: Store, record: ClusterRecord) -> dict[str, Any]:
-    """The time series document of ``record`` as its stored samples stand (every group of its
-    configuration, in order; none before its shared start time is set)."""
+def cluster_timeseries(
+    store: Store, record: ClusterRecord, samples_root: Path | None = None
+) -> dict[str, Any]:
+    """The time series document of ``record`` as its samples stand (every group of its
+    configuration, in order; none before its shared start time is set). ``samples_root``: the
+    service's samples directory (:mod:`clientswarm.service.samplesource`)."""
     config = ClusterConfig.model_validate_json(record.config_json)
     order = [g.name for g in config.groups]
     if record.start_ns is None:  # not started: no bucket has begun
@@ -37,7 +42,7 @@ def cluster_timeseries(store: Store, record: ClusterRecord) -> dict[str, Any]:
             "groups": groups,
         }
     document = timeseries_of(
-        store.iter_columns(record.id),
+        sample_columns(store, record.id, samples_root or Path(), config=config),
         record.start_ns,
         warmup_s=config.warmup_s,
         group_order=order,
@@ -58,13 +63,15 @@ class TimeSeriesCache:
         self.size = size
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def get(self, store: Store, record: ClusterRecord, final: bool) -> dict[str, Any]:
+    def get(
+        self, store: Store, record: ClusterRecord, final: bool, samples_root: Path | None = None
+    ) -> dict[str, Any]:
         """``record``'s document: from the cache when ``final`` and there, else computed (and
         kept when ``final``)."""
         if final and (found := self._documents.get(record.id)) is not None:
             self._documents.move_to_end(record.id)
             return found
-        document = cluster_timeseries(store, record)
+        document = cluster_timeseries(store, record, samples_root)
         if final:
             self._documents[record.id] = document
             while len(self._documents) > self.size:

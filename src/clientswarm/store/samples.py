@@ -9,14 +9,14 @@ window of ids at a time, as columns again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import compress
 from typing import Any
 
 from sqlalchemy import Connection, Dialect
 
 from clientswarm.metrics.columns import SampleColumns
 from clientswarm.metrics.fields import SAMPLE_FIELDS, FieldKind
-from clientswarm.metrics.sample import ERROR_CANCELLED, Sample
+from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.ticks import client_counts
 from clientswarm.store import schema
 
 SAMPLE_FIELDS_ORDER: tuple[str, ...] = tuple(f.name for f in SAMPLE_FIELDS)
@@ -67,31 +67,6 @@ class SampleInserter:
             conn.execute(
                 schema.samples.insert(), [dict(zip(self._names, r, strict=True)) for r in rows]
             )
-
-
-def client_counts(batch: SampleColumns) -> dict[int, list[int]]:
-    """``{client: [succeeded, failed]}`` of one batch, counted as the summary counts a group's:
-    interactions only (not their steps), and neither warm-up samples nor requests cut off by a
-    stop (``error_kind == "cancelled"``, e.g. the request in flight when a client was stopped),
-    so a group's clients add up to the group's ``succeeded`` and ``failed``."""
-    columns = batch.columns
-    interactions = [
-        not (step or warmup or kind == ERROR_CANCELLED)
-        for step, warmup, kind in zip(
-            columns["step"], columns["warmup"], columns["error_kind"], strict=True
-        )
-    ]
-    counts: dict[int, list[int]] = {}
-    for client, status in zip(
-        compress(columns["client"], interactions),
-        compress(columns["status"], interactions),
-        strict=True,
-    ):
-        pair = counts.get(client)
-        if pair is None:
-            pair = counts[client] = [0, 0]
-        pair[0 if status == "ok" else 1] += 1
-    return counts
 
 
 def columns_of_rows(rows: Sequence[Sequence[Any]]) -> SampleColumns:

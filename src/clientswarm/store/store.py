@@ -341,7 +341,7 @@ class Store:
                 conn.execute(_b.insert().values(batch_row))
                 if len(batch):
                     self._samples.insert(conn, cluster_id, batch)
-                    self._count(conn, cluster_id, worker, batch)
+                    self._count(conn, cluster_id, worker, client_counts(batch), len(batch))
         except IntegrityError as exc:
             if self._batch_exists(cluster_id, worker, seq):
                 return False
@@ -357,8 +357,55 @@ class Store:
             ) from exc
         return True
 
-    def _count(self, conn: Connection, cluster_id: str, worker: int, batch: SampleColumns) -> None:
-        counts = client_counts(batch)
+    def add_tick(
+        self,
+        cluster_id: str,
+        worker: int,
+        seq: int,
+        samples: int,
+        clients: dict[int, list[int]],
+    ) -> bool:
+        """Count one tick of the high-rate path (``sample_path: files``: its ``samples`` are in
+        the worker's files, not here) in one committed transaction; False for a seen ``seq``.
+
+        As :meth:`add_batch` does for a batch: the batch row (with the tick's sample count) is
+        the idempotency record, and the counters of the clients (``clients``:
+        ``{client: [succeeded, failed]}``) and of the worker grow in the same transaction.
+        StoreUnavailable when the database fails (nothing is counted; send it again later).
+        """
+        row = {
+            "cluster_id": cluster_id,
+            "worker": worker,
+            "seq": seq,
+            "received_at": time.time(),
+            "count": samples,
+        }
+        try:
+            with self._db.begin("add_tick") as conn:
+                conn.execute(_b.insert().values(row))
+                self._count(conn, cluster_id, worker, clients, samples)
+        except IntegrityError as exc:
+            if self._batch_exists(cluster_id, worker, seq):
+                return False
+            raise StoreError(
+                f"cannot count tick {seq} of worker {worker}: no cluster {cluster_id!r}"
+            ) from exc
+        return True
+
+    def count_ticked_samples(self, cluster_id: str) -> int:
+        """The samples of every batch row of a cluster (on the high-rate path: its ticks')."""
+        query = select(func.coalesce(func.sum(_b.c.count), 0)).where(_b.c.cluster_id == cluster_id)
+        with self._db.read("count_ticked_samples") as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _count(
+        self,
+        conn: Connection,
+        cluster_id: str,
+        worker: int,
+        counts: dict[int, list[int]],
+        samples: int,
+    ) -> None:
         if counts:  # none in a batch of steps only
             conn.execute(
                 _cl.update()
@@ -376,7 +423,7 @@ class Store:
         conn.execute(
             _w.update()
             .where(_w.c.cluster_id == cluster_id, _w.c.index == worker)
-            .values(samples=_w.c.samples + len(batch))
+            .values(samples=_w.c.samples + samples)
         )
 
     def _batch_exists(self, cluster_id: str, worker: int, seq: int) -> bool:

@@ -46,6 +46,7 @@ from clientswarm.protocol.internal import (
     RegisterReply,
     RegisterRequest,
 )
+from clientswarm.worker.file_sink import FileTickSink
 from clientswarm.worker.internal_api import (
     InternalApiClient,
     RetryPolicy,
@@ -157,7 +158,7 @@ class _ServiceWorker:
         self._endpoint = endpoint
         self._options = options
         self._stop = stop
-        self._sink = ServiceSink(api)
+        self._sink: ServiceSink | FileTickSink = ServiceSink(api)
         self._runtime: WorkerRuntime | None = None
         self._early_stops: set[int] = set()  # stop_clients received before the runtime exists
         self._gone = False  # the service answered 410: the cluster was stopped
@@ -188,6 +189,14 @@ class _ServiceWorker:
     async def _run_assignment(self, assignment: Assignment) -> WorkerReport:
         """Run the clients of ``assignment`` to the end, then post ``/finish``."""
         try:
+            if assignment.sample_dir is not None:  # the high-rate path: samples to files
+                self._sink = FileTickSink(
+                    self._api,
+                    assignment.sample_dir,
+                    assignment.cluster_id,
+                    assignment.worker,
+                    assignment.config.slo,
+                )
             runtime = WorkerRuntime(assignment, self._sink)
         except Exception as exc:  # e.g. a dataset missing on this host: tell the service
             error = f"could not prepare the assignment: {type(exc).__name__}: {exc}"
