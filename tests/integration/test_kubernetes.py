@@ -28,6 +28,7 @@ from service_process import CLI, ServiceProcess, simulator
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 IMAGE = "registry.example/clientswarm:test"
+SAMPLES_CLAIM = "clientswarm-samples"
 ROLE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "role.yaml"
 
 
@@ -81,9 +82,13 @@ def cluster(
 def start_service(tmp_path: Path, kube: FakeKubernetesApi, port: int = 0) -> ServiceProcess:
     kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="loadtest")
     presets = []
-    for name, image in [("main", IMAGE), ("unpullable", "fake.invalid/clientswarm:nope")]:
+    for name, text in [
+        ("main", f"image: {IMAGE}\n"),
+        ("unpullable", "image: fake.invalid/clientswarm:nope\n"),
+        ("shared-samples", f"image: {IMAGE}\nsamples_claim: {SAMPLES_CLAIM}\n"),
+    ]:
         preset = tmp_path / f"{name}.yaml"
-        preset.write_text(f"kind: kubernetes\nimage: {image}\n")
+        preset.write_text(f"kind: kubernetes\n{text}")
         presets += ["--spawner-preset", f"{name}={preset}"]
     return ServiceProcess(
         tmp_path / "svc",
@@ -159,6 +164,72 @@ def _condition(job: dict[str, Any]) -> str | None:
     conditions = [c["type"] for c in job.get("status", {}).get("conditions", [])]
     final = [c for c in conditions if c in ("Complete", "Failed")]
     return final[-1] if final else None
+
+
+def test_a_files_cluster_mounts_the_samples_claim_where_the_service_reads_its_samples(
+    service: ServiceProcess, kube: FakeKubernetesApi, target: str
+) -> None:
+    config = {**cluster(target, workers=2, preset="shared-samples"), "sample_path": "files"}
+    cluster_id = submit(service, config)
+    view = service.wait_status(cluster_id, timeout_s=60)
+    assert view["status"] == "completed", view
+    _, results = service.api("GET", f"/clusters/{cluster_id}/results")
+    assert results["total"]["requests"] == 60  # read back from the files the pods wrote
+
+    samples_dir = (service.data_dir / "samples").absolute()
+    (job,) = kube.objects("jobs", "loadtest")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {"name": "samples", "persistentVolumeClaim": {"claimName": SAMPLES_CLAIM}}
+    ]
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [{"name": "samples", "mountPath": str(samples_dir)}]
+    # The fake's pods share this machine's disk, as the claim's pods share its volume.
+    assert len(list((samples_dir / cluster_id).iterdir())) == 2
+
+
+def test_a_files_cluster_without_a_samples_claim_is_refused_before_anything_starts(
+    tmp_path: Path, service: ServiceProcess, kube: FakeKubernetesApi, target: str
+) -> None:
+    samples_dir = (service.data_dir / "samples").absolute()
+    status, body = service.api("POST", "/clusters", {**cluster(target), "sample_path": "files"})
+    assert status == 422, body
+    (line,) = body["error"]["problems"]
+    assert line.startswith(
+        "spawner.samples_claim: sample_path: files on kubernetes needs a ReadWriteMany "
+        f"PersistentVolumeClaim that the service mounts at its samples directory ({samples_dir})"
+    ), line
+    assert "ask the operator for a spawner preset that sets samples_claim" in line
+    # A posted claim reaches storage: only the operator's presets name one.
+    posted = {**cluster(target, samples_claim=SAMPLES_CLAIM), "sample_path": "files"}
+    status, body = service.api("POST", "/clusters", posted)
+    assert status == 422, body
+    (line,) = body["error"]["problems"]
+    assert line.startswith("spawner.samples_claim: set only by the operator's spawner presets")
+    assert kube.requests == []  # nothing was created in Kubernetes
+
+    # clientswarm run: the same rule, one line, before any Job is created.
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="loadtest")
+    config = {**cluster(target, workers=1), "sample_path": "files"}
+    config["spawner"] = {"kind": "kubernetes", "image": IMAGE}
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps(config))
+    done = subprocess.run(
+        [CLI, "run", str(file), "-o", str(tmp_path / "out")],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = done.stderr.splitlines()
+    run_samples = (tmp_path / "out" / "samples").absolute()
+    assert line.startswith(
+        f"error: spawner.samples_claim: sample_path: files on kubernetes needs a ReadWriteMany "
+        f"PersistentVolumeClaim that the service mounts at its samples directory ({run_samples})"
+    ), line
+    assert "name it with spawner.samples_claim" in line
+    assert kube.requests == []
 
 
 def test_an_image_that_cannot_be_pulled_fails_the_workers_with_the_reason(

@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,14 @@ import yaml
 
 from clientswarm.config.loader import validate_config_data
 from clientswarm.config.spawners import KubernetesSpawnerConfig
-from clientswarm.errors import ConfigError
+from clientswarm.errors import ConfigError, SpawnerError
 from clientswarm.protocol.spawning import ClusterLaunch
-from clientswarm.spawners.kubernetes import render_objects, render_submission, render_yaml
+from clientswarm.spawners.kubernetes import (
+    KubernetesSpawner,
+    render_objects,
+    render_submission,
+    render_yaml,
+)
 from clientswarm.spawners.kubernetes.render import (
     cluster_selector,
     owner_reference,
@@ -264,6 +270,38 @@ def test_all_options_reach_the_job() -> None:
     assert container["command"][4] == "http://clientswarm.loadtest.svc:8080"
 
 
+SAMPLES_DIR = "/data/samples"
+
+
+def test_a_files_launch_mounts_the_samples_claim_at_the_services_samples_dir() -> None:
+    job = objects_of({"samples_claim": "clientswarm-samples"}, sample_dir=SAMPLES_DIR)[1]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {"name": "samples", "persistentVolumeClaim": {"claimName": "clientswarm-samples"}}
+    ]
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [{"name": "samples", "mountPath": SAMPLES_DIR}]
+    for version in KUBERNETES_VERSIONS:
+        validate_schema(job, version)
+
+
+@pytest.mark.parametrize(
+    ("options", "sample_dir"),
+    [({"samples_claim": "clientswarm-samples"}, None), ({}, SAMPLES_DIR)],
+    ids=["posting-samples", "no-claim"],
+)
+def test_no_samples_volume_without_both_a_files_launch_and_a_claim(
+    options: dict[str, Any], sample_dir: str | None
+) -> None:
+    pod = objects_of(options, sample_dir=sample_dir)[1]["spec"]["template"]["spec"]
+    assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
+
+
+def test_the_spawner_refuses_a_files_launch_without_a_claim() -> None:
+    with pytest.raises(SpawnerError, match=r"needs spawner\.samples_claim .* at /data/samples"):
+        asyncio.run(KubernetesSpawner().submit(launch(sample_dir=SAMPLES_DIR)))
+
+
 def test_a_failed_worker_fails_its_own_index_only_and_is_never_retried() -> None:
     spec = objects_of()[1]["spec"]
     assert spec["backoffLimitPerIndex"] == 0
@@ -295,7 +333,7 @@ MINIMAL: dict[str, Any] = {
 VALID_FIELDS = (
     "valid fields for kind 'kubernetes': kind, preset, image, namespace, workers, resources, "
     "node_selector, tolerations, service_account, image_pull_secrets, env, labels, annotations, "
-    "ttl_seconds_after_finished, active_deadline_s, advertise_url, python"
+    "ttl_seconds_after_finished, active_deadline_s, advertise_url, python, samples_claim"
 )
 
 
@@ -347,6 +385,7 @@ def test_image_is_required() -> None:
         ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "more than once"),
         ({"tolerations": [{"operator": "Exists", "value": "x"}]}, "takes no value"),
         ({"image_pull_secrets": ["Not_A_Name"]}, "DNS subdomain"),
+        ({"samples_claim": "Samples_Claim"}, "spawner.samples_claim"),
         ({"active_deadline_s": 0}, "spawner.active_deadline_s"),
     ],
 )

@@ -324,10 +324,11 @@ class KubernetesSpawnerConfig(StrictModel):
         "image_pull_secrets",
         "labels",
         "annotations",
+        "samples_claim",
     )
     """Options that choose the code the pods run or what they may reach (Secrets, a service
-    account, labels and annotations that policies and admission webhooks act on): on a shared
-    service only a preset sets them."""
+    account, labels and annotations that policies and admission webhooks act on, storage): on a
+    shared service only a preset sets them."""
 
     kind: Literal["kubernetes"]
     preset: PresetName | None = Field(default=None, description=PRESET_DESCRIPTION)
@@ -393,6 +394,13 @@ class KubernetesSpawnerConfig(StrictModel):
         default=None, description="How the pods reach the service (default: its own URL)"
     )
     python: str = Field(default="python", min_length=1, description="Interpreter in the image")
+    samples_claim: str | None = Field(
+        default=None,
+        json_schema_extra={"anyOf": [_SUBDOMAIN_SCHEMA, {"type": "null"}]},
+        description="sample_path: files: a ReadWriteMany PersistentVolumeClaim that the "
+        "service's pod mounts at its samples directory (<data dir>/samples); every worker pod "
+        "mounts it at the same path",
+    )
 
     @field_validator("image")
     @classmethod
@@ -407,6 +415,11 @@ class KubernetesSpawnerConfig(StrictModel):
     @classmethod
     def _service_account(cls, value: str | None) -> str | None:
         return None if value is None else _check_subdomain(value, "service_account")
+
+    @field_validator("samples_claim")
+    @classmethod
+    def _samples_claim(cls, value: str | None) -> str | None:
+        return None if value is None else _check_subdomain(value, "samples_claim")
 
     @field_validator("image_pull_secrets")
     @classmethod

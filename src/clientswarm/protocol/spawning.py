@@ -39,6 +39,10 @@ class ClusterLaunch:
     env: Mapping[str, str] | None = field(default=None, repr=False)
     """The environment workers start with, besides :meth:`worker_env` (the operator's policy
     decides it: :meth:`OperatorPolicy.worker_environment`); None: this process's own."""
+    sample_dir: str | None = None
+    """``sample_path: files``: the service's samples directory (absolute), where the workers
+    write their samples; a spawner whose workers do not share the service's disk mounts shared
+    storage there (Kubernetes: ``samples_claim``). None: the workers post their samples."""
 
     @property
     def workers(self) -> int:

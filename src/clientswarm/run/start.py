@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from clientswarm.config.models import ClusterConfig
-from clientswarm.errors import SpawnerError
+from clientswarm.errors import ConfigError, SpawnerError
 from clientswarm.protocol.spawning import ClusterLaunch, Spawner, Submitted
+from clientswarm.service.samplestorage import samples_storage_problem
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.sockets import bind, url_of
 from clientswarm.spawners.registry import spawner_class
@@ -162,8 +163,14 @@ def start_run(
 ) -> RunStart:
     """Bind the service's socket on ``host:port`` and start the workers of ``config`` (see
     the module docstring); use the result in a ``with`` block. SpawnerError when the spawner
-    cannot start them."""
+    cannot start them; ConfigError when its workers could not write their samples where the
+    run reads them (:mod:`~clientswarm.service.samplestorage`)."""
     settings = run_settings(config, output_dir)
+    storage = samples_storage_problem(
+        config, config.spawner, settings.samples_dir, preset_only=False
+    )
+    if storage is not None:
+        raise ConfigError([storage])
     sock = bind(host, port)
     if not settings.advertise_url:
         settings.advertise_url = url_of(sock)
@@ -176,6 +183,7 @@ def start_run(
         python=settings.python,
         options=config.spawner,
         env=settings.policy.worker_environment(config),
+        sample_dir=str(settings.samples_dir) if config.sample_path == "files" else None,
     )
     interrupts = _HeldInterrupts().hold()
     try:

@@ -15,7 +15,8 @@ the field, the bad value and what this service allows:
   ``--allow-module``;
 - the spawner: options that run code or reach credentials only from a preset, the preset
   merged under what the configuration gave; its library installed here (an extra of the
-  package, such as ``clientswarm[kubernetes]``).
+  package, such as ``clientswarm[kubernetes]``); with ``sample_path: files``, storage its
+  workers share with the service (:mod:`clientswarm.service.samplestorage`).
 
 :func:`admit` reads no file's content and imports no user code; :func:`admit_and_build` then
 builds what was admitted — datasets and tokenizers read, user code loaded (on a shared service
@@ -41,6 +42,7 @@ from clientswarm.interactions.registry import build_group_interactions
 from clientswarm.load.trace import replayed
 from clientswarm.service.policy import OperatorPolicy
 from clientswarm.service.presets import merged_options, validate_options
+from clientswarm.service.samplestorage import samples_storage_problem
 from clientswarm.service.telemetry import missing_extra as missing_otel
 from clientswarm.service.usercheck import check_in_subprocess, has_user_code
 from clientswarm.service.usercode import place_user_code
@@ -60,9 +62,15 @@ class Admitted:
 
 
 def admit(
-    config: ClusterConfig, policy: OperatorPolicy, *, base_dir: Path | None = None
+    config: ClusterConfig,
+    policy: OperatorPolicy,
+    *,
+    base_dir: Path | None = None,
+    samples_dir: Path | None = None,
 ) -> Admitted:
-    """``config`` checked against ``policy``; ConfigError listing every problem."""
+    """``config`` checked against ``policy``; ConfigError listing every problem.
+    ``samples_dir``: the service's samples directory (named in a problem of ``sample_path:
+    files``)."""
     files = policy.file_scope(base_dir)
     missing = missing_extra(config.spawner.kind)  # the spawner's library is not installed here
     problems = [missing] if missing else []
@@ -75,6 +83,14 @@ def admit(
     ]
     options, spawner_problems = _spawner_options(config, policy)
     problems += spawner_problems
+    if not spawner_problems:  # the preset is merged in: it may give the samples' storage
+        storage = samples_storage_problem(
+            config,
+            options,
+            samples_dir or "<data dir>/samples",
+            preset_only=not policy.operator_options_open,
+        )
+        problems += [storage] if storage else []
     if problems:
         raise ConfigError(problems)
     return Admitted(config, files, options)
@@ -259,11 +275,12 @@ async def admit_and_build(
     *,
     base_dir: Path | None = None,
     python: str = sys.executable,
+    samples_dir: Path | None = None,
 ) -> Admitted:
     """:func:`admit`, then every group built as a worker will build it (user code in a
     subprocess run by ``python`` when ``policy.isolate_user_code``); ConfigError listing every
     problem of both."""
-    admitted = admit(config, policy, base_dir=base_dir)
+    admitted = admit(config, policy, base_dir=base_dir, samples_dir=samples_dir)
     placed = place_user_code(
         admitted.config, files=admitted.files, allow_inline=policy.allow_inline_code
     )

@@ -202,7 +202,11 @@ class ClusterManager(ClusterReads):
         anything (:func:`~clientswarm.service.admission.admit_and_build`); ConfigError (422)
         listing every problem."""
         return await admit_and_build(
-            config, self.settings.policy, base_dir=base_dir, python=self.settings.python
+            config,
+            self.settings.policy,
+            base_dir=base_dir,
+            python=self.settings.python,
+            samples_dir=self.settings.samples_dir,
         )
 
     def add_sink(self, cluster_id: str, sink: SampleSink) -> None:
@@ -235,6 +239,9 @@ class ClusterManager(ClusterReads):
             python=self.settings.python,
             options=options,
             env=self.settings.policy.worker_environment(state.config),
+            sample_dir=(
+                str(self.settings.samples_dir) if state.config.sample_path == "files" else None
+            ),
         )
         try:
             if spawner is None:

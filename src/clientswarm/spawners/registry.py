@@ -113,6 +113,7 @@ def render_submission(
     cluster_id: str = "<cluster-id>",
     log_dir: str = "<data-dir>/logs/<cluster-id>",
     python: str | None = None,
+    sample_dir: str = "<data-dir>/samples",
 ) -> str:
     """Exactly what the spawner of ``config`` would submit, with placeholders and no secrets;
     ConfigError when that spawner needs an extra that is not installed."""
@@ -126,5 +127,6 @@ def render_submission(
         log_dir=log_dir,
         python=python or sys.executable,
         options=config.spawner,
+        sample_dir=sample_dir if config.sample_path == "files" else None,
     )
     return spawner_class(config.spawner.kind)().render(launch)

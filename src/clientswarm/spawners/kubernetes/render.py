@@ -12,6 +12,11 @@ no pod ever starts without it), then the Job; the spawner then makes the Job the
 
 Every object carries :func:`cluster_labels`, so a restarted service finds them again with the
 selector :func:`cluster_selector`.
+
+A ``sample_path: files`` cluster (the launch's ``sample_dir`` set) has its workers write their
+samples under the service's samples directory, which a pod does not share: the pod template
+mounts the PersistentVolumeClaim ``samples_claim`` (the one the service's pod mounts there) at
+that same path (:func:`samples_volume`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ APP_NAME = "clientswarm"
 COMPONENT = "worker"
 CLUSTER_LABEL = "clientswarm.io/cluster"
 CONTAINER_NAME = "worker"
+SAMPLES_VOLUME = "samples"
+"""The pod volume of the samples' PersistentVolumeClaim (``sample_path: files``)."""
 TOKEN_KEY = "token"
 """The key of the cluster token in the Secret's data."""
 
@@ -115,6 +122,17 @@ def worker_env(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> list[d
     return env
 
 
+def samples_volume(
+    launch: ClusterLaunch, config: KubernetesSpawnerConfig
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The pod's volume of ``samples_claim`` and the worker's mount of it at the service's
+    samples directory, for a ``sample_path: files`` launch with a claim; else None."""
+    if launch.sample_dir is None or config.samples_claim is None:
+        return None
+    volume = {"name": SAMPLES_VOLUME, "persistentVolumeClaim": {"claimName": config.samples_claim}}
+    return volume, {"name": SAMPLES_VOLUME, "mountPath": launch.sample_dir}
+
+
 def _container(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -133,6 +151,9 @@ def _container(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> dict[s
         }
         if resources:
             container["resources"] = resources
+    samples = samples_volume(launch, config)
+    if samples is not None:
+        container["volumeMounts"] = [samples[1]]
     container["securityContext"] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -155,6 +176,9 @@ def _pod_spec(launch: ClusterLaunch, config: KubernetesSpawnerConfig) -> dict[st
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     spec["containers"] = [_container(launch, config)]
+    samples = samples_volume(launch, config)
+    if samples is not None:
+        spec["volumes"] = [samples[0]]
     return spec
 
 

@@ -123,6 +123,13 @@ class KubernetesSpawner:
     async def submit(self, launch: ClusterLaunch) -> KubernetesHandle:
         """Create the token Secret, the Job, then hand the Secret to the Job."""
         config = options_of(launch, KubernetesSpawnerConfig)
+        if launch.sample_dir is not None and config.samples_claim is None:
+            raise SpawnerError(
+                f"cluster {launch.cluster_id}: sample_path: files on kubernetes needs "
+                "spawner.samples_claim (a ReadWriteMany PersistentVolumeClaim mounted at "
+                f"{launch.sample_dir} in the service's pod); without it the samples would stay "
+                "in the pods"
+            )
         secret_doc, job_doc = render_objects(launch, config)
         secret, job = secret_name(launch.cluster_id), job_name(launch.cluster_id)
         namespace = config.namespace or "the current namespace"
