@@ -95,13 +95,17 @@ def test_a_run_on_files_has_every_request_once_and_the_store_path_agrees(
         seen = seen_total(url)
         _, summary = svc.api("GET", f"/clusters/{cluster_id}/results")
         status, raw, _ = svc.request("GET", f"/clusters/{cluster_id}/samples?format=jsonl")
+        files = SampleFiles(svc.data_dir / "samples", cluster_id)
+        counted, workers = files.count_samples(), files.workers()
+        names = sorted(p.name for p in (svc.data_dir / "samples" / cluster_id).rglob("*.parquet"))
+        chunks = list(files.iter_columns(chunk_rows=97))
+        deleted, _ = svc.api("DELETE", f"/clusters/{cluster_id}")
+        assert deleted == 204 and not (svc.data_dir / "samples" / cluster_id).exists()
     assert view["status"] == "completed", view
-    files = SampleFiles(svc.data_dir / "samples", cluster_id)
-    assert files.workers() == [0, 1]
+    assert workers == [0, 1]
     # Rolled up at the end: one part per worker, no tick file left.
-    names = sorted(p.name for p in (svc.data_dir / "samples" / cluster_id).rglob("*.parquet"))
     assert names and all(n.startswith("part-") for n in names), names
-    assert files.count_samples() == seen > 100
+    assert counted == seen > 100
     assert status == 200 and len(raw.splitlines()) == seen  # the download reads the files
     total = summary["total"]
     assert total["requests"] + summary["total"]["warmup_excluded"] == seen
@@ -109,7 +113,6 @@ def test_a_run_on_files_has_every_request_once_and_the_store_path_agrees(
 
     # The other path: the same samples posted as batches into a store, in another order and in
     # other chunks, summarised as a sample_path: service cluster is.
-    chunks = list(files.iter_columns(chunk_rows=97))
     random.Random(1).shuffle(chunks)
     store = Store.from_url_or_path(str(tmp_path / "other.sqlite"))
     store.create_all()

@@ -157,11 +157,15 @@ def test_a_task_sees_its_own_node_only(slurm_multinode: MultiNodeCluster, tmp_pa
     ]
 
 
+# files: the high-rate path, each node's workers writing their samples to the service's data
+# directory (one filesystem for every node here, as a cluster's shared filesystem is).
+@pytest.mark.parametrize("sample_path", ["service", "files"])
 def test_array_tasks_land_on_all_three_nodes(
-    service: ServiceProcess, slurm_multinode: MultiNodeCluster, target: str
+    service: ServiceProcess, slurm_multinode: MultiNodeCluster, target: str, sample_path: str
 ) -> None:
     seen_before = target_seen(target)
     config = multinode_cluster(target, service, duration_s=3, chat=True)
+    config["sample_path"] = sample_path
     status, created = service.api("POST", "/clusters", config)
     assert status == 201, created
     view = service.wait_status(created["id"], timeout_s=120)

@@ -68,6 +68,7 @@ from clientswarm.service.results import (
     restore_adaptive,
     worker_warnings,
 )
+from clientswarm.service.samplesource import delete_sample_files
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import ClusterState, live_of
 from clientswarm.service.storewatch import StoreWatch
@@ -327,6 +328,7 @@ class ClusterManager(ClusterReads):
                 f"(POST /api/v1/clusters/{cluster_id}/stop), then delete it"
             )
         await asyncio.to_thread(self.store.delete_cluster, cluster_id)
+        await asyncio.to_thread(delete_sample_files, self.settings.samples_dir, cluster_id)
         self.beats.forget(cluster_id)
         self.live.remove(cluster_id)
 

@@ -10,6 +10,7 @@ through :func:`sample_columns`, so both paths give the same results from the sam
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,4 +65,11 @@ def sample_count(
     return store.count_samples(cluster_id)
 
 
-__all__ = ["CHUNK", "in_files", "sample_columns", "sample_count"]
+def delete_sample_files(samples_root: Path, cluster_id: str) -> None:
+    """Remove a deleted cluster's sample files, if it had any (blocking)."""
+    if not cluster_id or cluster_id in (".", "..") or "/" in cluster_id or "\0" in cluster_id:
+        raise ValueError(f"cluster_id {cluster_id!r} is not one path component")
+    shutil.rmtree(samples_root / cluster_id, ignore_errors=True)
+
+
+__all__ = ["CHUNK", "delete_sample_files", "in_files", "sample_columns", "sample_count"]
