@@ -21,6 +21,7 @@ from clientswarm.config.loader import validate_config_data
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.internal import Heartbeat, RegisterRequest
 from clientswarm.service.ingest import Ingest, IngestBusy
+from clientswarm.service.lifecycle import WorkerState
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.store import Store
@@ -195,3 +196,33 @@ async def test_a_worker_waits_as_long_as_the_service_asks(unused_tcp_port: int) 
         assert 1.0 <= seen[1] - seen[0] < 2.0  # its own backoff alone would be 0.05 s
     finally:
         await runner.cleanup()
+
+
+async def test_a_heartbeat_does_not_wait_for_its_workers_move_being_written(
+    tmp_path: Path,
+) -> None:
+    # A move being written may wait its turn at the store for seconds (a thousand workers'
+    # moves at the start): a beat that comes meanwhile is answered at once, and whether the
+    # move lost the worker is looked at once it is written — here it did: the worker is back.
+    manager, state = await running(tmp_path, 2)
+    try:
+        holder = hold_write_lock(manager.store, 2.0)
+        silent_since = state.workers[0].last_seen
+        lose = asyncio.create_task(
+            state.move_worker(0, WorkerState.LOST, why="test", unheard_since=silent_since)
+        )
+        await asyncio.sleep(0.1)
+        assert state.workers[0].moving.locked()  # the move waits for the store
+        started = time.monotonic()
+        await asyncio.wait_for(manager.heartbeat(state, 0, Heartbeat()), 1.0)
+        assert time.monotonic() - started < 0.5
+        await asyncio.to_thread(holder.join)
+        assert await lose
+        deadline = time.monotonic() + 5
+        while state.workers[0].state != "running":
+            assert time.monotonic() < deadline, state.workers[0].state
+            await asyncio.sleep(0.02)
+        kinds = [e.kind for e in manager.store.list_events(state.id)]
+        assert kinds[-2:] == ["worker_lost", "worker_back"], kinds
+    finally:
+        await manager.close()

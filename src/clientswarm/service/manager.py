@@ -134,6 +134,7 @@ class ClusterManager(ClusterReads):
         """Where sample batches are committed: its own threads and backlog (:mod:`.ingest`)."""
         self._watchdog: asyncio.Task[None] | None = None
         self._finalising: set[str] = set()
+        self._reviving: set[tuple[str, int]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.guards: dict[str, RunGuard] = {}
         """What may abort each cluster (:mod:`clientswarm.service.abort`), by cluster id;
@@ -543,15 +544,13 @@ class ClusterManager(ClusterReads):
         worker.last_seen, worker.in_flight = time.monotonic(), beat.in_flight
         worker.loop_lag_p99_s = beat.loop_lag_p99_s
         worker.in_flight_groups, worker.heard_ns = beat.in_flight_groups, time.time_ns()
-        if worker.state is WorkerState.LOST or worker.moving.locked():
-            # It was silent (e.g. paused) and is back: follow it again. Also when a move is
-            # being written: it may be the one that finds it lost.
-            await state.move_worker(
-                index,
-                WorkerState.RUNNING,
-                fields={"error": None, "finished_at": None},
-                only_from=WorkerState.LOST,
-            )
+        if worker.state is WorkerState.LOST:  # it was silent (e.g. paused) and is back
+            await self._back(state, index)
+        elif worker.moving.locked():
+            # A move is being written: it may be the one that finds it lost. Looked at once it
+            # is written, in the background: the reply does not depend on it, and a move (a
+            # thousand workers' moves to running at the start) may wait seconds at the store.
+            self._revive(state, index)
         if not worker.final:  # a beat that crossed the final report must not undo it
             self.beats.note(  # written a second at a time: the reply never waits for the store
                 state.id,
@@ -568,6 +567,34 @@ class ClusterManager(ClusterReads):
             stop_clients=sorted(worker.stop_clients),
             stages=state.adaptive.orders() if state.adaptive is not None else {},
         )
+
+    @staticmethod
+    async def _back(state: ClusterState, index: int) -> None:
+        """Follow worker ``index`` again if it is lost: it was heard from."""
+        await state.move_worker(
+            index,
+            WorkerState.RUNNING,
+            fields={"error": None, "finished_at": None},
+            only_from=WorkerState.LOST,
+        )
+
+    def _revive(self, state: ClusterState, index: int) -> None:
+        """Move worker ``index`` back to running if it is (or is being written) lost, in the
+        background, once at a time per worker."""
+        key = (state.id, index)
+        if key in self._reviving:
+            return
+        self._reviving.add(key)
+
+        async def revive() -> None:
+            try:
+                await self._back(state, index)
+            except StoreUnavailable:
+                pass  # said by the store's health watch; the next heartbeat tries again
+            finally:
+                self._reviving.discard(key)
+
+        self._spawn(revive())
 
     async def decide_set_points(self, state: ClusterState) -> None:
         """Decide the adaptive groups' next stages that are due (:mod:`.adaptive`), each
