@@ -226,3 +226,26 @@ async def test_a_heartbeat_does_not_wait_for_its_workers_move_being_written(
         assert kinds[-2:] == ["worker_lost", "worker_back"], kinds
     finally:
         await manager.close()
+
+
+def test_the_heartbeat_interval_keeps_the_fleet_within_its_rate() -> None:
+    settings = ServiceSettings(heartbeats_per_s=500, lost_after_s=10)
+    assert settings.heartbeat_interval_for(100) == 1.0  # few workers: once a second
+    assert settings.heartbeat_interval_for(1000) == 2.0  # 500 beats a second
+    assert settings.heartbeat_interval_for(10_000) == 2.5  # a quarter of lost_after_s at most
+
+
+async def test_a_worker_registering_into_a_large_fleet_is_told_to_beat_less_often(
+    tmp_path: Path,
+) -> None:
+    store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+    store.create_all()
+    settings = ServiceSettings(data_dir=tmp_path, heartbeats_per_s=10, lost_after_s=20)
+    manager = ClusterManager(store, settings, spawners={"local": StandInSpawner()})
+    await manager.start()
+    try:
+        state = manager.active[(await manager.create(config(30), base_dir=tmp_path)).id]
+        reply = await manager.register(state, 0, HELLO)
+        assert reply.heartbeat_interval_s == 3.0 and reply.lost_after_s == 20
+    finally:
+        await manager.close()

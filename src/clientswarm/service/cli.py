@@ -101,6 +101,14 @@ def read_api_token(token_env: str, token_file: Path | None) -> str | None:
     help="A worker silent this long is marked lost.",
 )
 @click.option(
+    "--heartbeats-per-s",
+    default=500.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Heartbeats a second the whole fleet may send: a worker registering while many run "
+    "is told to beat less often than once a second (at most every --lost-after-s / 4).",
+)
+@click.option(
     "--start-timeout-s",
     default=120.0,
     show_default=True,
@@ -129,6 +137,7 @@ def serve_command(
     cors_origin: tuple[str, ...],
     max_body_mb: int,
     lost_after_s: float,
+    heartbeats_per_s: float,
     start_timeout_s: float,
     allow_inline_code: bool,
     log_level: str,
@@ -158,6 +167,7 @@ def serve_command(
         cors_origins=list(cors_origin),
         max_body_bytes=max_body_mb * 1024 * 1024,
         lost_after_s=lost_after_s,
+        heartbeats_per_s=heartbeats_per_s,
         start_timeout_s=start_timeout_s,
         policy=policy,
     )

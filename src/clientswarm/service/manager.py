@@ -377,9 +377,8 @@ class ClusterManager(ClusterReads):
             index, WorkerState.REGISTERED, fields={**registered, "last_heartbeat_at": _now()}
         )
         return RegisterReply(
-            # Several beats per lost_after_s, so that one late beat is not a lost worker.
-            heartbeat_interval_s=min(
-                self.settings.heartbeat_interval_s, self.settings.lost_after_s / 4
+            heartbeat_interval_s=self.settings.heartbeat_interval_for(
+                sum(len(s.workers) for s in self.active.values())
             ),
             lost_after_s=self.settings.lost_after_s,
             preflight=self.preflights.plan_for(state, index),

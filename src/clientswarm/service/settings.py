@@ -17,6 +17,10 @@ class ServiceSettings:
     advertise_url: str = ""
     heartbeat_interval_s: float = 1.0
     lost_after_s: float = 10.0
+    heartbeats_per_s: float = 500.0
+    """The fleet's heartbeats a second, at most: a worker registering while more than this
+    many run beats less often than every ``heartbeat_interval_s`` (each beat costs the
+    service's one event loop about a millisecond; :meth:`heartbeat_interval_for`)."""
     heartbeat_write_interval_s: float = 1.0
     """How often the workers' heartbeat columns are written to the store
     (:mod:`clientswarm.service.heartbeats`); heartbeats are answered from memory."""
@@ -46,6 +50,14 @@ class ServiceSettings:
     policy: OperatorPolicy = field(default_factory=OperatorPolicy.unrestricted)
     """What a submitted configuration may reach (files, code, environment, targets, limits):
     the operator's flags on ``serve``; unrestricted for ``clientswarm run``."""
+
+    def heartbeat_interval_for(self, fleet_workers: int) -> float:
+        """The heartbeat interval to give a worker while ``fleet_workers`` workers (of every
+        cluster followed) may beat: ``heartbeat_interval_s``, longer when the fleet would
+        exceed ``heartbeats_per_s``, and never longer than a quarter of ``lost_after_s`` (so
+        one late beat is not a lost worker)."""
+        wanted = max(self.heartbeat_interval_s, fleet_workers / self.heartbeats_per_s)
+        return min(wanted, self.lost_after_s / 4)
 
     @property
     def samples_dir(self) -> Path:
