@@ -249,3 +249,31 @@ async def test_a_worker_registering_into_a_large_fleet_is_told_to_beat_less_ofte
         assert reply.heartbeat_interval_s == 3.0 and reply.lost_after_s == 20
     finally:
         await manager.close()
+
+
+async def test_a_registration_storm_is_a_few_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits: list[int] = []
+    original = Store.record_moves
+
+    def counted(self: Store, moves: Any) -> list[bool]:
+        commits.append(len(moves))
+        return original(self, moves)
+
+    monkeypatch.setattr(Store, "record_moves", counted)
+    store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+    store.create_all()
+    manager = ClusterManager(
+        store, ServiceSettings(data_dir=tmp_path), spawners={"local": StandInSpawner()}
+    )
+    await manager.start()
+    try:
+        state = manager.active[(await manager.create(config(300), base_dir=tmp_path)).id]
+        commits.clear()
+        await asyncio.gather(*(manager.register(state, i, HELLO) for i in range(300)))
+        assert sum(commits) >= 300 and len(commits) <= 10, commits  # not 300 transactions
+        stored = manager.store.list_workers(state.id)
+        assert {w.state for w in stored} == {"registered"} and all(w.pid == 1 for w in stored)
+    finally:
+        await manager.close()

@@ -45,6 +45,10 @@ from clientswarm.store.samples import (
 )
 from clientswarm.store.series import SeriesRows
 
+Move = tuple[str, dict[str, Any], int | None, tuple[str, str, dict[str, Any] | None] | None]
+"""A move for :meth:`Store.record_moves`: cluster id, fields, worker (None: the cluster's
+own), event."""
+
 _IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
 _DELETE_CHUNK = 50_000  # samples deleted per transaction, so other writers get a turn
 
@@ -510,19 +514,32 @@ class Store:
         """Set ``fields`` of a cluster (of its worker ``worker`` when given) and append
         ``event`` (kind, message, data) to its log in one transaction: both or neither. False
         when there is no such cluster or worker, and then nothing is written."""
-        if worker is None:
-            values = _checked_fields(_c, fields, key=("id",))
-            query = _c.update().where(_c.c.id == cluster_id)
-        else:
-            values = _checked_fields(_w, fields, key=("cluster_id", "index"))
-            query = _w.update().where(_w.c.cluster_id == cluster_id, _w.c.index == worker)
-        row = None if event is None else _event_row(cluster_id, *event)
+        return self.record_moves([(cluster_id, fields, worker, event)])[0]
+
+    def record_moves(self, moves: Sequence[Move]) -> list[bool]:
+        """:meth:`record_move` for each of ``moves`` (``(cluster_id, fields, worker, event)``),
+        in order, all in one transaction (many workers registering at once commit together);
+        for each, False when there is no such cluster or worker (nothing of it is written)."""
+        prepared = []
+        for cluster_id, fields, worker, event in moves:
+            if worker is None:
+                values = _checked_fields(_c, fields, key=("id",))
+                query = _c.update().where(_c.c.id == cluster_id)
+            else:
+                values = _checked_fields(_w, fields, key=("cluster_id", "index"))
+                query = _w.update().where(_w.c.cluster_id == cluster_id, _w.c.index == worker)
+            row = None if event is None else _event_row(cluster_id, *event)
+            prepared.append((query.values(values), row))
+        done: list[bool] = []
         with self._db.begin("record_move") as conn:
-            if conn.execute(query.values(values)).rowcount == 0:
-                return False
-            if row is not None:
-                conn.execute(_e.insert().values(row))
-        return True
+            for update, row in prepared:
+                if conn.execute(update).rowcount == 0:
+                    done.append(False)
+                    continue
+                if row is not None:
+                    conn.execute(_e.insert().values(row))
+                done.append(True)
+        return done
 
     def add_engine_scrapes(
         self, cluster_id: str, scrapes: list[tuple[str, float, dict[str, Any]]]
