@@ -277,3 +277,19 @@ async def test_a_registration_storm_is_a_few_commits(
         assert {w.state for w in stored} == {"registered"} and all(w.pid == 1 for w in stored)
     finally:
         await manager.close()
+
+
+def test_the_batch_interval_keeps_the_fleet_within_its_commits() -> None:
+    settings = ServiceSettings(batches_per_s=200)
+    assert settings.batch_interval_for(50) == 0.5  # few workers: twice a second
+    assert settings.batch_interval_for(1000) == 5.0  # 200 batches a second
+    assert settings.batch_interval_for(100_000) == 10.0  # held 10 s at most
+
+
+async def test_a_worker_of_a_large_fleet_ships_less_often(tmp_path: Path) -> None:
+    manager, state = await running(tmp_path, 40, batches_per_s=10)
+    try:
+        given = await manager.assignment(state, 0)
+        assert isinstance(given, Assignment) and given.batch_interval_s == 4.0
+    finally:
+        await manager.close()

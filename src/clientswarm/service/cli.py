@@ -109,6 +109,14 @@ def read_api_token(token_env: str, token_file: Path | None) -> str | None:
     "is told to beat less often than once a second (at most every --lost-after-s / 4).",
 )
 @click.option(
+    "--batches-per-s",
+    default=200.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Sample batches (or ticks) a second the whole fleet may send: a worker of a large "
+    "fleet ships less often than every 0.5 s (at most every 10 s; a full batch at once).",
+)
+@click.option(
     "--start-timeout-s",
     default=120.0,
     show_default=True,
@@ -138,6 +146,7 @@ def serve_command(
     max_body_mb: int,
     lost_after_s: float,
     heartbeats_per_s: float,
+    batches_per_s: float,
     start_timeout_s: float,
     allow_inline_code: bool,
     log_level: str,
@@ -168,6 +177,7 @@ def serve_command(
         max_body_bytes=max_body_mb * 1024 * 1024,
         lost_after_s=lost_after_s,
         heartbeats_per_s=heartbeats_per_s,
+        batches_per_s=batches_per_s,
         start_timeout_s=start_timeout_s,
         policy=policy,
     )

@@ -377,9 +377,7 @@ class ClusterManager(ClusterReads):
             index, WorkerState.REGISTERED, fields={**registered, "last_heartbeat_at": _now()}
         )
         return RegisterReply(
-            heartbeat_interval_s=self.settings.heartbeat_interval_for(
-                sum(len(s.workers) for s in self.active.values())
-            ),
+            heartbeat_interval_s=self.settings.heartbeat_interval_for(self._fleet_workers()),
             lost_after_s=self.settings.lost_after_s,
             preflight=self.preflights.plan_for(state, index),
         )
@@ -418,10 +416,15 @@ class ClusterManager(ClusterReads):
             path_roots=self.settings.policy.file_scope().confined_to,
             stages=state.adaptive.orders() if state.adaptive is not None else {},
             engine_metrics=index == 0 and scraper_side(state.config) == "worker",
+            batch_interval_s=self.settings.batch_interval_for(self._fleet_workers()),
             sample_dir=(
                 str(self.settings.samples_dir) if state.config.sample_path == "files" else None
             ),
         )
+
+    def _fleet_workers(self) -> int:
+        """The workers of every cluster followed (the fleet that beats and ships)."""
+        return sum(len(s.workers) for s in self.active.values())
 
     def _still_needed(self, state: ClusterState, index: int) -> None:
         """Gone when the cluster was stopped or has ended, or the worker has."""

@@ -8,6 +8,12 @@ from pathlib import Path
 
 from clientswarm.service.policy import OperatorPolicy
 
+BATCH_INTERVAL_S = 0.5
+"""How often a worker ships its samples, in a fleet small enough."""
+MAX_BATCH_INTERVAL_S = 10.0
+"""How long a worker of the largest fleets holds its samples at most (a full batch ships
+at once)."""
+
 
 @dataclass
 class ServiceSettings:
@@ -21,6 +27,11 @@ class ServiceSettings:
     """The fleet's heartbeats a second, at most: a worker registering while more than this
     many run beats less often than every ``heartbeat_interval_s`` (each beat costs the
     service's one event loop about a millisecond; :meth:`heartbeat_interval_for`)."""
+    batches_per_s: float = 200.0
+    """The fleet's sample batches (or ticks) a second the service aims at: a worker of a
+    large fleet ships every ``fleet / batches_per_s`` seconds instead of every 0.5 s (each
+    commit is a transaction; :meth:`batch_interval_for`). A busy worker still ships as soon
+    as a batch is full."""
     heartbeat_write_interval_s: float = 1.0
     """How often the workers' heartbeat columns are written to the store
     (:mod:`clientswarm.service.heartbeats`); heartbeats are answered from memory."""
@@ -58,6 +69,13 @@ class ServiceSettings:
         one late beat is not a lost worker)."""
         wanted = max(self.heartbeat_interval_s, fleet_workers / self.heartbeats_per_s)
         return min(wanted, self.lost_after_s / 4)
+
+    def batch_interval_for(self, fleet_workers: int) -> float:
+        """How often a worker ships its samples while ``fleet_workers`` workers run: every
+        :data:`BATCH_INTERVAL_S`, longer when the fleet would send more than
+        ``batches_per_s``, at most :data:`MAX_BATCH_INTERVAL_S`."""
+        wanted = max(BATCH_INTERVAL_S, fleet_workers / self.batches_per_s)
+        return min(wanted, MAX_BATCH_INTERVAL_S)
 
     @property
     def samples_dir(self) -> Path:
