@@ -137,19 +137,21 @@ async def test_the_last_heartbeats_are_written_when_their_cluster_ends(tmp_path:
 async def test_the_start_is_written_once_when_every_worker_asks_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[str | None] = []
-    original = Store.list_clients
+    calls: list[tuple[str, str]] = []
+    original = Store.move_clients
 
-    def counted(self: Store, cluster_id: str, state: str | None = None) -> Any:
-        calls.append(state)
-        return original(self, cluster_id, state=state)
+    def counted(self: Store, cluster_id: str, from_state: str, to_state: str) -> int:
+        calls.append((from_state, to_state))
+        return original(self, cluster_id, from_state, to_state)
 
-    monkeypatch.setattr(Store, "list_clients", counted)
+    monkeypatch.setattr(Store, "move_clients", counted)
     manager, state = await running(tmp_path, 40)
     try:
-        assert calls.count("pending") == 1  # not once per worker (40 s of pool time at 1,000)
+        assert calls == [("pending", "running")]  # not once per worker (409 s at 1,000)
         assert state.status == "running"
         assert all(w.state == "running" for w in state.workers)
+        assert {c.state for c in manager.store.list_clients(state.id)} == {"running"}
+        assert state.live.active_clients == {"g": 40}
     finally:
         await manager.close()
 

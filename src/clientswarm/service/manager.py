@@ -457,14 +457,13 @@ class ClusterManager(ClusterReads):
         await asyncio.to_thread(self._clients_running, state)
 
     def _clients_running(self, state: ClusterState) -> None:
-        pending = [c.id for c in self.store.list_clients(state.id, state="pending")]
-        self.store.set_client_state(state.id, pending, "running")
+        self.store.move_clients(state.id, "pending", "running")
         self._count_active_clients(state)
 
     def _count_active_clients(self, state: ClusterState) -> None:
-        running = self.store.list_clients(state.id, state="running")
+        running = self.store.count_clients(state.id, state="running")
         for group in state.config.groups:
-            state.live.set_active_clients(group.name, sum(c.group == group.name for c in running))
+            state.live.set_active_clients(group.name, running.get(group.name, 0))
 
     async def add_batch(
         self, state: ClusterState, index: int, seq: int, batch: SampleColumns, size_bytes: int = 0

@@ -294,6 +294,24 @@ class Store:
                 changed += conn.execute(query.values(state=state)).rowcount
         return changed
 
+    def move_clients(self, cluster_id: str, from_state: str, to_state: str) -> int:
+        """Set every client of a cluster in ``from_state`` to ``to_state`` in one statement;
+        the number of clients changed."""
+        query = _cl.update().where(_cl.c.cluster_id == cluster_id, _cl.c.state == from_state)
+        with self._db.begin("move_clients") as conn:
+            return int(conn.execute(query.values(state=to_state)).rowcount)
+
+    def count_clients(self, cluster_id: str, *, state: str) -> dict[str, int]:
+        """How many clients of a cluster are in ``state``, by group (groups without any are
+        left out)."""
+        query = (
+            select(_cl.c.group, func.count())
+            .where(_cl.c.cluster_id == cluster_id, _cl.c.state == state)
+            .group_by(_cl.c.group)
+        )
+        with self._db.read("count_clients") as conn:
+            return {group: int(n) for group, n in conn.execute(query)}
+
     def list_clients(
         self, cluster_id: str, *, group: str | None = None, state: str | None = None
     ) -> list[ClientRecord]:
