@@ -26,7 +26,7 @@ import pytest
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.ticks import TICK_MEDIA_TYPE, TickTallies, encode
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE
-from clientswarm.reports.samplefiles import SampleFiles
+from clientswarm.reports.samplefiles import SampleFiles, SampleFileWriter, freeze, live_name
 from clientswarm.service.results import cluster_summary
 from clientswarm.service.server import running_service
 from clientswarm.service.settings import ServiceSettings
@@ -95,7 +95,8 @@ def test_a_run_on_files_has_every_request_once_and_the_store_path_agrees(
         seen = seen_total(url)
         _, summary = svc.api("GET", f"/clusters/{cluster_id}/results")
         status, raw, _ = svc.request("GET", f"/clusters/{cluster_id}/samples?format=jsonl")
-        files = SampleFiles(svc.data_dir / "samples", cluster_id)
+        files = SampleFiles(svc.data_dir / "samples", cluster_id)  # frozen at the end
+        assert not (svc.data_dir / "samples" / live_name(cluster_id)).exists()
         counted, workers = files.count_samples(), files.workers()
         names = sorted(p.name for p in (svc.data_dir / "samples" / cluster_id).rglob("*.parquet"))
         chunks = list(files.iter_columns(chunk_rows=97))
@@ -201,3 +202,41 @@ async def test_run_writes_the_samples_file_from_the_workers_files(tmp_path: Path
     assert summary["total"]["requests"] + summary["total"]["warmup_excluded"] == seen == 70
     assert len(samples_jsonl(tmp_path / "out")) == 70
     assert list((tmp_path / "out" / "samples").rglob("part-*.parquet"))  # and the files stay
+
+
+def test_a_worker_still_writing_after_the_summary_adds_nothing_to_it(tmp_path: Path) -> None:
+    # A worker the service gave up as lost may still be running when its cluster ends: the
+    # files are frozen before the summary reads them, and its next tick fails (unacknowledged,
+    # as a late batch is refused on the other path) instead of landing beside them.
+    cols = _one_tick()
+    writer = SampleFileWriter(tmp_path / "root", live_name("c1"), 0)
+    writer.write_tick(1, cols)
+    final = freeze(tmp_path / "root", "c1")
+    assert final == tmp_path / "root" / "c1" and SampleFiles(tmp_path / "root", "c1").seqs(0) == {1}
+    with pytest.raises(FileNotFoundError):
+        writer.write_tick(2, cols)
+    assert SampleFiles(tmp_path / "root", "c1").count_samples() == len(cols)
+    assert not (tmp_path / "root" / live_name("c1")).exists()
+    assert freeze(tmp_path / "root", "c1") == final  # once: a second freeze changes nothing
+
+
+def _one_tick() -> Any:
+    """The columns of a few samples (as a worker's tick holds them)."""
+    from clientswarm.metrics.columns import SampleColumns
+    from clientswarm.metrics.sample import Sample
+
+    t0 = 1_700_000_000_000_000_000
+    samples = [
+        Sample(
+            group="g",
+            client=0,
+            worker=0,
+            name="hello",
+            scheduled_ns=t0 + i,
+            sent_ns=t0 + i,
+            end_ns=t0 + i + 1_000_000,
+            http_status=200,
+        )
+        for i in range(5)
+    ]
+    return SampleColumns.from_samples(samples)

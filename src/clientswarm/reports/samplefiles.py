@@ -116,6 +116,29 @@ def cluster_dir(root: Path, cluster_id: str) -> Path:
     return Path(root) / cluster_id
 
 
+LIVE_SUFFIX = ".live"
+"""Workers write a cluster's files under ``<cluster id>.live`` (:func:`live_name`) until the
+service freezes them for its summary (:func:`freeze`)."""
+
+
+def live_name(cluster_id: str) -> str:
+    """The directory name a cluster's workers write in while it runs."""
+    return cluster_id + LIVE_SUFFIX
+
+
+def freeze(root: Path, cluster_id: str) -> Path:
+    """Rename the cluster's live directory to its final name (``<root>/<cluster id>``), once
+    and durably, and return the final one: the summary and every later reader read exactly
+    what it held then. A worker still writing afterwards (one the service gave up as lost)
+    finds its directory gone and fails its tick, which was never acknowledged; nothing
+    appears in the frozen files after the summary was made from them."""
+    live, final = cluster_dir(root, live_name(cluster_id)), cluster_dir(root, cluster_id)
+    if live.is_dir() and not final.exists():
+        os.replace(live, final)
+        _fsync_dir(Path(root))
+    return final
+
+
 def tick_name(seq: int) -> str:
     """The final file name of tick ``seq``."""
     return f"tick-{seq:010d}.parquet"
@@ -534,6 +557,7 @@ def _batches_after(
 
 
 __all__ = [
+    "LIVE_SUFFIX",
     "MAX_SEQ",
     "READ_CHUNK",
     "ROLL_UP_ROW_GROUP",
@@ -544,6 +568,8 @@ __all__ = [
     "TickFile",
     "cluster_dir",
     "columns_from_table",
+    "freeze",
+    "live_name",
     "part_name",
     "tick_name",
     "worker_dir",

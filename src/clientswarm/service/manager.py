@@ -68,7 +68,7 @@ from clientswarm.service.results import (
     restore_adaptive,
     worker_warnings,
 )
-from clientswarm.service.samplesource import delete_sample_files
+from clientswarm.service.samplesource import delete_sample_files, freeze_sample_files, in_files
 from clientswarm.service.settings import ServiceSettings
 from clientswarm.service.state import ClusterState, live_of
 from clientswarm.service.storewatch import StoreWatch
@@ -682,6 +682,8 @@ class ClusterManager(ClusterReads):
             finished_at=_now() if ended_at is None else ended_at,
         )
         try:
+            if in_files(state.config):  # what the summary reads is what stays
+                await asyncio.to_thread(freeze_sample_files, self.settings.samples_dir, state.id)
             warnings = await asyncio.to_thread(worker_warnings, self.store, state.id)
             summary = await asyncio.to_thread(
                 cluster_summary,

@@ -13,10 +13,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clientswarm.config.models import ClusterConfig
 from clientswarm.metrics.columns import SampleColumns
 from clientswarm.store import Store
+
+if TYPE_CHECKING:
+    from clientswarm.reports.samplefiles import SampleFiles
 
 CHUNK = 10_000
 """Samples per batch of columns, at most."""
@@ -32,6 +36,23 @@ def in_files(config: ClusterConfig) -> bool:
     return config.sample_path == "files"
 
 
+def _files(samples_root: Path, cluster_id: str) -> SampleFiles:
+    """The cluster's files: frozen for its summary once it ended, else as its workers write
+    them (:func:`~clientswarm.reports.samplefiles.freeze`)."""
+    from clientswarm.reports.samplefiles import SampleFiles, live_name  # pyarrow: only here
+
+    frozen = samples_root / cluster_id
+    return SampleFiles(samples_root, cluster_id if frozen.is_dir() else live_name(cluster_id))
+
+
+def freeze_sample_files(samples_root: Path, cluster_id: str) -> None:
+    """Freeze a ``sample_path: files`` cluster's files before its summary is read from them
+    (blocking)."""
+    from clientswarm.reports.samplefiles import freeze
+
+    freeze(samples_root, cluster_id)
+
+
 def sample_columns(
     store: Store,
     cluster_id: str,
@@ -44,10 +65,7 @@ def sample_columns(
     thread). ``config``: the cluster's, when known (else read from the store)."""
     config = config if config is not None else _config_of(store, cluster_id)
     if config is not None and in_files(config):
-        from clientswarm.reports.samplefiles import SampleFiles  # pyarrow: only here
-
-        files = SampleFiles(samples_root, cluster_id)
-        yield from files.iter_columns(chunk_rows=chunk)
+        yield from _files(samples_root, cluster_id).iter_columns(chunk_rows=chunk)
     else:
         yield from store.iter_columns(cluster_id, chunk=chunk)
 
@@ -59,9 +77,7 @@ def sample_count(
     rows)."""
     config = config if config is not None else _config_of(store, cluster_id)
     if config is not None and in_files(config):
-        from clientswarm.reports.samplefiles import SampleFiles
-
-        return SampleFiles(samples_root, cluster_id).count_samples()
+        return _files(samples_root, cluster_id).count_samples()
     return store.count_samples(cluster_id)
 
 
@@ -70,6 +86,14 @@ def delete_sample_files(samples_root: Path, cluster_id: str) -> None:
     if not cluster_id or cluster_id in (".", "..") or "/" in cluster_id or "\0" in cluster_id:
         raise ValueError(f"cluster_id {cluster_id!r} is not one path component")
     shutil.rmtree(samples_root / cluster_id, ignore_errors=True)
+    shutil.rmtree(samples_root / (cluster_id + ".live"), ignore_errors=True)
 
 
-__all__ = ["CHUNK", "delete_sample_files", "in_files", "sample_columns", "sample_count"]
+__all__ = [
+    "CHUNK",
+    "delete_sample_files",
+    "freeze_sample_files",
+    "in_files",
+    "sample_columns",
+    "sample_count",
+]

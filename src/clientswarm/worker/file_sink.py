@@ -72,10 +72,12 @@ class FileTickSink:
         slo: SLOConfig | None,
     ) -> None:
         # pyarrow loads here, on the high-rate path only (and off every other worker's start)
-        from clientswarm.reports.samplefiles import SampleFileWriter
+        from clientswarm.reports.samplefiles import SampleFileWriter, live_name
 
         self._api = api
-        self._writer: SampleFileWriter = SampleFileWriter(Path(sample_dir), cluster_id, index)
+        self._writer: SampleFileWriter = SampleFileWriter(
+            Path(sample_dir), live_name(cluster_id), index
+        )
         self._slo = slo
         self.acknowledged_batches = 0
         self.acknowledged_samples = 0
