@@ -18,13 +18,15 @@ import pytest
 from aiohttp import web
 
 from clientswarm.config.loader import validate_config_data
+from clientswarm.metrics.columns import SampleColumns
+from clientswarm.metrics.sample import Sample
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.internal import Heartbeat, RegisterRequest
 from clientswarm.service.ingest import Ingest, IngestBusy
 from clientswarm.service.lifecycle import WorkerState
 from clientswarm.service.manager import ClusterManager
 from clientswarm.service.settings import ServiceSettings
-from clientswarm.store import Store
+from clientswarm.store import Arrival, ClusterRecord, Store, StoreError
 from clientswarm.worker.internal_api import (
     InternalApiClient,
     RetryPolicy,
@@ -168,8 +170,6 @@ async def test_the_backlog_of_batches_is_bounded(tmp_path: Path) -> None:
         with ingest.admit(60), ingest.admit(40):
             assert ingest.backlog_bytes == 100
         assert ingest.backlog_bytes == 0
-        assert await ingest.run(50, lambda: 42) == 42
-        assert ingest.committed_bytes_per_s > 0
     finally:
         ingest.close()
 
@@ -295,3 +295,83 @@ async def test_a_worker_of_a_large_fleet_ships_less_often(tmp_path: Path) -> Non
         assert isinstance(given, Assignment) and given.batch_interval_s == 4.0
     finally:
         await manager.close()
+
+
+# -- group commits ---------------------------------------------------------------------------
+
+
+def hello_batch(worker: int, seq: int, n: int = 3) -> SampleColumns:
+    t0 = 1_700_000_000_000_000_000 + (worker * 1000 + seq) * 1_000_000_000
+    return SampleColumns.from_samples(
+        [
+            Sample(
+                group="g",
+                client=worker,
+                worker=worker,
+                name="hello",
+                scheduled_ns=t0 + i,
+                sent_ns=t0 + i,
+                end_ns=t0 + i + 1_000_000,
+                http_status=200,
+            )
+            for i in range(n)
+        ]
+    )
+
+
+async def test_batches_arriving_together_are_one_commit_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[int] = []
+    original = Store.add_arrivals
+
+    def counted(self: Store, arrivals: Any) -> list[Any]:
+        groups.append(len(arrivals))
+        return original(self, arrivals)
+
+    monkeypatch.setattr(Store, "add_arrivals", counted)
+    manager, state = await running(tmp_path, 40)
+    try:
+        batches = [(w, 1, hello_batch(w, 1)) for w in range(40)]
+        batches += [(w, 1, hello_batch(w, 1)) for w in range(0, 40, 4)]  # resent: counted once
+        acks = await asyncio.gather(
+            *(manager.add_batch(state, w, seq, cols) for w, seq, cols in batches)
+        )
+        assert len(groups) <= 3 and sum(groups) == 50, groups  # not 50 transactions
+        assert sum(not a.duplicate for a in acks) == 40
+        assert manager.store.count_samples(state.id) == 120
+        assert state.statistics.samples == 120  # fed once each
+        clients = manager.store.list_clients(state.id)
+        assert sorted(c.succeeded for c in clients) == [3] * 40
+    finally:
+        await manager.close()
+
+
+def test_a_value_the_store_refuses_costs_only_its_own_batch(tmp_path: Path) -> None:
+    store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+    store.create_all()
+    with store:
+        store.create_cluster(
+            ClusterRecord(
+                id="c1",
+                name="n",
+                status="running",
+                config_json="{}",
+                token_hash="h",
+                spawner_kind="local",
+            )
+        )
+        store.create_workers("c1", 3)
+        store.add_batch("c1", 2, 7, hello_batch(2, 7))
+        outcomes = store.add_arrivals(
+            [
+                Arrival.batch("c1", 0, 1, hello_batch(0, 1)),
+                Arrival.batch("nope", 1, 1, hello_batch(1, 1)),  # no such cluster
+                Arrival.batch("c1", 2, 7, hello_batch(2, 7)),  # seen before
+                Arrival("c1", 1, 2, None, 5, {1: [4, 1]}),  # a tick
+            ]
+        )
+        assert outcomes[0] is True and outcomes[2] is False and outcomes[3] is True
+        assert isinstance(outcomes[1], StoreError) and "no cluster 'nope'" in str(outcomes[1])
+        assert store.count_samples("c1") == 6
+        assert [w.samples for w in store.list_workers("c1")] == [3, 5, 3]

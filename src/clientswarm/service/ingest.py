@@ -1,12 +1,16 @@
-"""Where sample batches are committed: threads of their own, and a bounded backlog.
+"""Where sample batches and ticks are committed: a thread of their own, group commits, and a
+bounded backlog.
 
 A batch is committed (and its statistics fed) in a thread, so that the event loop keeps
 answering. Those commits used to share the default thread pool with everything else the
 service writes: when a hundred workers shipped batches, the pool's threads all waited for the
 store's write lock, and a worker's registration or a stop queued behind them
-(bench/RESULTS-fleet-heartbeats.md). :class:`Ingest` gives them their own few threads — a
-database takes one writer at a time (SQLite) or a handful (PostgreSQL), so more threads would
-only wait — and bounds what waits for them: beyond ``backlog_bytes`` of batches received and
+(bench/RESULTS-fleet-heartbeats.md). :class:`Ingest` gives them a thread of their own and
+commits them in groups: the batches and ticks that arrive while one commit runs are committed
+together in the next, one transaction however many
+(:meth:`~clientswarm.store.Store.add_arrivals`: a thousand workers' small batches were a
+thousand transactions a second, more than SQLite commits), and only then is each new one fed to
+the statistics, once. It bounds what waits: beyond ``backlog_bytes`` of batches received and
 not yet committed, :meth:`Ingest.admit` says no and the route answers 503 with Retry-After.
 The worker keeps the batch and sends it again later (nothing unacknowledged is lost), instead
 of its request waiting past its timeout in a queue, being sent again meanwhile, and the
@@ -20,18 +24,13 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass
 
 from clientswarm.errors import ClientswarmError
-from clientswarm.store import Store
-from clientswarm.store.engine import sqlite_file
+from clientswarm.store import Arrival, Store
 
-T = TypeVar("T")
-
-SQLITE_THREADS = 2
-"""Commit threads on SQLite: one writes while the other derives its batch's statistics."""
-SERVER_THREADS = 4
-"""Commit threads on a database server (PostgreSQL), which takes several writers at once."""
+GROUP_MAX = 500
+"""The most batches and ticks one group commit takes."""
 
 
 class IngestBusy(ClientswarmError):
@@ -46,17 +45,39 @@ class IngestBusy(ClientswarmError):
         self.retry_after_s = retry_after_s
 
 
+@dataclass(slots=True)
+class _Waiting:
+    arrival: Arrival
+    size_bytes: int
+    fed: Callable[[], None]
+    done: asyncio.Future[bool]
+
+
+def _settle(done: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+        done.exception()  # retrieved: a cancelled caller leaves no "never retrieved" warning
+    else:
+        done.set_result(outcome)
+
+
 class Ingest:
-    """The commit threads of sample batches and the bytes waiting for them."""
+    """The commit thread of sample batches and ticks, and the bytes waiting for it."""
 
     def __init__(self, store: Store, backlog_bytes: int) -> None:
-        threads = SQLITE_THREADS if sqlite_file(store.url) else SERVER_THREADS
+        self.store = store
         self.limit_bytes = backlog_bytes
         self.backlog_bytes = 0
         """Bytes of the batches admitted and not yet committed."""
         self.committed_bytes_per_s = 0.0
         """How fast batches were committed lately (bytes a second, smoothed)."""
-        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="ingest")
+        self.groups = 0
+        """Group commits so far."""
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+        self._waiting: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def admit(self, size_bytes: int) -> Iterator[None]:
@@ -70,25 +91,53 @@ class Ingest:
         finally:
             self.backlog_bytes -= size_bytes
 
-    async def run(self, size_bytes: int, work: Callable[[], T]) -> T:
-        """``work()`` (a commit of ``size_bytes``) in a commit thread."""
+    async def commit(self, arrival: Arrival, size_bytes: int, fed: Callable[[], None]) -> bool:
+        """Commit ``arrival`` (``size_bytes`` of body) with the others waiting then, and call
+        ``fed()`` in the commit thread once it is committed, if it was new. True when new,
+        False for a seq seen before; else the store's error for it (StoreUnavailable,
+        BatchRejected, …) or ``fed``'s."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(arrival, size_bytes, fed, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        return await asyncio.shield(done)  # a caller's cancellation does not uncommit it
 
-        def timed() -> tuple[T, float]:
-            started = time.perf_counter()
-            return work(), time.perf_counter() - started
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            group = self._waiting[:GROUP_MAX]
+            del self._waiting[:GROUP_MAX]
+            try:
+                outcomes, took_s = await loop.run_in_executor(self._thread, self._group, group)
+            except Exception as exc:  # StoreUnavailable: nothing of the group was stored
+                for w in group:
+                    _settle(w.done, exc)
+                continue
+            self.groups += 1
+            rate = sum(w.size_bytes for w in group) / max(took_s, 1e-4)
+            self.committed_bytes_per_s = (
+                rate
+                if not self.committed_bytes_per_s
+                else 0.8 * self.committed_bytes_per_s + 0.2 * rate
+            )
+            for w, outcome in zip(group, outcomes, strict=True):
+                _settle(w.done, outcome)
 
-        result, took_s = await asyncio.get_running_loop().run_in_executor(self._threads, timed)
-        rate = size_bytes / max(took_s, 1e-4)  # one writer at a time: its own rate
-        self.committed_bytes_per_s = (
-            rate
-            if not self.committed_bytes_per_s
-            else 0.8 * self.committed_bytes_per_s + 0.2 * rate
-        )
-        return result
+    def _group(self, group: list[_Waiting]) -> tuple[list[bool | Exception], float]:
+        """Commit a group, then feed each new one (in the commit thread)."""
+        started = time.perf_counter()
+        outcomes = self.store.add_arrivals([w.arrival for w in group])
+        for i, (w, outcome) in enumerate(zip(group, outcomes, strict=True)):
+            if outcome is True:
+                try:
+                    w.fed()
+                except Exception as exc:  # stored, not fed: the worker hears of it
+                    outcomes[i] = exc
+        return outcomes, time.perf_counter() - started
 
     def close(self) -> None:
-        """Let the commit threads end once their work is done."""
-        self._threads.shutdown(wait=False)
+        """Let the commit thread end once its work is done."""
+        self._thread.shutdown(wait=False)
 
     def _drain_s(self) -> float:
         """About how long the backlog takes to commit (1 to 30 s)."""
@@ -96,4 +145,4 @@ class Ingest:
         return 1.0 if rate <= 0 else min(30.0, max(1.0, self.backlog_bytes / rate))
 
 
-__all__ = ["SERVER_THREADS", "SQLITE_THREADS", "Ingest", "IngestBusy"]
+__all__ = ["GROUP_MAX", "Ingest", "IngestBusy"]

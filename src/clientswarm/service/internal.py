@@ -166,6 +166,9 @@ def internal_router(manager: ClusterManager) -> APIRouter:
             "requestBody": {
                 "required": True,
                 "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "description": TICK_DESCRIPTION}
+                    },
                     TICK_MEDIA_TYPE: {
                         "schema": {
                             "type": "string",

@@ -74,7 +74,7 @@ from clientswarm.service.state import ClusterState, live_of
 from clientswarm.service.storewatch import StoreWatch
 from clientswarm.service.telemetry import Telemetry
 from clientswarm.spawners.registry import default_spawners
-from clientswarm.store import ClientRecord, ClusterRecord, Store, StoreUnavailable
+from clientswarm.store import Arrival, ClientRecord, ClusterRecord, Store, StoreUnavailable
 
 log = logging.getLogger("clientswarm.service")
 
@@ -470,8 +470,10 @@ class ClusterManager(ClusterReads):
     ) -> BatchAck:
         """Commit a batch (once), then feed the live statistics; ack only after the commit.
         ``size_bytes``: its body's, for the commit rate (:mod:`.ingest`)."""
-        fresh = await self.ingest.run(
-            size_bytes, lambda: self._commit_batch(state, index, seq, batch)
+        fresh = await self.ingest.commit(
+            Arrival.batch(state.id, index, seq, batch),
+            size_bytes,
+            lambda: self._feed_batch(state, batch),
         )
         state.workers[index].last_seen = time.monotonic()
         guard = self.guards.get(state.id)
@@ -486,7 +488,8 @@ class ClusterManager(ClusterReads):
         """Count a tick of the high-rate path (once) and feed its tallies to the live
         statistics; ack only after the count is committed (its samples are in the worker's
         files already)."""
-        fresh = await self.ingest.run(size_bytes, lambda: self._count_tick(state, index, seq, tick))
+        arrival = Arrival(state.id, index, seq, None, tick.samples, tick.clients)
+        fresh = await self.ingest.commit(arrival, size_bytes, lambda: self._feed_tick(state, tick))
         state.workers[index].last_seen = time.monotonic()
         guard = self.guards.get(state.id)
         reason = None if guard is None else guard.take()
@@ -494,15 +497,13 @@ class ClusterManager(ClusterReads):
             await self.abort_cluster(state, reason)
         return BatchAck(seq=seq, duplicate=not fresh)
 
-    def _count_tick(self, state: ClusterState, index: int, seq: int, tick: TickTallies) -> bool:
-        fresh = self.store.add_tick(state.id, index, seq, tick.samples, tick.clients)
-        if fresh:
-            state.live.add_tallies(tick.live_tallies(), _now())
-            guard = self.guards.get(state.id)
-            if guard is None:
-                guard = self.guards.setdefault(state.id, RunGuard(state.config))
-            guard.observe_tick(tick.outcomes, state.live)
-        return fresh
+    def _feed_tick(self, state: ClusterState, tick: TickTallies) -> None:
+        """Feed a tick just counted to the live statistics and the abort rule."""
+        state.live.add_tallies(tick.live_tallies(), _now())
+        guard = self.guards.get(state.id)
+        if guard is None:
+            guard = self.guards.setdefault(state.id, RunGuard(state.config))
+        guard.observe_tick(tick.outcomes, state.live)
 
     async def abort_cluster(self, state: ClusterState, reason: str) -> None:
         """Stop a cluster its own rules gave up on (:mod:`clientswarm.service.abort`): like a
@@ -517,27 +518,22 @@ class ClusterManager(ClusterReads):
             await self.stop_cluster(state.id, reason)
         await self.journal.event(state.id, "aborted", reason)
 
-    def _commit_batch(
-        self, state: ClusterState, index: int, seq: int, batch: SampleColumns
-    ) -> bool:
-        """Store the columns as they came, then feed what they add (derived once) to the live
-        and the exact statistics: CPU work kept off the event loop. True when new."""
-        fresh = self.store.add_batch(state.id, index, seq, batch)
-        if fresh:
-            parts = measured_parts(batch, slo=state.config.slo)
-            state.live.add_parts(parts, _now())
-            state.statistics.add_parts(parts, len(batch))
-            sink = self.sinks.get(state.id)
-            if sink is not None:
-                sink.add(batch)
-            self.telemetry.add(state.id, batch)
-            guard = self.guards.get(state.id)
-            if guard is None:
-                guard = self.guards.setdefault(state.id, RunGuard(state.config))
-            guard.observe(batch, state.live)
-            if state.adaptive is not None:
-                state.adaptive.observe(batch, parts)
-        return fresh
+    def _feed_batch(self, state: ClusterState, batch: SampleColumns) -> None:
+        """Feed what a batch just committed adds (derived once) to the live and the exact
+        statistics and the rest: CPU work kept off the event loop (in the commit thread)."""
+        parts = measured_parts(batch, slo=state.config.slo)
+        state.live.add_parts(parts, _now())
+        state.statistics.add_parts(parts, len(batch))
+        sink = self.sinks.get(state.id)
+        if sink is not None:
+            sink.add(batch)
+        self.telemetry.add(state.id, batch)
+        guard = self.guards.get(state.id)
+        if guard is None:
+            guard = self.guards.setdefault(state.id, RunGuard(state.config))
+        guard.observe(batch, state.live)
+        if state.adaptive is not None:
+            state.adaptive.observe(batch, parts)
 
     async def heartbeat(self, state: ClusterState, index: int, beat: Heartbeat) -> Control:
         """Note the worker is alive; reply with what it should stop."""

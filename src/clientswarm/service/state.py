@@ -146,7 +146,7 @@ class ClusterState:
     """Its adaptive groups' decisions (None: it has none), :mod:`clientswarm.service.adaptive`."""
     statistics: ClusterStatistics = field(init=False, repr=False, compare=False)
     """The exact statistics of every batch committed while the service follows it (the final
-    summary's, :meth:`ClusterManager._commit_batch`)."""
+    summary's, :meth:`ClusterManager._feed_batch`)."""
     _status: ClusterStatus = field(init=False)
     _moving: asyncio.Lock = field(init=False, repr=False, compare=False)
 

@@ -18,10 +18,11 @@ from clientswarm.store.records import (
     StoreUnavailable,
     WorkerRecord,
 )
-from clientswarm.store.store import Store
+from clientswarm.store.store import Arrival, Store
 
 __all__ = [
     "UNFINISHED_STATUSES",
+    "Arrival",
     "BatchRejected",
     "ClientRecord",
     "ClusterRecord",

@@ -8,6 +8,7 @@ from any worker thread. Nothing is cached.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from clientswarm.store.records import (
     ClusterRecord,
     EventRecord,
     StoreError,
+    StoreUnavailable,
     WorkerRecord,
 )
 from clientswarm.store.samples import (
@@ -45,9 +47,30 @@ from clientswarm.store.samples import (
 )
 from clientswarm.store.series import SeriesRows
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Arrival:
+    """A batch (its ``samples``) or a tick (``samples`` None: counted only, ``count`` samples
+    and the clients' ``[succeeded, failed]``) of one worker, for :meth:`Store.add_arrivals`."""
+
+    cluster_id: str
+    worker: int
+    seq: int
+    samples: SampleColumns | None
+    count: int
+    clients: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def batch(cls, cluster_id: str, worker: int, seq: int, samples: SampleColumns) -> Arrival:
+        """A batch of samples."""
+        return cls(cluster_id, worker, seq, samples, len(samples))
+
+
 Move = tuple[str, dict[str, Any], int | None, tuple[str, str, dict[str, Any] | None] | None]
 """A move for :meth:`Store.record_moves`: cluster id, fields, worker (None: the cluster's
 own), event."""
+
+log = logging.getLogger(__name__)
 
 _IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
 _DELETE_CHUNK = 50_000  # samples deleted per transaction, so other writers get a turn
@@ -75,6 +98,11 @@ class Store:
         self._owner: OwnerLock | None = None
         dbapi = self.engine.dialect.loaded_dbapi
         self._data_errors: tuple[type[Exception], ...] = (DataError, dbapi.DataError)
+        self._one_by_one: tuple[type[Exception], ...] = (
+            IntegrityError,
+            StoreError,
+            *self._data_errors,
+        )
 
     @property
     def health(self) -> StoreHealth:
@@ -413,6 +441,75 @@ class Store:
                 f"cannot count tick {seq} of worker {worker}: no cluster {cluster_id!r}"
             ) from exc
         return True
+
+    def add_arrivals(self, arrivals: Sequence[Arrival]) -> list[bool | Exception]:
+        """Store many batches and count many ticks (:class:`Arrival`) in one transaction —
+        the ones that arrived while the last commit ran — and return, for each, True when new,
+        False when its ``seq`` was seen (nothing of it stored), or the error that refused it.
+
+        A group commit, as one :meth:`add_batch` or :meth:`add_tick` each would do it: the
+        seqs seen already are looked up first (inside the write transaction), the others
+        stored with their counters. When anything fails in the group (a value the database
+        refuses, a cluster deleted meanwhile, another writer's insert of the same seq), it is
+        rolled back and each arrival is stored on its own instead, so one bad batch is refused
+        alone. StoreUnavailable (the database fails) is raised for the whole group: nothing of
+        it is stored."""
+        if len(arrivals) == 1:
+            return [self._add_one(arrivals[0])]
+        try:
+            with self._db.begin("add_arrivals") as conn:
+                seen = self._seen_seqs(conn, arrivals)
+                done: list[bool | Exception] = []
+                for a in arrivals:
+                    key = (a.cluster_id, a.worker, a.seq)
+                    if key in seen:
+                        done.append(False)
+                        continue
+                    seen.add(key)
+                    self._insert_arrival(conn, a)
+                    done.append(True)
+                return done
+        except StoreUnavailable:
+            raise
+        except self._one_by_one as exc:
+            log.info("a group of %d arrivals is stored one by one: %s", len(arrivals), exc)
+            return [self._add_one(a) for a in arrivals]
+
+    def _add_one(self, a: Arrival) -> bool | Exception:
+        try:
+            if a.samples is not None:
+                return self.add_batch(a.cluster_id, a.worker, a.seq, a.samples)
+            return self.add_tick(a.cluster_id, a.worker, a.seq, a.count, a.clients)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # BatchRejected among them: this one's alone
+            return exc
+
+    def _seen_seqs(
+        self, conn: Connection, arrivals: Sequence[Arrival]
+    ) -> set[tuple[str, int, int]]:
+        wanted = {(a.cluster_id, a.worker, a.seq) for a in arrivals}
+        query = select(_b.c.cluster_id, _b.c.worker, _b.c.seq).where(
+            _b.c.cluster_id.in_(sorted({k[0] for k in wanted})),
+            _b.c.seq.in_(sorted({k[2] for k in wanted})),
+        )
+        found = {(c, w, q) for c, w, q in conn.execute(query)}
+        return found & wanted
+
+    def _insert_arrival(self, conn: Connection, a: Arrival) -> None:
+        row = {
+            "cluster_id": a.cluster_id,
+            "worker": a.worker,
+            "seq": a.seq,
+            "received_at": time.time(),
+            "count": a.count,
+        }
+        conn.execute(_b.insert().values(row))
+        if a.samples is None:
+            self._count(conn, a.cluster_id, a.worker, a.clients, a.count)
+        elif len(a.samples):
+            self._samples.insert(conn, a.cluster_id, a.samples)
+            self._count(conn, a.cluster_id, a.worker, client_counts(a.samples), a.count)
 
     def count_ticked_samples(self, cluster_id: str) -> int:
         """The samples of every batch row of a cluster (on the high-rate path: its ticks')."""
