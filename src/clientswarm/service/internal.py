@@ -175,7 +175,7 @@ def internal_router(manager: ClusterManager) -> APIRouter:
                             "format": "binary",
                             "description": TICK_DESCRIPTION,
                         }
-                    }
+                    },
                 },
             }
         },
