@@ -9,12 +9,15 @@ store's write lock, and a worker's registration or a stop queued behind them
 commits them in groups: the batches and ticks that arrive while one commit runs are committed
 together in the next, one transaction however many
 (:meth:`~clientswarm.store.Store.add_arrivals`: a thousand workers' small batches were a
-thousand transactions a second, more than SQLite commits), and only then is each new one fed to
-the statistics, once. It bounds what waits: beyond ``backlog_bytes`` of batches received and
-not yet committed, :meth:`Ingest.admit` says no and the route answers 503 with Retry-After.
-The worker keeps the batch and sends it again later (nothing unacknowledged is lost), instead
-of its request waiting past its timeout in a queue, being sent again meanwhile, and the
-service holding both copies.
+thousand transactions a second, more than SQLite commits). Only then are the new ones fed to
+the statistics, once, those of one cluster together: derived once for the group, since
+deriving a small batch costs about as much as a large one.
+
+It bounds what waits: beyond ``backlog_bytes`` of batches received and not yet committed,
+:meth:`Ingest.admit` says no and the route answers 503 with Retry-After. The worker keeps the
+batch and sends it again later (nothing unacknowledged is lost), instead of its request
+waiting past its timeout in a queue, being sent again meanwhile, and the service holding both
+copies.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from clientswarm.errors import ClientswarmError
 from clientswarm.store import Arrival, Store
@@ -45,11 +49,18 @@ class IngestBusy(ClientswarmError):
         self.retry_after_s = retry_after_s
 
 
+Feed = Callable[[list[Any]], None]
+"""Feeds the payloads of the new arrivals of one key (one cluster's batches, or its ticks) to
+the statistics, in the order they arrived."""
+
+
 @dataclass(slots=True)
 class _Waiting:
     arrival: Arrival
     size_bytes: int
-    fed: Callable[[], None]
+    key: Hashable
+    feed: Feed
+    payload: Any
     done: asyncio.Future[bool]
 
 
@@ -91,13 +102,16 @@ class Ingest:
         finally:
             self.backlog_bytes -= size_bytes
 
-    async def commit(self, arrival: Arrival, size_bytes: int, fed: Callable[[], None]) -> bool:
-        """Commit ``arrival`` (``size_bytes`` of body) with the others waiting then, and call
-        ``fed()`` in the commit thread once it is committed, if it was new. True when new,
-        False for a seq seen before; else the store's error for it (StoreUnavailable,
-        BatchRejected, …) or ``fed``'s."""
+    async def commit(
+        self, arrival: Arrival, size_bytes: int, key: Hashable, feed: Feed, payload: Any
+    ) -> bool:
+        """Commit ``arrival`` (``size_bytes`` of body) with the others waiting then; once it
+        is committed, if it was new, ``payload`` goes to ``feed`` in the commit thread, with
+        the payloads of the group's other new arrivals of the same ``key`` (the first one's
+        ``feed`` is called). True when new, False for a seq seen before; else the store's
+        error for it (StoreUnavailable, BatchRejected, …) or the feed's."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(arrival, size_bytes, fed, done))
+        self._waiting.append(_Waiting(arrival, size_bytes, key, feed, payload, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
         return await asyncio.shield(done)  # a caller's cancellation does not uncommit it
@@ -124,14 +138,18 @@ class Ingest:
                 _settle(w.done, outcome)
 
     def _group(self, group: list[_Waiting]) -> tuple[list[bool | Exception], float]:
-        """Commit a group, then feed each new one (in the commit thread)."""
+        """Commit a group, then feed the new ones, key by key (in the commit thread)."""
         started = time.perf_counter()
         outcomes = self.store.add_arrivals([w.arrival for w in group])
-        for i, (w, outcome) in enumerate(zip(group, outcomes, strict=True)):
+        fresh: dict[Hashable, list[int]] = {}
+        for i, outcome in enumerate(outcomes):
             if outcome is True:
-                try:
-                    w.fed()
-                except Exception as exc:  # stored, not fed: the worker hears of it
+                fresh.setdefault(group[i].key, []).append(i)
+        for indices in fresh.values():
+            try:
+                group[indices[0]].feed([group[i].payload for i in indices])
+            except Exception as exc:  # stored, not fed: their workers hear of it
+                for i in indices:
                     outcomes[i] = exc
         return outcomes, time.perf_counter() - started
 
@@ -145,4 +163,4 @@ class Ingest:
         return 1.0 if rate <= 0 else min(30.0, max(1.0, self.backlog_bytes / rate))
 
 
-__all__ = ["GROUP_MAX", "Ingest", "IngestBusy"]
+__all__ = ["GROUP_MAX", "Feed", "Ingest", "IngestBusy"]

@@ -95,6 +95,16 @@ def _now() -> float:
     return time.time()
 
 
+def _merged(ticks: list[TickTallies]) -> TickTallies:
+    """One tick of several (their tallies added)."""
+    if len(ticks) == 1:
+        return ticks[0]
+    merged = TickTallies()
+    for tick in ticks:
+        merged.merge(tick)
+    return merged
+
+
 def _runs(state: ClusterState) -> bool:
     # A function, not an inline test: the status changes across the awaits between two tests.
     return state.status is ClusterStatus.RUNNING
@@ -473,7 +483,9 @@ class ClusterManager(ClusterReads):
         fresh = await self.ingest.commit(
             Arrival.batch(state.id, index, seq, batch),
             size_bytes,
-            lambda: self._feed_batch(state, batch),
+            (state.id, "batches"),
+            lambda batches: self._feed_batch(state, SampleColumns.concat(batches)),
+            batch,
         )
         state.workers[index].last_seen = time.monotonic()
         guard = self.guards.get(state.id)
@@ -489,7 +501,13 @@ class ClusterManager(ClusterReads):
         statistics; ack only after the count is committed (its samples are in the worker's
         files already)."""
         arrival = Arrival(state.id, index, seq, None, tick.samples, tick.clients)
-        fresh = await self.ingest.commit(arrival, size_bytes, lambda: self._feed_tick(state, tick))
+        fresh = await self.ingest.commit(
+            arrival,
+            size_bytes,
+            (state.id, "ticks"),
+            lambda ticks: self._feed_tick(state, _merged(ticks)),
+            tick,
+        )
         state.workers[index].last_seen = time.monotonic()
         guard = self.guards.get(state.id)
         reason = None if guard is None else guard.take()
