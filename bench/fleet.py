@@ -9,13 +9,17 @@ PostgreSQL), submits one cluster of N Slurm array tasks that nobody starts (stan
 tools keep the worker token, :mod:`fleet_service`), and plays the N workers from a few
 processes (:mod:`fleet_workers`: the worker's own protocol code, one aiohttp session per
 worker, made-up streamed-chat samples of 64 inter-token gaps at ``samples-per-s / N`` per
-worker, packed batches every 0.5 s, heartbeats at the service's interval). Each worker sends
+worker, packed batches every 0.5 s, heartbeats at the service's interval; with ``--sample-path
+files`` the cluster has ``sample_path: files`` and each worker writes each 0.5 s tick to its
+Parquet file in the service's ``samples/`` and posts only the tick's tallies, as
+:class:`~clientswarm.worker.file_sink.FileTickSink` does). Each worker sends
 for ``--duration-s`` from the shared start (its last answers end up to 1 s later), then
 flushes and finishes. Measured:
 
 - sustained samples/s: samples acknowledged in the window (from 2 s after the start to the
   planned end) over its length; at the end, generated = acknowledged = stored (the store
-  counted after the service stopped);
+  counted after the service stopped; on the files path, the samples in the workers' files,
+  ``SampleFiles(data_dir / "samples", cluster).count_samples()``, after the service stopped);
 - backlog: samples recorded but not yet acknowledged, every 0.5 s (a worker keeps them until
   acknowledged; the service acknowledges a batch only once committed, so its own queue is this);
 - heartbeat and batch round trips (p50/p99/max; a heartbeat times out after 2 s), every HTTP
@@ -25,7 +29,8 @@ flushes and finishes. Measured:
 
 The first thing that breaks is the earliest of: HTTP errors or timeouts, a one-second bin
 whose heartbeat p99 exceeds 1 s, a backlog above 1.5 s of load (a healthy worker holds at
-most one 0.5 s tick and the batch in flight), a worker lost or failed.
+most one 0.5 s tick and the batch in flight; where the service gives a large fleet a longer
+batch interval, ``serve --batches-per-s``, three of those intervals), a worker lost or failed.
 
 Writes ``results-fleet.json`` and ``RESULTS-fleet.md`` beside this file (``--quick``: 10 and
 100 workers for 10 s on SQLite, ``*-fleet-quick.*``). ::
@@ -33,6 +38,7 @@ Writes ``results-fleet.json`` and ``RESULTS-fleet.md`` beside this file (``--qui
     .venv/bin/python bench/fleet.py                                  # 10, 100, 300, 1000 on SQLite
     .venv/bin/python bench/fleet.py --stores sqlite postgresql --repeats 3 --profile 100 1000
     .venv/bin/python bench/fleet.py --workers 1000 --samples-per-s 20000 --duration-s 30
+    .venv/bin/python bench/fleet.py --sample-path files --workers 100 300 1000 --tag=-files
     .venv/bin/python bench/fleet.py --quick
 """
 
@@ -55,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_report import analyse, profile_summary, render_markdown, summary_rows, verdict
 from fleet_service import (
     FleetService,
+    count_in_files,
     count_stored,
     cpu_seconds,
     fleet_config,
@@ -92,6 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--duration-s", type=float, default=None, help="per point (20)")
     parser.add_argument("--stores", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite"])
+    parser.add_argument(
+        "--sample-path",
+        nargs="+",
+        choices=("service", "files"),
+        default=["service"],
+        help="the cluster's sample_path (both: every point on each)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="repeats, interleaved")
     parser.add_argument(
         "--processes",
@@ -186,6 +200,7 @@ class Sampler:
 
 def run_point(
     store: str,
+    sample_path: str,
     rate: float,
     workers: int,
     args: argparse.Namespace,
@@ -204,14 +219,20 @@ def run_point(
         profile_path = tmp / "profile.json" if profile else None
         svc = FleetService(tmp, store_url, max_workers=max(64, workers), profile=profile_path)
         svc.start()
-        facts: dict[str, Any] = {"store": store, "workers": workers}
+        facts: dict[str, Any] = {"store": store, "sample_path": sample_path, "workers": workers}
         try:
             pg_pid = pg[1] if pg and store == "postgresql" else None
-            facts |= drive(svc, workers, rate_per_worker, args, tmp, pg_pid)
+            facts |= drive(svc, workers, sample_path, rate_per_worker, args, tmp, pg_pid)
         finally:
             facts["service_exit"] = svc.stop()
             facts["service_log_tail"] = svc.log_tail(4000)
-        facts["stored"] = count_stored(svc.store_url, facts["cluster_id"])
+        if sample_path == "files":
+            facts["stored"] = count_in_files(tmp / "data", facts["cluster_id"])
+            facts["files_bytes"] = sum(
+                f.stat().st_size for f in (tmp / "data" / "samples").rglob("*.parquet")
+            )
+        else:
+            facts["stored"] = count_stored(svc.store_url, facts["cluster_id"])
         if profile_path is not None and profile_path.exists():
             facts["profile"] = json.loads(profile_path.read_text())
         facts["store_bytes"] = sum(f.stat().st_size for f in (tmp / "data").glob("*.sqlite*"))
@@ -221,15 +242,15 @@ def run_point(
 def drive(
     svc: FleetService,
     workers: int,
+    sample_path: str,
     rate_per_worker: float,
     args: argparse.Namespace,
     tmp: Path,
     pg_pid: int | None,
 ) -> dict[str, Any]:
     """Submit the cluster, play its workers, follow the machine until they are done."""
-    status, body = svc.api(
-        "POST", "/clusters", fleet_config(f"fleet-{workers}", workers, args.duration_s)
-    )
+    config = fleet_config(f"fleet-{workers}", workers, args.duration_s, sample_path)
+    status, body = svc.api("POST", "/clusters", config)
     if status != 201:
         raise RuntimeError(f"the service refused the cluster: HTTP {status} {body}")
     cluster_id = body["id"]
@@ -342,11 +363,16 @@ def main(args: argparse.Namespace) -> int:
     soft, hard = raise_nofile()
     info["limits"] = {"nofile_soft_before": soft, "nofile": hard}
     points = [
-        (store, r, n) for store in args.stores for r in args.samples_per_s for n in args.workers
+        (store, path, r, n)
+        for store in args.stores
+        for path in args.sample_path
+        for r in args.samples_per_s
+        for n in args.workers
     ]
     settings = {
         "workers": args.workers,
         "stores": args.stores,
+        "sample_paths": args.sample_path,
         "samples_per_s": args.samples_per_s,
         "duration_s": args.duration_s,
         "repeats": args.repeats,
@@ -379,17 +405,18 @@ def main(args: argparse.Namespace) -> int:
 
     with maybe_postgres(args.stores) as pg:
         for repeat in range(args.repeats):
-            for store, rate, workers in points:
-                log(f"{store}, {workers} workers, {rate:,.0f} samples/s (repeat {repeat})")
-                facts = run_point(store, rate, workers, args, pg)
+            for store, path, rate, workers in points:
+                log(f"{store}, {path} path, {workers} workers, {rate:,.0f} samples/s (repeat "
+                    f"{repeat})")  # fmt: skip
+                facts = run_point(store, path, rate, workers, args, pg)
                 m = analyse(facts, rate, args.duration_s)
                 m["repeat"] = repeat
                 log("  " + m["line"])
                 runs.append({"facts": facts, "metrics": m})
                 save()
-        for store, rate, workers in [p for p in points if p[2] in args.profile]:
-            log(f"{store}, {workers} workers, {rate:,.0f} samples/s: profiled run")
-            facts = run_point(store, rate, workers, args, pg, profile=True)
+        for store, path, rate, workers in [p for p in points if p[3] in args.profile]:
+            log(f"{store}, {path} path, {workers} workers, {rate:,.0f} samples/s: profiled run")
+            facts = run_point(store, path, rate, workers, args, pg, profile=True)
             m = analyse(facts, rate, args.duration_s)
             log("  " + m["line"])
             profiles.append(profile_summary(facts, m))

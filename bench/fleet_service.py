@@ -80,8 +80,11 @@ def write_stand_in_slurm(root: Path) -> Path:
     return bin_dir
 
 
-def fleet_config(name: str, workers: int, duration_s: float) -> dict[str, Any]:
-    """The cluster the simulated workers join: ``workers`` array tasks, one client each.
+def fleet_config(
+    name: str, workers: int, duration_s: float, sample_path: str = "service"
+) -> dict[str, Any]:
+    """The cluster the simulated workers join: ``workers`` array tasks, one client each, its
+    samples posted (``sample_path: service``) or written to files (``files``).
 
     Its target is never called (the workers make the samples up): no preflight, no engine
     metrics, so the service waits for nothing but the workers.
@@ -90,6 +93,7 @@ def fleet_config(name: str, workers: int, duration_s: float) -> dict[str, Any]:
         "name": name,
         "seed": 1,
         "preflight": False,
+        "sample_path": sample_path,
         "target": {"url": "http://127.0.0.1:9", "model": "fleet", "metrics": False},
         "spawner": {"kind": "slurm", "workers": workers},
         "groups": [
@@ -248,6 +252,14 @@ def count_stored(store_url: str, cluster_id: str) -> int:
         store.close()
 
 
+def count_in_files(data_dir: Path, cluster_id: str) -> int:
+    """Samples of ``cluster_id`` in its workers' files of the high-rate path (the service's
+    ``data_dir/samples``; read after the service has stopped, every tick counted once)."""
+    from clientswarm.reports.samplefiles import SampleFiles
+
+    return SampleFiles(data_dir / "samples", cluster_id).count_samples()
+
+
 def tree_cpu_seconds(pid: int) -> float | None:
     """CPU seconds of ``pid`` and its children, the reaped ones included (a PostgreSQL
     postmaster and its backends); None once it is gone."""
@@ -322,6 +334,7 @@ def postgres_server() -> Iterator[tuple[Any, int]]:
 
 __all__ = [
     "FleetService",
+    "count_in_files",
     "count_stored",
     "cpu_seconds",
     "fleet_config",

@@ -8,8 +8,13 @@ all through :class:`~clientswarm.worker.internal_api.InternalApiClient` with its
 :class:`~clientswarm.worker.service_client.ServiceSink` in the packed wire form). Only the
 clients are replaced: :class:`SimulatedClients` makes up streamed-chat samples (65 tokens, 64
 inter-token gaps, 1 % HTTP 500) at a set rate on an absolute schedule, and records them as
-clients do. Run by ``bench/fleet.py`` as ``python bench/fleet_workers.py ...`` (the cluster's
-token in ``CLIENTSWARM_WORKER_TOKEN``); it writes what it saw as JSON to ``--out``.
+clients do. A cluster of ``sample_path: files`` (its assignment names a ``sample_dir``) ships
+through :class:`TemplateFileSink` instead, as a real worker switches to
+:class:`~clientswarm.worker.file_sink.FileTickSink`: each tick written to its Parquet file
+(fsynced, renamed), rolled up every 60 ticks, tallied, encoded, posted to ``POST ticks``, the
+files closed before ``/finish``. Run by ``bench/fleet.py`` as ``python bench/fleet_workers.py
+...`` (the cluster's token in ``CLIENTSWARM_WORKER_TOKEN``); it writes what it saw as JSON to
+``--out``.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from clientswarm.errors import WorkerError
 from clientswarm.metrics.fields import COLUMNS
 from clientswarm.metrics.itl import pack_itl
 from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.ticks import TICK_MEDIA_TYPE
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.internal import BatchAck
+from clientswarm.worker.file_sink import FileTickSink
 from clientswarm.worker.internal_api import (
     InternalApiClient,
     ServiceRejectedError,
@@ -86,6 +93,7 @@ class Observations:
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.messages: list[str] = []
         self.start_ns: int | None = None
+        self.batch_interval_s: float | None = None
         self.assigned: list[float] = []
 
     def answered(self, action: str, rtt_s: float) -> None:
@@ -266,6 +274,47 @@ class TemplateSink(ServiceSink):
         self.seen.acks.append((time.time(), len(samples)))
 
 
+class TemplateFileSink(FileTickSink):
+    """The high-rate path's sink (:class:`FileTickSink`: the tick written durably, rolled up,
+    tallied and encoded in a thread, then posted to ``POST ticks`` until acknowledged; the
+    files closed before ``/finish``), its columns made by :meth:`SampleTemplates.batch`
+    instead of gathered from :class:`Sample` objects; notes each acknowledgement as
+    :class:`TemplateSink` does."""
+
+    def __init__(
+        self,
+        api: InternalApiClient,
+        seen: Observations,
+        templates: SampleTemplates,
+        assignment: Assignment,
+    ) -> None:
+        assert assignment.sample_dir is not None
+        super().__init__(
+            api, assignment.sample_dir, assignment.cluster_id, assignment.worker,
+            assignment.config.slo,
+        )  # fmt: skip
+        self.seen = seen
+        self._templates = templates
+        self._worker, self._clients = assignment.worker, list(assignment.clients)
+
+    async def send_batch(self, seq: int, samples: list[Any]) -> None:
+        cols = self._templates.batch(samples, self._worker, self._clients).columns()
+        body = await asyncio.to_thread(self._write_and_tally, seq, cols)
+        try:
+            _, data = await self._api.call("POST", "ticks", body, media_type=TICK_MEDIA_TYPE)
+            ack = parse_reply(BatchAck, data, "POST ticks")
+        except WorkerError as exc:
+            raise self._api.fail(exc) from None
+        if ack.seq != seq:
+            raise self._api.fail(
+                ServiceRejectedError(f"the service acknowledged tick {ack.seq} for tick {seq}")
+            )
+        self.acknowledged_batches += 1
+        self.acknowledged_samples += len(samples)
+        self.duplicate_acks += ack.duplicate
+        self.seen.acks.append((time.time(), len(samples)))
+
+
 class SimulatedClients:
     """Stands where :class:`~clientswarm.worker.runtime.WorkerRuntime` stands: records made-up
     interactions at ``rate_per_s`` from the shared start until ``duration_s`` later, shipped by
@@ -371,17 +420,22 @@ class SimulatedWorker(_ServiceWorker):
         super().__init__(api, endpoint, ServiceWorkerOptions(), stop)
         self._sink = sink
         self._seen = sink.seen
+        self._templates = sink._templates
         self._make_clients = make_clients
         self.clients: SimulatedClients | None = None
 
     @property
-    def sink(self) -> TemplateSink:
+    def sink(self) -> TemplateSink | TemplateFileSink:
         return self._sink  # type: ignore[return-value]
 
     async def _run_assignment(self, assignment: Assignment) -> WorkerReport:
         self._seen.assigned.append(time.time())
         self._seen.start_ns = assignment.start_ns
-        self.sink.assigned(assignment)
+        self._seen.batch_interval_s = assignment.batch_interval_s  # longer for a large fleet
+        if assignment.sample_dir is not None:  # the high-rate path, as a real worker takes it
+            self._sink = TemplateFileSink(self._api, self._seen, self._templates, assignment)
+        else:
+            self._sink.assigned(assignment)  # type: ignore[union-attr]
         clients = self._make_clients(assignment, self._sink)
         self.clients = clients
         self._runtime = clients  # type: ignore[assignment]  # what heartbeats read
@@ -409,7 +463,7 @@ async def play(args: argparse.Namespace, token: str) -> dict[str, Any]:
     lag_task = asyncio.create_task(lag.run())
     workers: list[SimulatedWorker] = []
 
-    def make_clients(assignment: Assignment, sink: ServiceSink) -> SimulatedClients:
+    def make_clients(assignment: Assignment, sink: Any) -> SimulatedClients:
         return SimulatedClients(
             assignment, sink, rate_per_s=args.rate_per_worker, duration_s=args.duration_s,
             templates=templates, lag=lag, rng=random.Random(rng.random()),
@@ -476,6 +530,7 @@ async def play(args: argparse.Namespace, token: str) -> dict[str, Any]:
         "attempts": {k: dict(v) for k, v in seen.attempts.items()},
         "first_problem": seen.first_problem,
         "start_ns": seen.start_ns,
+        "batch_interval_s": seen.batch_interval_s,
         "assigned": seen.assigned,
         "acks": seen.acks,
         "timeline": seen.timeline,

@@ -58,3 +58,36 @@ def test_five_workers_against_a_real_service(tmp_path: Path) -> None:
     assert m["heartbeat_failures"] == 0 and m["heartbeat_rtt_ms"]["n"] >= 5
     assert m["attempt_errors"] == {}
     assert (tmp_path / "RESULTS-fleet-smoke.md").read_text().startswith("# clientswarm")
+
+
+def test_five_workers_on_the_high_rate_path(tmp_path: Path) -> None:
+    """``--sample-path files``: the workers write their ticks to files and post tallies; every
+    acknowledged sample is in the files, and the summary read from them counts each once."""
+    argv = [
+        sys.executable,
+        str(BENCH / "fleet.py"),
+        "--workers=5",
+        "--samples-per-s=500",
+        "--duration-s=3",
+        "--processes=1",
+        "--start-spread-s=0.2",
+        "--sample-path=files",
+        f"--out={tmp_path}",
+        "--tag=-files-smoke",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = json.loads((tmp_path / "results-fleet-files-smoke.json").read_text())
+    (run,) = doc["runs"]
+    m = run["metrics"]
+    assert m["sample_path"] == "files" and m["cluster_status"] == "completed"
+    assert m["generated"] == 5 * 100 * 3
+    assert m["stored"] == m["acknowledged"] == m["generated"]  # stored: counted in the files
+    assert m["summary_requests"] == m["stored"]
+    assert m["files_bytes"] > 0
+    assert (
+        m["attempts_by_action"]["ticks"].get("200", 0) >= 5
+        and "samples" not in m["attempts_by_action"]
+    )
+    assert m["attempt_errors"] == {}
+    assert "| sqlite | files | 5 |" in (tmp_path / "RESULTS-fleet-files-smoke.md").read_text()
