@@ -42,17 +42,13 @@ from clientswarm.errors import WorkerError
 from clientswarm.metrics.fields import COLUMNS
 from clientswarm.metrics.itl import pack_itl
 from clientswarm.metrics.sample import Sample
-from clientswarm.metrics.ticks import TICK_MEDIA_TYPE
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
 from clientswarm.protocol.assignment import Assignment, WorkerReport
-from clientswarm.protocol.internal import BatchAck
 from clientswarm.worker.file_sink import FileTickSink
 from clientswarm.worker.internal_api import (
     InternalApiClient,
-    ServiceRejectedError,
     ServiceWorkerOptions,
     WorkerEndpoint,
-    parse_reply,
 )
 from clientswarm.worker.looplag import LoopLagMonitor
 from clientswarm.worker.recorder import SampleRecorder
@@ -259,18 +255,7 @@ class TemplateSink(ServiceSink):
 
     async def send_batch(self, seq: int, samples: list[Any]) -> None:
         body = self._templates.batch(samples, self._worker, self._clients).encode(seq)
-        try:
-            _, data = await self._api.call("POST", "samples", body, media_type=PACKED_MEDIA_TYPE)
-            ack = parse_reply(BatchAck, data, "POST samples")
-        except WorkerError as exc:
-            raise self._api.fail(exc) from None
-        if ack.seq != seq:
-            raise self._api.fail(
-                ServiceRejectedError(f"the service acknowledged batch {ack.seq} for batch {seq}")
-            )
-        self.acknowledged_batches += 1
-        self.acknowledged_samples += len(samples)
-        self.duplicate_acks += ack.duplicate
+        await self.post_acknowledged("samples", "batch", seq, body, PACKED_MEDIA_TYPE, len(samples))
         self.seen.acks.append((time.time(), len(samples)))
 
 
@@ -299,19 +284,7 @@ class TemplateFileSink(FileTickSink):
 
     async def send_batch(self, seq: int, samples: list[Any]) -> None:
         cols = self._templates.batch(samples, self._worker, self._clients).columns()
-        body = await asyncio.to_thread(self._write_and_tally, seq, cols)
-        try:
-            _, data = await self._api.call("POST", "ticks", body, media_type=TICK_MEDIA_TYPE)
-            ack = parse_reply(BatchAck, data, "POST ticks")
-        except WorkerError as exc:
-            raise self._api.fail(exc) from None
-        if ack.seq != seq:
-            raise self._api.fail(
-                ServiceRejectedError(f"the service acknowledged tick {ack.seq} for tick {seq}")
-            )
-        self.acknowledged_batches += 1
-        self.acknowledged_samples += len(samples)
-        self.duplicate_acks += ack.duplicate
+        await self.send_columns(seq, cols)
         self.seen.acks.append((time.time(), len(samples)))
 
 

@@ -23,18 +23,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clientswarm.errors import WorkerError
 from clientswarm.metrics.columns import SampleColumns
 from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.ticks import TICK_MEDIA_TYPE, encode, tick_tallies
 from clientswarm.metrics.wire import ColumnarBatch
 from clientswarm.protocol.assignment import WorkerReport
-from clientswarm.protocol.internal import BatchAck
-from clientswarm.worker.internal_api import (
-    InternalApiClient,
-    ServiceRejectedError,
-    parse_reply,
-)
+from clientswarm.worker.internal_api import InternalApiClient
+from clientswarm.worker.posting import PostingSink
 
 if TYPE_CHECKING:
     from clientswarm.config.slo import SLOConfig
@@ -59,7 +54,7 @@ async def gather_columns(samples: list[Sample]) -> SampleColumns:
     return batch.columns()
 
 
-class FileTickSink:
+class FileTickSink(PostingSink):
     """A :class:`~clientswarm.worker.recorder.SampleSink` for ``sample_path: files`` (see the
     module docstring)."""
 
@@ -74,32 +69,21 @@ class FileTickSink:
         # pyarrow loads here, on the high-rate path only (and off every other worker's start)
         from clientswarm.reports.samplefiles import SampleFileWriter, live_name
 
-        self._api = api
+        super().__init__(api)
         self._writer: SampleFileWriter = SampleFileWriter(
             Path(sample_dir), live_name(cluster_id), index
         )
         self._slo = slo
-        self.acknowledged_batches = 0
-        self.acknowledged_samples = 0
-        self.duplicate_acks = 0
         self.written_samples = 0
 
     async def send_batch(self, seq: int, samples: list[Sample]) -> None:
         """Write the tick's samples durably, then post its tallies until acknowledged."""
-        cols = await gather_columns(samples)
+        await self.send_columns(seq, await gather_columns(samples))
+
+    async def send_columns(self, seq: int, cols: SampleColumns) -> None:
+        """:meth:`send_batch` of samples gathered into columns already."""
         body = await asyncio.to_thread(self._write_and_tally, seq, cols)
-        try:
-            _, data = await self._api.call("POST", "ticks", body, media_type=TICK_MEDIA_TYPE)
-            ack = parse_reply(BatchAck, data, "POST ticks")
-        except WorkerError as exc:
-            raise self._api.fail(exc) from None
-        if ack.seq != seq:
-            raise self._api.fail(
-                ServiceRejectedError(f"the service acknowledged tick {ack.seq} for tick {seq}")
-            )
-        self.acknowledged_batches += 1
-        self.acknowledged_samples += len(samples)
-        self.duplicate_acks += ack.duplicate
+        await self.post_acknowledged("ticks", "tick", seq, body, TICK_MEDIA_TYPE, len(cols))
 
     def _write_and_tally(self, seq: int, cols: SampleColumns) -> bytes:
         self._writer.write_tick(seq, cols)  # durable before the service hears of it
@@ -107,16 +91,10 @@ class FileTickSink:
         self._writer.roll_up(ROLL_UP_TICKS)
         return encode(seq, tick_tallies(cols, self._slo))
 
-    async def send_status(self, status: dict[str, float | int]) -> None:
-        """Nothing: heartbeats carry the live status."""
-
     async def finish(self, report: WorkerReport) -> None:
-        """Roll the tick files up, then post the final report (retried; 410 ends it too)."""
+        """Roll the tick files up, then post the final report."""
         await asyncio.to_thread(self._writer.close)
-        body = report.model_dump_json().encode()
-        status, _ = await self._api.call("POST", "finish", body, accept=(200, 201, 204, 410))
-        if status == 410:
-            log.info("the cluster is gone; the final report was not needed")
+        await super().finish(report)
 
 
 __all__ = ["GATHER_SLICE", "ROLL_UP_TICKS", "FileTickSink", "gather_columns"]

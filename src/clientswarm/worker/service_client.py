@@ -35,7 +35,6 @@ from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
 from clientswarm.preflight import run_preflight
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.internal import (
-    BatchAck,
     Control,
     EngineMetricsReport,
     EngineProblem,
@@ -58,6 +57,7 @@ from clientswarm.worker.internal_api import (
     parse_reply,
     tail,
 )
+from clientswarm.worker.posting import PostingSink
 from clientswarm.worker.runtime import WorkerRuntime
 
 log = logging.getLogger("clientswarm.worker")
@@ -82,7 +82,7 @@ async def encode_batch(seq: int, samples: list[Sample]) -> bytes:
     return batch.encode(seq)
 
 
-class ServiceSink:
+class ServiceSink(PostingSink):
     """A :class:`~clientswarm.worker.recorder.SampleSink` that posts batches to the service.
 
     :meth:`send_batch` returns only once the service acknowledged the batch (HTTP 200 with a
@@ -91,37 +91,10 @@ class ServiceSink:
     resending safe. Live status travels in heartbeats, so :meth:`send_status` does nothing.
     """
 
-    def __init__(self, api: InternalApiClient) -> None:
-        self._api = api
-        self.acknowledged_batches = 0
-        self.acknowledged_samples = 0
-        self.duplicate_acks = 0
-
     async def send_batch(self, seq: int, samples: list[Sample]) -> None:
         """Post one batch and wait for its acknowledgement."""
         body = await encode_batch(seq, samples)
-        try:
-            _, data = await self._api.call("POST", "samples", body, media_type=PACKED_MEDIA_TYPE)
-            ack = parse_reply(BatchAck, data, "POST samples")
-        except WorkerError as exc:
-            raise self._api.fail(exc) from None
-        if ack.seq != seq:
-            raise self._api.fail(
-                ServiceRejectedError(f"the service acknowledged batch {ack.seq} for batch {seq}")
-            )
-        self.acknowledged_batches += 1
-        self.acknowledged_samples += len(samples)
-        self.duplicate_acks += ack.duplicate
-
-    async def send_status(self, status: dict[str, float | int]) -> None:
-        """Nothing: heartbeats carry the live status."""
-
-    async def finish(self, report: WorkerReport) -> None:
-        """Post the final report (retried like batches; 410, cluster gone, ends it too)."""
-        body = report.model_dump_json().encode()
-        status, _ = await self._api.call("POST", "finish", body, accept=(200, 201, 204, 410))
-        if status == 410:
-            log.info("the cluster is gone; the final report was not needed")
+        await self.post_acknowledged("samples", "batch", seq, body, PACKED_MEDIA_TYPE, len(samples))
 
 
 async def run_service_worker(
