@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ async def running_service(
         ws="none",  # no WebSocket routes: skip loading a WebSocket library
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -78,6 +78,17 @@ async def running_service(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         sock.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handlers: whoever serves owns Ctrl-C (``serve``
+    stops, ``run`` stops its cluster). uvicorn's own, installed once it had started, took a
+    Ctrl-C that came before ``run`` installed its handler: the server shut down under the
+    running cluster, whose workers then had nowhere to report, and the run hung."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 _HINT = (
