@@ -2,7 +2,7 @@
 
 What :class:`~clientswarm.worker.file_sink.FileTickSink` does to each tick, timed step by step
 on the fleet benchmark's made-up samples (:class:`fleet_workers.SampleTemplates`): the columns
-(as :meth:`SampleTemplates.batch` makes them), ``write_tick`` (Parquet, fsync, rename, directory
+(as :meth:`SampleTemplates.batch` makes them), ``write_tick`` (Arrow IPC, fsync, rename, directory
 fsync), ``roll_up(60)`` (every 60th tick merges the 60 files into a part), ``tick_tallies`` and
 ``encode`` (the body posted to ``POST ticks``, whose size is printed too). Prints only::
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,6 +26,7 @@ from clientswarm.metrics.sample import Sample
 from clientswarm.metrics.stats import ClusterStatistics
 from clientswarm.metrics.summary import ClusterInfo
 from clientswarm.reports import samplefiles
+from clientswarm.reports.parquet import PARQUET_SCHEMA
 from clientswarm.reports.samplefiles import (
     TICKS_KEY,
     SampleFileError,
@@ -155,16 +157,19 @@ def test_a_tick_is_one_named_file_and_an_empty_tick_is_one_too(tmp_path: Path) -
     writer = SampleFileWriter(tmp_path, CLUSTER, 3)
     cols = make_batch(random.Random(2), 3, 40)
     tick = writer.write_tick(7, cols)
-    path = tmp_path / CLUSTER / "worker-00003" / "tick-0000000007.parquet"
+    path = tmp_path / CLUSTER / "worker-00003" / "tick-0000000007.arrow"
     assert tick == TickFile(path, 7, 40, path.stat().st_size)
     empty = writer.write_tick(8, SampleColumns.empty())
-    assert empty.samples == 0 and pq.read_metadata(empty.path).num_rows == 0
+    assert empty.samples == 0 and ipc.open_file(empty.path).read_all().num_rows == 0
     files = SampleFiles(tmp_path, CLUSTER)
     assert files.workers() == [3]
     assert files.seqs(3) == {7, 8}
     assert files.count_samples() == 40
     assert [len(c) for c in files.iter_columns()] == [40]  # no empty chunk
-    assert pq.read_schema(path).metadata[TICKS_KEY] == b'{"7": 40}'
+    with ipc.open_file(path) as tick_file:  # Arrow IPC, uncompressed: cheap to write
+        assert tick_file.schema.metadata[TICKS_KEY] == b'{"7": 40}'
+        assert tick_file.schema.equals(PARQUET_SCHEMA)
+        assert tick_file.read_all().num_rows == 40
 
 
 def test_workers_are_read_in_order_of_worker_then_seq(tmp_path: Path) -> None:
@@ -194,7 +199,7 @@ def test_a_tick_is_durable_before_write_tick_returns(
     worker = tick.path.parent
     # each new directory durable in its parent, the file's data, then its name
     assert synced[:3] == [str(tmp_path), str(tmp_path / "new"), str(worker.parent)]
-    assert synced[3].startswith(str(worker / ".tick-0000000000.parquet."))
+    assert synced[3].startswith(str(worker / ".tick-0000000000.arrow."))
     assert synced[3].endswith(".tmp")
     assert synced[4:] == [str(worker)]
 
@@ -218,7 +223,7 @@ def test_a_restarted_writer_resending_a_seq_keeps_the_first_copy(tmp_path: Path)
     again = SampleFileWriter(tmp_path, CLUSTER, 0)
     tick = again.write_tick(0, other)
     assert tick.samples == 20
-    assert worker_files(tmp_path) == ["tick-0000000000.parquet"]
+    assert worker_files(tmp_path) == ["tick-0000000000.arrow"]
     assert_same_columns(read_all(SampleFiles(tmp_path, CLUSTER)), first)
 
 
@@ -253,7 +258,7 @@ def test_roll_up_merges_full_groups_and_close_merges_the_rest(
         writer.directory / "part-0000000004-0000000007.parquet",
     ]
     assert writer.roll_up(max_ticks=4) == []
-    assert worker_files(tmp_path)[2:] == [f"tick-{s:010d}.parquet" for s in (8, 9, 10, 12, 13)]
+    assert worker_files(tmp_path)[2:] == [f"tick-{s:010d}.arrow" for s in (8, 9, 10, 12, 13)]
     files = SampleFiles(tmp_path, CLUSTER)
     assert files.seqs(0) == set(batches)
     parts = writer.close()
@@ -291,8 +296,8 @@ def test_a_crash_after_the_part_leaves_each_seq_counted_once(tmp_path: Path) -> 
     assert again.roll_up(max_ticks=4) == []  # the covered ticks go, nothing is merged twice
     assert worker_files(tmp_path) == [
         "part-0000000000-0000000003.parquet",
-        "tick-0000000004.parquet",
-        "tick-0000000005.parquet",
+        "tick-0000000004.arrow",
+        "tick-0000000005.arrow",
     ]
 
 
@@ -300,7 +305,7 @@ def test_a_leftover_temporary_file_is_ignored_then_removed(tmp_path: Path) -> No
     writer = SampleFileWriter(tmp_path, CLUSTER, 0)
     cols = make_batch(random.Random(8), 0, 12)
     writer.write_tick(0, cols)
-    leftover = writer.directory / ".tick-0000000001.parquet.999.abcd.tmp"
+    leftover = writer.directory / ".tick-0000000001.arrow.999.abcd.tmp"
     leftover.write_bytes(b"PAR1 half a file")
     files = SampleFiles(tmp_path, CLUSTER)
     assert files.seqs(0) == {0} and files.count_samples() == 12

@@ -3,13 +3,17 @@
 A worker writes each tick's batch to its own file and the service reads them all back, out of
 core, for the exact summary. The layout under the directory the spawner names (``root``)::
 
-    <root>/<cluster_id>/worker-<NNNNN>/tick-<seq:010d>.parquet            one tick's samples
+    <root>/<cluster_id>/worker-<NNNNN>/tick-<seq:010d>.arrow              one tick's samples
     <root>/<cluster_id>/worker-<NNNNN>/part-<first:010d>-<last:010d>.parquet  ticks first..last
     <root>/<cluster_id>/worker-<NNNNN>/.<final name>.<pid>.<random>.tmp    being written
 
-Every file has the Parquet schema of exported samples (:data:`~.parquet.PARQUET_SCHEMA`), so a
-user can open them as they would a ``samples.parquet``; its key-value metadata maps each
-seq it holds to its row count (:data:`TICKS_KEY`).
+A tick is an uncompressed Arrow IPC file (``pyarrow.ipc.open_file``; cheap to write, which is
+what a worker does many times a second: ``bench/fleet_tickcost.py``); a part is a zstd Parquet
+file, made once per :data:`~clientswarm.worker.file_sink.ROLL_UP_TICKS` ticks, that a user opens
+as they would a ``samples.parquet``. Both have the schema of exported samples
+(:data:`~.parquet.PARQUET_SCHEMA`), and their schema's key-value metadata maps each seq they
+hold to its row count (:data:`TICKS_KEY`). A worker's end rolls every tick up: a finished
+worker's directory holds Parquet parts only.
 
 The rules that make them safe across crashes and restarts:
 
@@ -27,7 +31,9 @@ The rules that make them safe across crashes and restarts:
   so a part's name alone says which seqs it holds.
 - **One writer per worker directory** (the worker, or the one restarted in its place); any
   number of readers, while it writes and rolls up: a tick that a roll-up deletes under a reader
-  is found again in its part.
+  is found again in its part. The writer lists its directory once, when it starts (clearing
+  what a crash left: temporary files, ticks a part holds already), and keeps its files in
+  memory from then on.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ ROLL_UP_ROW_GROUP = 65_536
 READ_CHUNK = 10_000
 """Samples :meth:`SampleFiles.iter_columns` yields at a time unless told otherwise."""
 
-_TICK = re.compile(r"tick-(\d{10})\.parquet")
+_TICK = re.compile(r"tick-(\d{10})\.arrow")
 _PART = re.compile(r"part-(\d{10})-(\d{10})\.parquet")
 _WORKER = re.compile(r"worker-(\d{5,})")
 _FIELD_NAMES = [f.name for f in SAMPLE_FIELDS]
@@ -141,7 +147,7 @@ def freeze(root: Path, cluster_id: str) -> Path:
 
 def tick_name(seq: int) -> str:
     """The final file name of tick ``seq``."""
-    return f"tick-{seq:010d}.parquet"
+    return f"tick-{seq:010d}.arrow"
 
 
 def part_name(first: int, last: int) -> str:
@@ -219,28 +225,76 @@ def _unreadable(path: Path, exc: BaseException) -> NoReturn:
     ) from exc
 
 
-def _open(path: Path) -> pq.ParquetFile:
+class _SampleFile:
+    """A final sample file open for reading: a part (Parquet) or a tick (Arrow IPC)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._parquet: pq.ParquetFile | None = None
+        self._ipc: pa.ipc.RecordBatchFileReader | None = None
+        if path.name.endswith(".parquet"):
+            self._parquet = pq.ParquetFile(path)
+            self.schema: pa.Schema = self._parquet.schema_arrow
+        else:
+            self._source = pa.OSFile(str(path))
+            try:
+                self._ipc = pa.ipc.open_file(self._source)
+            except BaseException:
+                self._source.close()
+                raise
+            self.schema = self._ipc.schema
+
+    def batches(
+        self, batch_size: int, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The file's rows in order, ``batch_size`` at most at a time (Arrow and OS errors
+        pass)."""
+        if self._parquet is not None:
+            yield from self._parquet.iter_batches(batch_size=batch_size, columns=columns)
+            return
+        assert self._ipc is not None
+        for i in range(self._ipc.num_record_batches):
+            batch = self._ipc.get_batch(i)
+            if columns is not None:
+                batch = batch.select(columns)
+            for start in range(0, batch.num_rows, batch_size):
+                yield batch.slice(start, batch_size)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        else:
+            self._source.close()
+
+    def __enter__(self) -> _SampleFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open(path: Path) -> _SampleFile:
     """A final sample file, its schema checked (SampleFileError naming it, if unreadable);
     FileNotFoundError passes (a roll-up may have just deleted a tick)."""
     try:
-        parquet = pq.ParquetFile(path)
+        opened = _SampleFile(path)
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:
         _unreadable(path, exc)
-    if not parquet.schema_arrow.equals(PARQUET_SCHEMA):
-        parquet.close()
+    if not opened.schema.equals(PARQUET_SCHEMA):
+        opened.close()
         raise SampleFileError(
             f"sample file {path} has another schema than the samples of this version: "
-            f"{parquet.schema_arrow.names}; expected {PARQUET_SCHEMA.names}"
+            f"{opened.schema.names}; expected {PARQUET_SCHEMA.names}"
         )
-    return parquet
+    return opened
 
 
-def _ticks_of(path: Path, parquet: pq.ParquetFile) -> dict[int, int]:
+def _ticks_of(path: Path, opened: _SampleFile) -> dict[int, int]:
     """The rows of each seq a file holds, from its metadata."""
     try:
-        raw = (parquet.schema_arrow.metadata or {})[TICKS_KEY]
+        raw = (opened.schema.metadata or {})[TICKS_KEY]
         return {int(seq): int(rows) for seq, rows in json.loads(raw).items()}
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise SampleFileError(
@@ -282,7 +336,13 @@ class _Coverage:
 
     def __init__(self, parts: list[_Entry]) -> None:
         self._firsts = [p.first for p in parts]
-        self._parts = parts
+        self._parts = list(parts)
+
+    def add(self, part: _Entry) -> None:
+        """Count a new part in (one that overlaps none of them)."""
+        i = bisect_right(self._firsts, part.first)
+        self._firsts.insert(i, part.first)
+        self._parts.insert(i, part)
 
     def holds(self, seq: int) -> _Entry | None:
         i = bisect_right(self._firsts, seq) - 1
@@ -308,9 +368,10 @@ def _covered_ticks(directory: Path) -> list[Path]:
 class SampleFileWriter:
     """Writes one worker's ticks durably and rolls them up (see the module docstring).
 
-    Construction creates the worker's directory (durably) and removes temporary files a
-    previous writer of it left. Safe to use from several threads of one process; one writer
-    per worker directory at a time.
+    Construction creates the worker's directory (durably), removes what a previous writer of
+    it left half done (temporary files; ticks that a part holds already) and lists the files
+    it keeps. Safe to use from several threads of one process; one writer per worker
+    directory at a time.
     """
 
     def __init__(self, root: Path, cluster_id: str, worker: int) -> None:
@@ -324,6 +385,11 @@ class SampleFileWriter:
         for name in os.listdir(self.directory):
             if name.startswith(".") and name.endswith(".tmp"):
                 _unlink_quietly(self.directory / name)
+        self._delete_covered()
+        entries = _entries(self.directory)
+        self._parts = _Coverage([e for e in entries if e.is_part])
+        self._ticks: dict[int, int | None] = {e.first: None for e in entries if not e.is_part}
+        """Ticks durable under their own name: seq → rows (None: not read yet)."""
 
     def write_tick(self, seq: int, cols: SampleColumns) -> TickFile:
         """Make tick ``seq`` (``cols``, possibly no samples) durable; return once it is (the
@@ -337,35 +403,39 @@ class SampleFileWriter:
                 return found
             final = self.directory / tick_name(seq)
             table = samples_table(cols).replace_schema_metadata(_ticks_metadata({seq: len(cols)}))
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_file(sink, table.schema) as ipc:
+                ipc.write_table(table)
+            data = sink.getvalue()
             tmp = _temp_path(final)
             try:
                 with tmp.open("xb") as out:
-                    pq.write_table(table, out, **WRITE_OPTIONS)
+                    out.write(memoryview(data))
                     out.flush()
                     os.fsync(out.fileno())
                 _publish(tmp, final)
             except BaseException:
                 _unlink_quietly(tmp)
                 raise
-            return TickFile(final, seq, len(cols), final.stat().st_size)
+            self._ticks[seq] = len(cols)
+            return TickFile(final, seq, len(cols), data.size)
 
     def _durable(self, seq: int) -> TickFile | None:
         """The file that holds ``seq`` already, if one does."""
-        for entry in _entries(self.directory):
-            if entry.first <= seq <= entry.last:
-                try:
-                    parquet = _open(entry.path)
-                except FileNotFoundError:  # pragma: no cover - the one writer deletes ticks
-                    return None
-                with parquet:
-                    rows = _ticks_of(entry.path, parquet).get(seq, 0)
-                return TickFile(entry.path, seq, rows, entry.path.stat().st_size)
-        return None
+        if seq in self._ticks:
+            path = self.directory / tick_name(seq)
+        elif (part := self._parts.holds(seq)) is not None:
+            path = part.path
+        else:
+            return None
+        with _open(path) as opened:
+            rows = _ticks_of(path, opened).get(seq, 0)
+        return TickFile(path, seq, rows, path.stat().st_size)
 
     def roll_up(self, max_ticks: int = 60) -> list[Path]:
         """Merge every full group of ``max_ticks`` consecutive ticks into a part, and delete
-        the ticks a part holds; return the parts written. Call it as often as suits (it only
-        lists the directory when there is nothing to merge)."""
+        the ticks a part holds; return the parts written. Call it as often as suits (it
+        touches no file when there is nothing to merge)."""
         if max_ticks < 1:
             raise ValueError(f"max_ticks must be at least 1, got {max_ticks}")
         return self._roll_up(max_ticks, partial=False)
@@ -377,10 +447,8 @@ class SampleFileWriter:
 
     def _roll_up(self, max_ticks: int | None, *, partial: bool) -> list[Path]:
         with self._lock:
-            self._delete_covered()
-            entries = [e for e in _entries(self.directory) if not e.is_part]
             written = []
-            for group in _groups([e.first for e in entries], max_ticks):
+            for group in _groups(sorted(self._ticks), max_ticks):
                 if partial or len(group) == max_ticks:
                     written.append(self._merge(group))
             return written
@@ -396,9 +464,13 @@ class SampleFileWriter:
         """Write the part of ticks ``seqs`` (consecutive) durably, then delete the ticks."""
         ticks = [self.directory / tick_name(s) for s in seqs]
         rows: dict[int, int] = {}
-        for path in ticks:
-            with _open(path) as parquet:
-                rows.update(_ticks_of(path, parquet))
+        for seq, path in zip(seqs, ticks, strict=True):
+            known = self._ticks[seq]
+            if known is None:  # a tick of the writer before a restart
+                with _open(path) as opened:
+                    rows.update(_ticks_of(path, opened))
+            else:
+                rows[seq] = known
         final = self.directory / part_name(seqs[0], seqs[-1])
         tmp = _temp_path(final)
         try:
@@ -412,7 +484,9 @@ class SampleFileWriter:
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        for path in ticks:
+        self._parts.add(_Entry(seqs[0], seqs[-1], final))
+        for seq, path in zip(seqs, ticks, strict=True):
+            del self._ticks[seq]
             _unlink_quietly(path)
         _fsync_dir(self.directory)
         return final
@@ -437,9 +511,9 @@ def _copy_rows(paths: list[Path], writer: pq.ParquetWriter) -> None:
     pending: list[pa.RecordBatch] = []
     held = 0
     for path in paths:
-        with _open(path) as parquet:
+        with _open(path) as opened:
             try:
-                for batch in parquet.iter_batches(batch_size=ROLL_UP_ROW_GROUP):
+                for batch in opened.batches(ROLL_UP_ROW_GROUP):
                     pending.append(batch)
                     held += batch.num_rows
                     if held >= ROLL_UP_ROW_GROUP:
@@ -519,33 +593,28 @@ class SampleFiles:
                 return
             for entry in entries:
                 try:
-                    parquet = _open(entry.path)
+                    opened = _open(entry.path)
                 except FileNotFoundError:
                     break  # list again: a part holds it now
-                with parquet:
-                    yield from _batches_after(entry.path, parquet, done, chunk_rows)
+                with opened:
+                    yield from _batches_after(opened, done, chunk_rows)
                 done = entry.last
             else:
                 return
 
 
 def _metadata_rows(path: Path) -> int:
-    """The rows of a final sample file, from its footer."""
-    try:
-        return int(pq.read_metadata(path).num_rows)
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        _unreadable(path, exc)
+    """The rows of a final sample file, from its metadata (no sample read)."""
+    with _open(path) as opened:
+        return sum(_ticks_of(path, opened).values())
 
 
-def _batches_after(
-    path: Path, parquet: pq.ParquetFile, done: int, chunk_rows: int
-) -> Iterator[pa.RecordBatch]:
+def _batches_after(opened: _SampleFile, done: int, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     """The sample fields of a file's rows, skipping the rows of its seqs up to ``done``."""
-    skip = sum(rows for seq, rows in _ticks_of(path, parquet).items() if seq <= done)
+    path = opened.path
+    skip = sum(rows for seq, rows in _ticks_of(path, opened).items() if seq <= done)
     try:
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=_FIELD_NAMES):
+        for batch in opened.batches(chunk_rows, _FIELD_NAMES):
             if skip >= batch.num_rows:
                 skip -= batch.num_rows
                 continue

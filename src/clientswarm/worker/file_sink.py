@@ -2,7 +2,7 @@
 service.
 
 Each batch the recorder flushes is one *tick*. The sink writes the tick's samples to this
-worker's Parquet file for it (:class:`~clientswarm.reports.samplefiles.SampleFileWriter`:
+worker's file for it (:class:`~clientswarm.reports.samplefiles.SampleFileWriter`:
 written, fsynced and renamed into place) and only then posts the tick's tallies — counters and
 mergeable histograms per part, the clients' counts, the stages' outcomes
 (:mod:`clientswarm.metrics.ticks`) — to ``POST ticks``. The service acknowledges a tick once it
