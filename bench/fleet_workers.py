@@ -10,7 +10,7 @@ clients are replaced: :class:`SimulatedClients` makes up streamed-chat samples (
 inter-token gaps, 1 % HTTP 500) at a set rate on an absolute schedule, and records them as
 clients do. A cluster of ``sample_path: files`` (its assignment names a ``sample_dir``) ships
 through :class:`TemplateFileSink` instead, as a real worker switches to
-:class:`~clientswarm.worker.file_sink.FileTickSink`: each tick written to its Parquet file
+:class:`~clientswarm.worker.file_sink.FileTickSink`: each tick written to its Arrow IPC file
 (fsynced, renamed), rolled up every 60 ticks, tallied, encoded, posted to ``POST ticks``, the
 files closed before ``/finish``. Run by ``bench/fleet.py`` as ``python bench/fleet_workers.py
 ...`` (the cluster's token in ``CLIENTSWARM_WORKER_TOKEN``); it writes what it saw as JSON to

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from clientswarm.config.checks import AbortConfig
 from clientswarm.config.loader import validate_config_data
 from clientswarm.metrics.columns import SampleColumns
 from clientswarm.metrics.live import LiveStats
 from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.ticks import StageOutcomes
 from clientswarm.service.abort import AbortRule, LiveThresholds, RunGuard
 
 REFUSED = "Cannot connect to host 127.0.0.1:9 ssl:default [Connect call failed ('127.0.0.1', 9)]"
@@ -169,3 +171,24 @@ def test_the_guard_gives_its_reason_once() -> None:
     assert guard.take() is None
     guard.observe(refused(10), live)
     assert guard.take() is None
+
+
+def test_a_large_tick_fills_the_window_in_its_proportions() -> None:
+    """A tick of the high-rate path (or several merged) holds more requests than the window:
+    1 % failures must read as 1 %, not as its failures entering the window last."""
+    rule = AbortRule(AbortConfig())
+    healthy = StageOutcomes(
+        ok=49_500, failed=Counter({"http_500": 500}), examples={"http_500": "HTTP 500"}
+    )
+    for _ in range(3):
+        assert rule.observe_outcomes({0: healthy}) is None
+    failing = StageOutcomes(
+        ok=100, failed=Counter({"http_500": 9_900}), examples={"http_500": "HTTP 500"}
+    )
+    reason = rule.observe_outcomes({0: failing})
+    assert reason is not None and "most with http_500" in reason
+    # a small tick mixes into the window as before: its failures weigh as many requests
+    small = AbortRule(AbortConfig(window=20, min_requests=20))
+    assert small.observe_outcomes({0: StageOutcomes(ok=20)}) is None
+    assert small.observe_outcomes({0: StageOutcomes(failed=Counter({"connection": 18}))}) is None
+    assert small.observe_outcomes({0: StageOutcomes(failed=Counter({"connection": 1}))}) is not None

@@ -80,6 +80,25 @@ class _Window:
         return sum(self.failed.values())
 
 
+def _evenly(counts: Counter[str | None], at_most: int) -> list[str | None]:
+    """The entries of ``counts`` (each key as many times as its count), or, when they are
+    more than ``at_most``, ``at_most`` of them in the same proportions (largest remainders),
+    in an order that spreads each key evenly over the list (by the midpoints of its share):
+    any stretch of the list holds the keys in about their proportions."""
+    total = sum(counts.values())
+    if total > at_most:
+        exact = {k: n * at_most / total for k, n in counts.items()}
+        scaled = {k: int(v) for k, v in exact.items()}
+        short = at_most - sum(scaled.values())
+        by_remainder = sorted(exact, key=lambda k: (exact[k] - scaled[k], str(k)), reverse=True)
+        for k in by_remainder[:short]:
+            scaled[k] += 1
+        counts = Counter(scaled)
+    placed = [((j + 0.5) / n, str(k), k) for k, n in counts.items() for j in range(n)]
+    placed.sort(key=lambda p: (p[0], p[1]))
+    return [k for _, _, k in placed]
+
+
 class AbortRule:
     """The abort rule of one cluster (see the module docstring); not thread-safe alone."""
 
@@ -123,8 +142,11 @@ class AbortRule:
 
     def observe_outcomes(self, outcomes: Mapping[int, StageOutcomes]) -> str | None:
         """Judge a counted tick of the high-rate path (its stages' outcomes, as a worker
-        tallied them): as :meth:`observe`, the requests of one tick taken in no particular
-        order."""
+        tallied them, or several ticks' merged): as :meth:`observe`, the tick's requests
+        taken in no particular order, so they enter the window mixed evenly, in their
+        proportions (:func:`_evenly`), never one kind after the other. A tick of more
+        requests than the window holds fills it in those proportions: 50,000 successes and
+        500 failures are a window of 1 % failures, not one of the last 200 failures."""
         if not self.config.enabled or not outcomes:
             return None
         for stage, o in outcomes.items():
@@ -135,12 +157,12 @@ class AbortRule:
             if window is None:
                 window = self._windows[stage] = _Window(self.config.window)
             saturated = self._answered is not None and self._answered < stage
-            for _ in range(min(o.ok, window.size)):
-                window.add(None, None)
-            for kind, n in sorted(o.failed.items()):
+            counted: Counter[str | None] = Counter({None: o.ok} if o.ok else {})
+            for kind, n in o.failed.items():
                 counts = self.config.counts(kind) and (kind == ERROR_CONNECTION or not saturated)
-                for _ in range(min(n, window.size)):
-                    window.add(kind if counts else None, o.examples.get(kind))
+                counted[kind if counts else None] += n
+            for judged in _evenly(counted, window.size):
+                window.add(judged, None if judged is None else o.examples.get(judged))
         for stage in sorted(outcomes):
             reason = self._judge(stage, self._windows[stage], staged=len(self._windows) > 1)
             if reason is not None:
