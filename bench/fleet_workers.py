@@ -52,7 +52,7 @@ from clientswarm.worker.internal_api import (
 )
 from clientswarm.worker.looplag import LoopLagMonitor
 from clientswarm.worker.recorder import SampleRecorder
-from clientswarm.worker.service_client import ServiceSink, _ServiceWorker
+from clientswarm.worker.service_client import ServiceSink, _ServiceWorker, service_connector
 
 GENERATE_EVERY_S = 0.25
 """How often a simulated worker records the samples that came due (clients record them as
@@ -466,9 +466,7 @@ async def play(args: argparse.Namespace, token: str) -> dict[str, Any]:
 
     sampler = asyncio.create_task(timeline())
     sessions = [
-        aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=8), trace_configs=[seen.trace_config()]
-        )
+        aiohttp.ClientSession(connector=service_connector(), trace_configs=[seen.trace_config()])
         for _ in range(args.count)
     ]
     tasks = [asyncio.create_task(one(args.first + i, s)) for i, s in enumerate(sessions)]

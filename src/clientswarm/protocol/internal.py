@@ -46,6 +46,15 @@ INTERNAL_PREFIX = "/internal/v1"
 TOKEN_ENV = "CLIENTSWARM_WORKER_TOKEN"
 """Environment variable through which a spawner hands a worker its cluster token."""
 
+SERVICE_KEEP_ALIVE_S = 75.0
+"""How long the service keeps an idle connection open (nginx's default). Longer than any
+interval a worker is told to use (a batch interval is at most 10 s), so that a connection
+carrying a worker's ticks or batches is not closed just as the next one goes out on it."""
+WORKER_KEEP_ALIVE_S = 30.0
+"""How long a worker keeps an idle connection to the service in its pool: well under
+:data:`SERVICE_KEEP_ALIVE_S`, so the worker closes an idle connection first and never sends
+on one the service is closing (which fails as a reset or a disconnect and is sent again)."""
+
 
 def worker_path(cluster_id: str, index: int, action: str) -> str:
     """The path of one internal call, e.g. ``…/clusters/abc/workers/0/register``."""

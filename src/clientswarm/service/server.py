@@ -15,6 +15,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from clientswarm.protocol.internal import SERVICE_KEEP_ALIVE_S
 from clientswarm.protocol.spawning import Spawner
 from clientswarm.service.app import create_app
 from clientswarm.service.manager import ClusterManager
@@ -63,6 +64,7 @@ async def running_service(
         lifespan="on",
         ws="none",  # no WebSocket routes: skip loading a WebSocket library
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=int(SERVICE_KEEP_ALIVE_S),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -35,6 +35,7 @@ from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
 from clientswarm.preflight import run_preflight
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.protocol.internal import (
+    WORKER_KEEP_ALIVE_S,
     Control,
     EngineMetricsReport,
     EngineProblem,
@@ -97,6 +98,13 @@ class ServiceSink(PostingSink):
         await self.post_acknowledged("samples", "batch", seq, body, PACKED_MEDIA_TYPE, len(samples))
 
 
+def service_connector() -> aiohttp.TCPConnector:
+    """The connection pool of a worker's calls to the service: a few keep-alive connections,
+    each closed by the worker after :data:`WORKER_KEEP_ALIVE_S` idle (before the service
+    would close it under a call)."""
+    return aiohttp.TCPConnector(limit=8, keepalive_timeout=WORKER_KEEP_ALIVE_S)
+
+
 async def run_service_worker(
     endpoint: WorkerEndpoint,
     *,
@@ -110,8 +118,7 @@ async def run_service_worker(
     Raises a :class:`~clientswarm.errors.WorkerError` when the worker cannot go on.
     """
     options = options or ServiceWorkerOptions()
-    connector = aiohttp.TCPConnector(limit=8)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=service_connector()) as session:
         api = InternalApiClient(session, endpoint, options)
         worker = _ServiceWorker(api, endpoint, options, stop or asyncio.Event())
         return await worker.run()
@@ -438,4 +445,5 @@ __all__ = [
     "WorkerEndpoint",
     "encode_batch",
     "run_service_worker",
+    "service_connector",
 ]
