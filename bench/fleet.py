@@ -23,7 +23,11 @@ flushes and finishes. Measured:
 - backlog: samples recorded but not yet acknowledged, every 0.5 s (a worker keeps them until
   acknowledged; the service acknowledges a batch only once committed, so its own queue is this);
 - heartbeat and batch round trips (p50/p99/max; a heartbeat times out after 2 s), every HTTP
-  attempt's status, the workers' outcomes and their state at the service;
+  attempt's status, the workers' outcomes and their state at the service; a round trip is
+  timed in the worker process, so it includes that process's own loop lag when the simulated
+  workers keep it busy: from 100 workers on, one of them (the *probe*) runs alone in a process
+  of its own, and its heartbeats' round trips are reported apart (``probe heartbeat``): what
+  the service answers, without the load generator's lag;
 - CPU (cores over the window) and RSS of the service, PostgreSQL, the worker processes and
   the rest of the machine, from ``/proc``.
 
@@ -102,9 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sample-path",
         nargs="+",
-        choices=("service", "files"),
+        choices=("service", "files", "files-deferred"),
         default=["service"],
-        help="the cluster's sample_path (both: every point on each)",
+        help="the cluster's sample_path (several: every point on each); files-deferred: "
+        "sample_path files, the simulated workers posting each tick's tallies (computed once "
+        "per tick size) and writing its file only after the run, before /finish: what the "
+        "service does at that load, without the simulated workers' own file work on the "
+        "same cores",
     )
     parser.add_argument("--repeats", type=int, default=1, help="repeats, interleaved")
     parser.add_argument(
@@ -159,8 +167,21 @@ def head_commit() -> str | None:
     return None
 
 
+PROBE_FROM_WORKERS = 100
+"""From this many workers on, the last one runs alone in a process of its own: the probe."""
+
+
 def split(workers: int, processes: int) -> list[tuple[int, int]]:
-    """``(first index, count)`` of each worker process, as even as can be."""
+    """``(first index, count)`` of each worker process, as even as can be; from
+    :data:`PROBE_FROM_WORKERS` workers on, the last worker alone in one more process (the
+    probe: its loop does nothing else, so its heartbeats' round trips are the service's, not
+    those of a loaded worker process's late loop)."""
+    if workers >= PROBE_FROM_WORKERS:
+        return [*_even(workers - 1, processes), (workers - 1, 1)]
+    return _even(workers, processes)
+
+
+def _even(workers: int, processes: int) -> list[tuple[int, int]]:
     processes = min(processes, workers)
     base, extra = divmod(workers, processes)
     out, first = [], 0
@@ -226,7 +247,7 @@ def run_point(
         finally:
             facts["service_exit"] = svc.stop()
             facts["service_log_tail"] = svc.log_tail(4000)
-        if sample_path == "files":
+        if sample_path.startswith("files"):
             facts["stored"] = count_in_files(tmp / "data", facts["cluster_id"])
             facts["files_bytes"] = sum(
                 f.stat().st_size for f in (tmp / "data" / "samples").rglob("*.parquet")
@@ -249,7 +270,9 @@ def drive(
     pg_pid: int | None,
 ) -> dict[str, Any]:
     """Submit the cluster, play its workers, follow the machine until they are done."""
-    config = fleet_config(f"fleet-{workers}", workers, args.duration_s, sample_path)
+    config = fleet_config(
+        f"fleet-{workers}", workers, args.duration_s, sample_path.removesuffix("-deferred")
+    )
     status, body = svc.api("POST", "/clusters", config)
     if status != 201:
         raise RuntimeError(f"the service refused the cluster: HTTP {status} {body}")
@@ -270,6 +293,7 @@ def drive(
             f"--start-spread-s={args.start_spread_s}",
             f"--give-up-s={args.duration_s + args.start_spread_s + STOP_GRACE_S}",
             f"--out={out}",
+            *(["--defer-tick-files"] if sample_path == "files-deferred" else []),
         ]
         err = (tmp / f"workers-{first}.err").open("w")
         loaders.append(subprocess.Popen(argv, env=env, stdout=err, stderr=subprocess.STDOUT))

@@ -152,7 +152,8 @@ def analyse(facts: dict[str, Any], rate: float, duration_s: float) -> dict[str, 
     assigned = [t for p in procs for t in p["assigned"]]
     m["assigned_spread_s"] = round(max(assigned) - min(assigned), 2) if assigned else None
 
-    shipping = "ticks" if m["sample_path"] == "files" else "samples"  # POST samples or ticks
+    # POST samples or ticks
+    shipping = "ticks" if m["sample_path"].startswith("files") else "samples"
     for action, key in (("heartbeat", "heartbeat"), (shipping, "batch"), ("register", "register")):
         calls = _calls(procs, action)
         failed = _failure_times(procs, action)
@@ -169,6 +170,17 @@ def analyse(facts: dict[str, Any], rate: float, duration_s: float) -> dict[str, 
             "max": _ms(max(values) if values else None),
         }
         m[f"{key}_failures"] = len(failed)
+    probes = [p for p in procs if p.get("count") == 1 and len(procs) > 1]
+    probe_beats = [rtt for t, rtt in _calls(probes, "heartbeat") if w0 <= t < w1]
+    probe_beats += [HEARTBEAT_TIMEOUT_S] * sum(
+        w0 <= t < w1 for t in _failure_times(probes, "heartbeat")
+    )
+    m["probe_heartbeat_rtt_ms"] = {
+        "n": len(probe_beats),
+        "p50": _ms(percentile(probe_beats, 0.5)),
+        "p99": _ms(percentile(probe_beats, 0.99)),
+        "max": _ms(max(probe_beats) if probe_beats else None),
+    }
     heartbeats = _calls(procs, "heartbeat")
     m["heartbeats_per_s"] = round(sum(w0 <= t < w1 for t, _ in heartbeats) / (w1 - w0), 1)
     m["heartbeat_failures_per_s"] = round(
@@ -258,7 +270,8 @@ def analyse(facts: dict[str, Any], rate: float, duration_s: float) -> dict[str, 
     )
     m["line"] = (
         f"{m['sustained_samples_per_s']:,.0f} samples/s ({m['sustained_fraction']:.0%}), "
-        f"heartbeat p99 {m['heartbeat_rtt_ms']['p99']} ms, batch p99 {m['batch_rtt_ms']['p99']} "
+        f"heartbeat p99 {m['heartbeat_rtt_ms']['p99']} ms (probe "
+        f"{m['probe_heartbeat_rtt_ms']['p99']} ms), batch p99 {m['batch_rtt_ms']['p99']} "
         f"ms, backlog end {m['backlog_end_s']} s, service {m['service_cores']} cores "
         f"{m['service_rss_mb_peak']} MB, generated/acked/stored {generated}/{acknowledged}/"
         f"{facts['stored']}; first break: {m['first_break'] or 'none'}"
@@ -372,6 +385,7 @@ COLUMNS = [
     ("of target", "sustained_fraction", "{:.0%}"),
     ("heartbeat p50 ms", "heartbeat_rtt_ms.p50", "{:,.0f}"),
     ("heartbeat p99 ms", "heartbeat_rtt_ms.p99", "{:,.0f}"),
+    ("probe heartbeat p99 ms", "probe_heartbeat_rtt_ms.p99", "{:,.0f}"),
     ("batch p50 ms", "batch_rtt_ms.p50", "{:,.0f}"),
     ("batch p99 ms", "batch_rtt_ms.p99", "{:,.0f}"),
     ("batches/s", "batches_per_s", "{:,.0f}"),
@@ -449,6 +463,7 @@ def verdict(
     for (store, path, rate, workers), runs in _groups(metrics).items():
         sustained = _median(runs, "sustained_samples_per_s") or 0
         p99 = _median(runs, "heartbeat_rtt_ms.p99")
+        probe = _median(runs, "probe_heartbeat_rtt_ms.p99")
         backlog = _median(runs, "backlog_end_s")
         met = (
             workers >= goal["workers"]
@@ -463,6 +478,7 @@ def verdict(
             f"{store}, {path} path, {workers:,} workers at {rate:,.0f} samples/s: "
             f"{sustained:,.0f} sustained, heartbeat p99 "
             + (f"{p99:,.0f} ms" if p99 is not None else "n/a")
+            + (f" (the probe's {probe:,.0f} ms)" if probe is not None else "")
             + (" — **goal met**" if met else "")
             + f"; first break: {first}"
             + (" (seconds from the shared start)" if "(" in first else "")

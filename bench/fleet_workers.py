@@ -42,6 +42,7 @@ from clientswarm.errors import WorkerError
 from clientswarm.metrics.fields import COLUMNS
 from clientswarm.metrics.itl import pack_itl
 from clientswarm.metrics.sample import Sample
+from clientswarm.metrics.ticks import TICK_MEDIA_TYPE, TickTallies, encode, tick_tallies
 from clientswarm.metrics.wire import PACKED_MEDIA_TYPE, ColumnarBatch
 from clientswarm.protocol.assignment import Assignment, WorkerReport
 from clientswarm.worker.file_sink import FileTickSink
@@ -180,6 +181,7 @@ class SampleTemplates:
         ]
         self.counts = [len(s.itl_s) for s in self.relative]
         self.packed = [pack_itl(s.itl_s) for s in self.relative]
+        self._tallies: dict[int, TickTallies] = {}
 
     @staticmethod
     def _relative(n: int, gaps: list[list[float]]) -> Sample:
@@ -199,6 +201,15 @@ class SampleTemplates:
             end_ns=0, status="ok", first_token_ns=first, last_token_ns=0, input_tokens=128,
             output_tokens=ITL_VALUES + 1, token_source="usage", itl_s=list(itl), http_status=200,
         )  # fmt: skip
+
+    def tallies_of(self, size: int) -> TickTallies:
+        """The tallies of a tick of ``size`` made-up samples (computed once per size: a
+        deferred-files run posts what a real tick's tallies weigh, without their CPU)."""
+        found = self._tallies.get(size)
+        if found is None:
+            done = [Done(i, 1_800_000_000_000_000_000 + i * 1000, 0) for i in range(size)]
+            found = self._tallies[size] = tick_tallies(self.batch(done, 0, [0]).columns())
+        return found
 
     def first_ns(self, number: int) -> int:
         """How long sample ``number`` took, from its scheduled send to its end."""
@@ -272,6 +283,8 @@ class TemplateFileSink(FileTickSink):
         seen: Observations,
         templates: SampleTemplates,
         assignment: Assignment,
+        *,
+        defer_files: bool = False,
     ) -> None:
         assert assignment.sample_dir is not None
         super().__init__(
@@ -281,11 +294,31 @@ class TemplateFileSink(FileTickSink):
         self.seen = seen
         self._templates = templates
         self._worker, self._clients = assignment.worker, list(assignment.clients)
+        self._defer = defer_files
+        self._deferred: list[tuple[int, list[Any]]] = []
 
     async def send_batch(self, seq: int, samples: list[Any]) -> None:
-        cols = self._templates.batch(samples, self._worker, self._clients).columns()
-        await self.send_columns(seq, cols)
+        if self._defer:  # the service's side alone: tallies now, the file after the run
+            self._deferred.append((seq, samples))
+            body = encode(seq, self._templates.tallies_of(len(samples)))
+            await self.post_acknowledged("ticks", "tick", seq, body, TICK_MEDIA_TYPE, len(samples))
+        else:
+            cols = self._templates.batch(samples, self._worker, self._clients).columns()
+            await self.send_columns(seq, cols)
         self.seen.acks.append((time.time(), len(samples)))
+
+    async def finish(self, report: WorkerReport) -> None:
+        """Write the deferred ticks' files (after the measured window), then finish as a
+        real worker does (roll-up, ``/finish``)."""
+        deferred, self._deferred = self._deferred, []
+        if deferred:
+            await asyncio.to_thread(self._write_deferred, deferred)
+        await super().finish(report)
+
+    def _write_deferred(self, deferred: list[tuple[int, list[Any]]]) -> None:
+        for seq, samples in deferred:
+            cols = self._templates.batch(samples, self._worker, self._clients).columns()
+            self._writer.write_tick(seq, cols)
 
 
 class SimulatedClients:
@@ -396,6 +429,7 @@ class SimulatedWorker(_ServiceWorker):
         self._templates = sink._templates
         self._make_clients = make_clients
         self.clients: SimulatedClients | None = None
+        self.defer_files = False
 
     @property
     def sink(self) -> TemplateSink | TemplateFileSink:
@@ -406,7 +440,9 @@ class SimulatedWorker(_ServiceWorker):
         self._seen.start_ns = assignment.start_ns
         self._seen.batch_interval_s = assignment.batch_interval_s  # longer for a large fleet
         if assignment.sample_dir is not None:  # the high-rate path, as a real worker takes it
-            self._sink = TemplateFileSink(self._api, self._seen, self._templates, assignment)
+            self._sink = TemplateFileSink(
+                self._api, self._seen, self._templates, assignment, defer_files=self.defer_files
+            )
         else:
             self._sink.assigned(assignment)  # type: ignore[union-attr]
         clients = self._make_clients(assignment, self._sink)
@@ -448,6 +484,7 @@ async def play(args: argparse.Namespace, token: str) -> dict[str, Any]:
         api = TimedApiClient(session, endpoint, ServiceWorkerOptions(), seen=seen)
         sink = TemplateSink(api, seen, templates)
         worker = SimulatedWorker(api, endpoint, stop, sink, make_clients)
+        worker.defer_files = args.defer_tick_files
         workers.append(worker)
         try:
             report = await worker.run()
@@ -522,6 +559,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--start-spread-s", type=float, default=1.0)
     parser.add_argument(
         "--give-up-s", type=float, default=600.0, help="cancel the workers still running then"
+    )
+    parser.add_argument(
+        "--defer-tick-files",
+        action="store_true",
+        help="files path: post each tick's tallies (computed once per tick size) and write "
+        "the ticks' files after the run, before /finish: the service's side alone",
     )
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
