@@ -132,3 +132,38 @@ def test_calibrate_measures_one_worker_and_sizes_workers_for_a_rate() -> None:
     assert verdict["failed"] == 0 and verdict["reached_req_s"] > 50
     assert verdict["per_worker_req_s"] == pytest.approx(0.7 * verdict["reached_req_s"])
     assert verdict["workers"] == math.ceil(100000 / verdict["per_worker_req_s"])
+
+
+def test_calibrate_in_streams_mode_counts_the_streams_one_worker_hosts() -> None:
+    done = subprocess.run(
+        [
+            CLI,
+            "calibrate",
+            *("--itl-ms", "20", "--ttft-ms", "20", "--max-tokens", "8"),
+            *("--clients", "4", "--max-streams", "8", "--seconds", "1.5"),
+            *("--streams", "100", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    verdict = json.loads(done.stdout)
+    steps = verdict["steps"]
+    assert [s["streams"] for s in steps][:2] == [4, 8]  # then 6 only when 8 did not hold
+    for step in steps:  # real streams were read: 8 tokens 20 ms apart after 20 ms each
+        assert step["failed"] == 0 and step["output_tok_s"] > 0
+        assert step["offered_tok_s"] == pytest.approx(step["streams"] * 8 / 0.16)
+    held = [s["streams"] for s in steps if s["held"]]
+    assert verdict["streams_per_worker"] == (max(held) if held else None)
+    if held:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert verdict["workers"] == math.ceil(100 / verdict["streams_per_worker"])
+    else:  # a machine too busy for even 4 streams within the loop-lag bound says so
+        assert done.returncode == 1 and verdict["workers"] is None
+
+
+def test_calibrate_refuses_streams_without_a_pace() -> None:
+    done = subprocess.run(
+        [CLI, "calibrate", "--streams", "100"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "give --itl-ms too" in done.stderr

@@ -113,6 +113,31 @@ def render(result: dict[str, Any], console: Console) -> None:
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 600))
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Size workers for it.")
 @click.option("--target", help="Calibrate against this URL instead of the built-in simulator.")
+@click.option(
+    "--itl-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Streams mode: how many streams one worker hosts when tokens come this many ms "
+    "apart (the simulator paces them; --clients is the first step, doubled while it holds).",
+)
+@click.option(
+    "--ttft-ms",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Streams mode: the simulator's time to the first token.",
+)
+@click.option(
+    "--streams",
+    type=click.IntRange(min=1),
+    help="Streams mode: size workers for this many concurrent streams.",
+)
+@click.option(
+    "--max-streams",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Streams mode: the largest step.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.option(
     "--no-preflight",
@@ -126,10 +151,35 @@ def calibrate_command(
     seconds: float,
     rate: float | None,
     target: str | None,
+    itl_ms: float | None,
+    ttft_ms: float,
+    streams: int | None,
+    max_streams: int,
     as_json: bool,
     no_preflight: bool,
 ) -> None:
-    """Measure what one worker sustains here and suggest spawner.workers for --rate."""
+    """Measure what one worker sustains here and suggest spawner.workers for --rate (or, with
+    --itl-ms, how many streams it hosts at that pace, and workers for --streams)."""
+    if itl_ms is None and streams is not None:
+        raise click.UsageError("--streams sizes workers in streams mode: give --itl-ms too")
+    if itl_ms is not None and (interaction != "chat" or rate is not None):
+        raise click.UsageError(
+            "--itl-ms measures streamed chats and sizes workers for --streams, not for "
+            "--rate or --interaction hello"
+        )
+    if itl_ms is not None:
+        _streams_mode(
+            itl_ms=itl_ms,
+            ttft_ms=ttft_ms,
+            tokens=max_tokens,
+            start_streams=clients,
+            max_streams=max_streams,
+            seconds=seconds,
+            target=target,
+            streams_wanted=streams,
+            no_preflight=no_preflight,
+            as_json=as_json,
+        )
     config = validate_config_data(
         calibration_config(
             target or "http://127.0.0.1:8000",  # the simulator's URL replaces it
@@ -160,3 +210,15 @@ def calibrate_command(
     else:
         render(result, Console())
     sys.exit(code)
+
+
+def _streams_mode(*, as_json: bool, **options: Any) -> None:
+    """``calibrate --itl-ms``: :mod:`clientswarm.run.calibrate_streams`; exits."""
+    from clientswarm.run.calibrate_streams import calibrate_streams, render_streams
+
+    found = calibrate_streams(console=Console(stderr=True), **options)
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2))
+    else:
+        render_streams(found, Console())
+    sys.exit(0 if found.streams_per_worker is not None else EXIT_FAILED)

@@ -1,0 +1,251 @@
+"""``clientswarm calibrate --itl-ms M``: how many open streams one worker hosts at that pace.
+
+Real engines stream tokens one by one, ``M`` ms apart, to many open streams at once; what
+decides how many clients a worker can host with exact timing is its CPU per streamed token,
+read by its event loop's lag. This runs one worker, closed loop with no think time, against
+the built-in simulator pacing its answers (first token after ``--ttft-ms``, then one every
+``M`` ms, ``--max-tokens`` of them; or ``--target``), at a growing number of concurrent streams
+for ``--seconds`` each (at least :data:`ANSWERS_PER_STEP` answers' time):
+doubling from ``--clients`` while the step holds (no failed request and the worker's loop lag
+p99 within :data:`~clientswarm.service.results.LOOP_LAG_BOUND_S`), then once between the last
+step that held and the first that did not. The answer is the most streams a step held
+(:class:`StreamsVerdict`), and for ``--streams N``, the workers it takes.
+
+Each step also reports the tokens a second it reached against those its streams asked for: a
+step that reaches far fewer is limited by the target (the simulator shares this machine's
+cores with the worker), and the figure is then a lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from clientswarm.config.loader import validate_config_data
+from clientswarm.run.calibrate import calibration_config
+from clientswarm.run.local import run_locally
+from clientswarm.service.results import LOOP_LAG_BOUND_S
+from clientswarm.verdict import EXIT_FAILED, exit_code
+
+REACHED_SHARE = 0.8
+"""A step reaching less than this share of the tokens a second its streams ask for was held
+back by the target, not by the worker: its figure is a lower bound."""
+
+
+ANSWERS_PER_STEP = 4
+"""A step lasts at least this many answers' time (``--seconds`` or more), so that its streams
+complete several requests each and its tokens a second are read over whole answers."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsStep:
+    """One step of the calibration: ``streams`` concurrent streams for its seconds."""
+
+    streams: int
+    loop_lag_p99_s: float
+    output_tok_s: float
+    offered_tok_s: float
+    """Tokens a second the streams ask for at the target's pace:
+    ``streams * tokens / (ttft + (tokens - 1) * itl)``."""
+    failed: int
+    held: bool
+
+
+@dataclass(slots=True)
+class StreamsVerdict:
+    """The calibration's answer: the most streams a step held, and the workers for
+    ``streams_wanted``."""
+
+    itl_ms: float
+    ttft_ms: float
+    tokens: int
+    loop_lag_bound_s: float
+    steps: list[StreamsStep] = field(default_factory=list)
+    streams_per_worker: int | None = None
+    """The most streams a step held (None: not even the first)."""
+    target_limited: bool = False
+    """The step that decided reached less than :data:`REACHED_SHARE` of its offered tokens."""
+    streams_wanted: int | None = None
+    workers: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The verdict as JSON-ready values."""
+        return asdict(self)
+
+
+def offered_tok_s(streams: int, *, itl_ms: float, ttft_ms: float, tokens: int) -> float:
+    """Tokens a second ``streams`` closed-loop streams ask for when each answer takes
+    ``ttft + (tokens - 1) * itl`` and the next request follows at once."""
+    answer_s = (ttft_ms + (tokens - 1) * itl_ms) / 1000
+    return streams * tokens / answer_s if answer_s > 0 else math.inf
+
+
+def step_of(
+    summary: dict[str, Any], streams: int, *, itl_ms: float, ttft_ms: float, tokens: int
+) -> StreamsStep:
+    """What one run's summary says of its step."""
+    total = summary["total"]
+    lags = [w.get("loop_lag_p99_s") or 0.0 for w in summary.get("workers", [])]
+    lag = max(lags, default=0.0)
+    failed = int(total["failed"])
+    ok = exit_code(summary) != EXIT_FAILED and int(total.get("succeeded") or 0) > 0
+    return StreamsStep(
+        streams=streams,
+        loop_lag_p99_s=lag,
+        output_tok_s=float(total.get("output_token_rate") or 0.0),
+        offered_tok_s=offered_tok_s(streams, itl_ms=itl_ms, ttft_ms=ttft_ms, tokens=tokens),
+        failed=failed,
+        held=ok and failed == 0 and lag <= LOOP_LAG_BOUND_S,
+    )
+
+
+def search(
+    measure: Callable[[int], StreamsStep], *, start: int, most: int
+) -> tuple[list[StreamsStep], StreamsStep | None]:
+    """Double from ``start`` while steps hold (up to ``most``), then try once halfway between
+    the last that held and the first that did not; the steps and the best one that held."""
+    steps: list[StreamsStep] = []
+    best: StreamsStep | None = None
+    streams = min(start, most)
+    failed_at: int | None = None
+    while True:
+        step = measure(streams)
+        steps.append(step)
+        if not step.held:
+            failed_at = streams
+            break
+        best = step
+        if streams >= most:
+            break
+        streams = min(streams * 2, most)
+    if best is not None and failed_at is not None and failed_at - best.streams > 1:
+        middle = (best.streams + failed_at) // 2
+        step = measure(middle)
+        steps.append(step)
+        if step.held:
+            best = step
+    return steps, best
+
+
+def calibrate_streams(
+    *,
+    itl_ms: float,
+    ttft_ms: float,
+    tokens: int,
+    start_streams: int,
+    max_streams: int,
+    seconds: float,
+    target: str | None,
+    streams_wanted: int | None,
+    no_preflight: bool,
+    console: Console,
+) -> StreamsVerdict:
+    """Run the steps (see the module docstring) and return the verdict."""
+
+    answer_s = (ttft_ms + (tokens - 1) * itl_ms) / 1000
+    step_s = max(seconds, ANSWERS_PER_STEP * answer_s)
+
+    def measure(streams: int) -> StreamsStep:
+        console.print(f"calibrate: {streams:,} streams for {step_s:g} s …")
+        data = calibration_config(
+            target or "http://127.0.0.1:8000",  # the simulator's URL replaces it
+            interaction="chat",
+            max_tokens=tokens,
+            clients=streams,
+            seconds=step_s,
+        )
+        config = validate_config_data(data)
+        if no_preflight:
+            config = config.model_copy(update={"preflight": False})
+        simulator = None
+        if target is None:
+            simulator = f"--ttft-ms {ttft_ms:g} --itl-ms {itl_ms:g} --output-tokens {tokens}"
+        with tempfile.TemporaryDirectory(prefix="clientswarm-calibrate-") as scratch:
+            summary = run_locally(
+                config,
+                base_dir=Path.cwd(),
+                output_dir=Path(scratch),
+                console=console,
+                mock_args=simulator,
+            )
+        return step_of(summary, streams, itl_ms=itl_ms, ttft_ms=ttft_ms, tokens=tokens)
+
+    steps, best = search(measure, start=start_streams, most=max_streams)
+    verdict = StreamsVerdict(
+        itl_ms=itl_ms,
+        ttft_ms=ttft_ms,
+        tokens=tokens,
+        loop_lag_bound_s=LOOP_LAG_BOUND_S,
+        steps=steps,
+        streams_per_worker=None if best is None else best.streams,
+        streams_wanted=streams_wanted,
+    )
+    deciding = best if best is not None else steps[0]
+    verdict.target_limited = deciding.output_tok_s < REACHED_SHARE * deciding.offered_tok_s
+    if streams_wanted is not None and best is not None:
+        verdict.workers = math.ceil(streams_wanted / best.streams)
+    return verdict
+
+
+def render_streams(verdict: StreamsVerdict, console: Console) -> None:
+    """The steps as a table, then the verdict in a sentence or two."""
+    table = Table(
+        title=f"One worker, streams at {verdict.itl_ms:g} ms a token "
+        f"(first after {verdict.ttft_ms:g} ms, {verdict.tokens} tokens)",
+        title_justify="left",
+    )
+    for name in ("streams", "loop lag p99", "tokens/s reached", "asked", "failed", "held"):
+        table.add_column(name, justify="right")
+    for s in verdict.steps:
+        table.add_row(
+            f"{s.streams:,}",
+            f"{s.loop_lag_p99_s * 1e3:.1f} ms",
+            f"{s.output_tok_s:,.0f}",
+            f"{s.offered_tok_s:,.0f}",
+            str(s.failed),
+            "yes" if s.held else "no",
+        )
+    console.print(table)
+    bound_ms = verdict.loop_lag_bound_s * 1e3
+    if verdict.streams_per_worker is None:
+        console.print(
+            f"not even {verdict.steps[0].streams:,} streams held (loop lag p99 within "
+            f"{bound_ms:g} ms, no failure): start lower with --clients",
+            style="red",
+        )
+        return
+    console.print(
+        f"one worker hosts {verdict.streams_per_worker:,} streams at {verdict.itl_ms:g} ms a "
+        f"token with its loop lag p99 within {bound_ms:g} ms"
+    )
+    if verdict.target_limited:
+        console.print(
+            "the target reached under "
+            f"{REACHED_SHARE:.0%} of the tokens a second the streams asked for: it, not the "
+            "worker, set the limit, so the figure is a lower bound",
+            style="yellow",
+        )
+    if verdict.workers is not None and verdict.streams_wanted is not None:
+        console.print(
+            f"for {verdict.streams_wanted:,} streams use spawner.workers: {verdict.workers}"
+        )
+
+
+__all__ = [
+    "ANSWERS_PER_STEP",
+    "REACHED_SHARE",
+    "StreamsStep",
+    "StreamsVerdict",
+    "calibrate_streams",
+    "offered_tok_s",
+    "render_streams",
+    "search",
+    "step_of",
+]
