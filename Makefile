@@ -36,7 +36,8 @@ bench: $(STAMP) bytecode
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/run.py && $(BIN)/python bench/http_layers.py && $(BIN)/python bench/fullpath.py \
 	&& $(BIN)/python bench/exactness.py && $(BIN)/python bench/scale.py --hold-s 66 \
-	&& $(BIN)/python bench/startup.py && $(BIN)/python bench/fleet.py --quick
+	&& $(BIN)/python bench/startup.py && $(BIN)/python bench/fleet.py --quick \
+	&& $(BIN)/python bench/tokencost.py --quick
 
 # The documentation site, offline (no CDN): regenerate docs/reference/ from the code, then build
 # site/ (open site/index.html from disk, or serve it). Warnings (broken links/anchors, pages
