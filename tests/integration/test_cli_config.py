@@ -150,10 +150,11 @@ def test_calibrate_in_streams_mode_counts_the_streams_one_worker_hosts() -> None
     verdict = json.loads(done.stdout)
     steps = verdict["steps"]
     assert [s["streams"] for s in steps][:2] == [4, 8]  # then 6 only when 8 did not hold
+    assert not any(s["target_limited"] for s in steps)  # 400 tokens/s at most: served
     for step in steps:  # real streams were read: 8 tokens 20 ms apart after 20 ms each
         assert step["failed"] == 0 and step["output_tok_s"] > 0
         assert step["offered_tok_s"] == pytest.approx(step["streams"] * 8 / 0.16)
-    held = [s["streams"] for s in steps if s["held"]]
+    held = [s["streams"] for s in steps if s["held"] and not s["target_limited"]]
     assert verdict["streams_per_worker"] == (max(held) if held else None)
     if held:
         assert done.returncode == 0, done.stderr[-2000:]

@@ -40,6 +40,19 @@ def test_doubling_then_once_halfway(holds: int, asked: list[int], best: int | No
     assert (found.streams if found else None) == best
 
 
+def test_a_step_the_target_limited_ends_the_search_below_it() -> None:
+    asked: list[int] = []
+
+    def measure(streams: int) -> StreamsStep:  # the target serves 3,000 tokens/s at most
+        asked.append(streams)
+        return StreamsStep(streams, 0.001, min(streams * 10.0, 3000.0), streams * 10.0, 0, True)
+
+    steps, found = search(measure, start=64, most=4096)
+    assert asked == [64, 128, 256, 512]  # 512 streams asked 5,120 tokens/s, got 3,000
+    assert steps[-1].target_limited and not steps[-2].target_limited
+    assert found is not None and found.streams == 256
+
+
 def test_the_largest_step_is_capped() -> None:
     asked, measure = fake_worker(10_000)
     search(measure, start=64, most=300)  # type: ignore[arg-type]

@@ -12,8 +12,9 @@ step that held and the first that did not. The answer is the most streams a step
 (:class:`StreamsVerdict`), and for ``--streams N``, the workers it takes.
 
 Each step also reports the tokens a second it reached against those its streams asked for: a
-step that reaches far fewer is limited by the target (the simulator shares this machine's
-cores with the worker), and the figure is then a lower bound.
+step that reaches far fewer (under :data:`REACHED_SHARE`) is limited by the target (the
+simulator shares this machine's cores with the worker), says nothing of the worker, and ends
+the search: the figure is then a lower bound.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ class StreamsStep:
     ``streams * tokens / (ttft + (tokens - 1) * itl)``."""
     failed: int
     held: bool
+    """No failure, and the worker's loop lag p99 within its bound."""
+
+    @property
+    def target_limited(self) -> bool:
+        """The target served under :data:`REACHED_SHARE` of the tokens the streams asked
+        for: the step says nothing of the worker at that pace."""
+        return self.output_tok_s < REACHED_SHARE * self.offered_tok_s
 
 
 @dataclass(slots=True)
@@ -71,13 +79,17 @@ class StreamsVerdict:
     streams_per_worker: int | None = None
     """The most streams a step held (None: not even the first)."""
     target_limited: bool = False
-    """The step that decided reached less than :data:`REACHED_SHARE` of its offered tokens."""
+    """The search ended at a step the target limited (:attr:`StreamsStep.target_limited`):
+    the worker may host more than :attr:`streams_per_worker`."""
     streams_wanted: int | None = None
     workers: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The verdict as JSON-ready values."""
-        return asdict(self)
+        """The verdict as JSON-ready values (each step with its ``target_limited``)."""
+        out = asdict(self)
+        for step, shown in zip(self.steps, out["steps"], strict=True):
+            shown["target_limited"] = step.target_limited
+        return out
 
 
 def offered_tok_s(streams: int, *, itl_ms: float, ttft_ms: float, tokens: int) -> float:
@@ -110,7 +122,9 @@ def search(
     measure: Callable[[int], StreamsStep], *, start: int, most: int
 ) -> tuple[list[StreamsStep], StreamsStep | None]:
     """Double from ``start`` while steps hold (up to ``most``), then try once halfway between
-    the last that held and the first that did not; the steps and the best one that held."""
+    the last that held and the first that did not; the steps and the best one that held. A
+    step the target limited ends the search (more streams would only ask it for more): the
+    best is then the last step before it."""
     steps: list[StreamsStep] = []
     best: StreamsStep | None = None
     streams = min(start, most)
@@ -118,6 +132,8 @@ def search(
     while True:
         step = measure(streams)
         steps.append(step)
+        if step.target_limited:
+            return steps, best
         if not step.held:
             failed_at = streams
             break
@@ -129,7 +145,7 @@ def search(
         middle = (best.streams + failed_at) // 2
         step = measure(middle)
         steps.append(step)
-        if step.held:
+        if step.held and not step.target_limited:
             best = step
     return steps, best
 
@@ -187,8 +203,7 @@ def calibrate_streams(
         streams_per_worker=None if best is None else best.streams,
         streams_wanted=streams_wanted,
     )
-    deciding = best if best is not None else steps[0]
-    verdict.target_limited = deciding.output_tok_s < REACHED_SHARE * deciding.offered_tok_s
+    verdict.target_limited = steps[-1].target_limited
     if streams_wanted is not None and best is not None:
         verdict.workers = math.ceil(streams_wanted / best.streams)
     return verdict
@@ -210,26 +225,35 @@ def render_streams(verdict: StreamsVerdict, console: Console) -> None:
             f"{s.output_tok_s:,.0f}",
             f"{s.offered_tok_s:,.0f}",
             str(s.failed),
-            "yes" if s.held else "no",
+            "target-limited" if s.target_limited else "yes" if s.held else "no",
         )
     console.print(table)
     bound_ms = verdict.loop_lag_bound_s * 1e3
     if verdict.streams_per_worker is None:
-        console.print(
-            f"not even {verdict.steps[0].streams:,} streams held (loop lag p99 within "
-            f"{bound_ms:g} ms, no failure): start lower with --clients",
-            style="red",
-        )
+        if verdict.target_limited:
+            console.print(
+                f"the target could not serve {verdict.steps[0].streams:,} streams at this "
+                f"pace ({REACHED_SHARE:.0%} of the tokens they asked for): start lower with "
+                "--clients, or give a faster --target",
+                style="red",
+            )
+        else:
+            console.print(
+                f"not even {verdict.steps[0].streams:,} streams held (loop lag p99 within "
+                f"{bound_ms:g} ms, no failure): start lower with --clients",
+                style="red",
+            )
         return
     console.print(
         f"one worker hosts {verdict.streams_per_worker:,} streams at {verdict.itl_ms:g} ms a "
         f"token with its loop lag p99 within {bound_ms:g} ms"
     )
     if verdict.target_limited:
+        last = verdict.steps[-1]
         console.print(
-            "the target reached under "
-            f"{REACHED_SHARE:.0%} of the tokens a second the streams asked for: it, not the "
-            "worker, set the limit, so the figure is a lower bound",
+            f"at {last.streams:,} streams the target served under {REACHED_SHARE:.0%} of the "
+            "tokens a second they asked for: it, not the worker, set the limit, so the figure "
+            "is a lower bound (the simulator shares this machine; --target a faster one)",
             style="yellow",
         )
     if verdict.workers is not None and verdict.streams_wanted is not None:
