@@ -361,10 +361,16 @@ async def test_heartbeat_control_stops_clients_then_all(target_url: str) -> None
         mine = [s for s in samples if s.client == stopped]
         assert all(s.sent_ns <= stop_clients_ns + slack_ns for s in mine)
         assert [s.error_kind for s in mine].count(ERROR_CANCELLED) == 1
+    cut = []
     for running in (1, 3):
         mine = [s for s in samples if s.client == running]
         assert any(s.sent_ns > stop_clients_ns + slack_ns for s in mine)
-        assert mine[-1].error_kind == ERROR_CANCELLED  # cut by stop_all
+        kinds = [s.error_kind for s in mine]
+        assert ERROR_CANCELLED not in kinds[:-1]  # only a request in flight is cut
+        cut.append(kinds[-1] == ERROR_CANCELLED)
+    # stop_all cuts the requests in flight; a client caught between two requests (its answer
+    # just in, the next not yet sent) has none to cut, which both rarely are at once
+    assert any(cut)
     active = [beat.active_clients for _, beat in stub.heartbeats]
     assert 4 in active and 2 in active
 
