@@ -10,6 +10,7 @@ the manager directly, playing the workers' part (their spawner starts nothing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -160,13 +161,21 @@ def test_ctrl_c_while_run_starts_leaves_no_worker(tmp_path: Path) -> None:
         (cluster,) = logs.iterdir()
         eventually(lambda: len(processes_naming(cluster.name)) == 2)
         os.kill(run.pid, signal.SIGINT)  # while the service loads, or once it runs
-        run.wait(60)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            run.wait(60)
     finally:
-        if run.poll() is None:
+        hung = run.poll() is None
+        if hung:
             os.killpg(run.pid, signal.SIGKILL)
             run.wait()
+    said = run.stderr.read().decode(errors="replace") if run.stderr else ""
+    left = processes_naming(cluster.name)
+    for pid in left:  # never leave them to the tests after this one
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not hung, f"run ignored its Ctrl-C for 60 s; what it wrote:\n{said[-3000:]}"
     assert run.returncode != 0
-    assert not processes_naming(cluster.name)
+    assert not left
 
 
 # -- the ordinary start, at the manager --------------------------------------------------------
