@@ -41,6 +41,16 @@ def _calls(procs: list[dict[str, Any]], action: str) -> list[tuple[float, float]
     return [tuple(c) for p in procs for c in p["calls"].get(action, [])]  # type: ignore[misc]
 
 
+def _rtt_ms(values: list[float]) -> dict[str, Any]:
+    """Count, p50, p99 and max of round trips in seconds, in ms."""
+    return {
+        "n": len(values),
+        "p50": _ms(percentile(values, 0.5)),
+        "p99": _ms(percentile(values, 0.99)),
+        "max": _ms(max(values) if values else None),
+    }
+
+
 def _failure_times(procs: list[dict[str, Any]], action: str) -> list[float]:
     return [t for p in procs for t in p.get("failure_times", {}).get(action, [])]
 
@@ -163,24 +173,14 @@ def analyse(facts: dict[str, Any], rate: float, duration_s: float) -> dict[str, 
             values = [rtt for t, rtt in calls if w0 <= t < w1]
             if action == "heartbeat":  # a heartbeat that timed out took its timeout
                 values += [HEARTBEAT_TIMEOUT_S] * sum(w0 <= t < w1 for t in failed)
-        m[f"{key}_rtt_ms"] = {
-            "n": len(values),
-            "p50": _ms(percentile(values, 0.5)),
-            "p99": _ms(percentile(values, 0.99)),
-            "max": _ms(max(values) if values else None),
-        }
+        m[f"{key}_rtt_ms"] = _rtt_ms(values)
         m[f"{key}_failures"] = len(failed)
     probes = [p for p in procs if p.get("count") == 1 and len(procs) > 1]
     probe_beats = [rtt for t, rtt in _calls(probes, "heartbeat") if w0 <= t < w1]
     probe_beats += [HEARTBEAT_TIMEOUT_S] * sum(
         w0 <= t < w1 for t in _failure_times(probes, "heartbeat")
     )
-    m["probe_heartbeat_rtt_ms"] = {
-        "n": len(probe_beats),
-        "p50": _ms(percentile(probe_beats, 0.5)),
-        "p99": _ms(percentile(probe_beats, 0.99)),
-        "max": _ms(max(probe_beats) if probe_beats else None),
-    }
+    m["probe_heartbeat_rtt_ms"] = _rtt_ms(probe_beats)
     heartbeats = _calls(procs, "heartbeat")
     m["heartbeats_per_s"] = round(sum(w0 <= t < w1 for t, _ in heartbeats) / (w1 - w0), 1)
     m["heartbeat_failures_per_s"] = round(

@@ -57,6 +57,41 @@ def calibration_config(
     }
 
 
+def run_calibration(
+    target: str | None,
+    *,
+    interaction: str,
+    max_tokens: int,
+    clients: int,
+    seconds: float,
+    simulator: str,
+    no_preflight: bool,
+    console: Console,
+) -> dict[str, Any]:
+    """One calibration run (:func:`calibration_config`) against ``target``, or the built-in
+    simulator started with the options ``simulator``, its results in a scratch directory;
+    its summary."""
+    config = validate_config_data(
+        calibration_config(
+            target or "http://127.0.0.1:8000",  # the simulator's URL replaces it
+            interaction=interaction,
+            max_tokens=max_tokens,
+            clients=clients,
+            seconds=seconds,
+        )
+    )
+    if no_preflight:
+        config = config.model_copy(update={"preflight": False})
+    with tempfile.TemporaryDirectory(prefix="clientswarm-calibrate-") as scratch:
+        return run_locally(
+            config,
+            base_dir=Path.cwd(),
+            output_dir=Path(scratch),
+            console=console,
+            mock_args=None if target else simulator,
+        )
+
+
 def suggestion(summary: dict[str, Any], rate: float | None, cores: int) -> dict[str, Any]:
     """The calibration's verdict from a run's summary: per-worker rates and workers to use."""
     total = summary["total"]
@@ -180,26 +215,16 @@ def calibrate_command(
             no_preflight=no_preflight,
             as_json=as_json,
         )
-    config = validate_config_data(
-        calibration_config(
-            target or "http://127.0.0.1:8000",  # the simulator's URL replaces it
-            interaction=interaction,
-            max_tokens=max_tokens,
-            clients=clients,
-            seconds=seconds,
-        )
+    summary = run_calibration(
+        target,
+        interaction=interaction,
+        max_tokens=max_tokens,
+        clients=clients,
+        seconds=seconds,
+        simulator=f"--ttft-ms 0 --itl-ms 0 --output-tokens {max_tokens}",
+        no_preflight=no_preflight,
+        console=Console(stderr=True),
     )
-    if no_preflight:
-        config = config.model_copy(update={"preflight": False})
-    simulator = None if target else f"--ttft-ms 0 --itl-ms 0 --output-tokens {max_tokens}"
-    with tempfile.TemporaryDirectory(prefix="clientswarm-calibrate-") as scratch:
-        summary = run_locally(
-            config,
-            base_dir=Path.cwd(),
-            output_dir=Path(scratch),
-            console=Console(stderr=True),
-            mock_args=simulator,
-        )
     code = exit_code(summary)
     if code == EXIT_FAILED:  # no figure from a run that failed: it would mislead
         click.echo(f"error: the calibration run {verdict(summary)}", err=True)

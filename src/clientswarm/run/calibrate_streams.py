@@ -20,18 +20,14 @@ the search: the figure is then a lower bound.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from clientswarm.config.loader import validate_config_data
-from clientswarm.run.calibrate import calibration_config
-from clientswarm.run.local import run_locally
+from clientswarm.run.calibrate import run_calibration
 from clientswarm.service.results import LOOP_LAG_BOUND_S
 from clientswarm.verdict import EXIT_FAILED, exit_code
 
@@ -92,11 +88,16 @@ class StreamsVerdict:
         return out
 
 
+def answer_s(*, itl_ms: float, ttft_ms: float, tokens: int) -> float:
+    """How long one paced answer of ``tokens`` takes: ``ttft + (tokens - 1) * itl``."""
+    return (ttft_ms + (tokens - 1) * itl_ms) / 1000
+
+
 def offered_tok_s(streams: int, *, itl_ms: float, ttft_ms: float, tokens: int) -> float:
     """Tokens a second ``streams`` closed-loop streams ask for when each answer takes
-    ``ttft + (tokens - 1) * itl`` and the next request follows at once."""
-    answer_s = (ttft_ms + (tokens - 1) * itl_ms) / 1000
-    return streams * tokens / answer_s if answer_s > 0 else math.inf
+    :func:`answer_s` and the next request follows at once."""
+    took_s = answer_s(itl_ms=itl_ms, ttft_ms=ttft_ms, tokens=tokens)
+    return streams * tokens / took_s if took_s > 0 else math.inf
 
 
 def step_of(
@@ -165,32 +166,21 @@ def calibrate_streams(
 ) -> StreamsVerdict:
     """Run the steps (see the module docstring) and return the verdict."""
 
-    answer_s = (ttft_ms + (tokens - 1) * itl_ms) / 1000
-    step_s = max(seconds, ANSWERS_PER_STEP * answer_s)
+    one_answer_s = answer_s(itl_ms=itl_ms, ttft_ms=ttft_ms, tokens=tokens)
+    step_s = max(seconds, ANSWERS_PER_STEP * one_answer_s)
 
     def measure(streams: int) -> StreamsStep:
         console.print(f"calibrate: {streams:,} streams for {step_s:g} s …")
-        data = calibration_config(
-            target or "http://127.0.0.1:8000",  # the simulator's URL replaces it
+        summary = run_calibration(
+            target,
             interaction="chat",
             max_tokens=tokens,
             clients=streams,
             seconds=step_s,
+            simulator=f"--ttft-ms {ttft_ms:g} --itl-ms {itl_ms:g} --output-tokens {tokens}",
+            no_preflight=no_preflight,
+            console=console,
         )
-        config = validate_config_data(data)
-        if no_preflight:
-            config = config.model_copy(update={"preflight": False})
-        simulator = None
-        if target is None:
-            simulator = f"--ttft-ms {ttft_ms:g} --itl-ms {itl_ms:g} --output-tokens {tokens}"
-        with tempfile.TemporaryDirectory(prefix="clientswarm-calibrate-") as scratch:
-            summary = run_locally(
-                config,
-                base_dir=Path.cwd(),
-                output_dir=Path(scratch),
-                console=console,
-                mock_args=simulator,
-            )
         return step_of(summary, streams, itl_ms=itl_ms, ttft_ms=ttft_ms, tokens=tokens)
 
     steps, best = search(measure, start=start_streams, most=max_streams)
@@ -267,6 +257,7 @@ __all__ = [
     "REACHED_SHARE",
     "StreamsStep",
     "StreamsVerdict",
+    "answer_s",
     "calibrate_streams",
     "offered_tok_s",
     "render_streams",
