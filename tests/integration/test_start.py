@@ -138,6 +138,49 @@ def test_a_ctrl_c_while_the_workers_start_waits_until_they_can_be_stopped(
     assert signal.getsignal(signal.SIGINT) is handler  # the handler before is back
 
 
+def test_a_ctrl_c_while_the_service_loads_is_noted_for_the_run_to_act_on(
+    tmp_path: Path,
+) -> None:
+    # Raised wherever the main thread is while the service loads, a KeyboardInterrupt can be
+    # swallowed (in a finaliser or a callback) and the run goes on: it is noted instead, and
+    # the run stops its cluster once it follows it (run/local.py, ``follow``).
+    data = config_data(2) | {"abort": False}
+    data["groups"][0] |= {  # a run only a Ctrl-C ends
+        "stop": {"duration_s": 300},
+        "load": {"kind": "closed", "think_time_s": 0.05},
+    }
+    cluster = validate_config_data(data)
+    handler = signal.getsignal(signal.SIGINT)
+    with start_run(cluster, output_dir=tmp_path) as start:
+        assert not start.interrupted()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler has run: nothing was raised
+        assert start.interrupted()
+        store = Store.from_url_or_path(str(tmp_path / "store.sqlite"))
+        store.create_all()
+        console = Console(file=io.StringIO())
+        began = time.monotonic()
+        cluster_id = aio.run(
+            run_cluster(cluster, base_dir=tmp_path, console=console, store=store, start=start)
+        )
+    assert time.monotonic() - began < 60  # stopped once followed, not after 300 s
+    finished = store.get_cluster(cluster_id)
+    assert finished is not None and finished.status == "cancelled"
+    assert not processes_naming(cluster_id)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_second_ctrl_c_while_the_service_loads_aborts_at_once(tmp_path: Path) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), start_run(config(2), output_dir=tmp_path) as start:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # never ends: the second Ctrl-C raises here
+    assert not processes_naming(start.submitted.launch.cluster_id)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 def test_ctrl_c_while_run_starts_leaves_no_worker(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
     # A run that only a Ctrl-C ends: however late the signal lands (a busy machine), it lands

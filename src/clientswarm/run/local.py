@@ -94,7 +94,13 @@ async def run_cluster(
                 (console or _console()).print(
                     f"web UI: {service.url}/ (token: {start.settings.api_token})", soft_wrap=True
                 )
-            await follow(service.manager, record.id, planned_duration_s(config), console)
+            await follow(
+                service.manager,
+                record.id,
+                planned_duration_s(config),
+                console,
+                interrupted=start.interrupted,
+            )
             if linger is not None:
                 await linger(record.id, service.url)
     except RuntimeError:
@@ -105,11 +111,18 @@ async def run_cluster(
 
 
 async def follow(
-    manager: ClusterManager, cluster_id: str, planned_s: float | None, console: Console | None
+    manager: ClusterManager,
+    cluster_id: str,
+    planned_s: float | None,
+    console: Console | None,
+    *,
+    interrupted: Callable[[], bool] | None = None,
 ) -> None:
     """Show the cluster's progress line until it has finished; Ctrl-C (or SIGTERM) stops it.
     ``None`` for ``console``: the report console, made once the workers have sent their first
-    requests (rich loads off the start-up path)."""
+    requests (rich loads off the start-up path). ``interrupted``: whether a Ctrl-C came
+    before this took Ctrl-C over (:meth:`~clientswarm.run.start.RunStart.interrupted`): it
+    stops the cluster at once."""
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 
@@ -120,6 +133,8 @@ async def follow(
 
     loop.add_signal_handler(signal.SIGINT, stop)
     loop.add_signal_handler(signal.SIGTERM, stop)
+    if interrupted is not None and interrupted():
+        stop()
 
     async def display_progress() -> None:
         await asyncio.sleep(PROGRESS_DELAY_S)  # rich loads and draws once workers have sent

@@ -81,9 +81,15 @@ class RunStart:
 
     Use it in a ``with`` block: leaving the block stops whatever of the workers still runs
     (nothing, after a cluster that finished: a finished Kubernetes Job, say, stays for
-    ``kubectl``), so ``run`` never leaves a worker behind, however it ends. A Ctrl-C from
-    :func:`start_run` until the block is entered waits for it, so that the workers it started
-    are always known to something that stops them.
+    ``kubectl``), so ``run`` never leaves a worker behind, however it ends.
+
+    A Ctrl-C from :func:`start_run` on is noted, never raised, until the run's service follows
+    the cluster and takes it (:meth:`interrupted`: it then stops the cluster as its own
+    Ctrl-C handler would): entering the block raises KeyboardInterrupt for one that came
+    before, so that the workers it started are always known to something that stops them. A
+    KeyboardInterrupt raised wherever the main thread happens to be while the service loads
+    can be swallowed (an exception in a finaliser or a callback is only printed) and was: the
+    run then ran on, its Ctrl-C lost. A second Ctrl-C while one is noted aborts at once.
     """
 
     settings: ServiceSettings
@@ -95,26 +101,30 @@ class RunStart:
     _interrupts: _HeldInterrupts | None = field(default=None, repr=False)
 
     def __enter__(self) -> RunStart:
-        try:
-            if self._interrupts is not None:
-                self._interrupts.release()  # raises KeyboardInterrupt for a Ctrl-C held back
-        except BaseException:
+        if self._interrupts is not None and self._interrupts.came:
             self.close()
-            raise
+            raise KeyboardInterrupt  # before anything else: the workers are stopped
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def interrupted(self) -> bool:
+        """Whether a Ctrl-C came since the start (asked by whoever has just installed its own
+        handler, e.g. with ``loop.add_signal_handler``, to act on one that came before)."""
+        return self._interrupts is not None and self._interrupts.came
+
     def close(self) -> None:
         """Stop the workers still running (politely, then by force after
         :data:`EXIT_GRACE_S`) and close the socket. The service stops them itself when the
         run is stopped; this is for a run that ended before its service was up, or with an
-        error, or before the service's own stop got through."""
+        error, or before the service's own stop got through. Ctrl-C is Python's again."""
         try:
             asyncio.run(self._stop_what_runs())
         finally:
             self.sock.close()
+            if self._interrupts is not None:
+                self._interrupts.release()
 
     async def _stop_what_runs(self) -> None:
         launch, handle = self.submitted.launch, self.submitted.handle
@@ -127,35 +137,41 @@ class RunStart:
 
 
 class _HeldInterrupts:
-    """Ctrl-C (SIGINT) held back from :meth:`hold` until :meth:`release`, which raises the
-    KeyboardInterrupt if one came meanwhile (only in the main thread: nowhere else can a
-    signal handler be set)."""
+    """Ctrl-C (SIGINT) noted (:attr:`came`), not raised, from :meth:`hold` until another
+    handler replaces this one or :meth:`release`; a second one raises KeyboardInterrupt
+    (abort at once). Only in the main thread: nowhere else can a signal handler be set."""
 
     def __init__(self) -> None:
-        self._held = False
+        self._handler = self._note  # one bound method: ``signal.getsignal`` returns it
         self._previous: Any = signal.SIG_DFL
+        self._held = False
         self.came = False
 
     def hold(self) -> _HeldInterrupts:
-        """Hold Ctrl-C back from now on."""
+        """Note Ctrl-C from now on."""
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._note)
+            self._previous = signal.signal(signal.SIGINT, self._handler)
             self._held = True
         return self
 
     def _note(self, signum: int, frame: object) -> None:
+        if self.came:  # the second: abort
+            self.release()
+            raise KeyboardInterrupt
         self.came = True
 
     def release(self) -> None:
-        """Let Ctrl-C through again; KeyboardInterrupt if one came while it was held."""
+        """Put back the handler from before :meth:`hold` if this one is still in place (not
+        when the run's loop replaced it since: removing its own puts Python's back)."""
         if self._held:
             self._held = False
-            # None: the handler was not set from Python (Python's own is what a run expects).
-            previous = signal.default_int_handler if self._previous is None else self._previous
-            signal.signal(signal.SIGINT, previous)
-        if self.came:
-            self.came = False
-            raise KeyboardInterrupt
+            if signal.getsignal(signal.SIGINT) is self._handler:
+                # None: the handler was not set from Python (Python's own is what a run
+                # expects).
+                previous = self._previous
+                signal.signal(
+                    signal.SIGINT, signal.default_int_handler if previous is None else previous
+                )
 
 
 def start_run(
