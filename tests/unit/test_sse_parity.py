@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from clientswarm.interactions.streaming import (
     ContentMarkers,
     ContentOf,
     EventRules,
+    LearntTemplate,
     Measurement,
     StreamReader,
     TargetError,
@@ -436,10 +438,11 @@ def run_reads(
     content_of: ContentOf,
     markers: ContentMarkers,
     rules: EventRules = read_chunk,
+    learnt: LearntTemplate | None = None,
 ) -> Result:
     """Feed ``reads`` to a stream reader as reads received at 1, 2, 3, … ns."""
     m = Measurement(0)
-    reader = StreamReader(m, content_of, markers, MAX_EVENT_BYTES, rules)
+    reader = StreamReader(m, content_of, markers, MAX_EVENT_BYTES, rules, learnt)
     now = 0
     try:
         for now, read in enumerate(reads, start=1):
@@ -460,8 +463,23 @@ def run_reads(
     return Result(key, tuple(m.chunk_ns), sample.error_message)
 
 
+def learnt_from(body: bytes, has_content: ContentOf, markers: Any, rules: EventRules) -> Any:
+    """Reads of a stream starting with the template an earlier stream (``body``) left:
+    the interaction's next stream."""
+    learnt = LearntTemplate()
+    run_reads([body], has_content, markers, rules, learnt)
+
+    def run(reads: list[bytes]) -> Result:
+        shared = LearntTemplate()
+        shared.template = learnt.template
+        return run_reads(reads, has_content, markers, rules, shared)
+
+    return run
+
+
 def paths(case: Case) -> dict[str, Callable[[list[bytes]], Result]]:
-    """The fast path, the plain rules and the ctx helper's collector, for one case."""
+    """The fast path (on its own, then after a stream of the same body and, for chat, after
+    an ordinary token stream), the plain rules and the ctx helper's collector, for one case."""
     if case.api != "openai":
         has_content, markers, rules = APIS[case.api]
 
@@ -472,6 +490,7 @@ def paths(case: Case) -> dict[str, Callable[[list[bytes]], Result]]:
 
         return {
             "fast": lambda reads: run_reads(reads, has_content, markers, rules),
+            "next": learnt_from(case.body, has_content, markers, rules),
             "plain": lambda reads: run_reads(reads, has_content, (), rules),
             "ctx": events,
         }
@@ -485,15 +504,20 @@ def paths(case: Case) -> dict[str, Callable[[list[bytes]], Result]]:
         of = collected.completion_choice if case.completion else collected.chat_choice
         return run_reads(reads, of, ())
 
+    after = ROLE + WORDS + STOP + DONE if not case.completion else case.body
     return {
         "fast": lambda reads: run_reads(reads, has_content, markers),
+        "next": learnt_from(case.body, has_content, markers, read_chunk),
+        "after": learnt_from(after, has_content, markers, read_chunk),
         "plain": lambda reads: run_reads(reads, has_content, ()),
         "ctx": collector,
     }
 
 
 def cuts(body: bytes, seed: int) -> Iterator[list[bytes]]:
-    """Byte by byte, every two-way cut, then random cuts into 2 to 12 reads."""
+    """One read per event (a paced stream's reads: the reader's one-event path), byte by
+    byte, every two-way cut, then random cuts into 2 to 12 reads."""
+    yield [event for event in re.split(rb"(?<=\n\n)|(?<=\r\n\r\n)|(?<=\r\r)", body) if event]
     yield [body[i : i + 1] for i in range(len(body))]
     for at in range(1, len(body)):
         yield [body[:at], body[at:]]
@@ -511,12 +535,17 @@ def test_every_cut_gives_the_same_sample_on_every_path(case: Case) -> None:
     assert whole["plain"].key[:3] == (status, kind, tokens), whole["plain"].message
     assert whole["fast"] == whole["plain"]
     assert whole["ctx"].key == whole["plain"].key
+    shared = [name for name in ("next", "after") if name in runs]
+    for name in shared:
+        assert whole[name] == whole["plain"], name
     for n, reads in enumerate(cuts(case.body, seed=len(case.name))):
         fast, plain, ctx = (runs[name](reads) for name in ("fast", "plain", "ctx"))
         where = f"cut {n}: {[len(r) for r in reads][:16]}"
         assert fast == plain, where
         assert plain.key == whole["plain"].key, where
         assert ctx.key == whole["ctx"].key, where
+        for name in shared:
+            assert runs[name](reads) == plain, f"{name}, {where}"
 
 
 def test_the_fast_path_counts_runs_of_token_chunks_and_parses_only_the_rest() -> None:
@@ -533,3 +562,31 @@ def test_the_fast_path_counts_runs_of_token_chunks_and_parses_only_the_rest() ->
     assert result.key == ("ok", None, 40, True, 39)
     # The role chunk, the first token (learnt, then checked with its text empty) and the stop.
     assert len(parsed) == 4
+    parsed.clear()  # the same, one event per read (a paced stream)
+    result = run_reads(re.findall(rb".*?\n\n", body, re.S), counting, Chat.content_markers)
+    assert result.key == ("ok", None, 40, True, 39)
+    assert result.chunk_ns == tuple(range(2, 42))  # each token its own read's time
+    assert len(parsed) == 4
+    learnt = LearntTemplate()  # the interaction's next streams start with the template
+    run_reads([body], counting, Chat.content_markers, learnt=learnt)
+    for role in (ROLE, data(chunk({"role": "assistant", "content": " w"}))):
+        parsed.clear()
+        result = run_reads(
+            [role + tokens + STOP + DONE], counting, Chat.content_markers, learnt=learnt
+        )
+        assert result.key[:3] == ("ok", None, 40 + (role != ROLE))
+        assert len(parsed) == 2  # the role chunk and the stop only
+
+
+@pytest.mark.parametrize("unfinished", [b": keep", b"data: ", b"\r"])
+def test_a_read_that_is_a_token_event_after_an_unfinished_line_is_decoded(
+    unfinished: bytes,
+) -> None:
+    """The one-event path takes a read whole only from an event's start: after a read that
+    left a line unfinished (a comment, a data line, a CR whose LF may follow) the same bytes
+    mean something else, or are not an event at all."""
+    token = data(chunk({"content": " w"}))
+    reads = [ROLE, token, token, unfinished, token, token, STOP + DONE]
+    fast = run_reads(reads, chat_has_content, Chat.content_markers)
+    plain = run_reads(reads, chat_has_content, ())
+    assert fast == plain

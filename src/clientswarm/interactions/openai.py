@@ -39,6 +39,7 @@ from clientswarm.interactions.streaming import (
     ContentMarkers,
     ContentOf,
     EventRules,
+    LearntTemplate,
     Measurement,
     TargetError,
     parse_json_body,
@@ -128,6 +129,7 @@ async def post_measured(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     rules: EventRules = read_chunk,
     check: AnswerCheck | None = None,
+    learnt: LearntTemplate | None = None,
 ) -> dict[str, Any] | None:
     """POST one OpenAI request, measured into ``m`` (the built-ins and the LLM helpers of
     user-defined interactions alike): the checked JSON answer when not streamed, else None.
@@ -136,6 +138,7 @@ async def post_measured(
     ``max_event_bytes``) raises TargetError; no complete answer within ``timeout_s`` raises
     TimeoutError. Another API's stream and answer are read by its ``rules`` and ``check``
     (the Responses and Messages APIs); the default is an OpenAI chat or completion's.
+    ``learnt``: the stream template the caller's streams share (:class:`LearntTemplate`).
     """
     pool, target = client.route(url)
     async with client.deadlines.within(timeout_s):
@@ -148,7 +151,7 @@ async def post_measured(
                 fail_status(conn.status, conn.reason, body, m, now_ns(), ("POST", target))
                 return None
             if stream:
-                await read_sse_stream(conn, m, content_of, markers, max_event_bytes, rules)
+                await read_sse_stream(conn, m, content_of, markers, max_event_bytes, rules, learnt)
                 return None
             raw = await conn.read()
             m.end_ns = now_ns()
@@ -192,6 +195,8 @@ class _OpenAIInteraction(BuiltinInteraction):
         self._extra_body = config.extra_body
         self.event_rules: EventRules = read_chunk
         self.answer_check: AnswerCheck | None = None
+        self.learnt = LearntTemplate()
+        """The token chunk template this interaction's streams share."""
 
     def _start_body(self, ctx: ClientContext) -> dict[str, Any]:
         model = self._model or ctx.target.model
@@ -216,6 +221,7 @@ class _OpenAIInteraction(BuiltinInteraction):
             max_event_bytes=ctx.target.max_event_bytes,
             rules=self.event_rules,
             check=self.answer_check,
+            learnt=self.learnt,
         )
 
     content_markers: ClassVar[ContentMarkers] = (b'"text":"',)

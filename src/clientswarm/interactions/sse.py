@@ -78,6 +78,7 @@ class SSEDecoder:
         "_parts",
         "_pending",
         "_started",
+        "clean",
         "max_event_bytes",
         "overflowed",
     )
@@ -94,6 +95,12 @@ class SSEDecoder:
         self._started = False
         self.overflowed = False
         """An event exceeded ``max_event_bytes``: nothing more comes out of this decoder."""
+        self.clean = False
+        """Nothing is pending (no unfinished event, no CR waiting for its LF, the BOM dealt
+        with): a read that is whole events, LF-terminated with no CR, is its own block, as
+        :meth:`feed_block` would return it (when within the bound). A reader may then skip
+        the decoder for such a read (the stream reader's one-event fast path); it leaves
+        this state as it was."""
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Add the bytes of one read; return the events it completed, in order."""
@@ -123,6 +130,7 @@ class SSEDecoder:
         LF-normalised bytes (each event ends with a blank line); ``b""`` when none."""
         if self.overflowed:
             raise EventTooLarge(self.max_event_bytes)
+        self.clean = False
         buf = self._take(data)
         if buf is None:
             return b""
@@ -135,6 +143,7 @@ class SSEDecoder:
         block = buf[:end]
         if len(block) > self.max_event_bytes:  # rare: only then can an event in it be too large
             block = self._within_bound(block)
+        self.clean = not (self._parts or self._cr or self.overflowed)
         return block
 
     def events_of(self, block: bytes) -> list[bytes]:
@@ -165,7 +174,7 @@ class SSEDecoder:
         """End of stream: return the event still pending, if its data is complete lines."""
         if self.overflowed:
             raise EventTooLarge(self.max_event_bytes)
-        self._cr = False
+        self._cr = self.clean = False
         block = b"".join(self._parts)
         self._parts.clear()
         self._pending = 0

@@ -18,21 +18,24 @@ clients read it (a Responses or Messages stream has rules of its own, :data:`Eve
   whether its ``finish_reason`` is set; other shapes of ``choices`` count as no choice;
 - a chunk with content in any choice is one content chunk: one receive time.
 
-**The fast path decides only what it positively recognises, else parses.** It recognises one
-thing: a chunk that is byte for byte the last token chunk it *learnt*, except for the text of
-its content field, which holds no quote and no line feed. It learns a chunk only after parsing
-it by the plain rules: content, no usage, no finish reason, and the same chunk with that text
-empty parses to no content at all. A recognised chunk therefore says what parsing it would say,
-with content exactly when its text is not empty; a whole run of them in one read is counted
-with a few scans (:meth:`_Template.run`), one-line ``data:`` events or, when the learnt chunk
+**The fast path decides only what it positively recognises, else parses.** It recognises one thing:
+a chunk that is byte for byte the last token chunk it *learnt*, except for the text of its content
+field, which holds no quote and no line feed. It learns a chunk only after parsing it by the plain
+rules: content, no usage, no finish reason, and the same chunk with that text empty parses to no
+content at all. A recognised chunk therefore says what parsing it would say, with content exactly
+when its text is not empty. Such chunks are one-line ``data:`` events or, when the learnt chunk
 came so, ``event:`` and ``data:`` line pairs (the Messages and Responses framing; the meaning is
-the data's, whatever the event line says). Everything else (the first chunks, finish reasons,
-usage, errors, keep-alives, comments, other framing) is parsed. So a sample depends on the
-bytes of the stream only, never on how the reads cut it (``tests/unit/test_sse_parity.py``
-feeds every case at every split point through both paths). Taken on trust: that such a text
-is a valid JSON string body (its escapes, a backslash before its closing quote included, its
-control characters and its UTF-8), as it was in the chunk it was learnt from; a target that
-breaks that breaks JSON itself, which parsing would report as ``protocol``.
+the data's, whatever the event line says). A read that is one of them, from an event's start (a
+paced stream's usual read), is checked with a few short scans (:meth:`_Template.one`); a whole run
+of them in one read is counted with a few scans of the run (:meth:`_Template.run`); the streams of
+one interaction share what was learnt (:class:`LearntTemplate`), so that only a worker's first
+stream learns. Everything else (the first chunks, finish reasons, usage, errors, keep-alives,
+comments, other framing) is parsed. So a sample depends on the bytes of the stream only, never on
+how the reads cut it (``tests/unit/test_sse_parity.py`` feeds every case at every split point
+through both paths). Taken on trust: that such a text is a valid JSON string body (its escapes, a
+backslash before its closing quote included, its control characters and its UTF-8), as it was in
+the chunk it was learnt from; a target that breaks that breaks JSON itself, which parsing would
+report as ``protocol``.
 """
 
 from __future__ import annotations
@@ -293,6 +296,7 @@ class _Template:
         "quotes",
         "run_quotes",
         "tail",
+        "text_at",
     )
 
     def __init__(self, head: bytes, tail: bytes, prefix: bytes = b"") -> None:
@@ -310,6 +314,7 @@ class _Template:
         # the only way head and tail can overlap, since a value never ends in ``:``. Such a
         # chunk ends with ``head[:-1] + tail``; the end of that is enough to find it.
         self.overlap = head[-12:-1] + tail
+        self.text_at = len(self.first)
 
     def content(self, data: bytes) -> bool | None:
         """Whether the data of one event carries content, if it is this template's chunk;
@@ -322,6 +327,21 @@ class _Template:
             and b"\n" not in data
         ):
             return len(data) > self.min_len
+        return None
+
+    def one(self, data: bytes) -> bool | None:
+        """Whether ``data``, when it is exactly one of this template's events (a one-token
+        read of a paced stream), carries content; None when it is not. The same verdict as
+        :meth:`run` on it, for a few short scans: past the head the text must hold no quote,
+        no line feed and no CR (then the event holds nothing else, and head and tail cannot
+        overlap: ``data`` is at least as long as both)."""
+        ends = self.ends
+        if data.startswith(self.first) and data.endswith(ends):
+            text = data[self.text_at : len(data) - len(ends)]
+            if len(data) >= self.text_at + len(ends) and not (
+                b'"' in text or b"\n" in text or b"\r" in text
+            ):
+                return bool(text)
         return None
 
     def run(self, block: bytes, at: int) -> tuple[int, int] | None:
@@ -353,20 +373,41 @@ class _Template:
         return end, chunks - block.count(self.empty, at, end)
 
 
+class LearntTemplate:
+    """The token chunk template the streams of one interaction share: a stream that used
+    its template leaves it here, and the next one starts with it, so that a worker's streams
+    after the first parse only what differs (the first chunk, when it carries the role too,
+    the finish and the usage), not the first token chunk and the learning again.
+
+    A template says what the plain rules say of the chunks it matches, whichever stream it
+    was learnt from: sharing it changes the cost of a stream, never its sample (``rules``
+    and ``content_of`` must be the same for every stream that shares it: one interaction's).
+    """
+
+    __slots__ = ("template",)
+
+    def __init__(self) -> None:
+        self.template: _Template | None = None
+
+
 class StreamReader:
     """One stream read into a Measurement, no I/O: :meth:`feed` takes each read as it comes,
     :meth:`finish` the end of a body that had no ``[DONE]``; both raise TargetError when the
     stream fails. With ``markers`` it takes the fast path, without them the plain rules.
-    ``rules`` say what an event means: the OpenAI chunks' by default."""
+    ``rules`` say what an event means: the OpenAI chunks' by default. ``learnt``: the template
+    of the interaction's streams before this one: it starts with it, and leaves there the one
+    it used once the stream has ended."""
 
     __slots__ = (
         "content_of",
         "decoder",
         "finished",
+        "learnt",
         "m",
         "markers",
         "now",
         "rules",
+        "spare",
         "template",
         "template_used",
         "tries",
@@ -379,6 +420,7 @@ class StreamReader:
         markers: ContentMarkers,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         rules: EventRules = read_chunk,
+        learnt: LearntTemplate | None = None,
     ) -> None:
         m.streamed = True
         self.m = m
@@ -388,14 +430,28 @@ class StreamReader:
         self.decoder = SSEDecoder(max_event_bytes)
         self.finished = False  # a chunk with a finish_reason came
         self.now = m.sent_ns
-        self.template: _Template | None = None
+        self.learnt = learnt if markers else None
+        self.template = learnt.template if self.learnt is not None else None
         self.template_used = False
         self.tries = _LEARN_TRIES if markers else 0
+        # Content chunks not matching a template this stream started with that are parsed
+        # before it learns: a stream's first chunk often carries the role as well.
+        self.spare = 1 if self.template is not None else 0
 
     def feed(self, data: bytes, now: int) -> bool:
         """Take the bytes of one read, received at ``now``; True once ``[DONE]`` came."""
         self.now = now
         decoder = self.decoder
+        template = self.template
+        if template is not None and decoder.clean and len(data) <= decoder.max_event_bytes:
+            # The usual read of a paced stream: one token chunk, from an event's start.
+            # The decoder would return it whole as its block, and stay clean.
+            carries = template.one(data)
+            if carries is not None:
+                self.template_used = True
+                if carries:
+                    self.m.chunk_ns.append(now)
+                return False
         block = decoder.feed_block(data)
         at, size = 0, len(block)
         while at < size:
@@ -435,6 +491,7 @@ class StreamReader:
                 "the stream ended without [DONE] or a finish_reason (or its format's last event)",
             )
         m.done = True
+        self._leave_template()
 
     def _events(self, block: bytes, at: int, now: int) -> int:
         """Record the events of ``block`` from ``at`` one by one. Returns -1 at ``[DONE]``;
@@ -473,6 +530,7 @@ class StreamReader:
         if is_done(data):
             m.end_ns = now
             m.done = True
+            self._leave_template()
             return True
         usage, content, finished, done = self.rules(data, self.content_of)
         if usage is not None:
@@ -481,13 +539,22 @@ class StreamReader:
         if content:
             m.chunk_ns.append(now)
             if usage is None and not (finished or done) and self.tries:
-                self._learn(data, prefix)
+                if self.spare:
+                    self.spare -= 1
+                else:
+                    self._learn(data, prefix)
         if finished:
             self.finished = True
         if done:
             m.end_ns = now
             m.done = True
+            self._leave_template()
         return done
+
+    def _leave_template(self) -> None:
+        """The stream has ended: the template it used is the next stream's."""
+        if self.learnt is not None and self.template_used:
+            self.learnt.template = self.template
 
     def _learn(self, data: bytes, prefix: bytes) -> None:
         """Make an ordinary chunk with content (just parsed) the template of the next ones,
@@ -526,9 +593,11 @@ async def read_sse_stream(
     markers: ContentMarkers = (),
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     rules: EventRules = read_chunk,
+    learnt: LearntTemplate | None = None,
 ) -> None:
     """Read a stream into ``m`` until ``[DONE]`` (or the last event of its format, by
-    ``rules``); raise TargetError on a bad stream.
+    ``rules``); raise TargetError on a bad stream. ``learnt``: the template the interaction's
+    streams share (:class:`LearntTemplate`).
 
     The stream is read as it arrives, inside the connection's ``data_received``
     (:meth:`Http1Connection.consume`): every event of one read shares that read's receive
@@ -536,7 +605,7 @@ async def read_sse_stream(
     parsed are recognised from their bytes (the module docstring says how); the others are
     parsed. An event longer than ``max_event_bytes`` fails the stream as ``protocol``.
     """
-    reader = StreamReader(m, content_of, markers, max_event_bytes, rules)
+    reader = StreamReader(m, content_of, markers, max_event_bytes, rules, learnt)
     on_first = FIRST_TOKEN.get()
     await conn.consume(reader.feed if on_first is None else _telling_first(reader, on_first))
     if m.done:

@@ -25,7 +25,12 @@ from clientswarm.interactions.base import ClientContext
 from clientswarm.interactions.http import BuiltinInteraction
 from clientswarm.interactions.media import AudioClip, audio_file, multipart_body, synthetic_audio
 from clientswarm.interactions.openai import Chat, chat_has_content, post_measured
-from clientswarm.interactions.streaming import ContentMarkers, Measurement, TargetError
+from clientswarm.interactions.streaming import (
+    ContentMarkers,
+    LearntTemplate,
+    Measurement,
+    TargetError,
+)
 from clientswarm.metrics.sample import ERROR_PROTOCOL
 
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
@@ -78,6 +83,8 @@ class Transcription(BuiltinInteraction):
         self._extra = config.extra_fields
         self._boundary = f"clientswarm-{secrets.token_hex(16)}"
         self._content_type = f"multipart/form-data; boundary={self._boundary}"
+        self.learnt = LearntTemplate()
+        """The token chunk template this interaction's streams share."""
         self._bodies: dict[tuple[int, str | None], bytes] = {}
         self._form_headers: dict[int, tuple[dict[str, str], dict[str, str]]] = {}
 
@@ -122,4 +129,5 @@ class Transcription(BuiltinInteraction):
             markers=self.content_markers,
             max_event_bytes=ctx.target.max_event_bytes,
             check=check_transcription,
+            learnt=self.learnt,
         )
