@@ -569,13 +569,46 @@ def test_the_fast_path_counts_runs_of_token_chunks_and_parses_only_the_rest() ->
     assert len(parsed) == 4
     learnt = LearntTemplate()  # the interaction's next streams start with the template
     run_reads([body], counting, Chat.content_markers, learnt=learnt)
-    for role in (ROLE, data(chunk({"role": "assistant", "content": " w"}))):
+    # The role chunk and the stop only; a role chunk with content is learnt from (checked
+    # with its text empty), and the tokens after it go back to the interaction's template.
+    role_with_content = data(chunk({"role": "assistant", "content": " w"}))
+    for role, parses in ((ROLE, 2), (role_with_content, 3)):
         parsed.clear()
-        result = run_reads(
-            [role + tokens + STOP + DONE], counting, Chat.content_markers, learnt=learnt
-        )
-        assert result.key[:3] == ("ok", None, 40 + (role != ROLE))
-        assert len(parsed) == 2  # the role chunk and the stop only
+        reads = [role, *re.findall(rb".*?\n\n", tokens, re.S), STOP + DONE]
+        for cut in ([b"".join(reads)], reads):  # one read, and one read per event
+            parsed.clear()
+            result = run_reads(cut, counting, Chat.content_markers, learnt=learnt)
+            assert result.key[:3] == ("ok", None, 40 + (role != ROLE))
+            assert len(parsed) == parses
+
+
+def test_streams_whose_chunks_differ_learn_as_if_nothing_were_shared() -> None:
+    """A target that gives each stream its own chunk id (vLLM) never matches the template
+    an earlier stream left: each stream parses what it would parse on its own."""
+    parsed: list[bytes] = []
+
+    def counting(choice: dict[str, Any]) -> bool:
+        parsed.append(json.dumps(choice).encode())
+        return chat_has_content(choice)
+
+    def stream(n: int) -> list[bytes]:
+        def own(delta: dict[str, Any] | None, finish: str | None = None) -> bytes:
+            return data(compact(json.loads(chunk(delta, finish)) | {"id": f"chatcmpl-{n}"}))
+
+        words = [own({"content": f" w{i}"}) for i in range(20)]
+        return [own({"role": "assistant", "content": ""}), *words, own({}, "stop"), DONE]
+
+    alone = []
+    for n in range(3):
+        parsed.clear()
+        run_reads(stream(n), counting, Chat.content_markers)
+        alone.append(len(parsed))
+    learnt = LearntTemplate()
+    for n in range(3):
+        parsed.clear()
+        result = run_reads(stream(n), counting, Chat.content_markers, learnt=learnt)
+        assert result.key[:3] == ("ok", None, 20)
+        assert len(parsed) == alone[n] == 4  # role, the first token and its check, stop
 
 
 @pytest.mark.parametrize("unfinished", [b": keep", b"data: ", b"\r"])

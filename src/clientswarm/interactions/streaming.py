@@ -375,9 +375,11 @@ class _Template:
 
 class LearntTemplate:
     """The token chunk template the streams of one interaction share: a stream that used
-    its template leaves it here, and the next one starts with it, so that a worker's streams
-    after the first parse only what differs (the first chunk, when it carries the role too,
-    the finish and the usage), not the first token chunk and the learning again.
+    its template leaves it here, and the next one starts with it (and comes back to it after
+    a first chunk that carried the role too), so that a worker's streams after the first
+    parse only what differs — the first chunk, the finish and the usage — not the first token
+    chunk and the learning again. A target whose chunks differ from stream to stream (an id
+    per request, as vLLM's) never matches it: each stream learns its own, as without it.
 
     A template says what the plain rules say of the chunks it matches, whichever stream it
     was learnt from: sharing it changes the cost of a stream, never its sample (``rules``
@@ -407,7 +409,7 @@ class StreamReader:
         "markers",
         "now",
         "rules",
-        "spare",
+        "shared",
         "template",
         "template_used",
         "tries",
@@ -431,12 +433,13 @@ class StreamReader:
         self.finished = False  # a chunk with a finish_reason came
         self.now = m.sent_ns
         self.learnt = learnt if markers else None
-        self.template = learnt.template if self.learnt is not None else None
+        # The interaction's template: this stream starts with it, and goes back to it when
+        # an event that the template of the moment does not match is one of its chunks (the
+        # template learnt from a first chunk that also carries the role fits that one only).
+        self.shared = self.learnt.template if self.learnt is not None else None
+        self.template = self.shared
         self.template_used = False
         self.tries = _LEARN_TRIES if markers else 0
-        # Content chunks not matching a template this stream started with that are parsed
-        # before it learns: a stream's first chunk often carries the role as well.
-        self.spare = 1 if self.template is not None else 0
 
     def feed(self, data: bytes, now: int) -> bool:
         """Take the bytes of one read, received at ``now``; True once ``[DONE]`` came."""
@@ -495,8 +498,8 @@ class StreamReader:
 
     def _events(self, block: bytes, at: int, now: int) -> int:
         """Record the events of ``block`` from ``at`` one by one. Returns -1 at ``[DONE]``;
-        else where it stopped: the end, or the event after one that taught a new template
-        (what follows may be a run of it)."""
+        else where it stopped: the end, or the event after one that taught a new template or
+        went back to the interaction's (what follows may be a run of it)."""
         m = self.m
         end = block.find(b"\n\n", at)
         while end >= 0:
@@ -510,15 +513,19 @@ class StreamReader:
                 data = self.decoder.data_of(block[at:end])
             at = end + 2
             if data is not None:
-                template = self.template
+                template, shared = self.template, self.shared
                 content = None if template is None else template.content(data)
+                if content is None and shared is not None and shared is not template:
+                    content = shared.content(data)
+                    if content is not None:
+                        self.template = shared
                 if content is not None:
                     self.template_used = True
                     if content:
                         m.chunk_ns.append(now)
                 elif self._parse(data, now, prefix):
                     return -1
-                elif self.template is not template:
+                if self.template is not template:
                     return at
             end = block.find(b"\n\n", at)
         return len(block)
@@ -539,10 +546,7 @@ class StreamReader:
         if content:
             m.chunk_ns.append(now)
             if usage is None and not (finished or done) and self.tries:
-                if self.spare:
-                    self.spare -= 1
-                else:
-                    self._learn(data, prefix)
+                self._learn(data, prefix)
         if finished:
             self.finished = True
         if done:
