@@ -14,6 +14,11 @@ is ``token_ns[0] - arrival_ns`` and its ITL the gaps of ``token_ns``), ``end_ns`
 stream completed, the ``X-Request-Id`` header and the system prompt (a tag: benchmarks give
 each client its own system prompt, which pairs client and server records).
 
+With ``--request-ids`` the chunks are vLLM's shape of stream: each request's chunks carry an
+id of its own (``chatcmpl-<request number>``), and an empty role chunk comes with the first
+token; without it every chunk of every request has the same id and the first token carries
+the role.
+
 - ``GET /stats``: ``{"open", "peak_open", "started", "finished", "incomplete"}``: streams open
   now, etc. (cheap: poll it).
 - ``GET /records``: every record so far (JSON list); ``POST /reset`` forgets them (and the peak).
@@ -52,15 +57,21 @@ import httptools
 
 LISTENING = "paced-target listening on "
 MODEL = "mock-model"
+SHARED_ID = "chatcmpl-paced"
+ID_MARK = "chatcmpl-000000000000"
+"""Where a request's own id goes in the chunks built once (``--request-ids``): the same length
+as every id, so the chunked framing built with it holds."""
 
 
 # -- the server ---------------------------------------------------------------------------------
 
 
-def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+def chunk(
+    delta: dict[str, Any] | None, finish: str | None = None, *, id_: str = SHARED_ID, **extra: Any
+) -> bytes:
     """One SSE event of a chat-completion stream (compact JSON)."""
     body: dict[str, Any] = {
-        "id": "chatcmpl-paced",
+        "id": id_,
         "object": "chat.completion.chunk",
         "created": 0,
         "model": MODEL,
@@ -73,14 +84,30 @@ def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any)
 class PacedServer:
     """The answers and the records of one target (shared by its connections)."""
 
-    def __init__(self, ttft_s: float, itl_s: float, tokens: int, keep_token_times: bool) -> None:
+    def __init__(
+        self,
+        ttft_s: float,
+        itl_s: float,
+        tokens: int,
+        keep_token_times: bool,
+        request_ids: bool = False,
+    ) -> None:
         self.ttft_s, self.itl_s, self.tokens = ttft_s, itl_s, tokens
         self.keep_token_times = keep_token_times
+        self.request_ids = request_ids
         self.records: list[dict[str, Any]] = []
         self.open = self.peak_open = self.started = self.finished = self.incomplete = 0
-        # Token chunks are the same for every request: build them once, chunk-framed.
-        self.first_chunk = framed(chunk({"role": "assistant", "content": " tok0"}))
-        self.token_chunks = [framed(chunk({"content": f" tok{i}"})) for i in range(tokens)]
+        # Token chunks are built once, chunk-framed (with ID_MARK where a request's own id
+        # goes, with --request-ids).
+        self.id_ = ID_MARK if request_ids else SHARED_ID
+        if request_ids:
+            role = framed(chunk({"role": "assistant", "content": ""}, id_=self.id_))
+            self.first_chunk = role + framed(chunk({"content": " tok0"}, id_=self.id_))
+        else:
+            self.first_chunk = framed(chunk({"role": "assistant", "content": " tok0"}))
+        self.token_chunks = [
+            framed(chunk({"content": f" tok{i}"}, id_=self.id_)) for i in range(tokens)
+        ]
         self._tails: dict[int, bytes] = {}
 
     def tail(self, n: int) -> bytes:
@@ -88,7 +115,11 @@ class PacedServer:
         found = self._tails.get(n)
         if found is None:
             usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": n + 8}
-            parts = [chunk({}, "length"), chunk(None, usage=usage), b"data: [DONE]\n\n"]
+            parts = [
+                chunk({}, "length", id_=self.id_),
+                chunk(None, id_=self.id_, usage=usage),
+                b"data: [DONE]\n\n",
+            ]
             found = self._tails[n] = b"".join(map(framed, parts)) + b"0\r\n\r\n"
         return found
 
@@ -151,6 +182,7 @@ class PacedProtocol(asyncio.Protocol):
         self.n, self.t0 = 0, 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.record: dict[str, Any] | None = None
+        self.id_ = ID_MARK.encode()  # this request's chunk id (--request-ids)
 
     # --- httptools callbacks ---
     def on_message_begin(self) -> None:
@@ -212,6 +244,8 @@ class PacedProtocol(asyncio.Protocol):
             return
         server = self.server
         server.started += 1
+        if server.request_ids:
+            self.id_ = b"chatcmpl-%012d" % server.started
         server.open += 1
         server.peak_open = max(server.peak_open, server.open)
         record: dict[str, Any] = {
@@ -249,7 +283,10 @@ class PacedProtocol(asyncio.Protocol):
         record, server = self.record, self.server
         if self.transport is None or record is None:
             return
-        self.transport.write(server.first_chunk if i == 0 else server.token_chunks[i])
+        data = server.first_chunk if i == 0 else server.token_chunks[i]
+        if server.request_ids:
+            data = data.replace(ID_MARK.encode(), self.id_)
+        self.transport.write(data)
         now = time.time_ns()
         if server.keep_token_times or i == 0:
             record["token_ns"].append(now)
@@ -258,7 +295,10 @@ class PacedProtocol(asyncio.Protocol):
             deadline = self.t0 + server.ttft_s + (i + 1) * server.itl_s
             self.timer = self.loop.call_at(deadline, self.write_token, i + 1)
             return
-        self.transport.write(server.tail(self.n))
+        tail = server.tail(self.n)
+        if server.request_ids:
+            tail = tail.replace(ID_MARK.encode(), self.id_)
+        self.transport.write(tail)
         self.end_stream(complete=True)
         self.after_answer()
 
@@ -322,7 +362,9 @@ class PacedProtocol(asyncio.Protocol):
 
 async def serve(args: argparse.Namespace) -> None:
     """Run the server until SIGTERM or SIGINT."""
-    server = PacedServer(args.ttft_ms / 1000, args.itl_ms / 1000, args.tokens, args.token_times)
+    server = PacedServer(
+        args.ttft_ms / 1000, args.itl_ms / 1000, args.tokens, args.token_times, args.request_ids
+    )
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(
         lambda: PacedProtocol(server), args.host, args.port, backlog=8192, reuse_address=True
@@ -349,6 +391,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="token_times",
         action="store_false",
         help="record only the first token's write time (saves memory with many streams)",
+    )
+    parser.add_argument(
+        "--request-ids",
+        action="store_true",
+        help="vLLM's shape of stream: an id of its own per request, an empty role chunk first",
     )
     return parser.parse_args(argv)
 
@@ -407,6 +454,7 @@ def paced_target(
     tokens: int,
     *,
     token_times: bool = True,
+    request_ids: bool = False,
     stderr_path: Path | None = None,
     timeout_s: float = 30.0,
 ) -> Iterator[PacedTarget]:
@@ -415,6 +463,8 @@ def paced_target(
     argv += [f"--ttft-ms={ttft_ms}", f"--itl-ms={itl_ms}", f"--tokens={tokens}"]
     if not token_times:
         argv.append("--no-token-times")
+    if request_ids:
+        argv.append("--request-ids")
     with contextlib.ExitStack() as stack:
         err = stack.enter_context(stderr_path.open("wb")) if stderr_path else subprocess.DEVNULL
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, start_new_session=True)

@@ -163,6 +163,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--against-note", default="", help="what SRC is, for the results (e.g. its commit)"
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare floor")
+    parser.add_argument(
+        "--request-ids",
+        action="store_true",
+        help="the target streams vLLM's shape of chunks: an id of their own per request, an "
+        "empty role chunk with the first token (default: one id for all, as a simple server)",
+    )
     parser.add_argument("--profile", action="store_true", help="add the open400 profile")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
     parser.add_argument("--profile-s", type=float, default=10.0, help="profiled seconds (10)")
@@ -544,10 +550,16 @@ def own_numbers(variant: str, launched: Launched, out: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def target_for(case: Case, tmp: Path, cores: Cores) -> Iterator[PacedTarget]:
+def target_for(
+    case: Case, tmp: Path, cores: Cores, request_ids: bool = False
+) -> Iterator[PacedTarget]:
     """The paced target of ``case`` (a fresh one per case and repeat), pinned."""
     with paced_target(
-        case.ttft_ms, case.itl_ms, case.tokens, stderr_path=tmp / f"target-{case.name}.err"
+        case.ttft_ms,
+        case.itl_ms,
+        case.tokens,
+        request_ids=request_ids,
+        stderr_path=tmp / f"target-{case.name}.err",
     ) as target:
         pin(target.proc.pid, cores.target)
         yield target
@@ -597,7 +609,7 @@ def main(args: argparse.Namespace) -> int:
         tmp = Path(tmp_name)
         for r in range(0 if args.profile_only else args.repeats):
             for case in cases:
-                with target_for(case, tmp, cores) as target:
+                with target_for(case, tmp, cores, args.request_ids) as target:
                     for variant in repeat_order(r, variants):
                         tag = f"{case.name}-{variant}-{r}"
                         src = args.against if variant == "against" else None
@@ -612,7 +624,7 @@ def main(args: argparse.Namespace) -> int:
             from tokencost_profile import profile_during, summarise_profile
 
             case = next(c for c in all_cases(max(args.profile_s + 2, 5), 1) if c.name == "open400")
-            with target_for(case, tmp, cores) as target:
+            with target_for(case, tmp, cores, args.request_ids) as target:
                 during = profile_during(tmp, args.profile_s)
                 m = run_once(case, "clientswarm", target, cores, tmp, "profile", during=during)
             progress(case, "profile", 0, m)
@@ -637,6 +649,7 @@ def main(args: argparse.Namespace) -> int:
             "against": None if args.against is None else str(args.against),
             "against_note": args.against_note,
             "end_margin_s": END_MARGIN_S,
+            "request_ids": args.request_ids,
         },
         "cases": [
             asdict(c)
@@ -852,7 +865,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "end of the measured window, so start-up is excluded) over the tokens the paced target "
         "wrote and the answers it completed in that window. The target answers with the first "
         f"token {TTFT_MS:g} ms after a request's arrival, then one token every ITL, "
-        f"{TOKENS} tokens. Cells are medians over {settings['repeats']} repeat(s) (brackets: "
+        f"{TOKENS} tokens"
+        + (
+            " (vLLM's shape of chunks: an id of their own per request, an empty role chunk "
+            "with the first token: `--request-ids`)"
+            if settings.get("request_ids")
+            else " (one chunk id for every request, the role with the first token)"
+        )
+        + f". Cells are medians over {settings['repeats']} repeat(s) (brackets: "
         f"min…max). Raw values: `{doc['json_name']}`.",
         "",
         "## Machine",
