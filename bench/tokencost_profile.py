@@ -443,6 +443,14 @@ def rules_lines() -> list[str]:
     return lines
 
 
+def _share_section(
+    title: str, tool: str, found: dict[str, Any], per_token: float | None
+) -> list[str]:
+    """One tool's samples by category, under ``title``."""
+    rows = _share_rows(f"category ({tool})", found["categories"], found["samples"], per_token)
+    return [title, "", markdown_table(rows), ""]
+
+
 def _share_rows(
     head: str, counts: dict[str, int], total: int, per_token: float | None
 ) -> list[list[str]]:
@@ -497,14 +505,9 @@ def profile_markdown(profile: dict[str, Any], us_per_token: float | None = None)
         ]
     spy = profile.get("pyspy")
     if spy and spy["samples"]:
-        out += [
-            "py-spy alone (worker 0, every thread, every sample it took):",
-            "",
-            markdown_table(
-                _share_rows("category (py-spy)", spy["categories"], spy["samples"], None)
-            ),
-            "",
-        ]
+        out += _share_section(
+            "py-spy alone (worker 0, every thread, every sample it took):", "py-spy", spy, None
+        )
         top = [["frame that decided (innermost matching)", "category", "samples", "share %"]]
         for entry in spy["top_frames"][:20]:
             top.append(
@@ -520,14 +523,7 @@ def profile_markdown(profile: dict[str, Any], us_per_token: float | None = None)
         out += [f"- py-spy: no samples ({recorded.get('errors') or recorded})", ""]
     perf = profile.get("perf")
     if perf and perf["samples"]:
-        out += [
-            "perf alone (worker 1, on-CPU samples):",
-            "",
-            markdown_table(
-                _share_rows("category (perf)", perf["categories"], perf["samples"], per_token)
-            ),
-            "",
-        ]
+        out += _share_section("perf alone (worker 1, on-CPU samples):", "perf", perf, per_token)
     else:
         out += [f"- perf: no samples ({recorded.get('errors') or recorded})", ""]
     out += [

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from clientswarm.interactions.chunk_template import LearntTemplate
 from clientswarm.interactions.llm import _Collected, _EventsCollected
 from clientswarm.interactions.messages import (
     Messages,
@@ -42,7 +43,6 @@ from clientswarm.interactions.streaming import (
     ContentMarkers,
     ContentOf,
     EventRules,
-    LearntTemplate,
     Measurement,
     StreamReader,
     TargetError,

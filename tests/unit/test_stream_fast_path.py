@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from clientswarm.interactions.chunk_template import ChunkTemplate
 from clientswarm.interactions.openai import (
     Chat,
     Completion,
@@ -23,7 +24,6 @@ from clientswarm.interactions.streaming import (
     Measurement,
     StreamReader,
     TargetError,
-    _Template,
 )
 
 
@@ -45,7 +45,7 @@ def reader_after(*events: bytes) -> StreamReader:
     return reader
 
 
-def learnt(*events: bytes) -> _Template:
+def learnt(*events: bytes) -> ChunkTemplate:
     template = reader_after(*events).template
     assert template is not None
     return template

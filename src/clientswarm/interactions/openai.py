@@ -30,6 +30,7 @@ from clientswarm.config.interactions import (
 from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.arrival import ARRIVAL_PROMPT
 from clientswarm.interactions.base import ClientContext
+from clientswarm.interactions.chunk_template import LearntTemplate
 from clientswarm.interactions.http import BuiltinInteraction, fail_status
 from clientswarm.interactions.http1 import Http1Client
 from clientswarm.interactions.media import ImagePool
@@ -39,7 +40,6 @@ from clientswarm.interactions.streaming import (
     ContentMarkers,
     ContentOf,
     EventRules,
-    LearntTemplate,
     Measurement,
     TargetError,
     parse_json_body,

@@ -26,16 +26,17 @@ content at all. A recognised chunk therefore says what parsing it would say, wit
 when its text is not empty. Such chunks are one-line ``data:`` events or, when the learnt chunk
 came so, ``event:`` and ``data:`` line pairs (the Messages and Responses framing; the meaning is
 the data's, whatever the event line says). A read that is one of them, from an event's start (a
-paced stream's usual read), is checked with a few short scans (:meth:`_Template.one`); a whole run
-of them in one read is counted with a few scans of the run (:meth:`_Template.run`); the streams of
-one interaction share what was learnt (:class:`LearntTemplate`), so that only a worker's first
-stream learns. Everything else (the first chunks, finish reasons, usage, errors, keep-alives,
-comments, other framing) is parsed. So a sample depends on the bytes of the stream only, never on
-how the reads cut it (``tests/unit/test_sse_parity.py`` feeds every case at every split point
-through both paths). Taken on trust: that such a text is a valid JSON string body (its escapes, a
-backslash before its closing quote included, its control characters and its UTF-8), as it was in
-the chunk it was learnt from; a target that breaks that breaks JSON itself, which parsing would
-report as ``protocol``.
+paced stream's usual read), is checked with a few short scans
+(:meth:`~.chunk_template.ChunkTemplate.one`); a whole run of them in one read is counted with a few
+scans of the run (:meth:`~.chunk_template.ChunkTemplate.run`); the streams of one interaction share
+what was learnt (:class:`~.chunk_template.LearntTemplate`), so that only a worker's first stream
+learns. Everything else (the first chunks, finish reasons, usage, errors, keep-alives, comments,
+other framing) is parsed. So a sample depends on the bytes of the stream only, never on how the
+reads cut it (``tests/unit/test_sse_parity.py`` feeds every case at every split point through both
+paths). Taken on trust: that such a text is a valid JSON string body (its escapes, a backslash
+before its closing quote included, its control characters and its UTF-8), as it was in the chunk it
+was learnt from; a target that breaks that breaks JSON itself, which parsing would report as
+``protocol``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 import orjson
 
 from clientswarm.errors import ClientswarmError
+from clientswarm.interactions.chunk_template import ChunkTemplate, LearntTemplate
 from clientswarm.interactions.http1 import Http1Connection, Http1Error
 from clientswarm.interactions.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 from clientswarm.metrics.sample import (
@@ -274,124 +276,6 @@ def read_chunk(data: bytes, content_of: ContentOf) -> ChunkRead:
     return usage, content, finished, False
 
 
-class _Template:
-    """An ordinary token chunk of this stream cut around its text: ``head`` ends with the
-    text's opening quote, ``tail`` starts with its closing quote.
-
-    A chunk that is ``head + text + tail``, with no quote and no line feed in ``text``, says
-    what the template said, except that it carries content exactly when ``text`` is not empty.
-    ``prefix`` is the ``event:`` line that came before its ``data:`` line (empty: none); runs
-    are of events framed the same way.
-    """
-
-    __slots__ = (
-        "empty",
-        "ends",
-        "first",
-        "head",
-        "joint",
-        "lines",
-        "min_len",
-        "overlap",
-        "quotes",
-        "run_quotes",
-        "tail",
-        "text_at",
-    )
-
-    def __init__(self, head: bytes, tail: bytes, prefix: bytes = b"") -> None:
-        self.head = head
-        self.tail = tail
-        self.quotes = head.count(b'"') + tail.count(b'"')
-        self.run_quotes = self.quotes + prefix.count(b'"')  # per event of a run
-        self.lines = 2 + prefix.count(b"\n")  # line feeds per event of a run, its blank line's too
-        self.min_len = len(head) + len(tail)
-        self.first = prefix + b"data: " + head
-        self.ends = tail + b"\n\n"
-        self.joint = self.ends + self.first  # one chunk's end and the next one's start
-        self.empty = b'"' + self.ends  # the closing quote right after the opening one
-        # The opening quote read as the closing one too (a chunk shorter than head + tail):
-        # the only way head and tail can overlap, since a value never ends in ``:``. Such a
-        # chunk ends with ``head[:-1] + tail``; the end of that is enough to find it.
-        self.overlap = head[-12:-1] + tail
-        self.text_at = len(self.first)
-
-    def content(self, data: bytes) -> bool | None:
-        """Whether the data of one event carries content, if it is this template's chunk;
-        None when it is not."""
-        if (
-            len(data) >= self.min_len
-            and data.startswith(self.head)
-            and data.endswith(self.tail)
-            and data.count(b'"') == self.quotes
-            and b"\n" not in data
-        ):
-            return len(data) > self.min_len
-        return None
-
-    def one(self, data: bytes) -> bool | None:
-        """Whether ``data``, when it is exactly one of this template's events (a one-token
-        read of a paced stream), carries content; None when it is not. The same verdict as
-        :meth:`run` on it, for a few short scans: past the head the text must hold no quote,
-        no line feed and no CR (then the event holds nothing else, and head and tail cannot
-        overlap: ``data`` is at least as long as both)."""
-        ends = self.ends
-        if data.startswith(self.first) and data.endswith(ends):
-            text = data[self.text_at : len(data) - len(ends)]
-            if len(data) >= self.text_at + len(ends) and not (
-                b'"' in text or b"\n" in text or b"\r" in text
-            ):
-                return bool(text)
-        return None
-
-    def run(self, block: bytes, at: int) -> tuple[int, int] | None:
-        """``(end, content chunks)`` of the run of this template's chunks that starts at ``at``
-        in a block of the decoder, each a one-line ``data: `` event (after the prefix's
-        ``event:`` line, if any); None unless the block has one there and the run up to the
-        last of them holds nothing else.
-
-        A handful of scans of the run, whatever its length. The run ends with the last
-        ``tail`` and blank line; it holds as many chunks as joints ``tail, blank line, prefix,
-        data: head`` plus one; if it has no other line feeds than their blank lines (and their
-        prefixes' line ends), every event is such a chunk. If it holds no more quotes than
-        their heads, tails and prefixes (and no head overlaps its tail), no text holds a quote.
-        The chunks without content are those whose tail follows the opening quote.
-        """
-        if not block.startswith(self.first, at):
-            return None
-        last = block.rfind(self.ends, at)
-        if last < 0:
-            return None
-        end = last + len(self.ends)
-        chunks = block.count(self.joint, at, end) + 1
-        if (
-            block.count(b"\n", at, end) != self.lines * chunks
-            or block.count(b'"', at, end) != chunks * self.run_quotes
-            or block.find(self.overlap, at, end) >= 0
-        ):
-            return None
-        return end, chunks - block.count(self.empty, at, end)
-
-
-class LearntTemplate:
-    """The token chunk template the streams of one interaction share: a stream that used
-    its template leaves it here, and the next one starts with it (and comes back to it after
-    a first chunk that carried the role too), so that a worker's streams after the first
-    parse only what differs — the first chunk, the finish and the usage — not the first token
-    chunk and the learning again. A target whose chunks differ from stream to stream (an id
-    per request, as vLLM's) never matches it: each stream learns its own, as without it.
-
-    A template says what the plain rules say of the chunks it matches, whichever stream it
-    was learnt from: sharing it changes the cost of a stream, never its sample (``rules``
-    and ``content_of`` must be the same for every stream that shares it: one interaction's).
-    """
-
-    __slots__ = ("template",)
-
-    def __init__(self) -> None:
-        self.template: _Template | None = None
-
-
 class StreamReader:
     """One stream read into a Measurement, no I/O: :meth:`feed` takes each read as it comes,
     :meth:`finish` the end of a body that had no ``[DONE]``; both raise TargetError when the
@@ -585,7 +469,7 @@ class StreamReader:
             if empty == (None, False, False, False):
                 if self.template is not None and not self.template_used:
                     self.tries -= 1
-                self.template, self.template_used = _Template(head, tail, prefix), False
+                self.template, self.template_used = ChunkTemplate(head, tail, prefix), False
                 return
         self.tries -= 1
 
@@ -601,7 +485,7 @@ async def read_sse_stream(
 ) -> None:
     """Read a stream into ``m`` until ``[DONE]`` (or the last event of its format, by
     ``rules``); raise TargetError on a bad stream. ``learnt``: the template the interaction's
-    streams share (:class:`LearntTemplate`).
+    streams share (:class:`~.chunk_template.LearntTemplate`).
 
     The stream is read as it arrives, inside the connection's ``data_received``
     (:meth:`Http1Connection.consume`): every event of one read shares that read's receive

@@ -22,12 +22,12 @@ from typing import Any, ClassVar
 from clientswarm.config.interactions import TranscriptionInteraction
 from clientswarm.config.paths import ANYWHERE, FileScope
 from clientswarm.interactions.base import ClientContext
+from clientswarm.interactions.chunk_template import LearntTemplate
 from clientswarm.interactions.http import BuiltinInteraction
 from clientswarm.interactions.media import AudioClip, audio_file, multipart_body, synthetic_audio
 from clientswarm.interactions.openai import Chat, chat_has_content, post_measured
 from clientswarm.interactions.streaming import (
     ContentMarkers,
-    LearntTemplate,
     Measurement,
     TargetError,
 )
