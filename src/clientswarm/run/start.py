@@ -88,8 +88,9 @@ class RunStart:
     Ctrl-C handler would): entering the block raises KeyboardInterrupt for one that came
     before, so that the workers it started are always known to something that stops them. A
     KeyboardInterrupt raised wherever the main thread happens to be while the service loads
-    can be swallowed (an exception in a finaliser or a callback is only printed) and was: the
-    run then ran on, its Ctrl-C lost. A second Ctrl-C while one is noted aborts at once.
+    can be swallowed (an exception in a finaliser or a callback is only printed), and a run
+    once ran on with its Ctrl-C lost, likely so. A second Ctrl-C while one is noted aborts at
+    once.
     """
 
     settings: ServiceSettings
